@@ -1,0 +1,74 @@
+"""The sample index: one row per sample, written as CSV so a person can open it.
+
+Columns: the fixed fields of `Sample`, then one ``path:<modality>`` column per modality of the
+dataset. An empty path cell means the modality is missing for that sample.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import MumuError
+
+FIELDS = [
+    "sample_id", "dataset", "subject", "session", "scene", "trial", "views",
+    "activity", "activity_id", "group", "group_id",
+]
+_INT_FIELDS = {"subject", "session", "scene", "trial", "activity_id", "group_id"}
+
+
+@dataclass
+class Sample:
+    sample_id: str
+    dataset: str
+    subject: int
+    activity: str
+    activity_id: int
+    group: str
+    group_id: int
+    session: int | None = None
+    scene: int | None = None
+    trial: int | None = None
+    views: list[str] = field(default_factory=list)  # camera views available, e.g. ["cam1", "cam3"]
+    paths: dict[str, str | None] = field(default_factory=dict)  # modality -> file, None = missing
+
+    def missing(self) -> list[str]:
+        return [m for m, p in self.paths.items() if not p]
+
+
+def write_index(samples: list[Sample], path: str | Path, modalities: list[str]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(FIELDS + [f"path:{m}" for m in modalities])
+        for s in samples:
+            row = [getattr(s, k) for k in FIELDS]
+            row[FIELDS.index("views")] = ";".join(s.views)
+            row = ["" if v is None else v for v in row]
+            writer.writerow(row + [s.paths.get(m) or "" for m in modalities])
+    tmp.replace(path)  # atomic: a reader never sees a half-written index
+
+
+def read_index(path: str | Path) -> list[Sample]:
+    path = Path(path)
+    if not path.is_file():
+        raise MumuError(f"sample index {path} does not exist; run `python cli.py index` first")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing_cols = [c for c in FIELDS if c not in (reader.fieldnames or [])]
+        if missing_cols:
+            raise MumuError(f"{path}: not a sample index (missing columns {', '.join(missing_cols)})")
+        modalities = [c.split(":", 1)[1] for c in reader.fieldnames if c.startswith("path:")]
+        samples = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                values = {k: (int(row[k]) if row[k] != "" else None) if k in _INT_FIELDS else row[k] for k in FIELDS}
+            except ValueError as e:
+                raise MumuError(f"{path}:{line}: malformed row ({e})") from None
+            values["views"] = [v for v in values["views"].split(";") if v]
+            values["paths"] = {m: (row[f"path:{m}"] or None) for m in modalities}
+            samples.append(Sample(**values))
+    return samples
