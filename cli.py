@@ -3,18 +3,20 @@ so `python cli.py --help` is instant and a broken optional dependency breaks one
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 import click
 
-# command name -> "module:attribute" of a click.Command
+# command name -> ("module:attribute" of a click.Command, one-line help shown by `--help`)
 COMMANDS = {
-    "demo-data": "pipeline.commands:demo_data",
-    "index": "pipeline.commands:index",
-    "extract": "pipeline.extract:extract_command",
-    "cache-info": "pipeline.cache:cache_info_command",
-    "train": "mumu.train:train_command",
-    "evaluate": "mumu.evaluate:evaluate_command",
-    "study": "mumu.studies:study_command",
+    "demo-data": ("pipeline.commands:demo_data", "Write the synthetic demo dataset (MMAct layout)."),
+    "index": ("pipeline.commands:index", "Index a raw dataset folder into a sample index CSV."),
+    "extract": ("pipeline.extract:extract_command", "Build the zarr feature cache from a sample index."),
+    "cache-info": ("pipeline.cache:cache_info_command", "Summarise a feature cache."),
+    "train": ("mumu.train:train_command", "Train MuMu or a baseline (from the cache or raw inputs)."),
+    "evaluate": ("mumu.evaluate:evaluate_command", "Metrics and plots for a training run."),
+    "study": ("mumu.studies:study_command", "The paper's studies: noise, modalities, ablation."),
 }
 
 
@@ -23,11 +25,15 @@ class LazyGroup(click.Group):
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        target = COMMANDS.get(name)
-        if target is None:
+        if name not in COMMANDS:
             return None
-        module, attr = target.split(":")
+        module, attr = COMMANDS[name][0].split(":")
         return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Listing must not import every command (torch, dask, ...): use the static help lines.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,5 +44,26 @@ def main() -> None:
     """
 
 
+def run() -> None:
+    """Entry point: user errors (MumuError) print one line; anything unexpected prints one line too,
+    with the traceback only when MUMU_DEBUG=1."""
+    try:
+        main(standalone_mode=False)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted: rerun the same command to resume", err=True)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the last line of defence against raw tracebacks
+        if os.environ.get("MUMU_DEBUG"):
+            raise
+        click.echo(f"Error: {type(e).__name__}: {e} (set MUMU_DEBUG=1 for the traceback)", err=True)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    main()
+    run()
