@@ -1,0 +1,37 @@
+"""The command line as a user meets it: help everywhere, one-line errors, no tracebacks."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cli import COMMANDS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_top_level_help_lists_every_command():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for name in COMMANDS:
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_has_help(name):
+    result = run_cli(name, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+
+
+def test_user_error_is_one_line_without_traceback(tmp_path):
+    result = run_cli("cache-info", str(tmp_path / "no-such-cache.zarr"))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "no-such-cache.zarr" in result.stderr
