@@ -1,0 +1,137 @@
+"""Unimodal Feature Encoders (UFE, paper §3.3): per-step embedding -> LSTM -> temporal pooling.
+
+Two step embeddings, one shared sequence model:
+- visual (video / depth): a cached 2048-d ResNet-50 feature per step -> Linear -> ReLU -> Dropout;
+- sensor / skeleton: a co-occurrence-style 2-conv encoder per window of W time steps (J joints, A attributes).
+Temporal pooling is keyless attention (Long et al. 2018) for MuMu/B2/B3 or the last valid LSTM state for B1.
+
+Padding convention: step t of sample b is valid iff t < lengths[b]; lengths[b] == 0 means the modality is
+missing in that sample, and its unimodal feature is then exactly zero.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from pipeline.modalities import ModalitySpec
+
+Pooling = Literal["keyless", "last"]
+
+
+def step_mask(lengths: Tensor, steps: int) -> Tensor:
+    """(B,) valid lengths -> (B, S) bool, True on valid steps."""
+    return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
+    """Softmax over the True entries of `mask` only; masked entries get exactly 0.
+
+    A row with no True entry gets all-zero weights (not NaN), so a missing modality contributes nothing.
+    """
+    scores = scores.masked_fill(~mask, float("-inf"))
+    # An all-masked row would be softmax(-inf, ..., -inf) = NaN; give it finite scores, then zero it.
+    scores = scores.masked_fill(~mask.any(dim, keepdim=True), 0.0)
+    return torch.softmax(scores, dim).masked_fill(~mask, 0.0)
+
+
+class KeylessAttention(nn.Module):
+    """Long et al. (2018): e_t = w^T h_t + b, a = softmax over valid t, h = sum_t a_t h_t."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        # h: (B, T, D), mask: (B, T) -> pooled (B, D), weights (B, T)
+        weights = masked_softmax(self.score(h).squeeze(-1), mask, dim=1)
+        return torch.einsum("bt,btd->bd", weights, h), weights
+
+
+class VisualStepEmbedding(nn.Module):
+    """(B, S, 2048) cached ResNet-50 features -> (B, S, D)."""
+
+    def __init__(self, in_dim: int, dim: int, dropout: float):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU(), nn.Dropout(dropout))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.proj(x)  # (B, S, D); a per-step op, so padded steps cannot leak into valid ones
+
+
+class SensorWindowEmbedding(nn.Module):
+    """Co-occurrence-style encoder of one window: (B, S, W, J*A) -> (B, S, D).
+
+    conv1 (1x1) mixes the A attributes of each joint and time step; conv2 (1 x k) convolves along time
+    inside the window. Only valid windows go through the convolutions, so BatchNorm statistics never see
+    padding or missing samples; invalid windows get a zero embedding.
+    """
+
+    def __init__(self, spec: ModalitySpec, window: int, dim: int, dropout: float, channels: int = 64,
+                 kernel_size: int = 3):
+        super().__init__()
+        self.joints, self.attributes, self.window = spec.joints, spec.attributes, window
+        kernel_size = min(kernel_size, window)  # a window shorter than the kernel: use the whole window
+        self.conv = nn.Sequential(
+            nn.Conv2d(spec.attributes, channels // 2, kernel_size=1),
+            nn.BatchNorm2d(channels // 2),
+            nn.ReLU(),
+            nn.Conv2d(channels // 2, channels, kernel_size=(1, kernel_size)),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+        )
+        flat = channels * spec.joints * (window - kernel_size + 1)
+        self.proj = nn.Sequential(nn.Linear(flat, dim), nn.ReLU(), nn.Dropout(dropout))
+        self.dim = dim
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        B, S, W, C = x.shape
+        out = x.new_zeros(B, S, self.dim)  # (B, S, D)
+        valid = x[mask]  # (N, W, J*A), N = number of valid windows in the batch
+        if valid.shape[0] == 0:
+            return out
+        windows = valid.reshape(-1, W, self.joints, self.attributes).permute(0, 3, 2, 1)  # (N, A, J, W)
+        out[mask] = self.proj(self.conv(windows).flatten(1)).to(out.dtype)  # (N, D)
+        return out
+
+
+class UnimodalEncoder(nn.Module):
+    """One modality: step embedding -> LSTM -> temporal pooling -> (B, D) feature and (B, S) weights."""
+
+    def __init__(self, spec: ModalitySpec, dim: int, dropout: float, pooling: Pooling, window: int = 5,
+                 conv_channels: int = 64, kernel_size: int = 3, lstm_layers: int = 1, visual_dim: int = 2048):
+        super().__init__()
+        self.spec, self.window, self.visual_dim = spec, window, visual_dim
+        if spec.visual:
+            self.embed: nn.Module = VisualStepEmbedding(visual_dim, dim, dropout)
+        else:
+            self.embed = SensorWindowEmbedding(spec, window, dim, dropout, conv_channels, kernel_size)
+        self.lstm = nn.LSTM(dim, dim, num_layers=lstm_layers, batch_first=True,
+                            dropout=dropout if lstm_layers > 1 else 0.0)
+        self.pooling = pooling
+        self.attention = KeylessAttention(dim) if pooling == "keyless" else None
+
+    def check_input(self, x: Tensor) -> None:
+        expected = (self.visual_dim,) if self.spec.visual else (self.window, self.spec.channels)
+        if x.dim() != 2 + len(expected) or tuple(x.shape[2:]) != expected:
+            layout = "(B, S, 2048)" if self.spec.visual else "(B, S, W, J*A)"
+            raise ValueError(f"modality {self.spec.name!r}: expected input {layout} ending in {expected}, "
+                             f"got shape {tuple(x.shape)}")
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
+        # x: (B, S, ...) padded; lengths: (B,) -> feature (B, D), temporal weights (B, S) or None
+        self.check_input(x)
+        mask = step_mask(lengths, x.shape[1])  # (B, S)
+        # Zero the padding so that whatever the loader put there (even NaN) cannot reach the output.
+        x = x.to(self.lstm.weight_ih_l0.dtype)  # cached visual features are float16
+        x = x.masked_fill(~mask.view(*mask.shape, *[1] * (x.dim() - 2)), 0.0)
+        steps = self.embed(x, mask)  # (B, S, D)
+        # A unidirectional LSTM is causal and padding sits after the valid steps, so valid outputs are the
+        # same as with packed sequences; padded outputs are masked below.
+        h, _ = self.lstm(steps)  # (B, S, D)
+        if self.attention is not None:
+            return self.attention(h, mask)  # a missing modality has no valid step -> zero feature
+        last = (lengths - 1).clamp(min=0)  # (B,) index of the last valid step
+        feature = h[torch.arange(h.shape[0], device=h.device), last]  # (B, D)
+        return feature * (lengths > 0)[:, None], None  # zero for a missing modality

@@ -1,0 +1,151 @@
+"""MuMu (paper §3) and the ablation baselines B1/B2/B3 (Table 7), built by `build_model`.
+
+All four share `UnimodalEncoder`; they differ in temporal pooling and in how modalities are fused:
+
+| arch | temporal pooling  | fusion                                                 | group head |
+|------|-------------------|--------------------------------------------------------|------------|
+| mumu | keyless attention | SM-Fusion -> X_aux -> F_aux; GM-Fusion -> W_f[X_c; X_aux] -> F_t | yes |
+| b1   | last valid state  | concatenation -> two-FC head                          | no         |
+| b2   | keyless attention | concatenation -> two-FC head (Keyless)                | no         |
+| b3   | keyless attention | masked self-attention across modalities, mean over present (HAMLET-like) | no |
+
+A missing modality (length 0) has an all-zero unimodal feature. The attention fusions mask it out of their
+softmax; the concatenation baselines keep its slot as zeros (there is no softmax to mask).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from mumu.encoders import UnimodalEncoder
+from mumu.fusion import GMFusion, ModalitySelfAttention, SMFusion
+from pipeline.errors import MumuError
+from pipeline.modalities import ModalitySpec
+
+ARCHS = ("mumu", "b1", "b2", "b3")
+
+
+@dataclass
+class ModelOutput:
+    logits: Tensor  # (B, K) activity logits
+    group_logits: Tensor | None  # (B, G) activity-group logits (MuMu only)
+    unimodal: Tensor  # (B, M, D) unimodal features X_u, zero for missing modalities
+    fused: Tensor  # (B, D) the representation the activity classifier reads
+    # "sm" (B, M) SM-Fusion alpha; "gm" (B, M) GM-Fusion / B3 weights; "temporal:<name>" (B, S)
+    attention: dict[str, Tensor] = field(default_factory=dict)
+
+
+def two_layer_head(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
+    """Two FC layers with ReLU (and dropout) between them: F_aux, F_t and the baselines' heads."""
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
+
+
+class MultimodalModel(nn.Module):
+    """Encodes every modality (in `self.modalities` order) and hands (B, M, D) features to `fuse`."""
+
+    def __init__(self, inputs: dict[str, ModalitySpec], embed_dim: int, dropout: float, pooling: str,
+                 **encoder_options):
+        super().__init__()
+        self.modalities = list(inputs)
+        self.specs = dict(inputs)
+        self.encoders = nn.ModuleDict(
+            {name: UnimodalEncoder(spec, embed_dim, dropout, pooling, **encoder_options)
+             for name, spec in inputs.items()})
+
+    def encode(self, x: dict[str, Tensor], lengths: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """-> unimodal features (B, M, D), presence (B, M) bool, temporal weights per modality (B, S)."""
+        absent = [name for name in self.modalities if name not in x or name not in lengths]
+        if absent:
+            raise ValueError(f"batch lacks modality {', '.join(absent)}; the model expects {self.modalities} "
+                             "(pass zero lengths for a modality missing in some samples)")
+        present = torch.stack([lengths[name] > 0 for name in self.modalities], dim=1)  # (B, M)
+        empty = (~present.any(dim=1)).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"batch positions {empty} have every modality missing (all lengths are 0)")
+        features, temporal = [], {}
+        for name in self.modalities:
+            feature, weights = self.encoders[name](x[name], lengths[name])
+            features.append(feature)
+            if weights is not None:
+                temporal[f"temporal:{name}"] = weights
+        return torch.stack(features, dim=1), present, temporal
+
+    def forward(self, x: dict[str, Tensor], lengths: dict[str, Tensor]) -> ModelOutput:
+        xu, present, temporal = self.encode(x, lengths)
+        out = self.fuse(xu, present)
+        out.attention.update(temporal)
+        return out
+
+    def fuse(self, xu: Tensor, present: Tensor) -> ModelOutput:
+        raise NotImplementedError
+
+
+class MuMu(MultimodalModel):
+    """Auxiliary task (SM-Fusion -> activity group) guides the target task (GM-Fusion -> activity)."""
+
+    def __init__(self, inputs, num_classes: int, num_groups: int, embed_dim: int, dropout: float, **options):
+        super().__init__(inputs, embed_dim, dropout, "keyless", **options)
+        self.sm_fusion = SMFusion(embed_dim)
+        self.aux_head = two_layer_head(embed_dim, embed_dim, num_groups, dropout)  # F_aux
+        self.gm_fusion = GMFusion(embed_dim)
+        self.merge = nn.Linear(2 * embed_dim, embed_dim)  # W_f
+        self.head = two_layer_head(embed_dim, embed_dim, num_classes, dropout)  # F_t
+
+    def fuse(self, xu: Tensor, present: Tensor) -> ModelOutput:
+        x_aux, alpha = self.sm_fusion(xu, present)  # (B, D), (B, M)
+        x_c, gm = self.gm_fusion(x_aux, xu, present)  # (B, D), (B, M)
+        x_f = self.merge(torch.cat([x_c, x_aux], dim=1))  # (B, D)
+        return ModelOutput(self.head(x_f), self.aux_head(x_aux), xu, x_f, {"sm": alpha, "gm": gm})
+
+
+class ConcatBaseline(MultimodalModel):
+    """B1 (pooling "last") and B2 (pooling "keyless"): concatenated unimodal features -> two-FC head.
+
+    `fused` is the head's (B, D) hidden layer, since the concatenation itself is (B, M*D)."""
+
+    def __init__(self, inputs, num_classes: int, embed_dim: int, dropout: float, pooling: str, **options):
+        super().__init__(inputs, embed_dim, dropout, pooling, **options)
+        self.hidden = nn.Sequential(nn.Linear(len(inputs) * embed_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout))
+        self.out = nn.Linear(embed_dim, num_classes)
+
+    def fuse(self, xu: Tensor, present: Tensor) -> ModelOutput:
+        fused = self.hidden(xu.flatten(1))  # (B, M*D) -> (B, D); missing slots are zeros
+        return ModelOutput(self.out(fused), None, xu, fused)
+
+
+class SelfAttentionBaseline(MultimodalModel):
+    """B3: keyless temporal attention, then masked multi-head self-attention across modality tokens."""
+
+    def __init__(self, inputs, num_classes: int, embed_dim: int, dropout: float, fusion_heads: int = 2,
+                 **options):
+        super().__init__(inputs, embed_dim, dropout, "keyless", **options)
+        self.fusion = ModalitySelfAttention(embed_dim, fusion_heads, dropout)
+        self.head = two_layer_head(embed_dim, embed_dim, num_classes, dropout)
+
+    def fuse(self, xu: Tensor, present: Tensor) -> ModelOutput:
+        fused, weights = self.fusion(xu, present)  # (B, D), (B, M)
+        return ModelOutput(self.head(fused), None, xu, fused, {"gm": weights})
+
+
+def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, num_groups: int,
+                embed_dim: int = 128, dropout: float = 0.2, *, window: int = 5, conv_channels: int = 64,
+                kernel_size: int = 3, lstm_layers: int = 1, fusion_heads: int = 2) -> MultimodalModel:
+    """Build `arch` (mumu | b1 | b2 | b3) over `inputs`, whose order is the model's modality order.
+
+    window: time steps per sensor window (W of the (B, S, W, J*A) input; params.yaml extract.sensor_window).
+    conv_channels, kernel_size: the sensor encoder's conv widths and temporal kernel (clamped to W).
+    fusion_heads: B3's attention heads (must divide embed_dim). num_groups is used by MuMu only.
+    """
+    if arch not in ARCHS:
+        raise MumuError(f"unknown model {arch!r}; choose one of {', '.join(ARCHS)}")
+    if not inputs:
+        raise MumuError("the model needs at least one input modality")
+    options = dict(window=window, conv_channels=conv_channels, kernel_size=kernel_size, lstm_layers=lstm_layers)
+    if arch == "mumu":
+        return MuMu(inputs, num_classes, num_groups, embed_dim, dropout, **options)
+    if arch == "b3":
+        return SelfAttentionBaseline(inputs, num_classes, embed_dim, dropout, fusion_heads, **options)
+    pooling = "last" if arch == "b1" else "keyless"
+    return ConcatBaseline(inputs, num_classes, embed_dim, dropout, pooling, **options)

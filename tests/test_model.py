@@ -1,0 +1,170 @@
+"""MuMu and baselines: shapes, masking of padding and missing modalities, gradients, and learning."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mumu.model import ARCHS, build_model
+from pipeline.errors import MumuError
+from pipeline.modalities import ModalitySpec
+
+INPUTS = {
+    "rgb": ModalitySpec("rgb", "video"),
+    "skeleton": ModalitySpec("skeleton", "sensor", 4, 3),
+    "acc": ModalitySpec("acc", "sensor", 1, 3),
+}
+STEPS = {"rgb": 6, "skeleton": 7, "acc": 8}
+# Sample 0 has everything; 1 misses rgb; 2 has only rgb; 3 misses skeleton. Several are padded.
+LENGTHS = {"rgb": [6, 0, 3, 1], "skeleton": [7, 2, 0, 0], "acc": [1, 8, 0, 5]}
+SMALL = dict(embed_dim=16, dropout=0.2, conv_channels=8)
+
+
+def make_batch(seed: int = 0, batch: int = 4, lengths=LENGTHS, window: int = 5):
+    g = torch.Generator().manual_seed(seed)
+    x = {"rgb": torch.randn(batch, STEPS["rgb"], 2048, generator=g).half(),  # the cache stores float16
+         "skeleton": torch.randn(batch, STEPS["skeleton"], window, 12, generator=g),
+         "acc": torch.randn(batch, STEPS["acc"], window, 3, generator=g)}
+    return x, {name: torch.tensor(v) for name, v in lengths.items()}
+
+
+def model(arch: str, seed: int = 0, **options):
+    torch.manual_seed(seed)
+    return build_model(arch, INPUTS, num_classes=5, num_groups=2, **{**SMALL, **options}).eval()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_output_shapes(arch):
+    x, lengths = make_batch()
+    out = model(arch)(x, lengths)
+    assert out.logits.shape == (4, 5)
+    assert out.unimodal.shape == (4, 3, 16) and out.fused.shape == (4, 16)
+    assert (out.group_logits.shape == (4, 2)) if arch == "mumu" else out.group_logits is None
+    expected = {f"temporal:{n}" for n in INPUTS} if arch != "b1" else set()
+    expected |= {"mumu": {"sm", "gm"}, "b3": {"gm"}}.get(arch, set())
+    assert set(out.attention) == expected
+    for name in INPUTS:
+        if arch != "b1":
+            assert out.attention[f"temporal:{name}"].shape == (4, STEPS[name])
+    assert torch.isfinite(out.logits).all()
+
+
+@pytest.mark.parametrize("arch", ["mumu", "b2", "b3"])
+def test_padded_steps_get_zero_temporal_weight(arch):
+    x, lengths = make_batch()
+    out = model(arch)(x, lengths)
+    for name in INPUTS:
+        w = out.attention[f"temporal:{name}"]
+        valid = torch.arange(STEPS[name])[None, :] < lengths[name][:, None]
+        assert (w[~valid] == 0).all()
+        present = lengths[name] > 0
+        torch.testing.assert_close(w[present].sum(1), torch.ones(int(present.sum())))
+        assert (w[~present] == 0).all()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_padding_and_missing_modality_values_do_not_change_output(arch):
+    x, lengths = make_batch()
+    net = model(arch)
+    ref = net(x, lengths)
+    noisy = {}
+    for name, t in x.items():
+        valid = torch.arange(t.shape[1])[None, :] < lengths[name][:, None]  # (B, S)
+        junk = torch.full_like(t, 1e4) if name != "acc" else torch.full_like(t, float("nan"))
+        noisy[name] = torch.where(valid.view(*valid.shape, *[1] * (t.dim() - 2)), t, junk)
+    assert not torch.equal(noisy["rgb"], x["rgb"])  # the batch really has padding and missing samples
+    out = net(noisy, lengths)
+    torch.testing.assert_close(out.logits, ref.logits)
+    torch.testing.assert_close(out.fused, ref.fused)
+
+
+def test_padding_does_not_change_output_in_training_mode():
+    """BatchNorm sees only valid windows, so padding cannot shift its batch statistics."""
+    x, lengths = make_batch()
+    net = model("mumu", dropout=0.0).train()
+    ref = net(x, lengths).logits
+    padded = {n: torch.cat([t, torch.randn_like(t) * 50], dim=1) for n, t in x.items()}
+    torch.testing.assert_close(net(padded, lengths).logits, ref)
+
+
+def test_sm_fusion_alpha_sums_to_one_over_present_modalities():
+    x, lengths = make_batch()
+    out = model("mumu")(x, lengths)
+    present = torch.stack([lengths[n] > 0 for n in INPUTS], dim=1)
+    for key in ("sm", "gm"):
+        w = out.attention[key]
+        torch.testing.assert_close(w.sum(1), torch.ones(4))
+        assert (w[~present] == 0).all() and (w[present] > 0).all()
+    assert out.attention["sm"][2].tolist() == [1.0, 0.0, 0.0]  # only rgb present
+
+
+def test_b3_fusion_weights_ignore_missing_modalities():
+    x, lengths = make_batch()
+    out = model("b3")(x, lengths)
+    present = torch.stack([lengths[n] > 0 for n in INPUTS], dim=1)
+    torch.testing.assert_close(out.attention["gm"].sum(1), torch.ones(4))
+    assert (out.attention["gm"][~present] == 0).all()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_gradients_reach_every_encoder(arch):
+    x, lengths = make_batch()
+    net = model(arch).train()
+    out = net(x, lengths)
+    loss = out.logits.sum() + (out.group_logits.sum() if out.group_logits is not None else 0)
+    loss.backward()
+    for name, encoder in net.encoders.items():
+        grads = [p.grad for p in encoder.parameters() if p.requires_grad]
+        assert all(g is not None for g in grads), name
+        assert sum(g.abs().sum() for g in grads) > 0, name
+
+
+def test_all_missing_sample_is_a_clear_error():
+    x, lengths = make_batch(lengths={"rgb": [6, 0, 3, 0], "skeleton": [7, 2, 0, 0], "acc": [1, 8, 0, 0]})
+    with pytest.raises(ValueError, match=r"positions \[3\]"):
+        model("mumu")(x, lengths)
+
+
+def test_bad_inputs_are_clear_errors():
+    x, lengths = make_batch()
+    with pytest.raises(ValueError, match="lacks modality acc"):
+        model("b2")({k: v for k, v in x.items() if k != "acc"}, lengths)
+    with pytest.raises(ValueError, match="'skeleton'.*ending in \\(5, 12\\)"):
+        model("b2")({**x, "skeleton": x["skeleton"][:, :, :4]}, lengths)
+    with pytest.raises(MumuError, match="unknown model"):
+        build_model("b4", INPUTS, 5, 2)
+
+
+def test_window_shorter_than_kernel():
+    x, lengths = make_batch(window=2)
+    out = model("mumu", window=2, kernel_size=3)(x, lengths)
+    assert out.logits.shape == (4, 5)
+
+
+def test_modality_order_is_the_inputs_order():
+    net = build_model("mumu", dict(reversed(INPUTS.items())), 5, 2, **SMALL)
+    assert net.modalities == ["acc", "skeleton", "rgb"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_learns_label_carried_by_one_sensor(arch):
+    """Labels depend only on the sign of the acc stream's mean; rgb and skeleton are noise."""
+    torch.manual_seed(0)
+    batch = 32
+    x, _ = make_batch(seed=1, batch=batch, lengths={})
+    labels = torch.arange(batch) % 2
+    x["acc"] = x["acc"] * 0.5 + (labels.float() * 2 - 1).view(-1, 1, 1, 1)
+    lengths = {n: torch.full((batch,), STEPS[n]) for n in INPUTS}
+    net = build_model(arch, INPUTS, num_classes=2, num_groups=2, embed_dim=16, dropout=0.0, conv_channels=8)
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(40):
+        out = net(x, lengths)
+        loss = torch.nn.functional.cross_entropy(out.logits, labels)
+        if out.group_logits is not None:
+            loss = loss + 0.5 * torch.nn.functional.cross_entropy(out.group_logits, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    net.eval()
+    with torch.no_grad():
+        accuracy = (net(x, lengths).logits.argmax(1) == labels).float().mean().item()
+    assert accuracy == 1.0, f"{arch}: accuracy {accuracy:.2f}, final loss {loss.item():.3f}"
