@@ -1,0 +1,22 @@
+"""Shared fixtures: where the repository and the real UTD-MHAD copy are."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+UTD_ROOT = REPO_ROOT.parent / "shared" / "data" / "utd_mhad"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def utd_root() -> Path:
+    """The real UTD-MHAD copy (Inertial, Skeleton, Depth) beside the project; skips where absent."""
+    if not (UTD_ROOT / "Inertial").is_dir():
+        pytest.skip(f"real UTD-MHAD not found at {UTD_ROOT} (it sits beside the project as ../shared/data/utd_mhad)")
+    return UTD_ROOT
