@@ -1,0 +1,105 @@
+"""Input corruption for the noise-robustness study (paper §5.3, Table 6) and the noisy attention plots.
+
+For every test sample we pick, with probability 0.5 each, either its *visual* or its *non-visual*
+modality group and corrupt the raw (cached) features of every modality in that group:
+
+- ``drop``: each valid time step (segment / window) of the group is set to **zero** with probability
+  ``level``; ``level=1`` zeroes the whole group, which is the paper's "dropped raw features".
+  Lengths are left unchanged on purpose: the model still sees the modality as present, so the fusion
+  has to learn from the features that they carry no signal. (Length 0 would mean "missing", which
+  the model masks out of the fusion by construction and so tests nothing.)
+- ``gaussian``: ``x <- (1 - level) * x + level * std(x) * N(0, 1)`` on the valid steps, where std(x)
+  is the feature's standard deviation over that sample's valid steps, so one level means the same
+  signal-to-noise ratio for ResNet features and for accelerometer values in m/s^2.
+
+Camera-derived streams (video, depth, and skeleton / motion capture, which are computed from a depth
+camera or optical markers) form the visual group; wearable sensors (IMU, EMG) the non-visual group.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from pipeline.errors import MumuError
+from pipeline.modalities import ModalitySpec
+
+NoiseMode = Literal["drop", "gaussian"]
+NOISE_MODES = ("drop", "gaussian")
+GROUPS = ("visual", "non_visual")
+# Sensor-kind modalities that are nevertheless measured by a camera.
+CAMERA_DERIVED = {"skeleton", "mocap"}
+
+
+def modality_group(spec: ModalitySpec) -> str:
+    """"visual" for camera-derived modalities, "non_visual" for wearable sensors."""
+    return "visual" if spec.visual or spec.name in CAMERA_DERIVED else "non_visual"
+
+
+def split_groups(specs: list[ModalitySpec]) -> dict[str, list[str]]:
+    """{"visual": [names], "non_visual": [names]} in the order given."""
+    groups: dict[str, list[str]] = {g: [] for g in GROUPS}
+    for spec in specs:
+        groups[modality_group(spec)].append(spec.name)
+    return groups
+
+
+def choose_groups(num_samples: int, generator: torch.Generator) -> list[str]:
+    """One group per sample, visual or non-visual with probability 0.5 each."""
+    coin = torch.rand(num_samples, generator=generator) < 0.5
+    return ["visual" if c else "non_visual" for c in coin.tolist()]
+
+
+def corrupt_tensor(
+    x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, mode: NoiseMode, level: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Corrupt the valid steps of the samples ``rows`` (bool (B,)) of one padded modality tensor.
+
+    x: (B, S, ...) padded features; lengths: (B,) valid steps. Returns a new tensor, x untouched.
+    """
+    if mode not in NOISE_MODES:
+        raise MumuError(f"unknown noise mode {mode!r}; choose one of {', '.join(NOISE_MODES)}")
+    if not 0.0 <= level <= 1.0:
+        raise MumuError(f"noise level must lie in [0, 1], got {level}")
+    out = x.clone()
+    steps = torch.arange(x.shape[1], device=x.device)
+    valid = (steps[None, :] < lengths[:, None].to(x.device)) & rows[:, None].to(x.device)  # (B, S)
+    if mode == "drop":
+        hit = valid & (torch.rand(valid.shape, generator=generator).to(x.device) < level)
+        out[hit] = 0
+        return out
+    for b in torch.nonzero(rows).flatten().tolist():
+        n = int(lengths[b])
+        if n == 0:
+            continue  # missing modality: nothing to corrupt
+        clean = x[b, :n].float()
+        # per-feature spread over time; a single step has none, so use its spread over features
+        std = clean.std(dim=0, keepdim=True, unbiased=False) if n > 1 else clean.std(unbiased=False)
+        noise = torch.randn(clean.shape, generator=generator).to(x.device) * std
+        out[b, :n] = ((1 - level) * clean + level * noise).to(x.dtype)
+    return out
+
+
+def corrupt_batch(
+    batch: dict, specs: list[ModalitySpec], mode: NoiseMode, level: float, generator: torch.Generator,
+    groups: list[str] | None = None,
+) -> tuple[dict, list[str]]:
+    """Corrupt one modality group per sample of a batch.
+
+    batch: the training batch format, dict(x={name: (B, S, ...)}, lengths={name: (B,)}, ...).
+    groups: the group to corrupt per sample; None draws them with p=0.5 (see `choose_groups`).
+    Returns (new batch with corrupted copies of x, the group corrupted per sample).
+    """
+    num = len(next(iter(batch["lengths"].values())))
+    groups = choose_groups(num, generator) if groups is None else groups
+    members = split_groups(specs)
+    x = dict(batch["x"])
+    for group, names in members.items():
+        rows = torch.tensor([g == group for g in groups], dtype=torch.bool)
+        if not rows.any():
+            continue
+        for name in names:
+            if name in x:
+                x[name] = corrupt_tensor(x[name], batch["lengths"][name], rows, mode, level, generator)
+    return {**batch, "x": x}, groups
