@@ -1,0 +1,154 @@
+"""The training configuration: one typed object resolved from params.yaml and the command line.
+
+Precedence, lowest first: the dataclass defaults, params.yaml (top-level keys such as `dataset`,
+`protocol`, `modalities`; the `train:` block; the `extract:` block, whose settings a cache must match),
+then explicit overrides (CLI options). The resolved object is written to RUN_DIR/config.yaml, and
+`load_config` reads it back, so a run directory says exactly how it was made.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import MumuError
+
+MODELS = ("mumu", "b1", "b2", "b3")
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """The extraction settings a cache must have been built with (compared to its fingerprint);
+    the raw path applies them itself."""
+
+    weights: str = "random"
+    image_size: int = 112
+    frame_stride: int = 3
+    sensor_window: int = 5
+    sensor_stride: int = 5
+    sensor_rate_hz: float = 50.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # data
+    dataset: str = "demo"
+    data_root: str = "data/demo"
+    cache: str | None = None  # None -> cache/<dataset>.zarr
+    source: str = "cache"  # cache | raw
+    modalities: str = "all"  # comma-separated subset, or all
+    protocol: str = "cross_subject"
+    val_fraction: float = 0.15
+    max_steps_visual: int = 32  # segments per visual modality after sampling/padding
+    max_steps_sensor: int = 64  # windows per sensor modality after sampling/padding
+    extract: ExtractSettings = field(default_factory=ExtractSettings)
+    # model and optimisation
+    model: str = "mumu"
+    embed_dim: int = 128
+    dropout: float = 0.2
+    beta_aux: float = 0.5
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    max_epochs: int = 30
+    batch_size: int = 32
+    seed: int = 0
+    # machinery
+    num_workers: int = 2  # DataLoader workers (spawned); 0 = load in the main process
+    accelerator: str = "auto"
+    devices: str = "auto"  # passed to Lightning: "auto", "1", "2", "0,1", ...
+    num_nodes: int = 1
+    strategy: str = "auto"
+    out: str | None = None  # None -> runs/<dataset>-<model>-<protocol>-seed<N>
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache) if self.cache else Path("cache") / f"{self.dataset}.zarr"
+
+    @property
+    def run_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        return Path("runs") / f"{self.dataset}-{self.model}-{self.protocol}-seed{self.seed}"
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def model_settings(self) -> dict[str, Any]:
+        """What decides the trained weights: two runs agreeing here may resume each other."""
+        d = self.to_dict()
+        for machinery in ("num_workers", "accelerator", "devices", "num_nodes", "strategy", "out", "cache"):
+            d.pop(machinery)
+        return d
+
+
+_TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)} - {"extract"}
+_EXTRACT_KEYS = {f.name for f in dataclasses.fields(ExtractSettings)}
+
+
+def _validate(cfg: TrainConfig) -> TrainConfig:
+    if cfg.model not in MODELS:
+        raise MumuError(f"unknown model {cfg.model!r}; choose one of {', '.join(MODELS)}")
+    if cfg.source not in ("cache", "raw"):
+        raise MumuError(f"source must be 'cache' or 'raw', not {cfg.source!r}")
+    for name in ("max_epochs", "batch_size", "max_steps_visual", "max_steps_sensor", "embed_dim"):
+        if getattr(cfg, name) < 1:
+            raise MumuError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        raise MumuError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    return cfg
+
+
+def config_from_dict(values: dict[str, Any], origin: str = "settings") -> TrainConfig:
+    """Build a config from a flat dict of train keys plus an optional `extract` dict."""
+    unknown = set(values) - _TRAIN_KEYS - {"extract"}
+    if unknown:
+        raise MumuError(f"{origin}: unknown training setting(s) {', '.join(sorted(unknown))}")
+    extract = dict(values.get("extract") or {})
+    unknown = set(extract) - _EXTRACT_KEYS
+    if unknown:
+        raise MumuError(f"{origin}: unknown extract setting(s) {', '.join(sorted(unknown))}")
+    flat = {k: v for k, v in values.items() if k != "extract"}
+    if "devices" in flat:
+        flat["devices"] = str(flat["devices"])
+    try:
+        return _validate(TrainConfig(**flat, extract=ExtractSettings(**extract)))
+    except TypeError as e:
+        raise MumuError(f"{origin}: {e}") from None
+
+
+def resolve_config(params_path: str | Path | None = "params.yaml", **overrides: Any) -> TrainConfig:
+    """params.yaml (if it exists) + overrides (None values are ignored, so unset CLI options fall through)."""
+    values: dict[str, Any] = {}
+    if params_path is not None and Path(params_path).is_file():
+        try:
+            params = yaml.safe_load(Path(params_path).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise MumuError(f"{params_path}: not valid YAML ({e})") from None
+        values.update({k: v for k, v in params.items() if k in _TRAIN_KEYS})
+        values.update(params.get("train") or {})
+        values["extract"] = {k: v for k, v in (params.get("extract") or {}).items() if k in _EXTRACT_KEYS}
+    values.update({k: v for k, v in overrides.items() if v is not None and k != "extract"})
+    if overrides.get("extract"):
+        values["extract"] = {**values.get("extract", {}), **overrides["extract"]}
+    return config_from_dict(values, origin=str(params_path or "settings"))
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    tmp.replace(path)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise MumuError(f"{path} does not exist; is this a training run directory?")
+    return config_from_dict(yaml.safe_load(path.read_text()) or {}, origin=str(path))

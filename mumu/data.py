@@ -1,0 +1,226 @@
+"""Batches for training and evaluation, from the feature cache or from the raw dataset.
+
+Batch format (shared with evaluation):
+    x:         dict[name, Tensor]  visual (B, S, 2048) float32 from the cache; sensor (B, S, W, C)
+                                   from raw, visual is (B, S, H, W, 3) uint8 frames, which
+                                   `mumu.train` turns into 2048-d features with the frozen backbone
+    lengths:   dict[name, LongTensor (B,)]  valid steps; 0 = modality missing for that sample
+    label:     LongTensor (B,)  activity class
+    group:     LongTensor (B,)  activity group
+    sample_id: list[str]
+
+Sequence length. Every modality is brought to a fixed number of steps S (`max_steps_visual`,
+`max_steps_sensor`): a sequence with n <= S steps is kept whole and zero-padded; a longer one is
+sampled down to S steps by splitting it into S equal bins and taking
+- at evaluation, the centre step of each bin (deterministic, uniform);
+- in training, one random step of each bin (jittered uniform sampling, as in temporal segment
+  networks), so the whole clip is still covered but each epoch sees different segments.
+The random draw depends only on (seed, epoch, sample), so a resumed run and a run with any number
+of DataLoader workers see the same steps.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from pipeline.errors import MumuError
+from pipeline.index import Sample
+from pipeline.modalities import ModalitySpec
+
+FEATURE_DIM = 2048  # ResNet-50 global-average-pooled features
+
+
+def step_indices(n: int, length: int, rng: np.random.Generator | None) -> np.ndarray:
+    """Which of n steps to keep (ascending), at most `length`; rng None = evaluation (bin centres)."""
+    if n <= length:
+        return np.arange(n)
+    edges = np.linspace(0, n, length + 1)  # S equal bins over [0, n)
+    if rng is None:
+        return np.floor((edges[:-1] + edges[1:]) / 2).astype(np.int64)
+    return np.floor(edges[:-1] + rng.random(length) * (edges[1:] - edges[:-1])).astype(np.int64)
+
+
+def max_steps_for(spec: ModalitySpec, max_steps_visual: int, max_steps_sensor: int) -> int:
+    return max_steps_visual if spec.visual else max_steps_sensor
+
+
+class StepDataset(Dataset):
+    """Base for both sources: label lookup, per-(seed, epoch, sample) sampling, and the item format.
+
+    Items are requested by `(index, epoch)` keys from `EpochSampler` (or a plain index, epoch 0), so the
+    training-time sampling is reproducible in any worker. Subclasses implement `load(sample, choose)`,
+    where `choose(name, n)` returns the step indices to keep for a modality with n steps.
+    """
+
+    def __init__(self, samples: Sequence[Sample], modalities: Sequence[ModalitySpec], max_steps: dict[str, int],
+                 train: bool, seed: int):
+        self.samples = list(samples)
+        self.modalities = list(modalities)
+        self.max_steps = dict(max_steps)
+        self.train = train
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        sample = self.samples[index]
+        rng = np.random.default_rng([self.seed, epoch, index]) if self.train else None
+
+        def choose(name: str, n: int) -> np.ndarray:
+            return step_indices(n, self.max_steps[name], rng)
+
+        return {"x": self.load(sample, choose), "label": sample.activity_id, "group": sample.group_id,
+                "sample_id": sample.sample_id}
+
+    def load(self, sample: Sample, choose: Callable[[str, int], np.ndarray]) -> dict[str, torch.Tensor | None]:
+        raise NotImplementedError
+
+
+class CacheDataset(StepDataset):
+    """Reads one sample at a time from the zarr feature cache (through its offsets)."""
+
+    def __init__(self, cache_path: str | Path, samples, modalities, max_steps, train: bool, seed: int):
+        super().__init__(samples, modalities, max_steps, train, seed)
+        self.cache_path = str(cache_path)
+        self._cache = None  # opened lazily in each worker process: zarr handles are not fork-safe
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_cache": None}
+
+    @property
+    def cache(self):
+        if self._cache is None:
+            from pipeline.cache import FeatureCache
+            self._cache = FeatureCache(self.cache_path)
+        return self._cache
+
+    def load(self, sample, choose):
+        arrays = self.cache.read(sample.sample_id)
+        x: dict[str, torch.Tensor | None] = {}
+        for spec in self.modalities:
+            values = arrays.get(spec.name)
+            if values is None or len(values) == 0:
+                x[spec.name] = None
+                continue
+            # visual (S, 2048) float16 -> float32; sensor (S, W, C) float32
+            x[spec.name] = torch.from_numpy(np.asarray(values[choose(spec.name, len(values))], dtype=np.float32))
+        return x
+
+
+class PadCollate:
+    """Stacks items into a batch, zero-padding every modality to its configured number of steps."""
+
+    def __init__(self, step_shapes: dict[str, tuple[int, ...]], max_steps: dict[str, int],
+                 dtypes: dict[str, torch.dtype] | None = None):
+        self.step_shapes = step_shapes  # name -> shape of one step: (2048,), (W, C) or (H, W, 3)
+        self.max_steps = max_steps
+        self.dtypes = dtypes or {}
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        batch_size = len(items)
+        x, lengths = {}, {}
+        for name, step_shape in self.step_shapes.items():
+            dtype = self.dtypes.get(name, torch.float32)
+            padded = torch.zeros((batch_size, self.max_steps[name], *step_shape), dtype=dtype)  # (B, S, ...)
+            length = torch.zeros(batch_size, dtype=torch.long)
+            for b, item in enumerate(items):
+                steps = item["x"][name]
+                if steps is None:
+                    continue
+                if tuple(steps.shape[1:]) != step_shape:
+                    raise MumuError(f"sample {item['sample_id']}: {name} steps have shape {tuple(steps.shape[1:])}, "
+                                    f"expected {step_shape}; was the cache built with other settings?")
+                padded[b, : len(steps)] = steps
+                length[b] = len(steps)
+            x[name], lengths[name] = padded, length
+        return {
+            "x": x,
+            "lengths": lengths,
+            "label": torch.tensor([item["label"] for item in items], dtype=torch.long),
+            "group": torch.tensor([item["group"] for item in items], dtype=torch.long),
+            "sample_id": [item["sample_id"] for item in items],
+        }
+
+
+class EpochSampler(Sampler):
+    """Yields `(index, epoch)` keys for this process's share of a dataset.
+
+    Training: shuffled by a generator seeded with (seed, epoch), identical on every rank and after a
+    resume, then split rank::world_size, wrapping around so every rank gets the same number of
+    samples (DDP steps in lockstep). Evaluation: in order, split rank::world_size with no padding, so
+    the ranks together see every sample exactly once.
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1):
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at the start of every epoch
+        self.epoch = epoch
+
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.size))[self.rank:: self.world_size]
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        per_rank = -(-self.size // self.world_size)
+        order += order[: per_rank * self.world_size - self.size]
+        return order[self.rank:: self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(i, self.epoch) for i in self._order()])
+
+    def __len__(self) -> int:
+        return len(self._order())
+
+
+def make_loader(dataset: StepDataset, collate: PadCollate, batch_size: int, shuffle: bool, seed: int,
+                num_workers: int, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """A DataLoader over this rank's share; workers are spawned (zarr is not fork-safe) and kept."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochSampler(len(dataset), shuffle, seed, rank, world_size),
+        collate_fn=collate,
+        num_workers=num_workers,
+        multiprocessing_context="spawn" if num_workers > 0 else None,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+class MumuDataModule(pl.LightningDataModule):
+    """Train / val / test loaders for one split, from either source (`dataset_factory` builds them)."""
+
+    def __init__(self, make_dataset: Callable[[list[Sample], bool], StepDataset], collate: PadCollate,
+                 train: list[Sample], val: list[Sample], test: list[Sample], batch_size: int, seed: int,
+                 num_workers: int):
+        super().__init__()
+        self.make_dataset, self.collate = make_dataset, collate
+        self.splits = {"train": train, "val": val, "test": test}
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+
+    def _loader(self, split: str) -> DataLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        training = split == "train"
+        return make_loader(self.make_dataset(self.splits[split], training), self.collate, self.batch_size,
+                           shuffle=training, seed=self.seed, num_workers=self.num_workers, rank=rank,
+                           world_size=world)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

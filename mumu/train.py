@@ -1,0 +1,546 @@
+"""Training with PyTorch Lightning: `python cli.py train`, `train_once(config)` and `load_run(run_dir)`.
+
+One run = one config (mumu/config.py) trained on every split the protocol defines (one split for
+cross_subject / cross_session / odd_even, one per held-out subject for loso):
+
+    RUN_DIR/config.yaml                 resolved settings
+    RUN_DIR/checkpoints/best.ckpt       best epoch by validation macro-F1 (+ last.ckpt, to resume)
+    RUN_DIR/split.json                  the sample ids of train / val / test
+    RUN_DIR/metrics.json                test macro-F1, top-1 accuracy, group accuracy, per-class F1
+    RUN_DIR/predictions.csv             one row per test sample
+    RUN_DIR/logs/metrics.csv, RUN_DIR/tensorboard/, RUN_DIR/dvclive/   training curves
+With several splits (loso) each split gets a subdirectory RUN_DIR/<split>/ with the files above, and
+RUN_DIR/metrics.json holds the mean ± std and per-fold values, RUN_DIR/predictions.csv all folds.
+
+Loss: L_t + beta_aux * L_aux (cross-entropy on activities and, for MuMu, on activity groups).
+AdamW, cosine learning-rate decay over all steps; bf16 mixed precision on GPU.
+Reproducibility: the shuffling, the sequence sampling and dropout are seeded by (seed, epoch), and on
+CPU Lightning's deterministic mode is on, so the same seed gives the same metrics, and a run that
+was killed and resumed from last.ckpt gives the same metrics as one that was not.
+Interrupt-safe: rerunning the same command resumes an unfinished split from its last.ckpt and
+skips splits whose metrics.json already exists.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import dataclass, asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_only
+
+from mumu.config import TrainConfig, config_from_dict, load_config, resolve_config, save_config
+from mumu.data import FEATURE_DIM, CacheDataset, MumuDataModule, PadCollate, StepDataset, make_loader, max_steps_for
+from mumu.metrics import ActivityMetrics, headline, summarize_folds
+from mumu.model import ModelOutput, build_model
+from pipeline.errors import MumuError
+from pipeline.index import Sample
+from pipeline.modalities import ModalitySpec, select_modalities
+from pipeline.tables import load_table
+
+MONITOR = "val/macro_f1"
+
+
+# --------------------------------------------------------------------------------------------------
+# The LightningModule
+
+
+class MumuModule(pl.LightningModule):
+    """The model from mumu/model.py plus its loss, optimiser and metrics.
+
+    With `raw_visual=True` the visual inputs are frames (B, S, H, W, 3) uint8, which go through the
+    frozen ResNet-50 here, without gradients, and are rounded to float16 like the cache stores them.
+    """
+
+    def __init__(self, config: dict, inputs: list[dict], activity_names: list[str], group_names: list[str],
+                 raw_visual: bool = False):
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg = config_from_dict(config)
+        self.specs = {d["name"]: ModalitySpec(**d) for d in inputs}
+        self.activity_names, self.group_names = activity_names, group_names
+        self.raw_visual = raw_visual
+        self.model = build_model(self.cfg.model, self.specs, len(activity_names), len(group_names),
+                                 embed_dim=self.cfg.embed_dim, dropout=self.cfg.dropout,
+                                 window=self.cfg.extract.sensor_window)
+        with_groups = self.cfg.model == "mumu"
+        self.val_metrics = ActivityMetrics(len(activity_names), len(group_names), with_groups)
+        self.test_metrics = ActivityMetrics(len(activity_names), len(group_names), with_groups)
+        self._backbone = None  # raw path only; built on first use, never part of the checkpoint
+        self._predictions: list[dict] = []
+        self.test_results: dict | None = None  # set by on_test_epoch_end: metrics + predictions
+
+    # ---- inputs
+    def encoder_inputs(self, batch: dict) -> dict[str, torch.Tensor]:
+        """x as the encoders see it: visual (B, S, 2048) features, sensor (B, S, W, C) windows."""
+        if not self.raw_visual:
+            return batch["x"]
+        x = dict(batch["x"])
+        for name, spec in self.specs.items():
+            if spec.visual:
+                x[name] = self._frames_to_features(x[name], batch["lengths"][name])
+        return x
+
+    def _frames_to_features(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # frames (B, S, H, W, 3) uint8 -> features (B, S, 2048); padded steps stay zero
+        if self._backbone is None:
+            from pipeline.backbone import Backbone
+            self._backbone = Backbone(self.cfg.extract.weights, device=str(self.device))
+        valid = torch.arange(frames.shape[1], device=frames.device)[None, :] < lengths[:, None]  # (B, S)
+        features = torch.zeros(frames.shape[:2] + (FEATURE_DIM,), device=frames.device)
+        if valid.any():
+            computed = self._backbone(frames[valid].cpu().numpy()).astype(np.float16)  # as the cache stores it
+            features[valid] = torch.from_numpy(computed.astype(np.float32)).to(frames.device)
+        return features
+
+    def forward(self, batch: dict) -> ModelOutput:
+        return self.model(self.encoder_inputs(batch), batch["lengths"])
+
+    def loss(self, out: ModelOutput, batch: dict) -> torch.Tensor:
+        loss = F.cross_entropy(out.logits.float(), batch["label"])  # L_t
+        if out.group_logits is not None and self.cfg.beta_aux > 0:
+            loss = loss + self.cfg.beta_aux * F.cross_entropy(out.group_logits.float(), batch["group"])  # L_aux
+        return loss
+
+    # ---- training
+    def on_train_epoch_start(self) -> None:
+        # dropout randomness depends on (seed, epoch, rank) only, so a resumed run repeats an uninterrupted one
+        torch.manual_seed((self.cfg.seed * 1_000_003 + self.current_epoch) * 1_009 + self.global_rank)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(self(batch), batch)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["label"]), sync_dist=True)
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- validation
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out = self(batch)
+        self.val_metrics.update(out.logits, batch["label"], out.group_logits, batch["group"], self.loss(out, batch))
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self.val_metrics.compute()  # already synced across ranks
+        self.val_metrics.reset()
+        for name in ("macro_f1", "accuracy", "group_accuracy", "loss"):
+            if metrics[name] is not None:
+                self.log(f"val/{name}", metrics[name], prog_bar=name in ("macro_f1", "accuracy"))
+
+    # ---- test
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        out = self(batch)
+        self.test_metrics.update(out.logits, batch["label"], out.group_logits, batch["group"], self.loss(out, batch))
+        probs = out.logits.float().softmax(-1).cpu()
+        group_pred = out.group_logits.argmax(-1).cpu().tolist() if out.group_logits is not None else [None] * len(probs)
+        for i, sample_id in enumerate(batch["sample_id"]):
+            self._predictions.append({
+                "sample_id": sample_id, "label": int(batch["label"][i]), "pred": int(probs[i].argmax()),
+                "group": int(batch["group"][i]), "group_pred": group_pred[i], "probs": probs[i].tolist()})
+
+    def on_test_epoch_start(self) -> None:
+        self._predictions = []
+
+    def on_test_epoch_end(self) -> None:
+        metrics = self.test_metrics.compute()  # synced: the whole test set, not this rank's shard
+        self.test_metrics.reset()
+        predictions = self._predictions
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            shards: list[list[dict]] = [None] * torch.distributed.get_world_size()  # type: ignore[list-item]
+            torch.distributed.all_gather_object(shards, predictions)
+            predictions = [p for shard in shards for p in shard]
+        self.test_results = {"metrics": metrics, "predictions": sorted(predictions, key=lambda p: p["sample_id"])}
+        for name in ("macro_f1", "accuracy", "group_accuracy"):
+            if metrics[name] is not None:
+                self.log(f"test/{name}", metrics[name])
+
+
+# --------------------------------------------------------------------------------------------------
+# Data for one run
+
+
+@dataclass
+class RunData:
+    """Everything a run needs about its data: modalities, labels, the samples and how to load them."""
+
+    cfg: TrainConfig
+    specs: list[ModalitySpec]
+    activity_names: list[str]
+    group_names: list[str]
+    samples: list[Sample]
+
+    @property
+    def max_steps(self) -> dict[str, int]:
+        return {s.name: max_steps_for(s, self.cfg.max_steps_visual, self.cfg.max_steps_sensor) for s in self.specs}
+
+    def step_shape(self, spec: ModalitySpec) -> tuple[int, ...]:
+        if spec.visual:
+            size = self.cfg.extract.image_size
+            return (size, size, 3) if self.cfg.source == "raw" else (FEATURE_DIM,)
+        return (self.cfg.extract.sensor_window, spec.channels)
+
+    def collate(self) -> PadCollate:
+        raw = self.cfg.source == "raw"
+        return PadCollate({s.name: self.step_shape(s) for s in self.specs}, self.max_steps,
+                          {s.name: torch.uint8 for s in self.specs if s.visual and raw})
+
+    def dataset(self, samples: list[Sample], train: bool) -> StepDataset:
+        if self.cfg.source == "raw":
+            from mumu.data import RawDataset
+            return RawDataset(self.cfg.dataset, samples, self.specs, self.max_steps, train, self.cfg.seed,
+                              self.cfg.extract)
+        return CacheDataset(self.cfg.cache_path, samples, self.specs, self.max_steps, train, self.cfg.seed)
+
+    def loader(self, samples: list[Sample], batch_size: int | None = None, num_workers: int = 0):
+        """An evaluation DataLoader (deterministic sampling, in order) over `samples`."""
+        return make_loader(self.dataset(samples, train=False), self.collate(), batch_size or self.cfg.batch_size,
+                           shuffle=False, seed=self.cfg.seed, num_workers=num_workers)
+
+
+def prepare_data(cfg: TrainConfig) -> RunData:
+    """Open the cache (or the raw index), check it against the config, and load the label tables."""
+    specs = select_modalities(cfg.dataset, cfg.modalities)
+    table = load_table(cfg.dataset)
+    if cfg.source == "cache":
+        samples = _cache_samples(cfg, specs)
+    else:
+        samples = _raw_samples(cfg, specs)
+    return RunData(cfg, specs, table.activity_names, table.group_names, samples)
+
+
+def _cache_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> list[Sample]:
+    from pipeline.cache import FeatureCache
+    path = cfg.cache_path
+    if not path.exists():
+        raise MumuError(f"feature cache {path} does not exist; run `python cli.py extract --dataset {cfg.dataset}` "
+                        f"first (or pass --cache PATH)")
+    cache = FeatureCache(path)
+    have = {m.name for m in cache.modalities}
+    missing = [s.name for s in specs if s.name not in have]
+    if missing:
+        raise MumuError(f"feature cache {path} has no modality {', '.join(missing)} (it has {', '.join(sorted(have))}); "
+                        f"choose --modalities from those or re-extract")
+    _check_fingerprint(path, cache.fingerprint, cfg)
+    return list(cache.samples)
+
+
+def _check_fingerprint(path: Path, fingerprint: dict, cfg: TrainConfig) -> None:
+    """The cache must have been extracted with the settings this run asks for (params.yaml extract:)."""
+    wanted = asdict(cfg.extract)
+    wanted["dataset"] = cfg.dataset
+    differing = [f"{key}={fingerprint[key]!r} (requested {value!r})" for key, value in wanted.items()
+                 if key in fingerprint and str(fingerprint[key]) != str(value)
+                 and not _same_number(fingerprint[key], value)]
+    if differing:
+        raise MumuError(f"feature cache {path} was extracted with {', '.join(differing)}; re-extract it with "
+                        f"these settings or change params.yaml extract: to match")
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return False
+
+
+def _raw_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> list[Sample]:
+    from mumu.data import raw_index_samples
+    return raw_index_samples(cfg.dataset, cfg.data_root)
+
+
+def split_samples(data: RunData) -> list:
+    """The protocol's splits; an empty train or test split is an error naming the split."""
+    from pipeline.splits import make_splits
+    cfg = data.cfg
+    splits = make_splits(data.samples, cfg.dataset, cfg.protocol, cfg.val_fraction, cfg.seed)
+    for split in splits:
+        for part in ("train", "val", "test"):
+            if not getattr(split, part):
+                raise MumuError(f"protocol {cfg.protocol}, split {split.name}: the {part} set is empty "
+                                f"({len(data.samples)} samples available"
+                                + ("; raise val_fraction" if part == "val" else "") + ")")
+    return splits
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict  # test metrics; for several folds: mean, *_std, and "folds"
+    folds: dict[str, dict]  # split name -> that split's test metrics
+
+
+def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool = False,
+               callbacks: list[pl.Callback] | None = None, progress: bool = True) -> RunResult:
+    """Train and test `cfg` on every split of its protocol, writing the run directory.
+
+    resume: a checkpoint path to continue from (default: RUN_DIR[/split]/checkpoints/last.ckpt when
+    it exists and was made with the same settings). overwrite: start afresh, deleting RUN_DIR.
+    callbacks: extra Lightning callbacks (e.g. for studies).
+    """
+    run_dir = cfg.run_dir
+    if resume is not None and not Path(resume).is_file():
+        raise MumuError(f"--resume {resume}: no such checkpoint")
+    if overwrite and _is_launcher() and run_dir.exists():
+        shutil.rmtree(run_dir)
+    _check_same_settings(run_dir, cfg, explicit_resume=resume is not None)
+    data = prepare_data(cfg)
+    splits = split_samples(data)
+    if _is_launcher():
+        save_config(cfg, run_dir / "config.yaml")
+    several = len(splits) > 1
+    if several and resume is not None:
+        raise MumuError(f"--resume PATH is ambiguous with {len(splits)} splits; rerun without it and every "
+                        f"unfinished split resumes from its own last.ckpt")
+    fold_metrics: dict[str, dict] = {}
+    for split in splits:
+        fold_dir = run_dir / split.name if several else run_dir
+        if several and _is_launcher():
+            save_config(cfg, fold_dir / "config.yaml")
+        fold_metrics[split.name] = _train_split(data, split, fold_dir, resume, callbacks or [], progress)
+    if not several:
+        metrics = next(iter(fold_metrics.values()))
+    else:
+        metrics = summarize_folds(fold_metrics)
+        if _is_launcher():
+            _write_json(run_dir / "metrics.json", {**metrics, "f1": "macro-F1 over each fold's whole test set"})
+            _merge_predictions(run_dir, [s.name for s in splits])
+    return RunResult(run_dir, metrics, fold_metrics)
+
+
+def _is_launcher() -> bool:
+    """True in the process that writes files: rank 0 (Lightning sets the rank env vars for DDP children)."""
+    return rank_zero_only.rank == 0
+
+
+def _check_same_settings(run_dir: Path, cfg: TrainConfig, explicit_resume: bool) -> None:
+    existing = run_dir / "config.yaml"
+    if explicit_resume or not existing.is_file():
+        return
+    if load_config(existing).model_settings() != cfg.model_settings():
+        raise MumuError(f"{run_dir} holds a run with different settings (see {existing}); use another --out, "
+                        f"or --overwrite to replace it")
+
+
+def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callbacks: list, progress: bool) -> dict:
+    metrics_path = fold_dir / "metrics.json"
+    if metrics_path.is_file():  # finished before: no repeated work
+        return json.loads(metrics_path.read_text())
+    cfg = data.cfg
+    if _is_launcher():
+        _write_json(fold_dir / "split.json", {part: [s.sample_id for s in getattr(split, part)]
+                                              for part in ("train", "val", "test")})
+    last = fold_dir / "checkpoints" / "last.ckpt"
+    ckpt_path = resume or (str(last) if last.is_file() else None)
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = MumuModule(cfg.to_dict(), [asdict(s) for s in data.specs], data.activity_names, data.group_names,
+                        raw_visual=cfg.source == "raw")
+    datamodule = MumuDataModule(data.dataset, data.collate(), split.train, split.val, split.test,
+                                cfg.batch_size, cfg.seed, cfg.num_workers)
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor=MONITOR,
+                                              mode="max", save_last=True, enable_version_counter=False,
+                                              auto_insert_metric_name=False)
+    trainer = pl.Trainer(**_trainer_options(cfg, fold_dir, progress), callbacks=[checkpoint, *callbacks])
+    if ckpt_path:
+        _check_readable(ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path or None, verbose=False)
+    results = module.test_results
+    metrics = {**results["metrics"], "f1": "macro-F1 over the whole test set", "split": split.name,
+               "best_epoch_checkpoint": Path(checkpoint.best_model_path).name, "activities": data.activity_names}
+    if _is_launcher():
+        subjects = {s.sample_id: s.subject for s in split.test}
+        _write_predictions(fold_dir / "predictions.csv", results["predictions"], subjects, data, split.name)
+        _write_json(metrics_path, metrics)  # last: its presence marks the split as finished
+    return metrics
+
+
+def _check_readable(ckpt_path: str) -> None:
+    """A checkpoint cut short by a kill is reported as such, not as a pickle traceback."""
+    try:
+        torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise MumuError(f"cannot resume from {ckpt_path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                        f"use --overwrite to start afresh") from None
+
+
+def _trainer_options(cfg: TrainConfig, fold_dir: Path, progress: bool) -> dict:
+    from dvclive.lightning import DVCLiveLogger
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    gpu = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
+    devices: Any = cfg.devices
+    if devices != "auto":
+        devices = [int(d) for d in devices.split(",") if d] if "," in devices else int(devices)
+    loggers = [
+        CSVLogger(fold_dir, name="logs", version=""),
+        TensorBoardLogger(fold_dir, name="tensorboard", version="", default_hp_metric=False),
+        DVCLiveLogger(dir=str(fold_dir / "dvclive"), dvcyaml=False, save_dvc_exp=False, report=None),
+    ]
+    return dict(
+        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=devices, num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy, precision="bf16-mixed" if gpu else "32-true",
+        deterministic=True if not gpu else "warn", logger=loggers, default_root_dir=fold_dir,
+        use_distributed_sampler=False,  # EpochSampler shards by rank itself (and evaluates every sample once)
+        num_sanity_val_steps=0, enable_model_summary=False, enable_progress_bar=progress, log_every_n_steps=1,
+    )
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _prediction_columns(activity_names: list[str]) -> list[str]:
+    return (["sample_id", "subject", "fold", "label", "pred", "label_name", "pred_name", "group", "group_pred"]
+            + [f"p:{name}" for name in activity_names])
+
+
+def _write_predictions(path: Path, predictions: list[dict], subjects: dict[str, int], data: RunData,
+                       fold: str) -> None:
+    names = data.activity_names
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(_prediction_columns(names))
+        for p in predictions:
+            writer.writerow([p["sample_id"], subjects[p["sample_id"]], fold, p["label"], p["pred"], names[p["label"]],
+                             names[p["pred"]], p["group"], "" if p["group_pred"] is None else p["group_pred"]]
+                            + [f"{v:.6f}" for v in p["probs"]])
+    tmp.replace(path)
+
+
+def _merge_predictions(run_dir: Path, folds: list[str]) -> None:
+    tmp = run_dir / "predictions.tmp"
+    with open(tmp, "w", newline="") as out:
+        for i, fold in enumerate(folds):
+            lines = (run_dir / fold / "predictions.csv").read_text().splitlines(keepends=True)
+            out.writelines(lines if i == 0 else lines[1:])
+    tmp.replace(run_dir / "predictions.csv")
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading a finished run (for evaluation and studies)
+
+
+@dataclass
+class LoadedRun:
+    """A trained run: `module.model(x, lengths)` gives logits and attention; `test_loader()` its test set."""
+
+    module: MumuModule  # eval mode; `module.encoder_inputs(batch)` turns a raw batch into encoder inputs
+    config: TrainConfig
+    data: RunData
+    split: dict[str, list[str]]  # part -> sample ids
+    run_dir: Path
+
+    @property
+    def model(self):
+        return self.module.model
+
+    def samples(self, part: str = "test") -> list[Sample]:
+        by_id = {s.sample_id: s for s in self.data.samples}
+        return [by_id[i] for i in self.split[part]]
+
+    def test_loader(self, batch_size: int | None = None, part: str = "test"):
+        return self.data.loader(self.samples(part), batch_size)
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> ModelOutput:
+        return self.module(batch)
+
+
+def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "best.ckpt") -> LoadedRun:
+    """Load RUN_DIR (or RUN_DIR/<fold> for loso; default: the first fold) with its best checkpoint."""
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    fold_dir = run_dir
+    if not (run_dir / "split.json").is_file():
+        folds = sorted(p.parent.name for p in run_dir.glob("*/split.json"))
+        if not folds:
+            raise MumuError(f"{run_dir} is not a finished training run (no split.json)")
+        fold_dir = run_dir / (fold or folds[0])
+    ckpt = fold_dir / "checkpoints" / checkpoint
+    if not ckpt.is_file():
+        raise MumuError(f"{ckpt} does not exist; has `python cli.py train --out {run_dir}` finished?")
+    module = MumuModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    data = prepare_data(cfg)
+    split = json.loads((fold_dir / "split.json").read_text())
+    return LoadedRun(module, cfg, data, split, fold_dir)
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+
+
+@click.command("train")
+@click.option("--params", default="params.yaml", show_default=True, help="Defaults come from this file.")
+@click.option("--dataset", help="demo | mmact | utd_mhad | ucsd_mit")
+@click.option("--data-root", help="Raw dataset root (for --from-raw).")
+@click.option("--cache", help="Feature cache (default cache/<dataset>.zarr).")
+@click.option("--from-cache/--from-raw", "from_cache", default=None,
+              help="Train from the feature cache (default) or decode/window the raw data on the fly.")
+@click.option("--model", type=click.Choice(["mumu", "b1", "b2", "b3"]), help="MuMu or a Table 7 baseline.")
+@click.option("--modalities", help="Comma-separated subset of the dataset's modalities, or all.")
+@click.option("--protocol", help="cross_subject | cross_session | odd_even | loso")
+@click.option("--seed", type=int)
+@click.option("--max-epochs", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--lr", type=float, help="AdamW learning rate.")
+@click.option("--weight-decay", type=float)
+@click.option("--embed-dim", type=int)
+@click.option("--dropout", type=float)
+@click.option("--beta-aux", type=float, help="Weight of the activity-group loss L_aux (MuMu).")
+@click.option("--max-steps-visual", type=int, help="Segments per visual modality (sampled/padded).")
+@click.option("--max-steps-sensor", type=int, help="Windows per sensor modality (sampled/padded).")
+@click.option("--val-fraction", type=float)
+@click.option("--num-workers", type=int, help="DataLoader worker processes (spawned).")
+@click.option("--accelerator", help="Lightning accelerator: auto | cpu | gpu.")
+@click.option("--devices", help="Lightning devices, e.g. 1, 2 or 0,1.")
+@click.option("--num-nodes", type=int)
+@click.option("--strategy", help="Lightning strategy, e.g. ddp.")
+@click.option("--out", help="Run directory (default runs/<dataset>-<model>-<protocol>-seed<N>).")
+@click.option("--resume", is_flag=False, flag_value="last", default=None,
+              help="Resume from a checkpoint PATH; `--resume` alone requires RUN_DIR/checkpoints/last.ckpt. "
+                   "(An unfinished run with the same settings resumes automatically anyway.)")
+@click.option("--overwrite", is_flag=True, help="Delete RUN_DIR and start afresh.")
+def train_command(params: str, from_cache: bool | None, resume: str | None, overwrite: bool, **options: Any) -> None:
+    """Train MuMu or a baseline on a protocol's splits and test it.
+
+    Writes RUN_DIR/config.yaml, checkpoints/best.ckpt (best validation macro-F1), metrics.json and
+    predictions.csv, and prints test macro-F1 and top-1 accuracy.
+    """
+    if from_cache is not None:
+        options["source"] = "cache" if from_cache else "raw"
+    cfg = resolve_config(params, **options)
+    if resume == "last":
+        last = sorted(cfg.run_dir.glob("**/checkpoints/last.ckpt"))
+        if not last:
+            raise MumuError(f"--resume: no checkpoint under {cfg.run_dir}/**/checkpoints/last.ckpt to resume from")
+        resume = None  # the automatic resume picks each split's last.ckpt
+    result = train_once(cfg, resume=resume, overwrite=overwrite)
+    if _is_launcher():
+        _print_summary(result)
+
+
+def _print_summary(result: RunResult) -> None:
+    if len(result.folds) > 1:
+        for name, m in result.folds.items():
+            click.echo(f"  {name}: macro-F1 {100 * m['macro_f1']:.2f} %, accuracy {100 * m['accuracy']:.2f} %")
+    click.echo(f"outputs: {result.run_dir}/ (config.yaml, metrics.json, predictions.csv, checkpoints/)")
+    click.echo(f"test {headline(result.metrics)}")
