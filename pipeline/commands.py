@@ -28,3 +28,64 @@ def demo_data(out: Path, seed: int, n_subjects: int, n_sessions: int, n_frames: 
     click.echo(f"demo dataset: {n} samples ({n_subjects} subjects x {n_sessions} sessions x "
                f"{len(DEMO_ACTIVITIES)} activities), {len(DemoConfig().views)} views, {n_frames} frames each -> {out}")
     click.echo(f"next: python cli.py index --dataset demo --data-root {out}")
+
+
+@click.command("index")
+@click.option("--dataset", required=True, type=click.Choice(["demo", "mmact", "utd_mhad", "ucsd_mit"]))
+@click.option("--data-root", required=True, type=click.Path(path_type=Path), help="The raw dataset folder.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Index CSV to write [default: cache/<dataset>/index.csv]; a JSON report goes beside it.")
+@click.option("--table", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Activity table to label with [default: pipeline/tables/<dataset>.csv].")
+@click.option("--strict", is_flag=True, help="Stop at the first unreadable or malformed file instead of skipping it.")
+def index(dataset: str, data_root: Path, out: Path | None, table: Path | None, strict: bool) -> None:
+    """Index a raw dataset folder: one row per sample with labels and the file of each modality.
+
+    Prints samples per activity, group and subject, missing modalities, and skipped files with the reason.
+    """
+    from pipeline.datasets import build_index
+    from pipeline.index import write_index
+
+    result = build_index(dataset, data_root, strict=strict, table=table)
+    out = out or Path("cache") / dataset / "index.csv"
+    write_index(result.samples, out, result.modalities)
+    report = out.with_name(out.stem + "_report.json")
+    counts = result.counts()
+    _write_json(report, {
+        "dataset": dataset, "data_root": str(result.data_root), "table": str(result.table.path), "index": str(out),
+        **counts,
+        "skipped_files": [{"path": s.path, "reason": s.reason} for s in result.skipped],
+        "unknown_file_list": result.unknown,
+    })
+    click.echo(_summary(result, counts))
+    click.echo(f"index:  {out}\nreport: {report}")
+
+
+def _summary(result, counts: dict) -> str:
+    n = counts["samples"]
+    lines = [f"{n} {result.dataset} samples under {result.data_root}",
+             f"per group:    " + ", ".join(f"{g} {c}" for g, c in counts["per_group"].items()),
+             "per subject:  " + ", ".join(f"{s}: {c}" for s, c in counts["per_subject"].items()),
+             "per activity:"]
+    width = max(len(a) for a in counts["per_activity"])
+    items = [f"{a:<{width}} {c:>5}" for a, c in counts["per_activity"].items()]
+    lines += ["  " + "   ".join(items[i:i + 3]) for i in range(0, len(items), 3)]
+    missing = [f"{m} {c}/{n}" for m, c in counts["missing"].items() if c]
+    lines.append("missing modalities: " + (", ".join(missing) if missing else "none"))
+    lines.append(f"skipped files: {len(result.skipped)}")
+    for skipped in result.skipped[:20]:
+        lines.append(f"  {skipped.path}: {skipped.reason}")
+    if len(result.skipped) > 20:
+        lines.append(f"  ... and {len(result.skipped) - 20} more (see the report)")
+    examples = ", ".join(Path(p).name for p in result.unknown[:3])
+    lines.append(f"unknown files ignored: {len(result.unknown)}" + (f" (e.g. {examples})" if examples else ""))
+    return "\n".join(lines)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)  # never a half-written report
