@@ -1,0 +1,100 @@
+"""Decoding: frame sampling, resize in the decoder, bad files, the kill-on-timeout worker, depth maps."""
+from __future__ import annotations
+
+import os
+import time
+
+import av
+import numpy as np
+import pytest
+
+from pipeline.decode import DecodeError, DecodeWorker, decode_visual, decode_video_pyav, load_depth_frames
+
+
+def write_mp4(path, n_frames: int = 10, size: tuple[int, int] = (64, 48), seed: int = 0) -> np.ndarray:
+    """A small H.264 clip whose frames differ (brightness ramp + a moving square); returns the frames."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    frames = np.zeros((n_frames, height, width, 3), np.uint8)
+    for i in range(n_frames):
+        frames[i] = 20 + (200 * i) // max(1, n_frames - 1)
+        x = (i * 5) % (width - 12)
+        frames[i, 10:22, x:x + 12] = rng.integers(0, 255, 3, dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return frames
+
+
+def test_every_third_frame_resized_in_the_decoder(tmp_path):
+    source = write_mp4(tmp_path / "clip.mp4", n_frames=10)
+    frames, decoder = decode_visual(str(tmp_path / "clip.mp4"), "video", stride=3, image_size=32)
+    assert decoder == "decord"
+    assert frames.shape == (4, 32, 32, 3) and frames.dtype == np.uint8  # frames 0, 3, 6, 9
+    # The brightness ramp identifies which source frames came back (lossy codec: compare means).
+    expected = source[[0, 3, 6, 9]].reshape(4, -1).mean(axis=1)
+    assert np.abs(frames.reshape(4, -1).mean(axis=1) - expected).max() < 12
+    # The fallback decoder agrees on which frames are sampled.
+    fallback = decode_video_pyav(str(tmp_path / "clip.mp4"), 3, 32)
+    assert fallback.shape == frames.shape
+    assert np.abs(fallback.astype(int) - frames.astype(int)).mean() < 8
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "cannot"),
+    (b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000), "cannot"),
+])
+def test_corrupt_or_empty_video_is_a_decode_error(tmp_path, content, reason):
+    path = tmp_path / "bad.mp4"
+    path.write_bytes(content)
+    with pytest.raises(DecodeError, match=reason):
+        decode_visual(str(path), "video", 3, 32)
+
+
+def test_truncated_video_keeps_the_frames_before_the_damage_or_fails_cleanly(tmp_path):
+    write_mp4(tmp_path / "clip.mp4", n_frames=30, size=(64, 64))
+    data = (tmp_path / "clip.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    with DecodeWorker(timeout_s=60) as worker:
+        try:
+            frames = worker.decode(str(tmp_path / "cut.mp4"), "video", 3, 32)
+        except DecodeError as e:
+            assert str(e)  # a reason, not a hang or a crash of this process
+        else:
+            assert 1 <= len(frames) <= 10 and frames.shape[1:] == (32, 32, 3)
+
+
+def test_missing_file_is_named():
+    with pytest.raises(DecodeError, match="file not found: /nonexistent/x.mp4"):
+        decode_visual("/nonexistent/x.mp4", "video", 3, 32)
+
+
+def test_worker_kills_a_hanging_decode_and_keeps_working(tmp_path):
+    # Opening a FIFO with no writer blocks forever inside ffmpeg: a real hang, like dmlc/decord#373.
+    fifo = tmp_path / "hang.mp4"
+    os.mkfifo(fifo)
+    write_mp4(tmp_path / "ok.mp4", n_frames=6)
+    with DecodeWorker(timeout_s=2) as worker:
+        started = time.monotonic()
+        with pytest.raises(DecodeError, match="longer than 2 s"):
+            worker.decode(str(fifo), "video", 3, 32)
+        assert time.monotonic() - started < 30
+        assert worker.decode(str(tmp_path / "ok.mp4"), "video", 3, 32).shape == (2, 32, 32, 3)
+        # Same frames as decoding in this process.
+        np.testing.assert_array_equal(worker.decode(str(tmp_path / "ok.mp4"), "video", 3, 32),
+                                      decode_visual(str(tmp_path / "ok.mp4"), "video", 3, 32)[0])
+
+
+def test_real_utd_mhad_depth_becomes_three_channel_images(utd_root):
+    path = utd_root / "Depth" / "a1_s1_t1_depth.mat"  # (240, 320, 48) uint16, max 3201 mm
+    frames = load_depth_frames(str(path), stride=3, image_size=64)
+    assert frames.shape == (16, 64, 64, 3) and frames.dtype == np.uint8
+    np.testing.assert_array_equal(frames[..., 0], frames[..., 2])
+    assert frames.max() > 200 and frames.min() == 0  # scaled by the sequence maximum; no reading stays 0
+    assert len(load_depth_frames(str(utd_root / "Depth" / "a27_s8_t3_depth.mat"), 3, 32)) == 32  # T = 95
