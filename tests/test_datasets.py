@@ -1,0 +1,249 @@
+"""Adapters on fixtures laid out like the real releases, the real UTD-MHAD copy, tables, and `cli.py index`."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pipeline.datasets import build_index
+from pipeline.errors import MumuError
+from pipeline.index import read_index, write_index
+from pipeline.tables import load_table, table_path
+from tests.fixtures import UCSD_CHANNELS, ucsd_csv, write_mmact, write_ucsd_mit, write_utd_mhad
+
+
+def by_id(result) -> dict:
+    return {s.sample_id: s for s in result.samples}
+
+
+# ---------------------------------------------------------------------------------- MMAct
+
+@pytest.fixture(scope="module")
+def mmact_root(tmp_path_factory) -> Path:
+    return write_mmact(tmp_path_factory.mktemp("mmact"))
+
+
+def test_mmact_one_sample_per_subject_scene_session_action(mmact_root):
+    result = build_index("mmact", mmact_root)
+    # 2 subjects x 2 sessions x (3 scene-1 + 3 scene-3 actions)
+    assert len(result.samples) == 24
+    assert Counter(s.scene for s in result.samples) == {1: 12, 3: 12}
+
+
+def test_mmact_capital_c_stem_is_the_same_class(mmact_root):
+    samples = by_id(build_index("mmact", mmact_root))
+    quirky = samples["subject1_scene1_session1_carrying_light"]
+    assert quirky.activity == "carrying_light" and quirky.activity_id == 36
+    assert quirky.paths["rgb_cam1"].endswith("/Carrying_light.mp4")
+    assert all(quirky.paths[m] for m in ("rgb_cam1", "rgb_cam3", "acc_phone", "acc_watch", "gyro", "orientation"))
+    assert samples["subject2_scene1_session1_carrying_light"].activity_id == 36
+
+
+def test_mmact_desk_remap_gives_separate_classes_in_scene_3(mmact_root):
+    samples = by_id(build_index("mmact", mmact_root))
+    desk = samples["subject1_scene3_session2_using_phone_desk"]
+    assert (desk.activity, desk.activity_id, desk.group) == ("using_phone_desk", 34, "desk")
+    assert desk.paths["gyro"].endswith("scene3/session2/using_phone.csv")  # the file keeps its stem
+    assert samples["subject1_scene3_session2_talking_on_phone_desk"].activity_id == 32
+    plain = samples["subject1_scene1_session2_using_phone"]
+    assert (plain.activity_id, plain.group) == (23, "simple")
+
+
+def test_mmact_views_and_missing_modalities_are_recorded(mmact_root):
+    samples = by_id(build_index("mmact", mmact_root))
+    full = samples["subject1_scene1_session2_walking"]
+    assert full.views == ["cam1", "cam3"] and full.missing() == ["rgb_cam2", "rgb_cam4"]
+    walking = samples["subject2_scene1_session2_walking"]  # empty gyro CSV, no cam3 video
+    assert walking.views == ["cam1"]
+    assert set(walking.missing()) == {"rgb_cam2", "rgb_cam3", "rgb_cam4", "gyro"}
+    using_pc = samples["subject2_scene3_session1_using_pc"]  # orientation absent, cam1 not an MP4
+    assert using_pc.views == ["cam3"] and {"orientation", "rgb_cam1"} <= set(using_pc.missing())
+
+
+def test_mmact_bad_files_are_skipped_with_the_reason(mmact_root):
+    result = build_index("mmact", mmact_root)
+    reasons = {Path(s.path).relative_to(mmact_root).as_posix(): s.reason for s in result.skipped}
+    assert reasons == {
+        "Sensor_trimmed/gyro_clip/subject2/scene1/session2/walking.csv": "empty file",
+        "Video_trimmed/subject2/cam1/scene3/session1/using_pc.mp4": "not an MP4 file (no MP4 box at the start)",
+    }
+
+
+def test_mmact_unknown_files_are_ignored_and_counted(mmact_root):
+    result = build_index("mmact", mmact_root)
+    assert sorted(Path(p).name for p in result.unknown) == [".DS_Store", "README.md", "notes.txt"]
+
+
+def test_mmact_strict_stops_at_the_first_bad_file_naming_it(mmact_root):
+    with pytest.raises(MumuError, match=r"gyro_clip/subject2/scene1/session2/walking\.csv: empty file"):
+        build_index("mmact", mmact_root, strict=True)
+
+
+def test_mmact_malformed_csv_row_is_described(tmp_path):
+    root = write_mmact(tmp_path)
+    bad = root / "Sensor_trimmed/acc_watch_clip/subject1/scene1/session1/walking.csv"
+    bad.write_text("time,x,y,z\n1,2,3,4\n")
+    result = build_index("mmact", root)
+    (reason,) = [s.reason for s in result.skipped if s.path == str(bad)]
+    assert "not timestamp,x,y,z" in reason
+
+
+def test_index_csv_round_trip_keeps_missing_as_empty(mmact_root, tmp_path):
+    result = build_index("mmact", mmact_root)
+    write_index(result.samples, tmp_path / "index.csv", result.modalities)
+    assert read_index(tmp_path / "index.csv") == result.samples
+    row = next(line for line in (tmp_path / "index.csv").read_text().splitlines() if "subject2_scene1_session2_walking" in line)
+    assert ",cam1," in row and ",," in row  # views, then empty cells for the missing modalities
+
+
+def test_demo_is_indexed_by_the_mmact_adapter(tmp_path):
+    from pipeline.demo import write_demo_dataset
+
+    root = write_demo_dataset(tmp_path, n_subjects=2, n_sessions=1, n_frames=4, frame_size=16)
+    result = build_index("demo", root)
+    assert len(result.samples) == 12 and not result.skipped
+    assert all(not s.missing() and s.views == ["cam1", "cam2"] for s in result.samples)
+    assert by_id(result)["subject1_scene1_session1_carrying_light"].paths["acc_phone"].endswith("Carrying_light.csv")
+    assert [Path(p).name for p in result.unknown] == ["demo.json"]
+
+
+# ------------------------------------------------------------------------------- UTD-MHAD
+
+def test_utd_fixture_absent_sequence_non_data_file_and_rgb(tmp_path):
+    root = write_utd_mhad(tmp_path, rgb=True)
+    result = build_index("utd_mhad", root)
+    samples = by_id(result)
+    assert len(samples) == 3 * 2 * 4 - 1 and "a8_s1_t4" not in samples
+    sample = samples["a27_s2_t3"]
+    assert (sample.activity, sample.activity_id, sample.group, sample.subject, sample.trial) == \
+        ("squat", 26, "training_exercise", 2, 3)
+    assert not sample.missing() and sample.paths["rgb"].endswith("RGB/a27_s2_t3_color.avi")
+    assert [Path(p).name for p in result.unknown] == ["Skeleton_joint_order.txt"]
+
+
+def test_utd_corrupt_and_mislabelled_mat_files(tmp_path):
+    root = write_utd_mhad(tmp_path, actions=(1,), subjects=(1,), trials=(1, 2, 3))
+    depth = root / "Depth/a1_s1_t1_depth.mat"
+    depth.write_bytes(depth.read_bytes()[:300])  # truncated download
+    (root / "Inertial/a1_s1_t2_inertial.mat").write_bytes(b"")
+    shutil.copy(root / "Skeleton/a1_s1_t3_skeleton.mat", root / "Inertial/a1_s1_t3_inertial.mat")  # wrong content
+    result = build_index("utd_mhad", root)
+    reasons = {Path(s.path).name: s.reason for s in result.skipped}
+    assert reasons["a1_s1_t1_depth.mat"].startswith("truncated MATLAB file")
+    assert reasons["a1_s1_t2_inertial.mat"] == "empty file"
+    assert reasons["a1_s1_t3_inertial.mat"] == "MATLAB variable is 'd_skel', expected 'd_iner'"
+    samples = by_id(result)
+    assert samples["a1_s1_t1"].missing() == ["rgb", "depth"]
+    assert samples["a1_s1_t3"].missing() == ["rgb", "inertial"]
+    with pytest.raises(MumuError, match="a1_s1_t1_depth.mat: truncated MATLAB file"):
+        build_index("utd_mhad", root, strict=True)
+
+
+def test_utd_real_copy(utd_root):
+    result = build_index("utd_mhad", utd_root)
+    samples = by_id(result)
+    assert len(samples) == 861 and not result.skipped
+    assert {"a8_s1_t4", "a23_s6_t4", "a27_s8_t4"}.isdisjoint(samples)
+    assert len({s.activity for s in result.samples}) == 27
+    assert sorted({s.subject for s in result.samples}) == list(range(1, 9))
+    activities_per_group = Counter(a.group for a in load_table("utd_mhad").activities)
+    assert activities_per_group == {"hand_gesture": 9, "sports": 9, "daily": 5, "training_exercise": 4}
+    assert result.counts()["missing"] == {"rgb": 861, "depth": 0, "skeleton": 0, "inertial": 0}
+    assert sorted(Path(p).name for p in result.unknown) == ["README.md", "Skeleton_joint_order.txt"]
+    assert samples["a27_s8_t3"].paths["inertial"].endswith("Inertial/a27_s8_t3_inertial.mat")
+
+
+# ------------------------------------------------------------------------------- UCSD-MIT
+
+def test_ucsd_mit_layout_with_a_missing_and_a_malformed_stream(tmp_path):
+    root = write_ucsd_mit(tmp_path)
+    (root / "subject2/walk/trial1/emg.csv").unlink()
+    ucsd_csv(root / "subject3/attach/trial2/imu.csv", channels=UCSD_CHANNELS["imu"] - 1)
+    (root / "subject1/Attach/trial3").mkdir(parents=True)  # folder names match case-insensitively
+    ucsd_csv(root / "subject1/Attach/trial3/mocap.csv", channels=60)
+    result = build_index("ucsd_mit", root)
+    samples = by_id(result)
+    assert len(samples) == 3 * 3 * 2 + 1
+    assert samples["subject2_walk_trial1"].missing() == ["emg"]
+    assert samples["subject3_attach_trial2"].missing() == ["imu"]
+    assert samples["subject1_attach_trial3"].missing() == ["emg", "imu"]
+    assert (samples["subject1_palmar_grasp_trial1"].group, samples["subject1_attach_trial1"].group) == ("fine", "gross")
+    (skipped,) = result.skipped
+    assert skipped.path.endswith("subject3/attach/trial2/imu.csv") and "11 columns" in skipped.reason
+
+
+# --------------------------------------------------------------------------------- tables
+
+def test_shipped_tables_have_the_papers_class_and_group_counts():
+    mmact = load_table("mmact")
+    assert len(mmact.activities) == 37
+    assert Counter(a.group for a in mmact.activities) == {"complex": 16, "simple": 12, "desk": 9}
+    ucsd = load_table("ucsd_mit")
+    assert Counter(a.group for a in ucsd.activities) == {"gross": 4, "fine": 5}
+    assert len(load_table("utd_mhad").activities) == 27
+
+
+def test_editing_the_table_changes_the_groups_without_code(tmp_path):
+    root = write_utd_mhad(tmp_path / "utd", actions=(1, 27), subjects=(1,), trials=(1,))
+    edited = tmp_path / "utd_mhad.csv"
+    edited.write_text(table_path("utd_mhad").read_text().replace(
+        "26,squat,3,training_exercise", "26,squat,0,hand_gesture"))
+    samples = by_id(build_index("utd_mhad", root, table=edited))
+    assert (samples["a27_s1_t1"].group, samples["a27_s1_t1"].group_id) == ("hand_gesture", 0)
+
+
+def test_a_broken_table_is_reported_with_its_path(tmp_path):
+    bad = tmp_path / "demo.csv"
+    bad.write_text(table_path("demo").read_text().replace("5,drinking,2,desk", "5,drinking,2,complex"))
+    with pytest.raises(MumuError, match=r"demo\.csv: group_id 2 is named both"):
+        load_table("demo", bad)
+
+
+def test_a_label_missing_from_the_table_skips_its_files(tmp_path):
+    root = write_utd_mhad(tmp_path / "utd", actions=(1, 27), subjects=(1,), trials=(1,))
+    trimmed = tmp_path / "utd_mhad.csv"
+    trimmed.write_text("".join(line for line in table_path("utd_mhad").read_text().splitlines(keepends=True)
+                               if not line.startswith("26,")))
+    result = build_index("utd_mhad", root, table=trimmed)
+    assert [s.sample_id for s in result.samples] == ["a1_s1_t1"]
+    assert len(result.skipped) == 3 and all("a27 is not in the activity table" in s.reason for s in result.skipped)
+
+
+def test_empty_root_is_an_error(tmp_path):
+    with pytest.raises(MumuError, match="no utd_mhad samples found"):
+        build_index("utd_mhad", tmp_path)
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+def run_cli(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(repo_root / "cli.py"), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_index_writes_index_report_and_summary(repo_root, mmact_root, tmp_path):
+    out = tmp_path / "idx" / "index.csv"
+    result = run_cli(repo_root, "index", "--dataset", "mmact", "--data-root", str(mmact_root), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert len(read_index(out)) == 24
+    report = json.loads((tmp_path / "idx" / "index_report.json").read_text())
+    assert report["samples"] == 24 and report["per_group"] == {"complex": 4, "simple": 8, "desk": 12}
+    assert report["unknown_files"] == 3 and len(report["skipped_files"]) == 2
+    assert "24 mmact samples" in result.stdout
+    assert "gyro 1/24" in result.stdout  # missing modalities
+    assert "walking.csv: empty file" in result.stdout
+    assert "unknown files ignored: 3" in result.stdout
+
+
+def test_cli_index_strict_is_one_line_error(repo_root, mmact_root, tmp_path):
+    result = run_cli(repo_root, "index", "--dataset", "mmact", "--data-root", str(mmact_root),
+                     "--out", str(tmp_path / "i.csv"), "--strict")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    # Files are checked in sorted path order: Sensor_trimmed/ comes before Video_trimmed/.
+    assert result.stderr.strip().count("\n") == 0
+    assert "gyro_clip/subject2/scene1/session2/walking.csv: empty file" in result.stderr
+    assert not (tmp_path / "i.csv").exists()
