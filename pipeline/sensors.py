@@ -1,0 +1,225 @@
+"""Sensor streams: parse each dataset's files, put one sample's streams on a common time base,
+cut them into windows.
+
+A parsed stream is `SensorStream(values (T, C), times (T,) seconds or None, rate_hz)`.
+
+Common time base (`align_streams`), the documented rule:
+1. Streams with a clock (MMAct CSV timestamps, UCSD-MIT ``time`` column, UTD-MHAD inertial at its
+   trusted 50 Hz) are cut to the interval all of them cover (the intersection).
+2. Streams without a trustworthy clock (UTD-MHAD skeleton: nominally 30 fps, but measured
+   ~19 fps against the 50 Hz inertial) are placed by **normalised time**: their first sample at
+   the start of that interval, their last at its end (both cover the same action). If no stream
+   has a clock, the interval is ``(T - 1) / rate_hz`` long from the stream's nominal rate.
+3. Every stream is linearly interpolated onto one grid at ``rate_hz`` (params.yaml
+   ``extract.sensor_rate_hz``) over that interval.
+
+Missing values: rows that fail to parse and NaN/inf values are dropped per channel before
+interpolation (so short gaps are bridged linearly); a channel without a single finite value
+becomes zeros; a stream with no finite value at all, an empty file or one shorter than a
+window is an error (`SensorError`) that the extractor records and treats as a missing modality.
+Windows (`cut_windows`): non-overlapping by default, window 5 / stride 5, trailing remainder dropped.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+# UTD-MHAD skeleton rate, used only when the sample has no inertial stream to stretch it over:
+# the median inertial/skeleton length ratio is 2.63 at 50 Hz -> ~19 Hz (docs/datasets.md, 2.4).
+UTD_SKELETON_EFFECTIVE_HZ = 19.0
+UTD_INERTIAL_HZ = 50.0
+MMACT_TIME_FORMAT = "%Y%m%d_%H:%M:%S.%f"
+
+
+class SensorError(Exception):
+    """A sensor input that cannot be used; the message is the reason recorded in the cache."""
+
+
+@dataclass
+class SensorStream:
+    values: np.ndarray  # (T, C) float32, NaN = missing
+    times: np.ndarray | None  # (T,) seconds, increasing; None = place by normalised time
+    rate_hz: float | None = None  # nominal rate (used when no stream of the sample has a clock)
+    missing_fraction: float = 0.0  # share of expected samples absent or non-finite
+
+
+# ---------------------------------------------------------------------------------------------
+# parsers
+
+
+def _parse_mmact_time(text: str) -> float:
+    text = text.strip()
+    if "." not in text:  # whole seconds are written without a fraction
+        text += ".0"
+    return datetime.strptime(text, MMACT_TIME_FORMAT).timestamp()
+
+
+def read_mmact_csv(path: str | Path, rate_hz: float | None, channels: int = 3) -> SensorStream:
+    """MMAct sensor CSV: no header, ``timestamp,x,y,z`` with timestamps like ``20181016_13:39:52.123``.
+
+    Rows are sorted by time and duplicate timestamps dropped (first kept); unparseable rows count
+    as missing. ``missing_fraction`` compares the valid rows with ``duration * rate_hz + 1``.
+    """
+    times, rows, bad_rows = [], [], 0
+    with open(path, newline="") as f:
+        for record in csv.reader(f):
+            if not record or not "".join(record).strip():
+                continue
+            try:
+                t = _parse_mmact_time(record[0])
+                values = [float(v) if v.strip() else np.nan for v in record[1:1 + channels]]
+            except ValueError:
+                bad_rows += 1
+                continue
+            if len(values) != channels:
+                bad_rows += 1
+                continue
+            times.append(t)
+            rows.append(values)
+    if not rows:
+        raise SensorError("empty CSV" if bad_rows == 0 else f"no parseable row in the CSV ({bad_rows} bad rows)")
+    times = np.asarray(times, np.float64)
+    order = np.argsort(times, kind="stable")
+    times, values = times[order], np.asarray(rows, np.float32)[order]
+    keep = np.concatenate([[True], np.diff(times) > 0])  # drop duplicated timestamps
+    times, values = times[keep], values[keep]
+    valid = int(np.isfinite(values).all(axis=1).sum())
+    expected = len(times) + bad_rows
+    if rate_hz and len(times) > 1:
+        expected = max(expected, int(round((times[-1] - times[0]) * rate_hz)) + 1)
+    return SensorStream(values, times, rate_hz, 1.0 - valid / expected)
+
+
+def _load_mat_variable(path: str | Path, name: str) -> np.ndarray:
+    import scipy.io
+
+    try:
+        return np.asarray(scipy.io.loadmat(str(path))[name])
+    except KeyError:
+        raise SensorError(f"the .mat file has no variable {name!r}") from None
+    except Exception as e:
+        raise SensorError(f"cannot read the .mat file ({type(e).__name__}: {e})") from None
+
+
+def read_utd_inertial(path: str | Path) -> SensorStream:
+    """UTD-MHAD ``d_iner`` (T, 6): acc xyz (g), gyro xyz (deg/s) at 50 Hz -> values (T, 6)."""
+    data = _load_mat_variable(path, "d_iner")
+    if data.ndim != 2 or data.shape[1] != 6:
+        raise SensorError(f"d_iner has shape {data.shape}, expected (T, 6)")
+    times = np.arange(len(data)) / UTD_INERTIAL_HZ
+    return SensorStream(data.astype(np.float32), times, UTD_INERTIAL_HZ, _nonfinite_fraction(data))
+
+
+def read_utd_skeleton(path: str | Path) -> SensorStream:
+    """UTD-MHAD ``d_skel`` (20, 3, T) metres -> values (T, 60), joint-major (joint0 xyz, joint1 xyz, ...).
+
+    No clock: the Kinect rate does not match its nominal 30 fps, so it is aligned by normalised time.
+    """
+    data = _load_mat_variable(path, "d_skel")
+    if data.ndim != 3 or data.shape[:2] != (20, 3):
+        raise SensorError(f"d_skel has shape {data.shape}, expected (20, 3, T)")
+    values = data.transpose(2, 0, 1).reshape(data.shape[2], 60)  # (T, 20, 3) -> (T, 60)
+    return SensorStream(values.astype(np.float32), None, UTD_SKELETON_EFFECTIVE_HZ, _nonfinite_fraction(values))
+
+
+def read_time_csv(path: str | Path, channels: int, rate_hz: float | None) -> SensorStream:
+    """UCSD-MIT layout: CSV with a header row, a ``time`` column in seconds, then ``channels`` value
+    columns in the modality's (joint, attribute) order (mocap 20x3, emg 8, imu 10)."""
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f) if r and "".join(r).strip()]
+    if len(rows) < 2:
+        raise SensorError("empty CSV")
+    header, body = [h.strip().lower() for h in rows[0]], rows[1:]
+    if "time" not in header:
+        raise SensorError(f"no 'time' column in the header ({', '.join(header[:5])}...)")
+    t_col = header.index("time")
+    value_cols = [i for i in range(len(header)) if i != t_col]
+    if len(value_cols) != channels:
+        raise SensorError(f"{len(value_cols)} value columns, expected {channels}")
+    try:
+        table = np.array([[float(r[i]) if i < len(r) and r[i].strip() else np.nan for i in [t_col] + value_cols]
+                          for r in body], np.float64)
+    except ValueError as e:
+        raise SensorError(f"non-numeric value in the CSV ({e})") from None
+    table = table[np.isfinite(table[:, 0])]
+    if not len(table):
+        raise SensorError("no row with a time stamp")
+    table = table[np.argsort(table[:, 0], kind="stable")]
+    table = table[np.concatenate([[True], np.diff(table[:, 0]) > 0])]
+    values = table[:, 1:].astype(np.float32)
+    return SensorStream(values, table[:, 0], rate_hz, _nonfinite_fraction(values))
+
+
+def _nonfinite_fraction(values: np.ndarray) -> float:
+    return float(1.0 - np.isfinite(values).all(axis=1).mean()) if len(values) else 1.0
+
+
+def read_sensor(dataset: str, modality: str, path: str | Path, channels: int, rate_hz: float | None) -> SensorStream:
+    """Parse one sensor file of ``dataset``; raises SensorError with the reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise SensorError(f"file not found: {path}")
+    if dataset in ("mmact", "demo"):
+        stream = read_mmact_csv(path, rate_hz, channels)
+    elif dataset == "utd_mhad":
+        stream = read_utd_skeleton(path) if modality == "skeleton" else read_utd_inertial(path)
+    elif dataset == "ucsd_mit":
+        stream = read_time_csv(path, channels, rate_hz)
+    else:
+        raise SensorError(f"no sensor parser for dataset {dataset!r}")
+    if stream.values.shape[1] != channels:
+        raise SensorError(f"{stream.values.shape[1]} channels, expected {channels}")
+    return stream
+
+
+# ---------------------------------------------------------------------------------------------
+# common time base and windows
+
+
+def align_streams(streams: dict[str, SensorStream], rate_hz: float) -> dict[str, np.ndarray]:
+    """One sample's streams -> {name: (T, C) float32} on one grid at ``rate_hz`` (rule in the module doc)."""
+    if not streams:
+        return {}
+    clocked = [s for s in streams.values() if s.times is not None and len(s.times) > 0]
+    if clocked:
+        start = max(float(s.times[0]) for s in clocked)
+        end = min(float(s.times[-1]) for s in clocked)
+        if end < start:
+            raise SensorError("the sensor streams do not overlap in time")
+    else:
+        start, end = 0.0, max((len(s.values) - 1) / (s.rate_hz or rate_hz) for s in streams.values())
+    n_steps = int(np.floor((end - start) * rate_hz + 1e-9)) + 1
+    grid = start + np.arange(n_steps) / rate_hz  # (T,)
+    aligned = {}
+    for name, stream in streams.items():
+        if stream.times is not None:
+            times = stream.times
+        else:  # normalised time: first sample at start, last at end
+            times = np.linspace(start, end, len(stream.values)) if len(stream.values) > 1 else np.array([start])
+        aligned[name] = _interpolate(times, stream.values, grid)
+    return aligned
+
+
+def _interpolate(times: np.ndarray, values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Per-channel linear interpolation over finite samples: (T_in, C) -> (T_grid, C)."""
+    if not np.isfinite(values).any():
+        raise SensorError("the stream has no finite value")
+    out = np.zeros((len(grid), values.shape[1]), np.float32)
+    for c in range(values.shape[1]):
+        ok = np.isfinite(values[:, c])
+        if ok.any():
+            out[:, c] = np.interp(grid, times[ok], values[ok, c])
+    return out
+
+
+def cut_windows(series: np.ndarray, window: int, stride: int) -> np.ndarray:
+    """(T, C) -> (S, window, C), S = (T - window) // stride + 1; the remainder is dropped."""
+    n = (len(series) - window) // stride + 1 if len(series) >= window else 0
+    if n == 0:
+        raise SensorError(f"{len(series)} time steps, shorter than one window of {window}")
+    starts = np.arange(n) * stride
+    return series[starts[:, None] + np.arange(window)[None, :]].astype(np.float32)  # (S, W, C)

@@ -1,0 +1,120 @@
+"""Sensor parsing, the common time base and windows, on hand-made CSVs and on real UTD-MHAD files."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+import scipy.io
+
+from pipeline.sensors import (SensorError, align_streams, cut_windows, read_mmact_csv, read_sensor,
+                              read_time_csv, read_utd_inertial, read_utd_skeleton)
+
+
+def write_mmact_csv(path, start: datetime, rate_hz: float, values: np.ndarray) -> None:
+    """Headerless ``timestamp,x,y,z``; whole seconds without a fraction, like the release."""
+    lines = []
+    for i, row in enumerate(values):
+        stamp = start + timedelta(milliseconds=round(1000 * i / rate_hz))
+        text = stamp.strftime("%Y%m%d_%H:%M:%S") + (f".{stamp.microsecond // 1000:03d}" if stamp.microsecond else "")
+        lines.append(",".join([text] + [f"{v:.4f}" for v in row]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+T0 = datetime(2018, 10, 16, 13, 39, 52)
+
+
+def test_mmact_csv_is_sorted_deduplicated_and_counts_missing_rows(tmp_path):
+    values = np.arange(30, dtype=np.float32).reshape(10, 3)
+    write_mmact_csv(tmp_path / "a.csv", T0, 100, values)
+    lines = (tmp_path / "a.csv").read_text().splitlines()
+    # shuffle, duplicate row 3, drop row 5 (a gap), add a garbage row
+    shuffled = [lines[i] for i in (9, 0, 3, 2, 1, 3, 4, 6, 7, 8)] + ["not,a,row"]
+    (tmp_path / "b.csv").write_text("\n".join(shuffled) + "\n")
+    stream = read_mmact_csv(tmp_path / "b.csv", rate_hz=100)
+    np.testing.assert_allclose(np.diff(stream.times), [0.01] * 4 + [0.02] + [0.01] * 3, atol=1e-4)
+    np.testing.assert_array_equal(stream.values[:, 0], [0, 3, 6, 9, 12, 18, 21, 24, 27])
+    assert stream.missing_fraction == pytest.approx(0.1)  # 0.09 s at 100 Hz: 10 expected, 9 valid
+
+
+def test_empty_csv_and_missing_file_are_errors_with_reasons(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(SensorError, match="empty CSV"):
+        read_mmact_csv(tmp_path / "empty.csv", 50)
+    with pytest.raises(SensorError, match="file not found"):
+        read_sensor("mmact", "gyro", tmp_path / "nope.csv", 3, 50)
+
+
+def test_streams_with_clocks_are_cut_to_their_overlap_and_resampled(tmp_path):
+    t = np.arange(200) / 100  # 2 s at 100 Hz, x = time in seconds
+    write_mmact_csv(tmp_path / "acc.csv", T0, 100, np.stack([t, t, t], 1))
+    t50 = np.arange(50) / 50  # 1 s at 50 Hz starting 0.5 s later, x = time since T0
+    write_mmact_csv(tmp_path / "gyro.csv", T0 + timedelta(seconds=0.5), 50, np.stack([t50 + 0.5] * 3, 1))
+    streams = {"acc": read_mmact_csv(tmp_path / "acc.csv", 100), "gyro": read_mmact_csv(tmp_path / "gyro.csv", 50)}
+    aligned = align_streams(streams, rate_hz=50)
+    assert aligned["acc"].shape == aligned["gyro"].shape == (50, 3)  # overlap 0.5 .. 1.48 s at 50 Hz
+    # Both streams encode absolute time, so on one time base they agree sample by sample.
+    np.testing.assert_allclose(aligned["acc"], aligned["gyro"], atol=1e-3)
+    np.testing.assert_allclose(aligned["acc"][0], 0.5, atol=1e-3)
+
+
+def test_nan_values_are_bridged_and_all_nan_is_an_error(tmp_path):
+    values = np.arange(30, dtype=np.float32).reshape(10, 3)
+    values[4, 1] = np.nan
+    write_mmact_csv(tmp_path / "a.csv", T0, 50, values)
+    stream = read_mmact_csv(tmp_path / "a.csv", 50)
+    assert stream.missing_fraction == pytest.approx(0.1)
+    aligned = align_streams({"a": stream}, 50)["a"]
+    assert aligned[4, 1] == pytest.approx(13.0)  # linear between 10 and 16
+    write_mmact_csv(tmp_path / "n.csv", T0, 50, np.full((5, 3), np.nan))
+    with pytest.raises(SensorError, match="no finite value"):
+        align_streams({"n": read_mmact_csv(tmp_path / "n.csv", 50)}, 50)
+
+
+def test_windows_of_five_with_stride_five():
+    series = np.arange(23 * 2, dtype=np.float32).reshape(23, 2)
+    windows = cut_windows(series, 5, 5)
+    assert windows.shape == (4, 5, 2)  # 20 of 23 steps; the remainder is dropped
+    np.testing.assert_array_equal(windows[2], series[10:15])
+    assert cut_windows(series, 5, 2).shape == (10, 5, 2)
+    with pytest.raises(SensorError, match="shorter than one window"):
+        cut_windows(series[:4], 5, 5)
+
+
+def test_ucsd_mit_csv_layout(tmp_path):
+    rows = ["time,emg1,emg2"] + [f"{i / 200:.3f},{i},{-i}" for i in (3, 1, 2, 0)]
+    (tmp_path / "emg.csv").write_text("\n".join(rows) + "\n")
+    stream = read_time_csv(tmp_path / "emg.csv", channels=2, rate_hz=200)
+    np.testing.assert_array_equal(stream.values[:, 0], [0, 1, 2, 3])
+    with pytest.raises(SensorError, match="expected 3"):
+        read_time_csv(tmp_path / "emg.csv", channels=3, rate_hz=200)
+
+
+def test_real_utd_mhad_inertial_and_skeleton_on_one_time_base(utd_root):
+    inertial = read_utd_inertial(utd_root / "Inertial" / "a1_s1_t1_inertial.mat")
+    skeleton = read_utd_skeleton(utd_root / "Skeleton" / "a1_s1_t1_skeleton.mat")
+    assert inertial.values.shape == (160, 6) and skeleton.values.shape == (48, 60)
+    raw_skel = scipy.io.loadmat(utd_root / "Skeleton" / "a1_s1_t1_skeleton.mat")["d_skel"]  # (20, 3, T)
+    np.testing.assert_allclose(skeleton.values[7].reshape(20, 3), raw_skel[:, :, 7], rtol=1e-6)
+    aligned = align_streams({"inertial": inertial, "skeleton": skeleton}, rate_hz=50)
+    # Normalised time: the skeleton is stretched over the inertial clip (160 samples at 50 Hz).
+    assert aligned["inertial"].shape == (160, 6) and aligned["skeleton"].shape == (160, 60)
+    np.testing.assert_allclose(aligned["inertial"], inertial.values, rtol=1e-6)
+    np.testing.assert_allclose(aligned["skeleton"][0], skeleton.values[0], rtol=1e-6)
+    np.testing.assert_allclose(aligned["skeleton"][-1], skeleton.values[-1], rtol=1e-6)
+    windows = cut_windows(aligned["skeleton"], 5, 5)
+    assert windows.shape == (32, 5, 60) and np.isfinite(windows).all()
+    # Without the inertial stream the skeleton's effective ~19 Hz sets the clip length.
+    alone = align_streams({"skeleton": skeleton}, rate_hz=50)["skeleton"]
+    assert len(alone) == int(47 / 19 * 50) + 1
+
+
+def test_real_utd_mhad_length_ratio_varies_but_windows_follow_the_inertial_clock(utd_root):
+    for sid in ("a27_s8_t3", "a8_s1_t3"):  # (255, 6) / (20, 3, 95) and (175, 6) / (20, 3, 67)
+        streams = {"inertial": read_sensor("utd_mhad", "inertial", utd_root / "Inertial" / f"{sid}_inertial.mat", 6, 50),
+                   "skeleton": read_sensor("utd_mhad", "skeleton", utd_root / "Skeleton" / f"{sid}_skeleton.mat", 60, None)}
+        aligned = align_streams(streams, 50)
+        n = len(streams["inertial"].values)
+        assert {k: v.shape[0] for k, v in aligned.items()} == {"inertial": n, "skeleton": n}
+        assert cut_windows(aligned["inertial"], 5, 5).shape == (n // 5, 5, 6)
