@@ -1,0 +1,265 @@
+"""The feature cache: a zarr v3 store written by `extract`, read by training (format: docs/cache-format.md).
+
+Layout::
+
+    CACHE/zarr.json                       root group; attrs["mumu_cache"] = format, fingerprint,
+                                          provenance, dataset, modalities
+    CACHE/parts/part-000007/zarr.json     one group per part (a fixed run of samples in index order);
+                                          attrs: samples, sources, failures, frames
+    CACHE/parts/part-000007/<m>/values    visual (N, 2048) float16 | sensor (N, W, C) float32
+    CACHE/parts/part-000007/<m>/offsets   (n_samples + 1,) int64: sample i is values[off[i]:off[i+1]]
+    CACHE/.staging/, CACHE/.lock          work in progress, the writer lock (not part of the data)
+
+A part is written by one process into ``.staging`` and renamed into ``parts/`` when complete,
+so a part is either absent or whole (one writer per shard; a kill leaves only staging debris).
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import click
+import numpy as np
+
+from pipeline.errors import MumuError
+from pipeline.index import Sample
+from pipeline.modalities import ModalitySpec
+
+FORMAT_VERSION = 1
+ATTRS_KEY = "mumu_cache"
+PARTS = "parts"
+STAGING = ".staging"
+LOCK = ".lock"
+TARGET_CHUNK_BYTES = 1 << 19  # 512 KiB uncompressed: a few samples per chunk, cheap random reads
+
+
+# ---------------------------------------------------------------------------------------------
+# writing (used by pipeline.extract)
+
+
+class CacheLock:
+    """Exclusive writer lock on a cache (flock: released by the kernel even after SIGKILL)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._file = None
+
+    def __enter__(self) -> CacheLock:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path / LOCK, "a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise MumuError(f"{self.path} is being written by another extract process; wait for it to finish") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+
+
+def prepare_cache(path: str | Path, header: dict, overwrite: bool) -> None:
+    """Create the root group, or check that an existing cache was built with the same fingerprint.
+
+    ``header`` = {dataset, modalities, fingerprint, provenance}. Call while holding `CacheLock`.
+    """
+    import zarr
+
+    path = Path(path)
+    existing = _read_header(path) if (path / "zarr.json").is_file() else None
+    if existing is not None and not overwrite:
+        differences = {k: (existing["fingerprint"].get(k), v) for k, v in header["fingerprint"].items()
+                       if existing["fingerprint"].get(k) != v}
+        if differences:
+            listed = "; ".join(f"{k}: cache has {old!r}, now {new!r}" for k, (old, new) in differences.items())
+            raise MumuError(f"{path} was built with different settings ({listed}); "
+                            f"use another --cache or --overwrite to rebuild it")
+        return
+    for entry in path.iterdir() if path.exists() else []:
+        if entry.name != LOCK:  # rebuild everything but the lock we hold
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    root.attrs[ATTRS_KEY] = {"format": FORMAT_VERSION, **header}
+    root.create_group(PARTS)
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:06d}"
+
+
+def read_part_attrs(path: str | Path) -> dict[str, dict]:
+    """{part name: attrs} of the complete parts in the cache."""
+    parts_dir = Path(path) / PARTS
+    found = {}
+    for entry in sorted(parts_dir.glob("part-*")) if parts_dir.is_dir() else []:
+        meta = entry / "zarr.json"
+        if meta.is_file():
+            found[entry.name] = json.loads(meta.read_text())["attributes"]
+    return found
+
+
+def remove_part(path: str | Path, name: str) -> None:
+    shutil.rmtree(Path(path) / PARTS / name, ignore_errors=True)
+
+
+def write_part(path: str | Path, name: str, modalities: list[ModalitySpec], samples: list[Sample],
+               arrays: dict[str, list[np.ndarray | None]], attrs: dict) -> bool:
+    """Write one part: ``arrays[m][i]`` is sample i's visual (S, 2048) or sensor (S, W, C) array, or None.
+
+    Written into staging, then renamed into place. Returns False when another process finished the
+    same part first (its copy is kept; ours is dropped).
+    """
+    import zarr
+
+    path = Path(path)
+    staging = path / STAGING / f"{name}-{uuid.uuid4().hex[:8]}"
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    group = zarr.open_group(str(staging), mode="w", zarr_format=3)
+    group.attrs.update({**attrs, "samples": [dataclasses.asdict(s) for s in samples]})
+    for spec in modalities:
+        per_sample = arrays[spec.name]
+        trailing = (2048,) if spec.visual else None
+        present = [a for a in per_sample if a is not None]
+        if trailing is None:
+            trailing = present[0].shape[1:] if present else (1, spec.channels)
+        dtype = np.float16 if spec.visual else np.float32
+        lengths = [0 if a is None else len(a) for a in per_sample]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # (n + 1,)
+        values = (np.concatenate(present).astype(dtype) if present
+                  else np.zeros((0, *trailing), dtype))  # (N, 2048) | (N, W, C)
+        row_bytes = int(np.prod(trailing)) * np.dtype(dtype).itemsize
+        chunk_rows = max(1, TARGET_CHUNK_BYTES // row_bytes)
+        shard_rows = max(chunk_rows, -(-len(values) // chunk_rows) * chunk_rows)  # one shard per part
+        stored = group.create_array(f"{spec.name}/values", shape=values.shape, dtype=dtype,
+                                    chunks=(chunk_rows, *trailing), shards=(shard_rows, *trailing))
+        if len(values):
+            stored[:] = values
+        group.create_array(f"{spec.name}/offsets", shape=offsets.shape, dtype=np.int64, chunks=offsets.shape)[:] = offsets
+    target = path / PARTS / name
+    try:
+        os.rename(staging, target)  # atomic: readers and reruns see the part whole or not at all
+    except OSError:
+        if not (target / "zarr.json").is_file():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+        return False
+    return True
+
+
+def clear_staging(path: str | Path) -> None:
+    """Leftovers of killed writers. Only call while holding `CacheLock`."""
+    shutil.rmtree(Path(path) / STAGING, ignore_errors=True)
+
+
+def _read_header(path: Path) -> dict:
+    try:
+        attrs = json.loads((path / "zarr.json").read_text())["attributes"][ATTRS_KEY]
+    except (OSError, KeyError, ValueError):
+        raise MumuError(f"{path} is not a mumu feature cache (no {ATTRS_KEY} attributes in zarr.json)") from None
+    if attrs.get("format") != FORMAT_VERSION:
+        raise MumuError(f"{path}: cache format {attrs.get('format')}, this code reads format {FORMAT_VERSION}; "
+                        f"rebuild it with `extract --overwrite`")
+    return attrs
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+class FeatureCache:
+    """Read side, used by training (contract in docs/architecture.md).
+
+    ``read(sample_id)`` -> {modality: visual (S, 2048) float16 | sensor (S, W, C) float32 | None}.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not (self.path / "zarr.json").is_file():
+            raise MumuError(f"{self.path}: no feature cache here; run `python cli.py extract --cache {self.path}`")
+        header = _read_header(self.path)
+        self.dataset: str = header["dataset"]
+        self.fingerprint: dict = header["fingerprint"]
+        self.provenance: dict = header["provenance"]
+        self.modalities = [ModalitySpec(**m) for m in header["modalities"]]
+        self.failures: dict[str, str] = {}
+        self.parts: dict[str, dict] = read_part_attrs(self.path)
+        self.samples: list[Sample] = []
+        self._where: dict[str, tuple[str, int]] = {}  # sample_id -> (part, position in part)
+        for name, attrs in self.parts.items():
+            self.failures.update(attrs["failures"])
+            for position, fields in enumerate(attrs["samples"]):
+                if fields["sample_id"] in attrs["unusable"]:
+                    continue  # every modality failed: nothing to read
+                self.samples.append(Sample(**fields))
+                self._where[fields["sample_id"]] = (name, position)
+        self._arrays: dict[tuple[str, str], tuple[np.ndarray, object]] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _modality(self, part: str, modality: str) -> tuple[np.ndarray, object]:
+        key = (part, modality)
+        if key not in self._arrays:
+            import zarr
+
+            group = zarr.open_group(str(self.path / PARTS / part), mode="r")
+            self._arrays[key] = (group[f"{modality}/offsets"][:], group[f"{modality}/values"])
+        return self._arrays[key]
+
+    def read(self, sample_id: str) -> dict[str, np.ndarray | None]:
+        try:
+            part, position = self._where[sample_id]
+        except KeyError:
+            reason = self.failures.get(sample_id)
+            raise MumuError(f"{self.path}: sample {sample_id!r} is not in the cache"
+                            + (f" (extraction failed: {reason})" if reason else "")) from None
+        out = {}
+        for spec in self.modalities:
+            offsets, values = self._modality(part, spec.name)
+            start, stop = int(offsets[position]), int(offsets[position + 1])
+            out[spec.name] = values[start:stop] if stop > start else None
+        return out
+
+    def stored_bytes(self) -> dict[str, int]:
+        """On-disk bytes per modality, over all parts."""
+        sizes = {}
+        for spec in self.modalities:
+            files = (f for part in self.parts for f in (self.path / PARTS / part / spec.name).rglob("*") if f.is_file())
+            sizes[spec.name] = sum(f.stat().st_size for f in files)
+        return sizes
+
+
+# ---------------------------------------------------------------------------------------------
+# cache-info
+
+
+@click.command("cache-info")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--failures", "show_failures", default=10, show_default=True, help="How many failures to list.")
+def cache_info_command(path: Path, show_failures: int) -> None:
+    """Summarise the feature cache at PATH: samples, modalities, segments, bytes, failures, provenance."""
+    cache = FeatureCache(path)
+    click.echo(f"{path}: {cache.dataset}, {len(cache)} samples in {len(cache.parts)} parts, "
+               f"{len(cache.failures)} with failures")
+    sizes = cache.stored_bytes()
+    for spec in cache.modalities:
+        present, steps = 0, 0
+        for part in cache.parts:
+            offsets, _ = cache._modality(part, spec.name)
+            lengths = np.diff(offsets)
+            present, steps = present + int((lengths > 0).sum()), steps + int(lengths.sum())
+        unit = "segments" if spec.visual else "windows"
+        click.echo(f"  {spec.name:<12} {spec.kind:<6} {present:>6} samples  {steps:>8} {unit}  "
+                   f"{sizes[spec.name] / 2**20:8.2f} MiB")
+    for sample_id, reason in list(cache.failures.items())[:show_failures]:
+        click.echo(f"  failed {sample_id}: {reason}")
+    if len(cache.failures) > show_failures:
+        click.echo(f"  ... {len(cache.failures) - show_failures} more failures")
+    click.echo("fingerprint: " + json.dumps(cache.fingerprint, sort_keys=True))
+    click.echo("provenance: " + json.dumps(cache.provenance, sort_keys=True))
