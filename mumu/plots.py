@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 DPI = 120
-SM_COLOR, GM_COLOR = "#4C72B0", "#DD8452"
+FUSION_COLORS = {"SM-Fusion": "#4C72B0", "GM-Fusion": "#DD8452"}
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
@@ -77,40 +77,40 @@ def plot_per_class_f1(
 
 
 def plot_attention(
-    activities: list[str], modality_names: list[str], clean: dict[str, np.ndarray],
-    noisy: dict[str, np.ndarray], noisy_modalities: list[list[str]], path: str | Path, title: str,
+    activities: list[str], modality_names: list[str],
+    conditions: list[tuple[str, dict[str, np.ndarray], list[str]]], path: str | Path, title: str,
 ) -> Path:
-    """Modality weights per activity, clean input (left) vs noisy input (right); paper Figs. 1 and 4.
+    """Modality weights per activity under each input condition, side by side (paper Figs. 1 and 4).
 
-    clean / noisy: {"SM-Fusion": (A, M), "GM-Fusion": (A, M)} weights averaged over the test samples
-    of each of the A activities (a fusion may be absent for a baseline: omit its key).
-    noisy_modalities: per activity, the modalities corrupted in the noisy column (marked in red).
+    conditions: (column title, {fusion name: (A, M) weights averaged over the test samples of each of
+    the A activities}, names of the modalities corrupted in that column, shown in red).
     """
     num_acts, m = len(activities), len(modality_names)
-    fusions = list(clean)
-    fig, axes = plt.subplots(num_acts, 2, figsize=(max(8.0, 1.5 * m + 4), 2.4 * num_acts + 0.8),
+    cols = len(conditions)
+    fig, axes = plt.subplots(num_acts, cols, figsize=(max(4.0, 0.8 * m + 1.6) * cols, 2.5 * num_acts + 0.9),
                              sharey=True, squeeze=False)
     x = np.arange(m)
-    width = 0.8 / max(1, len(fusions))
-    colors = {"SM-Fusion": SM_COLOR, "GM-Fusion": GM_COLOR}
-    for row, activity in enumerate(activities):
-        for col, (weights, label) in enumerate(((clean, "clean input"), (noisy, "noisy input"))):
+    # one y scale for every panel, so heights compare across activities and conditions
+    top = min(1.0, max(0.3, 1.15 * max(float(np.max(w)) for _, ws, _ in conditions for w in ws.values())))
+    for col, (label, weights, corrupted) in enumerate(conditions):
+        fusions = list(weights)
+        width = 0.8 / max(1, len(fusions))
+        for row, activity in enumerate(activities):
             ax = axes[row, col]
             for f, fusion in enumerate(fusions):
                 ax.bar(x + (f - (len(fusions) - 1) / 2) * width, weights[fusion][row], width,
-                       color=colors.get(fusion, f"C{f}"), label=fusion)
-            ax.set_xticks(x, modality_names, rotation=20, ha="right", fontsize=8)
-            if col == 1:
-                for tick, name in zip(ax.get_xticklabels(), modality_names):
-                    if name in noisy_modalities[row]:
-                        tick.set_color("red")
-                        tick.set_fontweight("bold")
-            ax.set_ylim(0, 1)
-            ax.set_title(f"{activity}: {label}", fontsize=10)
+                       color=FUSION_COLORS.get(fusion, f"C{f + 2}"), label=fusion)
+            ax.set_xticks(x, modality_names, rotation=30, ha="right", fontsize=8)
+            for tick, name in zip(ax.get_xticklabels(), modality_names):
+                if name in corrupted:
+                    tick.set_color("red")
+                    tick.set_fontweight("bold")
+            ax.set_ylim(0, top)
+            ax.set_title(f"{activity}\n{label}", fontsize=9)
             if col == 0:
-                ax.set_ylabel("attention weight")
+                ax.set_ylabel("modality weight")
     axes[0, 0].legend(fontsize=8, loc="upper right")
-    fig.suptitle(f"{title}\n(modalities in red were corrupted in the noisy input)", fontsize=11)
+    fig.suptitle(f"{title}\nmodalities in red are corrupted in that column", fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -1,0 +1,310 @@
+"""`cli.py evaluate RUN_DIR`: the paper's metrics and figures for a finished training run.
+
+Runs the run's best checkpoint (every fold's, for LOSO) over its test set four times:
+clean; with a random modality group corrupted per sample (visual or non-visual, p = 0.5, see
+`mumu.noise`); with the visual group corrupted in every sample; with the non-visual group corrupted
+in every sample. Writes into OUT (default RUN_DIR/eval):
+
+    metrics.json            macro-F1 and top-1 accuracy (clean and noisy), per activity group, per class
+    confusion.csv           actual/predicted activity names (for `dvc plots show`'s confusion template)
+    plots/confusion.png     row-normalised confusion matrix
+    plots/per_class_f1.png  per-class F1, coloured by activity group
+    plots/attention.png     SM-/GM-Fusion modality weights, clean vs noisy (paper Figs. 1 and 4)
+    plots/tsne.png          t-SNE of unimodal and fused embeddings (paper Fig. 3)
+
+F1 is macro-F1 over the whole test set (all folds pooled for LOSO). Attention and t-SNE show the
+first fold's model for LOSO, since embeddings of different models do not share a space.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import torch
+import yaml
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+from tqdm import tqdm
+
+from mumu import plots
+from mumu.noise import NOISE_MODES, corrupt_batch, split_groups
+from pipeline.errors import MumuError
+
+# the clean pass plus three noisy conditions; value: which group to corrupt ("random" = p=0.5 per sample)
+CONDITIONS = {"clean": None, "noisy": "random", "noisy_visual": "visual", "noisy_non_visual": "non_visual"}
+DEFAULTS = {"noise": "drop", "noise_level": 1.0, "activities": "auto", "tsne_samples": 400, "seed": 0}
+
+
+@dataclass
+class Inference:
+    """Model outputs over one test set, one row per sample."""
+
+    sample_ids: list[str]
+    labels: np.ndarray  # (N,) activity ids
+    groups: np.ndarray  # (N,) activity-group ids
+    preds: np.ndarray  # (N,)
+    group_preds: np.ndarray | None  # (N,) from the auxiliary head (MuMu only)
+    attention: dict[str, np.ndarray]  # "sm" / "gm": (N, M) modality weights, where the model has them
+    unimodal: np.ndarray  # (N, M, D)
+    fused: np.ndarray  # (N, D)
+
+    @staticmethod
+    def concat(parts: list["Inference"]) -> "Inference":
+        def cat(values):
+            return None if values[0] is None else np.concatenate(values)
+        return Inference(
+            [i for p in parts for i in p.sample_ids], cat([p.labels for p in parts]), cat([p.groups for p in parts]),
+            cat([p.preds for p in parts]), cat([p.group_preds for p in parts]),
+            {k: cat([p.attention[k] for p in parts]) for k in parts[0].attention},
+            cat([p.unimodal for p in parts]), cat([p.fused for p in parts]))
+
+
+def infer(run, corrupt: str | None = None, noise: str = "drop", level: float = 1.0, seed: int = 0,
+          desc: str = "test") -> Inference:
+    """Run a loaded run (`mumu.train.load_run`) over its test set, optionally corrupting the input.
+
+    corrupt: None (clean), "random" (visual or non-visual group per sample, p = 0.5), "visual" or
+    "non_visual" (that group in every sample).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    rows: dict[str, list] = {k: [] for k in ("ids", "labels", "groups", "preds", "group_preds", "uni", "fused")}
+    attention: dict[str, list] = {}
+    for batch in tqdm(run.test_loader(), desc=desc, leave=False, unit="batch"):
+        if corrupt is not None:
+            n = len(batch["sample_id"])
+            batch, _ = corrupt_batch(batch, run.data.specs, noise, level, generator,
+                                     groups=None if corrupt == "random" else [corrupt] * n)
+        out = run.predict(batch)
+        rows["ids"] += list(batch["sample_id"])
+        rows["labels"].append(batch["label"].numpy())
+        rows["groups"].append(batch["group"].numpy())
+        rows["preds"].append(out.logits.argmax(-1).numpy())
+        if out.group_logits is not None:
+            rows["group_preds"].append(out.group_logits.argmax(-1).numpy())
+        rows["uni"].append(out.unimodal.float().numpy())  # (B, M, D)
+        rows["fused"].append(out.fused.float().numpy())  # (B, D)
+        for key in ("sm", "gm"):
+            if key in out.attention:
+                attention.setdefault(key, []).append(out.attention[key].float().numpy())  # (B, M)
+    if not rows["ids"]:
+        raise MumuError(f"{run.run_dir}: the test set is empty")
+    return Inference(rows["ids"], np.concatenate(rows["labels"]), np.concatenate(rows["groups"]),
+                     np.concatenate(rows["preds"]),
+                     np.concatenate(rows["group_preds"]) if rows["group_preds"] else None,
+                     {k: np.concatenate(v) for k, v in attention.items()},
+                     np.concatenate(rows["uni"]), np.concatenate(rows["fused"]))
+
+
+def headline_metrics(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> dict[str, float]:
+    """Macro-F1 (over the classes present in labels or predictions) and top-1 accuracy."""
+    return {"macro_f1": float(f1_score(labels, preds, average="macro", zero_division=0)),
+            "accuracy": float(accuracy_score(labels, preds)), "n_samples": int(len(labels))}
+
+
+def compute_metrics(results: dict[str, Inference], activity_names: list[str], group_names: list[str],
+                    class_groups: list[int]) -> dict[str, Any]:
+    """The metrics JSON: clean and noisy headline numbers, per activity group, per class."""
+    clean = results["clean"]
+    k = len(activity_names)
+    metrics: dict[str, Any] = {"f1": "macro-F1 over the whole test set"}
+    metrics.update(headline_metrics(clean.labels, clean.preds, k))
+    if clean.group_preds is not None:
+        metrics["group_accuracy"] = float(accuracy_score(clean.groups, clean.group_preds))
+    for condition, result in results.items():
+        if condition != "clean":
+            metrics[condition] = headline_metrics(result.labels, result.preds, k)
+    metrics["per_group"] = {}
+    for g, name in enumerate(group_names):
+        rows = clean.groups == g
+        if rows.any():
+            metrics["per_group"][name] = headline_metrics(clean.labels[rows], clean.preds[rows], k)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        clean.labels, clean.preds, labels=range(k), zero_division=0)
+    metrics["per_class"] = {
+        name: {"f1": float(f1[i]), "precision": float(precision[i]), "recall": float(recall[i]),
+               "support": int(support[i]), "group": group_names[class_groups[i]]}
+        for i, name in enumerate(activity_names)}
+    return metrics
+
+
+def choose_activities(spec: str, activity_names: list[str], group_names: list[str], class_groups: list[int],
+                      present: set[int]) -> list[int]:
+    """Activities for the attention plot: a comma list of names, or "auto" = the first two test-set
+    activities of each of the first two activity groups (visually similar pairs, like Fig. 1)."""
+    if spec != "auto":
+        names = [a.strip() for a in spec.split(",") if a.strip()]
+        unknown = [a for a in names if a not in activity_names]
+        if unknown:
+            raise MumuError(f"evaluate activities: no activity {', '.join(unknown)}; "
+                            f"known: {', '.join(activity_names)}")
+        return [activity_names.index(a) for a in names]
+    chosen: list[int] = []
+    for g in range(len(group_names)):
+        members = [i for i in range(len(activity_names)) if class_groups[i] == g and i in present]
+        if members:
+            chosen += members[:2]
+        if len(chosen) >= 4:
+            break
+    return chosen[:4]
+
+
+def mean_weights(result: Inference, activities: list[int]) -> dict[str, np.ndarray]:
+    """{fusion label: (A, M)} attention weights averaged over each activity's test samples."""
+    labels = {"sm": "SM-Fusion", "gm": "GM-Fusion"}
+    return {labels[key]: np.stack([weights[result.labels == a].mean(axis=0) for a in activities])
+            for key, weights in result.attention.items()}
+
+
+def write_confusion_csv(path: Path, result: Inference, activity_names: list[str]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["actual", "predicted"])
+        for label, pred in zip(result.labels, result.preds):
+            writer.writerow([activity_names[label], activity_names[pred]])
+    tmp.replace(path)
+
+
+def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, seed: int = 0):
+    """Every `CONDITIONS` pass for each fold's best model. Returns ([{condition: Inference}] per fold,
+    the last fold's loaded run)."""
+    from mumu.train import load_run
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise MumuError(f"{run_dir} is not a training run directory (no config.yaml); "
+                        f"run `python cli.py train --out {run_dir}` first")
+    folds = [None] if (run_dir / "split.json").is_file() else sorted(
+        p.parent.name for p in run_dir.glob("*/split.json"))
+    per_fold = []
+    for fold in folds:
+        run = load_run(run_dir, fold)
+        per_fold.append({name: infer(run, group, noise, level, seed, desc=f"{fold or 'test'} {name}")
+                         for name, group in CONDITIONS.items()})
+    return per_fold, run
+
+
+def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str = "drop", noise_level: float = 1.0,
+                 activities: str = "auto", tsne_samples: int = 400, seed: int = 0) -> tuple[dict, Path]:
+    """Evaluate RUN_DIR into OUT (default RUN_DIR/eval). Returns (metrics, OUT)."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / "eval"
+    if noise not in NOISE_MODES:
+        raise MumuError(f"unknown noise mode {noise!r}; choose one of {', '.join(NOISE_MODES)}")
+    per_fold, run = infer_folds(run_dir, noise, noise_level, seed)
+    folds = len(per_fold)
+    results = {name: Inference.concat([f[name] for f in per_fold]) for name in CONDITIONS}
+    first = per_fold[0]  # attention and t-SNE: one model (see module docstring)
+
+    data = run.data
+    names, group_names = data.activity_names, data.group_names
+    class_groups = _class_groups(data)
+    metrics = compute_metrics(results, names, group_names, class_groups)
+    metrics.update({"model": run.config.model, "dataset": run.config.dataset, "protocol": run.config.protocol,
+                    "folds": folds, "noise": {"mode": noise, "level": noise_level}})
+
+    figures = out / "plots"
+    figures.mkdir(parents=True, exist_ok=True)
+    where = f"{run.config.dataset}, {run.config.model}, {run.config.protocol}"
+    clean = results["clean"]
+    confusion = np.zeros((len(names), len(names)), dtype=int)
+    np.add.at(confusion, (clean.labels, clean.preds), 1)
+    plots.plot_confusion(confusion, names, figures / "confusion.png",
+                         f"Confusion matrix, test set ({where}); accuracy {100 * metrics['accuracy']:.1f} %")
+    f1 = np.array([metrics["per_class"][n]["f1"] for n in names])
+    plots.plot_per_class_f1(f1, names, [group_names[g] for g in class_groups], figures / "per_class_f1.png",
+                            f"Per-class F1, test set ({where})")
+    modality_names = [s.name for s in data.specs]
+    groups = split_groups(data.specs)
+    if first["clean"].attention:
+        chosen = choose_activities(activities, names, group_names, class_groups, set(first["clean"].labels.tolist()))
+        plots.plot_attention(
+            [names[a] for a in chosen], modality_names,
+            [("clean input", mean_weights(first["clean"], chosen), []),
+             (f"noisy visual ({noise} {noise_level:g})", mean_weights(first["noisy_visual"], chosen), groups["visual"]),
+             (f"noisy non-visual ({noise} {noise_level:g})", mean_weights(first["noisy_non_visual"], chosen),
+              groups["non_visual"])],
+            figures / "attention.png", f"Modality attention weights, mean over test samples ({where})")
+    else:
+        (figures / "attention.png").unlink(missing_ok=True)  # B1/B2 have no modality attention
+    _plot_tsne(first["clean"], modality_names, names, figures / "tsne.png", where, tsne_samples, seed)
+
+    write_confusion_csv(out / "confusion.csv", clean, names)
+    tmp = out / "metrics.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    tmp.replace(out / "metrics.json")
+    return metrics, out
+
+
+def _class_groups(data) -> list[int]:
+    """Activity id -> group id, from the samples (the dataset's table defines both)."""
+    groups = [0] * len(data.activity_names)
+    for sample in data.samples:
+        groups[sample.activity_id] = sample.group_id
+    return groups
+
+
+def _plot_tsne(result: Inference, modality_names: list[str], activity_names: list[str], path: Path, where: str,
+               max_samples: int, seed: int) -> None:
+    rows = np.arange(len(result.labels))
+    if len(rows) > max_samples:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_samples, replace=False))
+    embeddings = {name: result.unimodal[rows, m] for m, name in enumerate(modality_names)}
+    embeddings["fused"] = result.fused[rows]
+    plots.plot_tsne(embeddings, result.labels[rows], activity_names, path,
+                    f"t-SNE of unimodal and fused embeddings, test set ({where})", seed=seed)
+
+
+def _evaluate_params(params: str | None) -> dict[str, Any]:
+    if params and Path(params).is_file():
+        return (yaml.safe_load(Path(params).read_text()) or {}).get("evaluate") or {}
+    return {}
+
+
+@click.command("evaluate")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (default RUN_DIR/eval).")
+@click.option("--params", default="params.yaml", show_default=True, help="Defaults come from its evaluate: block.")
+@click.option("--noise", type=click.Choice(NOISE_MODES), help="drop: zero the features; gaussian: mix in noise.")
+@click.option("--noise-level", type=click.FloatRange(0, 1), help="Fraction of steps dropped / noise weight.")
+@click.option("--activities", help="Activities in the attention plot, comma-separated, or auto.")
+@click.option("--tsne-samples", type=click.IntRange(10), help="At most this many test samples in the t-SNE.")
+@click.option("--seed", type=int, help="Seed of the noise and the t-SNE.")
+def evaluate_command(run_dir: Path, out: Path | None, params: str, **options: Any) -> None:
+    """Metrics (clean and noisy input) and the paper's plots for a finished training run.
+
+    Writes metrics.json, confusion.csv and plots/ (confusion matrix, per-class F1, attention weights
+    clean vs noisy, t-SNE) into OUT, default RUN_DIR/eval.
+    """
+    settings = {**DEFAULTS, **_evaluate_params(params), **{k: v for k, v in options.items() if v is not None}}
+    unknown = set(settings) - set(DEFAULTS)
+    if unknown:
+        raise MumuError(f"{params}: unknown evaluate setting(s) {', '.join(sorted(unknown))}")
+    metrics, out_dir = evaluate_run(run_dir, out, **settings)
+    click.echo(summary(metrics, out_dir))
+
+
+def summary(metrics: dict, out_dir: Path) -> str:
+    """The one-screen summary: where the outputs are and the headline numbers."""
+    pct = lambda m: f"macro-F1 {100 * m['macro_f1']:5.1f} %, accuracy {100 * m['accuracy']:5.1f} %"  # noqa: E731
+    noise = metrics["noise"]
+    lines = [f"evaluated {metrics['model']} on {metrics['dataset']} ({metrics['protocol']}, "
+             f"{metrics['folds']} fold(s), {metrics['n_samples']} test samples); F1 = macro-F1",
+             f"  clean input          {pct(metrics)}"]
+    if "group_accuracy" in metrics:
+        lines[-1] += f", group accuracy {100 * metrics['group_accuracy']:.1f} %"
+    lines += [f"  noisy, random group  {pct(metrics['noisy'])}   ({noise['mode']} {noise['level']:g}, p=0.5 per sample)",
+              f"  noisy visual         {pct(metrics['noisy_visual'])}",
+              f"  noisy non-visual     {pct(metrics['noisy_non_visual'])}",
+              "  per activity group:  " + ", ".join(f"{g} {100 * m['macro_f1']:.1f}"
+                                                    for g, m in metrics["per_group"].items())]
+    worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:3]
+    lines.append("  lowest class F1:     " + ", ".join(f"{n} {100 * m['f1']:.1f}" for n, m in worst))
+    lines.append(f"outputs: {out_dir}/metrics.json, {out_dir}/confusion.csv, {out_dir}/plots/ "
+                 f"({', '.join(sorted(p.name for p in (out_dir / 'plots').glob('*.png')))})")
+    return "\n".join(lines)

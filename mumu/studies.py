@@ -1,0 +1,237 @@
+"""`cli.py study noise|modalities|ablation`: the paper's Tables 6, 5 and 7 as commands.
+
+Each study trains a set of runs with `mumu.train.train_once` (settings from params.yaml, the study
+changing only what it varies), writes OUT/table.md and OUT/results.json, and prints the table.
+Runs live in OUT/runs/<name>; rerunning a study reuses every run that already finished, so an
+interrupted study resumes. `--quick` shrinks the work to a few minutes on the demo data.
+F1 is always macro-F1 over the whole test set.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from mumu.significance import TEST_NAME, pairwise_aso, significantly_better
+from pipeline.errors import MumuError
+from pipeline.modalities import select_modalities
+
+MODELS = ("b1", "b2", "b3", "mumu")
+MODEL_NAMES = {"b1": "B1 non-attention", "b2": "B2 unimodal attention (Keyless)",
+               "b3": "B3 uni + multimodal attention (HAMLET-like)", "mumu": "MuMu"}
+# --quick: short, small training runs (on top of params.yaml)
+QUICK = {"max_epochs": 3, "embed_dim": 32}
+QUICK_SEEDS = 2
+
+
+def pct(values: list[float] | float) -> str:
+    """"76.3" for one value, "76.3 ± 0.4" (population std) for several."""
+    values = np.atleast_1d(np.asarray(values, dtype=float)) * 100
+    return f"{values[0]:.1f}" if len(values) == 1 else f"{values.mean():.1f} ± {values.std():.1f}"
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+class Study:
+    """Shared machinery: resolve each run's config, train it (or reuse it), write the outputs."""
+
+    def __init__(self, name: str, params: str, out: Path | None, quick: bool, overrides: dict[str, Any]):
+        from mumu.config import resolve_config
+
+        self.name = name
+        self.out = Path(out) if out else Path("runs") / f"study-{name}"
+        self.quick = quick
+        self.overrides = {**(QUICK if quick else {}), **{k: v for k, v in overrides.items() if v is not None}}
+        self.params = params
+        self.base = resolve_config(params, **self.overrides)
+
+    def config(self, run_name: str, **changes: Any):
+        return self.base.replace(out=str(self.out / "runs" / run_name), **changes)
+
+    def train(self, runs: dict[str, Any]) -> dict[str, Any]:
+        """Train every {run name: config} (finished ones are reused). Returns {run name: RunResult}."""
+        from mumu.train import train_once
+
+        results = {}
+        bar = tqdm(runs.items(), desc=f"study {self.name}", unit="run")
+        for run_name, cfg in bar:
+            bar.set_postfix_str(run_name)
+            results[run_name] = train_once(cfg, progress=False)
+        return results
+
+    def write(self, title: str, headers: list[str], rows: list[list[Any]], results: dict, notes: list[str]) -> str:
+        table = markdown_table(headers, rows)
+        settings = {k: v for k, v in self.base.to_dict().items() if k not in ("out",)}
+        text = "\n\n".join([f"# {title}", table, *notes]) + "\n"
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "table.md").write_text(text)
+        payload = {"study": self.name, "quick": self.quick, "settings": settings, "f1": "macro-F1", **results}
+        (self.out / "results.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        return text
+
+    def finish(self, text: str) -> None:
+        click.echo("\n" + text)
+        click.echo(f"outputs: {self.out}/table.md, {self.out}/results.json, runs in {self.out}/runs/")
+
+
+def run_noise_study(study: Study, models: list[str], noise: str, level: float, seed: int) -> str:
+    """Table 6: each model on clean input, with the visual group and with the non-visual group corrupted,
+    and with one of the two picked per sample (p = 0.5)."""
+    from mumu.evaluate import CONDITIONS, Inference, headline_metrics, infer_folds
+    from mumu.noise import split_groups
+
+    trained = study.train({m: study.config(m, model=m) for m in models})
+    results, rows = {}, []
+    for model in tqdm(models, desc="noisy test passes", unit="model"):
+        per_fold, run = infer_folds(trained[model].run_dir, noise, level, seed)
+        k = len(run.data.activity_names)
+        results[model] = {}
+        for condition in CONDITIONS:
+            merged = Inference.concat([fold[condition] for fold in per_fold])
+            results[model][condition] = headline_metrics(merged.labels, merged.preds, k)
+        r = results[model]
+        rows.append([MODEL_NAMES[model]] + [pct(r[c]["macro_f1"]) for c in CONDITIONS])
+    groups = split_groups(select_modalities(study.base.dataset, study.base.modalities))
+    notes = [f"F1: macro-F1 (%) on the test set ({study.base.dataset}, {study.base.protocol}). "
+             f"Noise: `{noise}` at level {level:g} on the raw (cached) features of the corrupted group "
+             f"(see mumu/noise.py). Visual group: {', '.join(groups['visual']) or 'none'}; "
+             f"non-visual group: {', '.join(groups['non_visual']) or 'none'}. "
+             "'Random group' picks visual or non-visual per test sample with p = 0.5, as in the paper; "
+             "the other two columns corrupt that group in every test sample."]
+    text = study.write(f"Noise robustness (Table 6), {study.base.dataset}",
+                       ["model", "clean", "noisy, random group", "noisy visual", "noisy non-visual"], rows,
+                       {"noise": {"mode": noise, "level": level, "groups": groups}, "results": results}, notes)
+    return text
+
+
+def modality_combinations(names: list[str], groups: dict[str, list[str]], quick: bool) -> list[list[str]]:
+    """Table 5's combinations: every non-empty subset for up to 4 modalities; otherwise each single
+    modality, the visual group, the non-visual group and all. Quick: the two groups and all."""
+    if quick:
+        combos = [groups["visual"], groups["non_visual"], names]
+    elif len(names) <= 4:
+        combos = [list(c) for r in range(1, len(names) + 1) for c in itertools.combinations(names, r)]
+    else:
+        combos = [[n] for n in names] + [groups["visual"], groups["non_visual"], names]
+    unique = []
+    for combo in combos:
+        if combo and combo not in unique:
+            unique.append(combo)
+    return unique
+
+
+def run_modalities_study(study: Study, model: str) -> str:
+    """Table 5: one model trained and tested on each modality combination."""
+    from mumu.noise import split_groups
+
+    specs = select_modalities(study.base.dataset, study.base.modalities)
+    combos = modality_combinations([s.name for s in specs], split_groups(specs), study.quick)
+    runs = {"+".join(c): study.config(f"{model}-{'+'.join(c)}", model=model, modalities=",".join(c)) for c in combos}
+    trained = study.train(runs)
+    rows = [[name.replace("+", ", "), pct(r.metrics["macro_f1"]), pct(r.metrics["accuracy"])]
+            for name, r in trained.items()]
+    results = {name: {"modalities": name.split("+"), "macro_f1": r.metrics["macro_f1"],
+                      "accuracy": r.metrics["accuracy"]} for name, r in trained.items()}
+    notes = [f"Model {MODEL_NAMES[model]}; macro-F1 and top-1 accuracy (%) on the test set "
+             f"({study.base.dataset}, {study.base.protocol}); one training run per combination."]
+    return study.write(f"Modality combinations (Table 5), {study.base.dataset}", ["modalities", "macro-F1", "accuracy"],
+                       rows, {"model": model, "results": results}, notes)
+
+
+def run_ablation_study(study: Study, models: list[str], seeds: list[int]) -> str:
+    """Table 7: each model over several seeds, mean ± std, ASO significance between every pair."""
+    runs = {f"{m}-seed{s}": study.config(f"{m}-seed{s}", model=m, seed=s) for m in models for s in seeds}
+    trained = study.train(runs)
+    scores = {m: [trained[f"{m}-seed{s}"].metrics["macro_f1"] for s in seeds] for m in models}
+    accuracy = {m: [trained[f"{m}-seed{s}"].metrics["accuracy"] for s in seeds] for m in models}
+    eps_min = pairwise_aso(scores)
+    better = significantly_better(eps_min)
+    rows = [[MODEL_NAMES[m], pct(scores[m]), pct(accuracy[m]), ", ".join(b.upper() if b != "mumu" else "MuMu"
+                                                                          for b in better[m]) or "none"]
+            for m in models]
+    notes = [f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); mean ± std (population) of macro-F1 and "
+             f"top-1 accuracy (%) on the test set ({study.base.dataset}, {study.base.protocol}).",
+             f"Significance: {TEST_NAME}, on the per-seed macro-F1 scores, no correction for multiple "
+             "comparisons. eps_min for every ordered pair is in results.json."
+             + (" With fewer than 5 seeds the test has little power." if len(seeds) < 5 else "")]
+    results = {"seeds": seeds, "macro_f1": scores, "accuracy": accuracy,
+               "significance": {"test": TEST_NAME, "eps_min": eps_min, "significantly_better_than": better}}
+    return study.write(f"Ablation (Table 7), {study.base.dataset}",
+                       ["model", "macro-F1", "accuracy", "significantly better than"], rows, results, notes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+
+
+def _models(value: str) -> list[str]:
+    models = [m.strip() for m in value.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown or not models:
+        raise MumuError(f"--models: unknown model {', '.join(unknown) or '(none)'}; choose from {', '.join(MODELS)}")
+    return models
+
+
+def common_options(f: Callable) -> Callable:
+    options = [
+        click.option("--params", default="params.yaml", show_default=True, help="Base settings come from this file."),
+        click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+                     help="Output folder (default runs/study-<name>)."),
+        click.option("--quick", is_flag=True, help="A few minutes on the demo data: "
+                     + ", ".join(f"{k}={v}" for k, v in QUICK.items()) + ", fewer runs.")),
+        click.option("--max-epochs", type=click.IntRange(1), help="Override train.max_epochs for every run."),
+        click.option("--cache", help="Feature cache (default cache/<dataset>.zarr)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@click.group("study")
+def study_command() -> None:
+    """The paper's studies: noise robustness (Table 6), modality combinations (Table 5), ablation (Table 7).
+
+    Each writes OUT/table.md and OUT/results.json and prints the table; finished runs are reused.
+    """
+
+
+@study_command.command("noise")
+@common_options
+@click.option("--models", default=",".join(MODELS), show_default=True, help="Models to compare.")
+@click.option("--noise", type=click.Choice(["drop", "gaussian"]), default="drop", show_default=True,
+              help="drop: zero the features; gaussian: mix in noise.")
+@click.option("--noise-level", type=click.FloatRange(0, 1), default=1.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise draws.")
+def noise_command(params, out, quick, max_epochs, cache, models, noise, noise_level, seed) -> None:
+    """Noise robustness (Table 6): clean vs noisy visual vs noisy non-visual input, for each model."""
+    study = Study("noise", params, out, quick, {"max_epochs": max_epochs, "cache": cache})
+    study.finish(run_noise_study(study, _models(models), noise, noise_level, seed))
+
+
+@study_command.command("modalities")
+@common_options
+@click.option("--model", type=click.Choice(MODELS), default="mumu", show_default=True)
+def modalities_command(params, out, quick, max_epochs, cache, model) -> None:
+    """Modality combinations (Table 5): one model trained and tested on each combination."""
+    study = Study("modalities", params, out, quick, {"max_epochs": max_epochs, "cache": cache})
+    study.finish(run_modalities_study(study, model))
+
+
+@study_command.command("ablation")
+@common_options
+@click.option("--models", default=",".join(MODELS), show_default=True, help="Models to compare.")
+@click.option("--seeds", type=click.IntRange(2), help=f"Number of seeds (default 5; --quick: {QUICK_SEEDS}).")
+def ablation_command(params, out, quick, max_epochs, cache, models, seeds) -> None:
+    """Ablation (Table 7): B1, B2, B3 and MuMu over N seeds, mean ± std, ASO significance per pair."""
+    study = Study("ablation", params, out, quick, {"max_epochs": max_epochs, "cache": cache})
+    n = seeds or (QUICK_SEEDS if quick else 5)
+    study.finish(run_ablation_study(study, _models(models), list(range(n))))
