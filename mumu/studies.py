@@ -187,7 +187,7 @@ def common_options(f: Callable) -> Callable:
         click.option("--out", type=click.Path(file_okay=False, path_type=Path),
                      help="Output folder (default runs/study-<name>)."),
         click.option("--quick", is_flag=True, help="A few minutes on the demo data: "
-                     + ", ".join(f"{k}={v}" for k, v in QUICK.items()) + ", fewer runs.")),
+                     + ", ".join(f"{k}={v}" for k, v in QUICK.items()) + ", fewer runs."),
         click.option("--max-epochs", type=click.IntRange(1), help="Override train.max_epochs for every run."),
         click.option("--cache", help="Feature cache (default cache/<dataset>.zarr)."),
     ]
