@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from pipeline.errors import MumuError
 from pipeline.index import Sample
@@ -34,13 +34,6 @@ class IndexResult:
     samples: list[Sample] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)  # bad files: path + reason
     unknown: list[str] = field(default_factory=list)  # files that are not part of the layout
-
-    def __iter__(self) -> Iterator[Sample]:
-        """Iterating a result iterates its samples, so it can stand where a list of samples is expected."""
-        return iter(self.samples)
-
-    def __len__(self) -> int:
-        return len(self.samples)
 
     def counts(self) -> dict:
         """The numbers the summary prints and the JSON report stores (table order, zeros included)."""
