@@ -93,6 +93,18 @@ def test_mmact_malformed_csv_row_is_described(tmp_path):
     assert "not timestamp,x,y,z" in reason
 
 
+def test_mmact_second_copy_of_a_clip_is_a_recorded_duplicate(tmp_path):
+    root = write_mmact(tmp_path)
+    copy = root / "trimmed/video/cross_view/trainval/subject1/cam3/scene1/session2/walking.mp4"
+    copy.parent.mkdir(parents=True)
+    shutil.copy(root / "Video_trimmed/subject1/cam3/scene1/session2/walking.mp4", copy)
+    result = build_index("mmact", root)
+    assert len(result.samples) == 24
+    (duplicate,) = [s for s in result.skipped if s.path == str(copy)]
+    assert duplicate.reason.startswith("duplicate rgb_cam3 file for subject1_scene1_session2_walking (kept ")
+    assert by_id(result)["subject1_scene1_session2_walking"].paths["rgb_cam3"].endswith("Video_trimmed/subject1/cam3/scene1/session2/walking.mp4")
+
+
 def test_index_csv_round_trip_keeps_missing_as_empty(mmact_root, tmp_path):
     result = build_index("mmact", mmact_root)
     write_index(result.samples, tmp_path / "index.csv", result.modalities)
