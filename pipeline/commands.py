@@ -64,7 +64,7 @@ def index(dataset: str, data_root: Path, out: Path | None, table: Path | None, s
 def _summary(result, counts: dict) -> str:
     n = counts["samples"]
     lines = [f"{n} {result.dataset} samples under {result.data_root}",
-             f"per group:    " + ", ".join(f"{g} {c}" for g, c in counts["per_group"].items()),
+             "per group:    " + ", ".join(f"{g} {c}" for g, c in counts["per_group"].items()),
              "per subject:  " + ", ".join(f"{s}: {c}" for s, c in counts["per_subject"].items()),
              "per activity:"]
     width = max(len(a) for a in counts["per_activity"])
