@@ -1,7 +1,8 @@
 """The training configuration: one typed object resolved from params.yaml and the command line.
 
 Precedence, lowest first: the dataclass defaults, params.yaml (top-level keys such as `dataset`,
-`protocol`, `modalities`; the `train:` block; the `extract:` block, whose settings a cache must match),
+`protocol`, `modalities`; the `train:` block; the `extract:` block, whose settings a cache must match
+and the raw path applies),
 then explicit overrides (CLI options). The resolved object is written to RUN_DIR/config.yaml, and
 `load_config` reads it back, so a run directory says exactly how it was made.
 """
@@ -15,21 +16,9 @@ from typing import Any
 import yaml
 
 from pipeline.errors import MumuError
+from pipeline.extract import ExtractSettings  # the settings a cache is built with; raw mode applies them
 
 MODELS = ("mumu", "b1", "b2", "b3")
-
-
-@dataclass(frozen=True)
-class ExtractSettings:
-    """The extraction settings a cache must have been built with (compared to its fingerprint);
-    the raw path applies them itself."""
-
-    weights: str = "random"
-    image_size: int = 112
-    frame_stride: int = 3
-    sensor_window: int = 5
-    sensor_stride: int = 5
-    sensor_rate_hz: float = 50.0
 
 
 @dataclass(frozen=True)
@@ -99,8 +88,8 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
     for name in ("max_epochs", "batch_size", "max_steps_visual", "max_steps_sensor", "embed_dim"):
         if getattr(cfg, name) < 1:
             raise MumuError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if not 0.0 <= cfg.val_fraction < 1.0:
-        raise MumuError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    if not 0.0 < cfg.val_fraction < 1.0:
+        raise MumuError(f"val_fraction must be between 0 and 1, got {cfg.val_fraction}")
     return cfg
 
 

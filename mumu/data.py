@@ -114,6 +114,37 @@ class CacheDataset(StepDataset):
         return x
 
 
+class RawDataset(StepDataset):
+    """Decodes and windows one sample from the raw files, exactly as extraction does
+    (`pipeline.extract.load_raw_sample`); visual modalities come out as uint8 frames (S, H, W, 3) for
+    the backbone in the model step.
+
+    The sensor time base is the interval all of the sample's sensor streams cover, so all of the
+    dataset's sensor modalities are read even when only some are trained on (as extraction does);
+    only the selected visual modalities are decoded.
+    """
+
+    def __init__(self, samples, modalities, max_steps, train: bool, seed: int, settings):
+        super().__init__(samples, modalities, max_steps, train, seed)
+        self.settings = settings  # pipeline.extract.ExtractSettings
+
+    def load(self, sample, choose):
+        from pipeline.extract import load_raw_sample
+        from pipeline.modalities import dataset_modalities
+
+        selected = {spec.name for spec in self.modalities}
+        to_load = [s for s in dataset_modalities(sample.dataset) if s.name in selected or not s.visual]
+        raw = load_raw_sample(sample, to_load, self.settings).inputs
+        x: dict[str, torch.Tensor | None] = {}
+        for spec in self.modalities:
+            values = raw.get(spec.name)
+            if values is None or len(values) == 0:
+                x[spec.name] = None
+                continue
+            x[spec.name] = torch.from_numpy(np.ascontiguousarray(values[choose(spec.name, len(values))]))
+        return x
+
+
 class PadCollate:
     """Stacks items into a batch, zero-padding every modality to its configured number of steps."""
 

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_only
 
 from mumu.config import TrainConfig, config_from_dict, load_config, resolve_config, save_config
-from mumu.data import FEATURE_DIM, CacheDataset, MumuDataModule, PadCollate, StepDataset, make_loader, max_steps_for
+from mumu.data import (FEATURE_DIM, CacheDataset, MumuDataModule, PadCollate, RawDataset, StepDataset, make_loader,
+                       max_steps_for)
 from mumu.metrics import ActivityMetrics, headline, summarize_folds
 from mumu.model import ModelOutput, build_model
 from pipeline.errors import MumuError
@@ -196,9 +197,7 @@ class RunData:
 
     def dataset(self, samples: list[Sample], train: bool) -> StepDataset:
         if self.cfg.source == "raw":
-            from mumu.data import RawDataset
-            return RawDataset(self.cfg.dataset, samples, self.specs, self.max_steps, train, self.cfg.seed,
-                              self.cfg.extract)
+            return RawDataset(samples, self.specs, self.max_steps, train, self.cfg.seed, self.cfg.extract)
         return CacheDataset(self.cfg.cache_path, samples, self.specs, self.max_steps, train, self.cfg.seed)
 
     def loader(self, samples: list[Sample], batch_size: int | None = None, num_workers: int = 0):
@@ -238,6 +237,8 @@ def _check_fingerprint(path: Path, fingerprint: dict, cfg: TrainConfig) -> None:
     """The cache must have been extracted with the settings this run asks for (params.yaml extract:)."""
     wanted = asdict(cfg.extract)
     wanted["dataset"] = cfg.dataset
+    if wanted["weights"] not in ("imagenet", "random"):
+        wanted["weights"] = "file"  # a state_dict path; its hash is in the fingerprint
     differing = [f"{key}={fingerprint[key]!r} (requested {value!r})" for key, value in wanted.items()
                  if key in fingerprint and str(fingerprint[key]) != str(value)
                  and not _same_number(fingerprint[key], value)]
@@ -254,22 +255,27 @@ def _same_number(a: Any, b: Any) -> bool:
 
 
 def _raw_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> list[Sample]:
-    from mumu.data import raw_index_samples
-    return raw_index_samples(cfg.dataset, cfg.data_root)
+    from pipeline.datasets import build_index
+    if not Path(cfg.data_root).is_dir():
+        raise MumuError(f"--from-raw: data root {cfg.data_root} does not exist (set --data-root or params.yaml data_root)")
+    return build_index(cfg.dataset, cfg.data_root).samples
 
 
-def split_samples(data: RunData) -> list:
-    """The protocol's splits; an empty train or test split is an error naming the split."""
+@dataclass
+class SampleSplit:
+    name: str
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+
+
+def split_samples(data: RunData) -> list[SampleSplit]:
+    """The protocol's splits (pipeline/splits.py), as Samples; an empty part is a MumuError there."""
     from pipeline.splits import make_splits
     cfg = data.cfg
-    splits = make_splits(data.samples, cfg.dataset, cfg.protocol, cfg.val_fraction, cfg.seed)
-    for split in splits:
-        for part in ("train", "val", "test"):
-            if not getattr(split, part):
-                raise MumuError(f"protocol {cfg.protocol}, split {split.name}: the {part} set is empty "
-                                f"({len(data.samples)} samples available"
-                                + ("; raise val_fraction" if part == "val" else "") + ")")
-    return splits
+    by_id = {s.sample_id: s for s in data.samples}
+    return [SampleSplit(split.name, *([by_id[i] for i in getattr(split, part)] for part in ("train", "val", "test")))
+            for split in make_splits(data.samples, cfg.dataset, cfg.protocol, cfg.val_fraction, cfg.seed)]
 
 
 # --------------------------------------------------------------------------------------------------

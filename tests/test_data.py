@@ -1,0 +1,203 @@
+"""Batches from the feature cache and from raw files: shapes, masking, sampling, workers, parity, errors.
+
+The `tiny_demo` fixture (also used by test_train.py and test_ddp.py) writes a small demo dataset
+(4 subjects x 2 sessions x 6 activities, 12 frames of 32 px) and extracts it with random ResNet-50
+weights, once per test session.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mumu.config import resolve_config
+from mumu.data import CacheDataset, EpochSampler, PadCollate, make_loader, step_indices
+from pipeline.errors import MumuError
+
+IMAGE_SIZE = 32
+
+
+@dataclass
+class TinyDemo:
+    root: Path  # raw demo dataset
+    cache: Path  # its feature cache
+    sensor_cache: Path  # acc_phone only, the first 6 samples of subject 1
+
+    def config(self, out: Path | None = None, **overrides):
+        """A small, fast training config on this data (cross_session: every subject in train and test)."""
+        settings = dict(dataset="demo", data_root=str(self.root), cache=str(self.cache), protocol="cross_session",
+                        modalities="rgb_cam1,acc_phone,gyro", max_epochs=2, batch_size=8, num_workers=0,
+                        accelerator="cpu", embed_dim=16, max_steps_visual=4, max_steps_sensor=6, lr=3e-3,
+                        val_fraction=0.2, extract={"image_size": IMAGE_SIZE, "weights": "random"},
+                        out=str(out) if out else None)
+        settings.update(overrides)
+        return resolve_config(None, **settings)
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> TinyDemo:
+    from pipeline.datasets import build_index
+    from pipeline.demo import write_demo_dataset
+    from pipeline.extract import ExtractSettings, run_extract
+    from pipeline.modalities import dataset_modalities, select_modalities
+
+    base = tmp_path_factory.mktemp("tiny_demo")
+    root = write_demo_dataset(base / "demo", n_subjects=4, n_sessions=2, n_frames=12, frame_size=IMAGE_SIZE)
+    samples = build_index("demo", root).samples
+    settings = ExtractSettings(image_size=IMAGE_SIZE, weights="random", part_size=16)
+    run_extract(samples, "demo", dataset_modalities("demo"), base / "demo.zarr", settings, show_progress=False)
+    run_extract(samples[:6], "demo", select_modalities("demo", "acc_phone"), base / "sensor.zarr", settings,
+                show_progress=False)
+    return TinyDemo(root, base / "demo.zarr", base / "sensor.zarr")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_step_indices_uniform_at_eval_jittered_in_training():
+    assert step_indices(3, 8, None).tolist() == [0, 1, 2]  # short: kept whole (and padded later)
+    assert step_indices(10, 5, None).tolist() == [1, 3, 5, 7, 9]  # centre of each of 5 bins of 2
+    rng = np.random.default_rng(0)
+    draws = np.stack([step_indices(10, 5, rng) for _ in range(200)])  # (200, 5)
+    assert (draws // 2 == np.arange(5)).all()  # one step from each bin ...
+    assert len({tuple(d) for d in draws}) > 1  # ... at random positions inside it
+
+
+def test_collate_pads_and_marks_missing_modalities():
+    collate = PadCollate({"v": (2048,), "s": (5, 3)}, {"v": 4, "s": 6})
+    items = [
+        {"x": {"v": torch.ones(2, 2048), "s": torch.ones(6, 5, 3)}, "label": 1, "group": 0, "sample_id": "a"},
+        {"x": {"v": torch.ones(4, 2048), "s": None}, "label": 2, "group": 1, "sample_id": "b"},
+    ]
+    batch = collate(items)
+    assert batch["x"]["v"].shape == (2, 4, 2048) and batch["x"]["s"].shape == (2, 6, 5, 3)
+    assert batch["lengths"]["v"].tolist() == [2, 4] and batch["lengths"]["s"].tolist() == [6, 0]
+    assert batch["x"]["v"][0, 2:].abs().sum() == 0  # padding is zero
+    assert batch["x"]["s"][1].abs().sum() == 0  # a missing modality is all padding, length 0
+    assert batch["label"].tolist() == [1, 2] and batch["group"].tolist() == [0, 1]
+    assert batch["sample_id"] == ["a", "b"]
+    with pytest.raises(MumuError, match="expected"):
+        collate([{"x": {"v": torch.ones(2, 512), "s": None}, "label": 0, "group": 0, "sample_id": "c"}])
+
+
+def test_sampler_shards_cover_every_sample():
+    # evaluation: 2 ranks together see each of 11 samples exactly once
+    seen = [i for rank in range(2) for i, _ in EpochSampler(11, shuffle=False, seed=0, rank=rank, world_size=2)]
+    assert sorted(seen) == list(range(11))
+    # training: equal shares per rank (DDP steps in lockstep), an order fixed by (seed, epoch)
+    shares = [list(EpochSampler(11, shuffle=True, seed=3, rank=r, world_size=2)) for r in range(2)]
+    assert len(shares[0]) == len(shares[1]) == 6
+    assert {i for share in shares for i, _ in share} == set(range(11))
+    again = EpochSampler(11, shuffle=True, seed=3, rank=0, world_size=2)
+    assert list(again) == shares[0]
+    again.set_epoch(1)
+    assert [i for i, _ in again] != [i for i, _ in shares[0]] and all(e == 1 for _, e in again)
+
+
+def test_cache_batches_hold_the_cached_features(tiny_demo):
+    from pipeline.cache import FeatureCache
+    from pipeline.modalities import select_modalities
+
+    cache = FeatureCache(tiny_demo.cache)
+    specs = select_modalities("demo", "rgb_cam1,acc_phone")
+    max_steps = {"rgb_cam1": 3, "acc_phone": 16}
+    dataset = CacheDataset(tiny_demo.cache, cache.samples[:5], specs, max_steps, train=False, seed=0)
+    collate = PadCollate({"rgb_cam1": (2048,), "acc_phone": (5, 3)}, max_steps)
+    batch = next(iter(make_loader(dataset, collate, batch_size=5, shuffle=False, seed=0, num_workers=0)))
+    assert batch["x"]["rgb_cam1"].shape == (5, 3, 2048) and batch["x"]["rgb_cam1"].dtype == torch.float32
+    assert batch["x"]["acc_phone"].shape == (5, 16, 5, 3)
+    first = cache.read(cache.samples[0].sample_id)
+    n_frames, n_windows = len(first["rgb_cam1"]), len(first["acc_phone"])  # 4 segments, 7 windows
+    assert batch["lengths"]["rgb_cam1"][0] == 3 and batch["lengths"]["acc_phone"][0] == n_windows
+    keep = step_indices(n_frames, 3, None)  # evaluation: uniform, deterministic
+    assert torch.equal(batch["x"]["rgb_cam1"][0], torch.from_numpy(first["rgb_cam1"][keep].astype(np.float32)))
+    assert torch.equal(batch["x"]["acc_phone"][0, :n_windows], torch.from_numpy(first["acc_phone"]))
+    assert batch["x"]["acc_phone"][0, n_windows:].abs().sum() == 0
+    assert batch["label"][0] == cache.samples[0].activity_id and batch["sample_id"][0] == cache.samples[0].sample_id
+
+
+def test_spawned_workers_give_the_same_training_batches(tiny_demo):
+    from pipeline.cache import FeatureCache
+    from pipeline.modalities import select_modalities
+
+    cache = FeatureCache(tiny_demo.cache)
+    specs = select_modalities("demo", "rgb_cam1,gyro")
+    max_steps = {"rgb_cam1": 2, "gyro": 3}  # shorter than the sequences: training draws random steps
+    collate = PadCollate({"rgb_cam1": (2048,), "gyro": (5, 3)}, max_steps)
+
+    def epoch_batches(workers: int) -> list[dict]:
+        dataset = CacheDataset(tiny_demo.cache, cache.samples[:12], specs, max_steps, train=True, seed=5)
+        loader = make_loader(dataset, collate, batch_size=4, shuffle=True, seed=5, num_workers=workers)
+        loader.sampler.set_epoch(1)
+        return list(loader)
+
+    in_process, spawned = epoch_batches(0), epoch_batches(2)
+    assert [b["sample_id"] for b in in_process] == [b["sample_id"] for b in spawned]
+    for a, b in zip(in_process, spawned):
+        for name in max_steps:
+            assert torch.equal(a["x"][name], b["x"][name])
+
+
+def test_raw_path_gives_the_cache_inputs_and_logits(tiny_demo):
+    """Parity: decoding + the frozen ResNet-50 in the model step == the cached features (float16
+    tolerance), sensor windows identical, and so the same logits from the same model."""
+    from mumu.train import MumuModule, prepare_data
+
+    cached, raw = (prepare_data(tiny_demo.config(source=source)) for source in ("cache", "raw"))
+    by_id = {s.sample_id: s for s in raw.samples}
+    samples = [s for s in cached.samples if s.subject == 2][:4]
+    cache_batch = next(iter(cached.loader(samples, batch_size=4)))
+    raw_batch = next(iter(raw.loader([by_id[s.sample_id] for s in samples], batch_size=4)))
+    assert raw_batch["x"]["rgb_cam1"].dtype == torch.uint8  # frames, (B, S, H, W, 3)
+    assert raw_batch["x"]["rgb_cam1"].shape[2:] == (IMAGE_SIZE, IMAGE_SIZE, 3)
+
+    torch.manual_seed(0)
+    cfg = tiny_demo.config()
+    module = MumuModule(cfg.to_dict(), [vars(s) for s in cached.specs], cached.activity_names, cached.group_names)
+    raw_module = MumuModule(cfg.to_dict(), [vars(s) for s in cached.specs], cached.activity_names,
+                            cached.group_names, raw_visual=True)
+    raw_module.load_state_dict(module.state_dict())
+    module.eval(), raw_module.eval()
+    with torch.no_grad():
+        x_cache, x_raw = module.encoder_inputs(cache_batch), raw_module.encoder_inputs(raw_batch)
+        for name in x_cache:
+            assert torch.equal(cache_batch["lengths"][name], raw_batch["lengths"][name])
+            torch.testing.assert_close(x_raw[name], x_cache[name], rtol=1e-2, atol=2e-3)  # float16 storage
+        torch.testing.assert_close(raw_module(raw_batch).logits, module(cache_batch).logits, rtol=1e-3, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: one clear line naming the problem
+
+
+def test_missing_cache_is_a_clear_error(tiny_demo, tmp_path):
+    from mumu.train import prepare_data
+
+    with pytest.raises(MumuError, match=r"feature cache .*nowhere\.zarr does not exist.*extract"):
+        prepare_data(tiny_demo.config(cache=str(tmp_path / "nowhere.zarr")))
+
+
+def test_modality_missing_from_cache_is_a_clear_error(tiny_demo):
+    from mumu.train import prepare_data
+
+    with pytest.raises(MumuError, match=r"has no modality rgb_cam1 \(it has acc_phone\)"):
+        prepare_data(tiny_demo.config(cache=str(tiny_demo.sensor_cache), modalities="rgb_cam1,acc_phone"))
+
+
+def test_fingerprint_mismatch_is_a_clear_error(tiny_demo):
+    from mumu.train import prepare_data
+
+    with pytest.raises(MumuError, match=r"extracted with image_size=32 \(requested 112\)"):
+        prepare_data(tiny_demo.config(extract={"image_size": 112}))
+
+
+def test_empty_split_is_a_clear_error(tiny_demo):
+    from mumu.train import prepare_data, split_samples
+
+    data = prepare_data(tiny_demo.config(cache=str(tiny_demo.sensor_cache), modalities="acc_phone",
+                                         protocol="cross_subject"))  # one subject only: nobody to test on
+    with pytest.raises(MumuError, match=r"split cross_subject: the \w+ set is empty"):
+        split_samples(data)
