@@ -180,20 +180,16 @@ def render_video(group: str, config: DemoConfig, subject: int, rng: np.random.Ge
         x = size - x
 
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    frames = np.empty((T, size, size, 3), dtype=np.uint8)
-    for i in range(T):
-        dx, dy = xx - x[i], yy - y[i]
-        if shape == "square":
-            mask = (np.abs(dx) < radius) & (np.abs(dy) < radius)
-        elif shape == "disc":
-            mask = dx**2 + dy**2 < radius**2
-        else:  # bar: wide and flat
-            mask = (np.abs(dx) < 1.8 * radius) & (np.abs(dy) < 0.5 * radius)
-        image = np.broadcast_to(background, (size, size, 3)).copy()
-        image[mask] = colour
-        image += rng.normal(0, 6, size=image.shape)  # sensor noise
-        frames[i] = np.clip(image, 0, 255).astype(np.uint8)
-    return frames
+    dx, dy = xx[None] - x[:, None, None], yy[None] - y[:, None, None]  # (T, H, W)
+    if shape == "square":
+        mask = (np.abs(dx) < radius) & (np.abs(dy) < radius)
+    elif shape == "disc":
+        mask = dx**2 + dy**2 < radius**2
+    else:  # bar: wide and flat
+        mask = (np.abs(dx) < 1.8 * radius) & (np.abs(dy) < 0.5 * radius)
+    frames = np.where(mask[..., None], np.asarray(colour, dtype=np.float32), background.astype(np.float32))
+    frames += rng.normal(0, 6, size=frames.shape).astype(np.float32)  # sensor noise
+    return np.clip(frames, 0, 255).astype(np.uint8)  # (T, H, W, 3)
 
 
 def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
