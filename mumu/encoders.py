@@ -89,8 +89,8 @@ class SensorWindowEmbedding(nn.Module):
         B, S, W, C = x.shape
         out = x.new_zeros(B, S, self.dim)  # (B, S, D)
         valid = x[mask]  # (N, W, J*A), N = number of valid windows in the batch
-        if valid.shape[0] == 0:
-            return out
+        # N may be 0 (modality missing in the whole batch): the empty pass leaves BatchNorm's running
+        # statistics alone and keeps every parameter in the graph (zero gradients), as DDP requires.
         windows = valid.reshape(-1, W, self.joints, self.attributes).permute(0, 3, 2, 1)  # (N, A, J, W)
         out[mask] = self.proj(self.conv(windows).flatten(1)).to(out.dtype)  # (N, D)
         return out

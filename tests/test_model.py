@@ -36,6 +36,11 @@ def make_batch(seed: int = 0, batch: int = 4, lengths=LENGTHS, window: int = 5):
     return x, {name: torch.tensor(v) for name, v in lengths.items()}
 
 
+def both_heads(out) -> torch.Tensor:
+    """A scalar that depends on every output head."""
+    return out.logits.sum() + (out.group_logits.sum() if out.group_logits is not None else 0)
+
+
 def model(arch: str, seed: int = 0, **options):
     torch.manual_seed(seed)
     return build_model(arch, INPUTS, num_classes=5, num_groups=2, **{**SMALL, **options}).eval()
@@ -118,13 +123,24 @@ def test_b3_fusion_weights_ignore_missing_modalities():
 def test_gradients_reach_every_encoder(arch):
     x, lengths = make_batch()
     net = model(arch).train()
-    out = net(x, lengths)
-    loss = out.logits.sum() + (out.group_logits.sum() if out.group_logits is not None else 0)
-    loss.backward()
+    both_heads(net(x, lengths)).backward()
     for name, encoder in net.encoders.items():
         grads = [p.grad for p in encoder.parameters() if p.requires_grad]
         assert all(g is not None for g in grads), name
         assert sum(g.abs().sum() for g in grads) > 0, name
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_modality_missing_in_whole_batch(arch):
+    """Every parameter still gets a gradient (DDP needs it), and the missing encoder's is zero."""
+    x, lengths = make_batch()
+    lengths["skeleton"] = torch.zeros(4, dtype=torch.long)
+    net = model(arch).train()
+    out = net(x, lengths)
+    assert (out.unimodal[:, 1] == 0).all()
+    both_heads(out).backward()
+    assert all(p.grad is not None for p in net.parameters())
+    assert all((p.grad == 0).all() for p in net.encoders["skeleton"].parameters())
 
 
 def test_all_missing_sample_is_a_clear_error():
