@@ -86,7 +86,7 @@ class SensorWindowEmbedding(nn.Module):
         self.dim = dim
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        B, S, W, C = x.shape
+        B, S, W, _ = x.shape
         out = x.new_zeros(B, S, self.dim)  # (B, S, D)
         valid = x[mask]  # (N, W, J*A), N = number of valid windows in the batch
         # N may be 0 (modality missing in the whole batch): the empty pass leaves BatchNorm's running
@@ -112,16 +112,19 @@ class UnimodalEncoder(nn.Module):
         self.pooling = pooling
         self.attention = KeylessAttention(dim) if pooling == "keyless" else None
 
-    def check_input(self, x: Tensor) -> None:
+    def check_input(self, x: Tensor, lengths: Tensor) -> None:
         expected = (self.visual_dim,) if self.spec.visual else (self.window, self.spec.channels)
         if x.dim() != 2 + len(expected) or tuple(x.shape[2:]) != expected:
             layout = "(B, S, 2048)" if self.spec.visual else "(B, S, W, J*A)"
             raise ValueError(f"modality {self.spec.name!r}: expected input {layout} ending in {expected}, "
                              f"got shape {tuple(x.shape)}")
+        if lengths.shape != x.shape[:1] or lengths.min() < 0 or lengths.max() > x.shape[1]:
+            raise ValueError(f"modality {self.spec.name!r}: lengths must be (B,) = ({x.shape[0]},) values in "
+                             f"[0, S={x.shape[1]}], got {lengths.tolist()}")
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
         # x: (B, S, ...) padded; lengths: (B,) -> feature (B, D), temporal weights (B, S) or None
-        self.check_input(x)
+        self.check_input(x, lengths)
         mask = step_mask(lengths, x.shape[1])  # (B, S)
         # Zero the padding so that whatever the loader put there (even NaN) cannot reach the output.
         x = x.to(self.lstm.weight_ih_l0.dtype)  # cached visual features are float16

@@ -155,6 +155,8 @@ def test_bad_inputs_are_clear_errors():
         model("b2")({k: v for k, v in x.items() if k != "acc"}, lengths)
     with pytest.raises(ValueError, match="'skeleton'.*ending in \\(5, 12\\)"):
         model("b2")({**x, "skeleton": x["skeleton"][:, :, :4]}, lengths)
+    with pytest.raises(ValueError, match=r"'acc': lengths must be .* \[0, S=8\]"):
+        model("b1")(x, {**lengths, "acc": torch.tensor([1, 9, 0, 5])})
     with pytest.raises(MumuError, match="unknown model"):
         build_model("b4", INPUTS, 5, 2)
 
