@@ -109,7 +109,6 @@ class UnimodalEncoder(nn.Module):
             self.embed = SensorWindowEmbedding(spec, window, dim, dropout, conv_channels, kernel_size)
         self.lstm = nn.LSTM(dim, dim, num_layers=lstm_layers, batch_first=True,
                             dropout=dropout if lstm_layers > 1 else 0.0)
-        self.pooling = pooling
         self.attention = KeylessAttention(dim) if pooling == "keyless" else None
 
     def check_input(self, x: Tensor, lengths: Tensor) -> None:
@@ -126,8 +125,8 @@ class UnimodalEncoder(nn.Module):
         # x: (B, S, ...) padded; lengths: (B,) -> feature (B, D), temporal weights (B, S) or None
         self.check_input(x, lengths)
         mask = step_mask(lengths, x.shape[1])  # (B, S)
-        # Zero the padding so that whatever the loader put there (even NaN) cannot reach the output.
         x = x.to(self.lstm.weight_ih_l0.dtype)  # cached visual features are float16
+        # Zero the padding so that whatever the loader put there (even NaN) cannot reach the output.
         x = x.masked_fill(~mask.view(*mask.shape, *[1] * (x.dim() - 2)), 0.0)
         steps = self.embed(x, mask)  # (B, S, D)
         # A unidirectional LSTM is causal and padding sits after the valid steps, so valid outputs are the
