@@ -5,7 +5,8 @@ clean; with a random modality group corrupted per sample (visual or non-visual, 
 `mumu.noise`); with the visual group corrupted in every sample; with the non-visual group corrupted
 in every sample. Writes into OUT (default RUN_DIR/eval):
 
-    metrics.json            macro-F1 and top-1 accuracy (clean and noisy), per activity group, per class
+    metrics.json            macro-F1 and top-1 accuracy (clean and noisy), per activity group
+    per_class.json          F1, precision, recall and support per activity
     confusion.csv           actual/predicted activity names (for `dvc plots show`'s confusion template)
     plots/confusion.png     row-normalised confusion matrix
     plots/per_class_f1.png  per-class F1, coloured by activity group
@@ -106,11 +107,11 @@ def headline_metrics(labels: np.ndarray, preds: np.ndarray, num_classes: int) ->
 
 
 def compute_metrics(results: dict[str, Inference], activity_names: list[str], group_names: list[str],
-                    class_groups: list[int]) -> dict[str, Any]:
-    """The metrics JSON: clean and noisy headline numbers, per activity group, per class."""
+                    class_groups: list[int]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(metrics: clean and noisy headline numbers and per activity group, per-class rows)."""
     clean = results["clean"]
     k = len(activity_names)
-    metrics: dict[str, Any] = {"f1": "macro-F1 over the whole test set"}
+    metrics: dict[str, Any] = {"f1": "macro"}  # macro-F1 over the whole test set
     metrics.update(headline_metrics(clean.labels, clean.preds, k))
     if clean.group_preds is not None:
         metrics["group_accuracy"] = float(accuracy_score(clean.groups, clean.group_preds))
@@ -124,11 +125,10 @@ def compute_metrics(results: dict[str, Inference], activity_names: list[str], gr
             metrics["per_group"][name] = headline_metrics(clean.labels[rows], clean.preds[rows], k)
     precision, recall, f1, support = precision_recall_fscore_support(
         clean.labels, clean.preds, labels=range(k), zero_division=0)
-    metrics["per_class"] = {
-        name: {"f1": float(f1[i]), "precision": float(precision[i]), "recall": float(recall[i]),
-               "support": int(support[i]), "group": group_names[class_groups[i]]}
-        for i, name in enumerate(activity_names)}
-    return metrics
+    per_class = [{"activity": name, "group": group_names[class_groups[i]], "f1": float(f1[i]),
+                  "precision": float(precision[i]), "recall": float(recall[i]), "support": int(support[i])}
+                 for i, name in enumerate(activity_names)]
+    return metrics, per_class
 
 
 def choose_activities(spec: str, activity_names: list[str], group_names: list[str], class_groups: list[int],
@@ -189,8 +189,8 @@ def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, se
 
 
 def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str = "drop", noise_level: float = 1.0,
-                 activities: str = "auto", tsne_samples: int = 400, seed: int = 0) -> tuple[dict, Path]:
-    """Evaluate RUN_DIR into OUT (default RUN_DIR/eval). Returns (metrics, OUT)."""
+                 activities: str = "auto", tsne_samples: int = 400, seed: int = 0) -> tuple[dict, list[dict], Path]:
+    """Evaluate RUN_DIR into OUT (default RUN_DIR/eval). Returns (metrics, per-class rows, OUT)."""
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "eval"
     if noise not in NOISE_MODES:
@@ -203,7 +203,7 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
     data = run.data
     names, group_names = data.activity_names, data.group_names
     class_groups = _class_groups(data)
-    metrics = compute_metrics(results, names, group_names, class_groups)
+    metrics, per_class = compute_metrics(results, names, group_names, class_groups)
     metrics.update({"model": run.config.model, "dataset": run.config.dataset, "protocol": run.config.protocol,
                     "folds": folds, "noise": {"mode": noise, "level": noise_level}})
 
@@ -215,7 +215,7 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
     np.add.at(confusion, (clean.labels, clean.preds), 1)
     plots.plot_confusion(confusion, names, figures / "confusion.png",
                          f"Confusion matrix, test set ({where}); accuracy {100 * metrics['accuracy']:.1f} %")
-    f1 = np.array([metrics["per_class"][n]["f1"] for n in names])
+    f1 = np.array([row["f1"] for row in per_class])
     plots.plot_per_class_f1(f1, names, [group_names[g] for g in class_groups], figures / "per_class_f1.png",
                             f"Per-class F1, test set ({where})")
     modality_names = [s.name for s in data.specs]
@@ -234,10 +234,15 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
     _plot_tsne(first["clean"], modality_names, names, figures / "tsne.png", where, tsne_samples, seed)
 
     write_confusion_csv(out / "confusion.csv", clean, names)
-    tmp = out / "metrics.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(out / "metrics.json")
-    return metrics, out
+    _write_json(out / "per_class.json", {"per_class": per_class})
+    _write_json(out / "metrics.json", metrics)  # last: marks a complete evaluation
+    return metrics, per_class, out
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def _class_groups(data) -> list[int]:
@@ -285,11 +290,11 @@ def evaluate_command(run_dir: Path, out: Path | None, params: str, **options: An
     unknown = set(settings) - set(DEFAULTS)
     if unknown:
         raise MumuError(f"{params}: unknown evaluate setting(s) {', '.join(sorted(unknown))}")
-    metrics, out_dir = evaluate_run(run_dir, out, **settings)
-    click.echo(summary(metrics, out_dir))
+    metrics, per_class, out_dir = evaluate_run(run_dir, out, **settings)
+    click.echo(summary(metrics, per_class, out_dir))
 
 
-def summary(metrics: dict, out_dir: Path) -> str:
+def summary(metrics: dict, per_class: list[dict], out_dir: Path) -> str:
     """The one-screen summary: where the outputs are and the headline numbers."""
     pct = lambda m: f"macro-F1 {100 * m['macro_f1']:5.1f} %, accuracy {100 * m['accuracy']:5.1f} %"  # noqa: E731
     noise = metrics["noise"]
@@ -303,8 +308,8 @@ def summary(metrics: dict, out_dir: Path) -> str:
               f"  noisy non-visual     {pct(metrics['noisy_non_visual'])}",
               "  per activity group:  " + ", ".join(f"{g} {100 * m['macro_f1']:.1f}"
                                                     for g, m in metrics["per_group"].items())]
-    worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:3]
-    lines.append("  lowest class F1:     " + ", ".join(f"{n} {100 * m['f1']:.1f}" for n, m in worst))
-    lines.append(f"outputs: {out_dir}/metrics.json, {out_dir}/confusion.csv, {out_dir}/plots/ "
+    worst = sorted(per_class, key=lambda row: row["f1"])[:3]
+    lines.append("  lowest class F1:     " + ", ".join(f"{r['activity']} {100 * r['f1']:.1f}" for r in worst))
+    lines.append(f"outputs: {out_dir}/metrics.json, per_class.json, confusion.csv, plots/ "
                  f"({', '.join(sorted(p.name for p in (out_dir / 'plots').glob('*.png')))})")
     return "\n".join(lines)

@@ -8,7 +8,8 @@ built on del Barrio, Cuesta-Albertos & Matrán (2018). Written here from the pap
 - Violation ratio (how far A fails to stochastically dominate B):
       eps_W2(F, G) = integral over {t : F^-1(t) < G^-1(t)} of (F^-1(t) - G^-1(t))^2 dt
                      / integral over (0, 1) of (F^-1(t) - G^-1(t))^2 dt
-  0 means A's quantiles are everywhere >= B's, 1 means B dominates A.
+  0 means A's quantiles are everywhere >= B's, 1 means B dominates A; for identical
+  distributions the ratio is 0/0, taken as 0.5 (neither dominates).
 - eps_min(F_n, G_m, alpha) = eps_W2(F_n, G_m) - sqrt((n + m) / (n m)) * sigma_hat * Phi^-1(alpha),
   an upper confidence bound on eps at level 1 - alpha; sigma_hat is estimated by bootstrap
   (resample each distribution from its quantile function, recompute eps).
@@ -43,7 +44,8 @@ def violation_ratio(scores_a, scores_b, dt: float = 0.005) -> np.ndarray | float
     diff = b - a  # > 0 where A falls below B: a violation of "A dominates B"
     total = (diff ** 2).sum(axis=-1)
     violated = (np.maximum(diff, 0.0) ** 2).sum(axis=-1)
-    ratio = np.divide(violated, total, out=np.zeros_like(total), where=total > 0)  # identical -> 0
+    # identical distributions: neither dominates, so the ratio is undecided (0.5), never "significant"
+    ratio = np.divide(violated, total, out=np.full_like(total, 0.5), where=total > 0)
     return float(ratio) if np.ndim(ratio) == 0 else ratio
 
 
