@@ -1,0 +1,85 @@
+"""`cli.py evaluate RUN_DIR`: the metrics agree with training's, the figures are written, errors are clear."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from mumu.evaluate import evaluate_command
+from mumu.plots import plot_attention
+from tests.test_data import tiny_demo  # noqa: F401  (session fixture: tiny demo dataset + feature cache)
+
+PNGS = ("confusion.png", "per_class_f1.png", "attention.png", "tsne.png")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_demo, tmp_path_factory):  # noqa: F811
+    """A one-epoch MuMu run on the tiny demo cache (cross_session: every subject in train and test)."""
+    from mumu.train import train_once
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("run") / "mumu"
+    return train_once(tiny_demo.config(out, max_epochs=1), progress=False)
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    result = CliRunner().invoke(evaluate_command, [str(trained_run.run_dir), "--out", str(out), "--params", "none",
+                                                   "--tsne-samples", "40"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_clean_metrics_match_the_training_run(trained_run, evaluated):
+    out, _ = evaluated
+    metrics = json.loads((out / "metrics.json").read_text())
+    # evaluation re-runs the best checkpoint on the test set: same numbers as `train` reported
+    assert metrics["macro_f1"] == pytest.approx(trained_run.metrics["macro_f1"], abs=1e-6)
+    assert metrics["accuracy"] == pytest.approx(trained_run.metrics["accuracy"], abs=1e-6)
+    assert metrics["group_accuracy"] == pytest.approx(trained_run.metrics["group_accuracy"], abs=1e-6)
+    n = trained_run.metrics["n_samples"]
+    assert metrics["n_samples"] == n
+    for condition in ("noisy", "noisy_visual", "noisy_non_visual"):
+        assert metrics[condition]["n_samples"] == n and 0 <= metrics[condition]["macro_f1"] <= 1
+    assert sum(g["n_samples"] for g in metrics["per_group"].values()) == n
+
+
+def test_per_class_rows_and_confusion_csv_cover_the_test_set(trained_run, evaluated):
+    out, _ = evaluated
+    per_class = json.loads((out / "per_class.json").read_text())["per_class"]
+    assert [r["activity"] for r in per_class] == trained_run.metrics["activities"]
+    assert sum(r["support"] for r in per_class) == trained_run.metrics["n_samples"]
+    assert np.mean([r["f1"] for r in per_class]) == pytest.approx(trained_run.metrics["macro_f1"], abs=1e-6)
+    with open(out / "confusion.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == trained_run.metrics["n_samples"]
+    assert {r["actual"] for r in rows} <= set(trained_run.metrics["activities"])
+
+
+def test_figures_are_written_and_summary_says_where(evaluated):
+    out, output = evaluated
+    for name in PNGS:
+        with Image.open(out / "plots" / name) as image:
+            assert min(image.size) >= 300, (name, image.size)  # a real figure, not an empty canvas
+            assert np.asarray(image.convert("L")).std() > 5, name  # it has content
+    assert str(out) in output and "macro-F1" in output and "noisy visual" in output
+
+
+def test_attention_plot_marks_corrupted_modalities(tmp_path):
+    weights = {"SM-Fusion": np.array([[0.7, 0.3]]), "GM-Fusion": np.array([[0.4, 0.6]])}
+    path = plot_attention(["carrying_heavy"], ["rgb_cam1", "gyro"],
+                          [("clean input", weights, []), ("noisy non-visual", weights, ["gyro"])],
+                          tmp_path / "a.png", "test")
+    assert path.stat().st_size > 5000
+
+
+def test_not_a_run_directory_is_one_clear_line(tmp_path):
+    result = CliRunner().invoke(evaluate_command, [str(tmp_path), "--params", "none"])
+    assert result.exit_code != 0
+    assert str(tmp_path) in result.output and "Traceback" not in result.output
