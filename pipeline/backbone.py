@@ -8,6 +8,7 @@ weights actually loaded; the cache records it.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -32,9 +33,7 @@ def imagenet_weights_file() -> Path:
 def load_state_dict(weights: str) -> dict[str, torch.Tensor]:
     """``imagenet`` | ``random`` | PATH -> a ResNet-50 state_dict (with or without ``fc.*``)."""
     if weights == "random":
-        with torch.random.fork_rng(devices=[]):  # the same random weights in every process
-            torch.manual_seed(RANDOM_SEED)
-            return torchvision.models.resnet50(weights=None).state_dict()
+        return _random_state_dict()
     path = imagenet_weights_file() if weights == "imagenet" else Path(weights)
     if not path.is_file():
         if weights == "imagenet":
@@ -51,6 +50,13 @@ def load_state_dict(weights: str) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise MumuError(f"{path}: expected a state_dict (dict of tensors), got {type(state).__name__}")
     return state
+
+
+@functools.lru_cache(maxsize=1)
+def _random_state_dict() -> dict[str, torch.Tensor]:
+    with torch.random.fork_rng(devices=[]):  # the same random weights in every process
+        torch.manual_seed(RANDOM_SEED)
+        return torchvision.models.resnet50(weights=None).state_dict()
 
 
 def state_dict_hash(state: dict[str, torch.Tensor]) -> str:
@@ -81,10 +87,11 @@ class Backbone:
         self.batch_size = batch_size
         state = load_state_dict(weights)
         self.weights_hash = state_dict_hash(state)
-        model = torchvision.models.resnet50(weights=None)
+        with torch.device("meta"):  # no random init: every tensor comes from the state_dict
+            model = torchvision.models.resnet50(weights=None)
         model.fc = torch.nn.Identity()  # keep the 2048-d global-average-pooled vector
         missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")},
-                                                    strict=False)
+                                                    strict=False, assign=True)
         if missing or unexpected:
             raise MumuError(f"--weights {weights}: not a ResNet-50 state_dict "
                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")

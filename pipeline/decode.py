@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import select
 import struct
 import subprocess
@@ -71,10 +72,13 @@ def decode_video_pyav(path: str, stride: int, image_size: int) -> np.ndarray:
     frames = []
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            for i, frame in enumerate(container.decode(stream)):
+            if not container.streams.video:
+                raise DecodeError("the file has no video stream")
+            for i, frame in enumerate(container.decode(container.streams.video[0])):
                 if i % stride == 0:
                     frames.append(frame.to_ndarray(width=image_size, height=image_size, format="rgb24"))
+    except DecodeError:
+        raise
     except Exception as e:  # av.error.* for corrupt containers or streams
         if not frames:
             raise DecodeError(f"PyAV cannot decode the video ({_first_line(e)})") from None
@@ -128,7 +132,8 @@ def decode_visual(path: str, kind: str, stride: int, image_size: int) -> tuple[n
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
+    # decord prefixes its messages with "[hh:mm:ss] /src/file.cc:NN: "; drop it so reasons are reproducible
+    text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+?:\d+: ", "", str(e)).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 

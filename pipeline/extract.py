@@ -1,0 +1,523 @@
+"""`extract`: sample index -> feature cache (visual: decode -> frozen ResNet-50; sensors: windows).
+
+Work is split into **parts**: fixed runs of ``part_size`` samples in index order. A part is the unit
+of scheduling, of writing (one writer, staged then renamed, see pipeline/cache.py) and of resuming:
+a rerun skips every part already in the cache whose samples and source files (path, size, mtime)
+are unchanged, and redoes the others. Frames of one part go through the backbone in the same
+batches whichever process runs it, so a dask run, a single-process run and a resumed run give
+identical bytes.
+
+Two ways to run parts:
+- ``--workers 0``: in this process. Decoding runs in `DecodeWorker` subprocesses fed by threads,
+  ahead of the backbone, so decoding overlaps inference.
+- ``--workers N`` (default from params.yaml) or ``--scheduler tcp://HOST:PORT``: one dask task per
+  part on a LocalCluster of N spawned worker processes or on an existing cluster. Each worker
+  loads the backbone once; on CUDA the tasks ask for the dask resource ``GPU=1``.
+
+For training's "from raw" path: `load_raw_sample` (uint8 frames and sensor windows of one sample,
+exactly what extraction feeds the backbone / stores) and `pipeline.backbone.Backbone`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import click
+import numpy as np
+
+from pipeline import cache as cache_store
+from pipeline.decode import DecodeError, DecodeWorker, decode_visual
+from pipeline.errors import MumuError
+from pipeline.index import Sample, read_index
+from pipeline.modalities import ModalitySpec, select_modalities
+from pipeline.sensors import SensorError, align_streams, cut_windows, read_sensor
+
+# Bump when the numbers extraction produces change for the same inputs and settings.
+CODE_VERSION = "extract-1"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    image_size: int = 112  # frames resized (in the decoder) to image_size x image_size
+    frame_stride: int = 3  # visual: window 1, stride N
+    sensor_window: int = 5  # sensors: W time steps per window ...
+    sensor_stride: int = 5  # ... every sensor_stride steps
+    sensor_rate_hz: float = 50.0  # common time base of a sample's sensor streams
+    weights: str = "random"  # imagenet | random | PATH
+    batch_size: int = 32
+    part_size: int = 32  # samples per part (unit of work, writing and resuming)
+    decode_timeout_s: float = 120.0  # per visual input; longer -> decoder killed, input recorded as failed
+
+
+def params_defaults(params_path: str | Path | None = None) -> dict:
+    """The ``extract:`` block plus top-level dataset/data_root/modalities from params.yaml."""
+    import yaml
+
+    path = Path(params_path) if params_path else (Path("params.yaml") if Path("params.yaml").is_file()
+                                                  else REPO_ROOT / "params.yaml")
+    if not path.is_file():
+        return {}
+    params = yaml.safe_load(path.read_text()) or {}
+    top = {k: params[k] for k in ("dataset", "data_root", "modalities") if k in params}
+    return {**top, **(params.get("extract") or {})}
+
+
+# ---------------------------------------------------------------------------------------------
+# one sample, raw
+
+
+@dataclass
+class RawSample:
+    sample: Sample
+    inputs: dict[str, np.ndarray | None]  # visual (S, H, W, 3) uint8 | sensor (S, W, C) float32 | None
+    problems: dict[str, str] = field(default_factory=dict)  # modality -> why it is None (files that failed)
+    missing_fraction: dict[str, float] = field(default_factory=dict)  # sensor -> share of absent samples
+
+
+def load_raw_sample(sample: Sample, modalities: list[ModalitySpec], settings: ExtractSettings,
+                    decoder: DecodeWorker | None = None) -> RawSample:
+    """Decode and window one sample exactly as extraction does.
+
+    Visual modalities -> uint8 (S, image_size, image_size, 3), every ``frame_stride``-th frame;
+    sensor modalities -> float32 (S, sensor_window, J*A) on the common time base. A modality with
+    no file in the index is None; one whose file cannot be used is None with a reason in
+    ``problems``. ``decoder`` (a `DecodeWorker`) adds the kill-on-timeout guard; without it,
+    decoding runs in this process.
+    """
+    inputs: dict[str, np.ndarray | None] = {}
+    problems: dict[str, str] = {}
+    for spec in modalities:
+        path = sample.paths.get(spec.name)
+        if not spec.visual or not path:
+            continue
+        try:
+            if decoder is not None:
+                inputs[spec.name] = decoder.decode(path, spec.kind, settings.frame_stride, settings.image_size)
+            else:
+                inputs[spec.name] = decode_visual(path, spec.kind, settings.frame_stride, settings.image_size)[0]
+        except DecodeError as e:
+            problems[spec.name] = f"{Path(path).name}: {e}"
+    streams, missing_fraction = {}, {}
+    for spec in modalities:
+        path = sample.paths.get(spec.name)
+        if spec.visual or not path:
+            continue
+        try:
+            streams[spec.name] = read_sensor(sample.dataset, spec.name, path, spec.channels, spec.rate_hz)
+            missing_fraction[spec.name] = round(float(streams[spec.name].missing_fraction), 6)
+        except SensorError as e:
+            problems[spec.name] = f"{Path(path).name}: {e}"
+    try:
+        aligned = align_streams(streams, settings.sensor_rate_hz)  # {name: (T, C)}
+    except SensorError as e:
+        problems.update({name: str(e) for name in streams})
+        aligned = {}
+    for name, series in aligned.items():
+        try:
+            inputs[name] = cut_windows(series, settings.sensor_window, settings.sensor_stride)  # (S, W, C)
+        except SensorError as e:
+            problems[name] = f"{Path(sample.paths[name]).name}: {e}"
+    return RawSample(sample, {spec.name: inputs.get(spec.name) for spec in modalities}, problems, missing_fraction)
+
+
+class DecodePool:
+    """Loads samples (`load_raw_sample`) in ``n`` threads, each driving its own `DecodeWorker`
+    subprocess; `stream` yields them in order, keeping ``lookahead`` samples in flight."""
+
+    def __init__(self, modalities: list[ModalitySpec], settings: ExtractSettings, n: int):
+        self.modalities, self.settings = modalities, settings
+        self._executor = ThreadPoolExecutor(max_workers=n, thread_name_prefix="decode")
+        self._local = threading.local()
+        self._workers: list[DecodeWorker] = []
+
+    def _load(self, sample: Sample) -> RawSample:
+        if not hasattr(self._local, "worker"):
+            self._local.worker = DecodeWorker(self.settings.decode_timeout_s)
+            self._workers.append(self._local.worker)
+        return load_raw_sample(sample, self.modalities, self.settings, self._local.worker)
+
+    def stream(self, samples: Iterable[Sample], lookahead: int) -> Iterator[RawSample]:
+        pending = iter(samples)
+        in_flight = deque(self._executor.submit(self._load, s) for _, s in zip(range(lookahead), pending))
+        while in_flight:
+            raw = in_flight.popleft().result()
+            following = next(pending, None)
+            if following is not None:
+                in_flight.append(self._executor.submit(self._load, following))
+            yield raw
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        for worker in self._workers:
+            worker.close()
+
+    def __enter__(self) -> DecodePool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# one part: raw samples -> features -> zarr
+
+
+def source_stamps(sample: Sample, modalities: list[ModalitySpec]) -> dict[str, list | None]:
+    """{modality: [path, size, mtime_ns] or None}: what a rerun compares to decide a part is stale."""
+    stamps = {}
+    for spec in modalities:
+        path = sample.paths.get(spec.name)
+        try:
+            st = os.stat(path) if path else None
+            stamps[spec.name] = [path, st.st_size, st.st_mtime_ns] if st else None
+        except OSError:
+            stamps[spec.name] = [path, None, None]
+    return stamps
+
+
+class _BatchedBackbone:
+    """Feeds frames to the backbone in fixed batches as they arrive; the batches are the same as
+    for the part's frames concatenated, so the result does not depend on arrival timing."""
+
+    def __init__(self, backbone):
+        self.backbone = backbone
+        self.waiting: list[np.ndarray] = []
+        self.features: list[np.ndarray] = []
+
+    def add(self, frames: np.ndarray) -> None:  # (N, H, W, 3) uint8
+        self.waiting.append(frames)
+        waiting = sum(len(f) for f in self.waiting)
+        full = waiting - waiting % self.backbone.batch_size
+        if full:
+            frames = np.concatenate(self.waiting)
+            self.features.append(self.backbone(frames[:full]))
+            self.waiting = [frames[full:]]
+
+    def finish(self) -> np.ndarray:  # (N_total, 2048) float32
+        if self.waiting:
+            self.features.append(self.backbone(np.concatenate(self.waiting)))
+            self.waiting = []
+        return np.concatenate(self.features) if self.features else np.zeros((0, 2048), np.float32)
+
+
+def extract_part(name: str, raws: Iterable[RawSample], modalities: list[ModalitySpec], backbone,
+                 cache_path: str | Path) -> dict:
+    """Compute and write one part; returns {samples, frames} for the progress bar."""
+    batched = _BatchedBackbone(backbone)
+    samples, inputs, failures, unusable, missing = [], [], {}, [], {}
+    for raw in raws:
+        samples.append(raw.sample)
+        inputs.append(raw.inputs)
+        for spec in modalities:
+            if spec.visual and raw.inputs[spec.name] is not None:
+                batched.add(raw.inputs[spec.name])
+        sid = raw.sample.sample_id
+        if raw.problems:
+            failures[sid] = "; ".join(f"{m}: {why}" for m, why in raw.problems.items())
+        if all(v is None for v in raw.inputs.values()):
+            unusable.append(sid)
+            failures.setdefault(sid, "no modality present in the index")
+        if raw.missing_fraction:
+            missing[sid] = raw.missing_fraction
+    features = batched.finish()  # (all visual frames of the part, 2048)
+    arrays: dict[str, list[np.ndarray | None]] = {spec.name: [] for spec in modalities}
+    cursor = 0
+    for sample_inputs in inputs:  # same order as fed to the backbone
+        for spec in modalities:
+            value = sample_inputs[spec.name]
+            if spec.visual and value is not None:
+                value, cursor = features[cursor:cursor + len(value)], cursor + len(value)
+            arrays[spec.name].append(value)
+    frames = int(sum(len(a) for spec in modalities if spec.visual for a in arrays[spec.name] if a is not None))
+    attrs = {"sources": {s.sample_id: source_stamps(s, modalities) for s in samples}, "failures": failures,
+             "unusable": unusable, "sensor_missing_fraction": missing, "frames": frames}
+    cache_store.write_part(cache_path, name, modalities, samples, arrays, attrs)
+    return {"samples": len(samples), "frames": frames}
+
+
+# ---------------------------------------------------------------------------------------------
+# planning and running
+
+
+def plan_parts(samples: list[Sample], part_size: int) -> list[tuple[str, list[Sample]]]:
+    return [(cache_store.part_name(i // part_size), samples[i:i + part_size]) for i in range(0, len(samples), part_size)]
+
+
+def pending_parts(cache_path: Path, plan: list[tuple[str, list[Sample]]], modalities: list[ModalitySpec]):
+    """Parts of the plan that are not in the cache, or whose samples or sources changed (removed)."""
+    done = cache_store.read_part_attrs(cache_path)
+    todo = []
+    for name, samples in plan:
+        attrs = done.get(name)
+        if attrs is not None:
+            same_samples = [s["sample_id"] for s in attrs["samples"]] == [s.sample_id for s in samples]
+            if same_samples and attrs["sources"] == {s.sample_id: source_stamps(s, modalities) for s in samples}:
+                continue
+            cache_store.remove_part(cache_path, name)  # stale: redo it
+        todo.append((name, samples))
+    return todo
+
+
+def fingerprint(dataset: str, modalities: list[ModalitySpec], settings: ExtractSettings, weights_hash: str) -> dict:
+    weights = settings.weights if settings.weights in ("imagenet", "random") else "file"
+    return {
+        "dataset": dataset, "modalities": [m.name for m in modalities], "backbone": "resnet50",
+        "weights": weights, "weights_hash": weights_hash, "feature_dim": 2048, "feature_dtype": "float16",
+        "image_size": settings.image_size, "frame_stride": settings.frame_stride, "frame_window": 1,
+        "sensor_window": settings.sensor_window, "sensor_stride": settings.sensor_stride,
+        "sensor_rate_hz": float(settings.sensor_rate_hz),
+        "sensor_rates_hz": {m.name: m.rate_hz for m in modalities if not m.visual},
+        "code_version": CODE_VERSION,
+    }
+
+
+def provenance(index_path: str | None, settings: ExtractSettings) -> dict:
+    import decord
+    import torch
+    import torchvision
+    import zarr
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git_commit": commit, "index": index_path,
+            "weights_source": settings.weights, "host": platform.node(), "python": platform.python_version(),
+            "torch": torch.__version__, "torchvision": torchvision.__version__, "decord": decord.__version__,
+            "zarr": zarr.__version__, "numpy": np.__version__}
+
+
+def _run_in_process(todo, modalities, settings, cache_path, device, decoders, progress) -> list[dict]:
+    from pipeline.backbone import Backbone
+
+    backbone = Backbone(settings.weights, device, settings.batch_size)
+    results = []
+    with DecodePool(modalities, settings, decoders) as pool:
+        # Keep a part plus a little decoding ahead of the backbone, across part boundaries.
+        stream = pool.stream((s for _, samples in todo for s in samples), settings.part_size + 2 * decoders)
+        for name, samples in todo:
+            raws = (next(stream) for _ in samples)
+            results.append(extract_part(name, raws, modalities, backbone, cache_path))
+            progress(results[-1])
+    return results
+
+
+_WORKER_STATE: dict = {}  # per dask worker process: the backbone and decode pool, built once
+
+
+def _dask_part_task(name, samples, modalities, settings, cache_path, device, weights_hash, torch_threads) -> dict:
+    from pipeline.backbone import Backbone
+
+    key = (settings, device, torch_threads)
+    if _WORKER_STATE.get("key") != key:
+        import torch
+
+        # CPU results depend (in the last bits) on the intra-op thread count: use the client's.
+        torch.set_num_threads(torch_threads)
+        if "pool" in _WORKER_STATE:
+            _WORKER_STATE["pool"].close()
+        _WORKER_STATE.update(key=key, backbone=Backbone(settings.weights, device, settings.batch_size),
+                             pool=DecodePool(modalities, settings, 1))
+    backbone = _WORKER_STATE["backbone"]
+    if backbone.weights_hash != weights_hash:
+        raise MumuError(f"worker loaded different weights for {settings.weights!r} "
+                        f"(hash {backbone.weights_hash}, expected {weights_hash})")
+    raws = _WORKER_STATE["pool"].stream(samples, lookahead=2)
+    return extract_part(name, raws, modalities, backbone, cache_path)
+
+
+def _run_dask(todo, modalities, settings, cache_path, device, workers, scheduler, weights_hash, progress):
+    import dask
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    import torch
+
+    gpu = device.startswith("cuda")
+    if scheduler:
+        client, cluster = Client(scheduler, timeout="60s"), None
+    else:
+        with dask.config.set({"distributed.worker.multiprocessing-method": "spawn",
+                              "distributed.worker.daemon": False}):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, resources={"GPU": 1} if gpu else None,
+                                   silence_logs=logging.ERROR)
+        client = Client(cluster)
+    results = []
+    try:
+        futures = [client.submit(_dask_part_task, name, samples, modalities, settings, str(cache_path), device,
+                                 weights_hash, torch.get_num_threads(), key=f"mumu-extract-{name}-{os.getpid()}",
+                                 pure=False,
+                                 resources={"GPU": 1} if gpu else None)
+                   for name, samples in todo]
+        for future in as_completed(futures):
+            results.append(future.result())
+            progress(results[-1])
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return results
+
+
+def run_extract(samples: list[Sample], dataset: str, modalities: list[ModalitySpec], cache_path: str | Path,
+                settings: ExtractSettings, device: str = "cpu", workers: int = 0, scheduler: str | None = None,
+                overwrite: bool = False, index_path: str | None = None, show_progress: bool = True) -> dict:
+    """Extract ``samples`` into the cache (only parts not already complete).
+
+    Returns {done, parts, skipped_parts, frames, seconds} for this run and {failures, unusable} for all
+    of ``samples``.
+    """
+    from tqdm import tqdm
+
+    from pipeline.backbone import load_state_dict, state_dict_hash
+
+    cache_path = Path(cache_path)
+    weights_hash = state_dict_hash(load_state_dict(settings.weights))
+    started = time.monotonic()
+    with cache_store.CacheLock(cache_path):
+        header = {"dataset": dataset, "modalities": [dataclasses.asdict(m) for m in modalities],
+                  "fingerprint": fingerprint(dataset, modalities, settings, weights_hash),
+                  "provenance": provenance(index_path, settings)}
+        cache_store.prepare_cache(cache_path, header, overwrite)
+        cache_store.clear_staging(cache_path)
+        plan = plan_parts(samples, settings.part_size)
+        todo = pending_parts(cache_path, plan, modalities)
+        total = sum(len(s) for _, s in todo)
+        bar = tqdm(total=total, unit="sample", desc="extract", disable=not show_progress or not total,
+                   dynamic_ncols=True)
+        frames_done = [0]
+
+        def progress(result: dict) -> None:
+            frames_done[0] += result["frames"]
+            bar.update(result["samples"])
+            bar.set_postfix_str(f"{frames_done[0] / max(bar.format_dict['elapsed'], 1e-9):.1f} frames/s")
+
+        try:
+            if not todo:
+                results = []
+            elif workers == 0 and not scheduler:
+                decoders = max(1, (os.cpu_count() or 1) - 1)
+                results = _run_in_process(todo, modalities, settings, cache_path, device, decoders, progress)
+            else:
+                results = _run_dask(todo, modalities, settings, cache_path, device, workers, scheduler,
+                                    weights_hash, progress)
+        finally:
+            bar.close()
+    # Report the failures of every sample in the plan, including those of parts done by earlier runs.
+    planned = {name for name, _ in plan}
+    finished = {n: a for n, a in cache_store.read_part_attrs(cache_path).items() if n in planned}
+    failures = {sid: why for attrs in finished.values() for sid, why in attrs["failures"].items()}
+    return {"done": sum(r["samples"] for r in results), "parts": len(todo), "skipped_parts": len(plan) - len(todo),
+            "frames": sum(r["frames"] for r in results), "seconds": time.monotonic() - started,
+            "failures": failures, "unusable": [sid for attrs in finished.values() for sid in attrs["unusable"]]}
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def _load_samples(dataset: str, data_root: Path | None, index: Path | None) -> list[Sample]:
+    if index is not None:
+        samples = read_index(index)
+    else:
+        from pipeline.datasets import build_index
+
+        if data_root is None:
+            raise MumuError("pass --index PATH (from `python cli.py index`) or --data-root")
+        samples = build_index(dataset, data_root).samples
+    wrong = {s.dataset for s in samples} - {dataset}
+    if wrong:
+        raise MumuError(f"the index holds samples of {', '.join(sorted(wrong))}, not {dataset!r}")
+    return samples
+
+
+_DEFAULTS = params_defaults()
+
+
+@click.command("extract")
+@click.option("--dataset", default=_DEFAULTS.get("dataset", "demo"), show_default=True,
+              help="demo | mmact | utd_mhad | ucsd_mit")
+@click.option("--data-root", type=click.Path(path_type=Path), default=_DEFAULTS.get("data_root"),
+              show_default=True, help="Raw dataset root (used to build the index when --index is not given).")
+@click.option("--index", "index_path", type=click.Path(path_type=Path), default=None,
+              help="Sample index CSV from `cli.py index` (default: build it from --data-root).")
+@click.option("--cache", "cache_path", type=click.Path(path_type=Path), default=None,
+              help="Output zarr store  [default: cache/<dataset>.zarr]")
+@click.option("--modalities", default=_DEFAULTS.get("modalities", "all"), show_default=True,
+              help="Comma-separated subset of the dataset's modalities, or all.")
+@click.option("--weights", default=_DEFAULTS.get("weights", "random"), show_default=True,
+              help="imagenet | random | PATH to a ResNet-50 state_dict.")
+@click.option("--device", default="auto", show_default=True, help="cpu | cuda | cuda:N | auto (cuda when available).")
+@click.option("--batch-size", type=int, default=_DEFAULTS.get("batch_size", 32), show_default=True,
+              help="Frames per backbone batch.")
+@click.option("--workers", type=int, default=_DEFAULTS.get("workers", 2), show_default=True,
+              help="dask worker processes on a local cluster; 0 = run in this process.")
+@click.option("--scheduler", default=None, help="tcp://HOST:PORT of an existing dask scheduler (instead of a local cluster).")
+@click.option("--limit", type=int, default=None, help="Only the first N samples of the index (a quick try).")
+@click.option("--strict", is_flag=True, help="Exit non-zero when any sample had a failure.")
+@click.option("--overwrite", is_flag=True, help="Delete an existing cache at --cache and rebuild it.")
+@click.option("--image-size", type=int, default=_DEFAULTS.get("image_size", 112), show_default=True,
+              help="Frames are resized to this square size inside the decoder.")
+@click.option("--frame-stride", type=int, default=_DEFAULTS.get("frame_stride", 3), show_default=True,
+              help="Visual sampling: window 1, every N-th frame.")
+@click.option("--sensor-window", type=int, default=_DEFAULTS.get("sensor_window", 5), show_default=True,
+              help="Time steps per sensor window.")
+@click.option("--sensor-stride", type=int, default=_DEFAULTS.get("sensor_stride", 5), show_default=True,
+              help="Time steps between sensor window starts.")
+@click.option("--sensor-rate", type=float, default=_DEFAULTS.get("sensor_rate_hz", 50.0), show_default=True,
+              help="Common time base (Hz) for a sample's sensor streams.")
+@click.option("--part-size", type=int, default=_DEFAULTS.get("part_size", 32), show_default=True,
+              help="Samples per part: the unit of work, writing and resume.")
+@click.option("--decode-timeout", type=float, default=_DEFAULTS.get("decode_timeout_s", 120.0), show_default=True,
+              help="Seconds before a hung decoder is killed and the input recorded as failed.")
+def extract_command(dataset, data_root, index_path, cache_path, modalities, weights, device, batch_size, workers,
+                    scheduler, limit, strict, overwrite, image_size, frame_stride, sensor_window, sensor_stride,
+                    sensor_rate, part_size, decode_timeout) -> None:
+    """Turn a sample index into a feature cache: frames -> frozen ResNet-50 (float16, 2048-d),
+    sensors -> windows. Resumable: rerun after an interruption to finish; a complete cache is skipped."""
+    for option, value in [("--batch-size", batch_size), ("--image-size", image_size), ("--frame-stride", frame_stride),
+                          ("--sensor-window", sensor_window), ("--sensor-stride", sensor_stride),
+                          ("--part-size", part_size)]:
+        if value < 1:
+            raise MumuError(f"{option} must be at least 1, got {value}")
+    if workers < 0:
+        raise MumuError(f"--workers must be 0 or more, got {workers}")
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    specs = select_modalities(dataset, modalities)
+    samples = _load_samples(dataset, data_root, index_path)
+    if limit is not None:
+        samples = samples[:limit]
+    cache_path = cache_path or Path("cache") / f"{dataset}.zarr"
+    settings = ExtractSettings(image_size, frame_stride, sensor_window, sensor_stride, sensor_rate, weights,
+                               batch_size, part_size, decode_timeout)
+    summary = run_extract(samples, dataset, specs, cache_path, settings, device, workers, scheduler, overwrite,
+                          str(index_path) if index_path else None)
+    rate = summary["frames"] / summary["seconds"] if summary["seconds"] else 0.0
+    click.echo(f"{cache_path}: extracted {summary['done']} samples in {summary['parts']} parts "
+               f"({summary['skipped_parts']} parts already complete), {summary['frames']} frames "
+               f"in {summary['seconds']:.1f} s ({rate:.1f} frames/s)")
+    failures = summary["failures"]
+    if failures:
+        click.echo(f"{len(failures)} samples with failures ({len(summary['unusable'])} without any usable modality):")
+        for sample_id, reason in sorted(failures.items())[:20]:
+            click.echo(f"  {sample_id}: {reason}")
+        if len(failures) > 20:
+            click.echo(f"  ... and {len(failures) - 20} more (`python cli.py cache-info {cache_path}`)")
+    if strict and failures:
+        raise MumuError(f"{len(failures)} samples had failures (--strict)")

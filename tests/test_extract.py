@@ -1,0 +1,213 @@
+"""extract end to end on a tiny dataset: parity with the direct path, bad inputs, idempotence,
+fingerprint refusal, resume after SIGKILL, dask == single process, real UTD-MHAD."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipeline.backbone import Backbone
+from pipeline.cache import FeatureCache, read_part_attrs
+from pipeline.extract import ExtractSettings, extract_command, load_raw_sample, run_extract
+from pipeline.index import Sample, write_index
+from pipeline.modalities import select_modalities
+from tests.test_decode import write_mp4
+from tests.test_sensors import T0, write_mmact_csv
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODALITIES = "rgb_cam1,acc_phone,gyro"
+SETTINGS = ExtractSettings(image_size=32, frame_stride=3, batch_size=4, part_size=2, weights="random",
+                           decode_timeout_s=60)
+CLI_SETTINGS = ["--modalities", MODALITIES, "--image-size", "32", "--frame-stride", "3", "--batch-size", "4",
+                "--part-size", "2", "--weights", "random", "--dataset", "demo"]
+
+
+def _write_zero_frame_mp4(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height = 64, 48
+        container.start_encoding()
+
+
+def make_dataset(root: Path, n_good: int = 3) -> tuple[list[Sample], Path]:
+    """n_good clean samples, then: corrupt video; zero-frame video + empty CSV + missing file; no video."""
+    rng = np.random.default_rng(1)
+    samples = []
+    for i in range(n_good + 3):
+        sid = f"sample{i}"
+        video, acc, gyro = root / f"{sid}.mp4", root / f"{sid}_acc.csv", root / f"{sid}_gyro.csv"
+        write_mp4(video, n_frames=7 + i, seed=i)
+        start = T0 + timedelta(seconds=10 * i)
+        write_mmact_csv(acc, start, 100, rng.normal(size=(100 + 10 * i, 3)))
+        write_mmact_csv(gyro, start + timedelta(milliseconds=30), 50, rng.normal(size=(50 + 5 * i, 3)))
+        paths = {"rgb_cam1": str(video), "rgb_cam2": None, "acc_phone": str(acc), "acc_watch": None,
+                 "gyro": str(gyro), "orientation": None}
+        if i == n_good:  # corrupt video, good sensors
+            video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(rng.integers(0, 255, 3000, dtype=np.uint8)))
+        if i == n_good + 1:  # nothing usable
+            _write_zero_frame_mp4(video)
+            acc.write_text("")
+            paths["gyro"] = str(root / "missing_gyro.csv")
+        if i == n_good + 2:  # the index says: no video for this sample
+            paths["rgb_cam1"] = None
+        samples.append(Sample(sid, "demo", subject=1 + i % 2, activity="walk", activity_id=i % 2, group="g",
+                              group_id=0, session=1, scene=1, views=["cam1"], paths=paths))
+    index = root / "index.csv"
+    write_index(samples, index, list(samples[0].paths))
+    return samples, index
+
+
+def read_all(path: Path) -> dict[str, dict]:
+    cache = FeatureCache(path)
+    return {s.sample_id: cache.read(s.sample_id) for s in cache.samples}
+
+
+def assert_same_caches(a: Path, b: Path) -> None:
+    left, right = read_all(a), read_all(b)
+    assert sorted(left) == sorted(right)
+    for sid in left:
+        for name, value in left[sid].items():
+            if value is None:
+                assert right[sid][name] is None, (sid, name)
+            else:
+                np.testing.assert_array_equal(value, right[sid][name], err_msg=f"{sid} {name}")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    samples, index = make_dataset(root)
+    cache = root / "ref.zarr"
+    summary = run_extract(samples, "demo", select_modalities("demo", MODALITIES), cache, SETTINGS,
+                          workers=0, show_progress=False)
+    return {"root": root, "samples": samples, "index": index, "cache": cache, "summary": summary}
+
+
+def test_cache_equals_backbone_on_decoded_frames(dataset):
+    specs = select_modalities("demo", MODALITIES)
+    cache = FeatureCache(dataset["cache"])
+    backbone = Backbone("random", "cpu", batch_size=4)
+    assert cache.fingerprint["weights_hash"] == backbone.weights_hash
+    for sample in dataset["samples"][:2]:
+        raw = load_raw_sample(sample, specs, SETTINGS)
+        stored = cache.read(sample.sample_id)
+        assert raw.inputs["rgb_cam1"].shape == (-(-(7 + int(sample.sample_id[-1])) // 3), 32, 32, 3)
+        direct = backbone(raw.inputs["rgb_cam1"])  # (S, 2048)
+        assert stored["rgb_cam1"].dtype == np.float16 and stored["rgb_cam1"].shape == direct.shape
+        np.testing.assert_allclose(stored["rgb_cam1"].astype(np.float32), direct, rtol=2e-3, atol=2e-3)
+        for name in ("acc_phone", "gyro"):
+            np.testing.assert_array_equal(stored[name], raw.inputs[name])  # (S, 5, 3)
+            assert stored[name].shape[1:] == (5, 3)
+
+
+def test_bad_inputs_are_recorded_and_the_rest_continues(dataset):
+    cache = FeatureCache(dataset["cache"])
+    assert [s.sample_id for s in cache.samples] == ["sample0", "sample1", "sample2", "sample3", "sample5"]
+    assert set(cache.failures) == {"sample3", "sample4"}
+    assert "rgb_cam1: sample3.mp4:" in cache.failures["sample3"]
+    assert cache.read("sample3")["rgb_cam1"] is None and cache.read("sample3")["gyro"] is not None
+    reason = cache.failures["sample4"]
+    assert "rgb_cam1: sample4.mp4:" in reason and "acc_phone: sample4_acc.csv: empty CSV" in reason
+    assert "gyro: missing_gyro.csv: file not found" in reason
+    assert cache.read("sample5")["rgb_cam1"] is None  # missing in the index: not a failure
+    assert dataset["summary"]["unusable"] == ["sample4"]
+
+
+def test_rerun_is_a_no_op_and_strict_fails_on_recorded_failures(dataset):
+    parts = dataset["cache"] / "parts"
+    before = {p.name: p.stat().st_mtime_ns for p in parts.glob("part-*")}
+    args = ["--index", str(dataset["index"]), "--cache", str(dataset["cache"]), "--workers", "0"] + CLI_SETTINGS
+    result = CliRunner().invoke(extract_command, args)
+    assert result.exit_code == 0, result.output
+    assert "extracted 0 samples in 0 parts (3 parts already complete)" in result.output
+    assert "2 samples with failures (1 without any usable modality)" in result.output
+    assert {p.name: p.stat().st_mtime_ns for p in parts.glob("part-*")} == before
+    strict = CliRunner().invoke(extract_command, args + ["--strict"])
+    assert strict.exit_code != 0 and "2 samples had failures (--strict)" in strict.output
+
+
+def test_different_settings_are_refused(dataset):
+    args = ["--index", str(dataset["index"]), "--cache", str(dataset["cache"]), "--workers", "0"] + CLI_SETTINGS
+    result = CliRunner().invoke(extract_command, args + ["--frame-stride", "2"])
+    assert result.exit_code == 2
+    assert "built with different settings (frame_stride: cache has 3, now 2)" in result.output
+    assert "--overwrite" in result.output
+
+
+def test_changed_source_redoes_only_its_part(dataset, tmp_path):
+    samples, _ = make_dataset(tmp_path, n_good=1)
+    specs = select_modalities("demo", MODALITIES)
+    run_extract(samples, "demo", specs, tmp_path / "c.zarr", SETTINGS, workers=0, show_progress=False)
+    before = read_part_attrs(tmp_path / "c.zarr")
+    write_mmact_csv(Path(samples[2].paths["gyro"]), T0, 50, np.ones((60, 3)))  # part-000001
+    summary = run_extract(samples, "demo", specs, tmp_path / "c.zarr", SETTINGS, workers=0, show_progress=False)
+    assert summary["parts"] == 1 and summary["skipped_parts"] == 1
+    after = read_part_attrs(tmp_path / "c.zarr")
+    assert after["part-000000"] == before["part-000000"] and after["part-000001"] != before["part-000001"]
+    assert np.all(FeatureCache(tmp_path / "c.zarr").read(samples[2].sample_id)["gyro"] == 1)
+
+
+def test_sigkill_then_rerun_equals_an_uninterrupted_run(dataset, tmp_path):
+    cache = tmp_path / "killed.zarr"
+    cmd = [sys.executable, "cli.py", "extract", "--index", str(dataset["index"]), "--cache", str(cache),
+           "--workers", "0", "--part-size", "1"] + [a for a in CLI_SETTINGS if a != "--part-size"]
+    cmd.remove("2")  # the default part size given above
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (cache / "parts" / "part-000001").exists():  # kill after the second part, mid-run
+            assert proc.poll() is None and time.monotonic() < deadline, "extract ended before it could be killed"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    survivors = {p.name: p.stat().st_mtime_ns for p in (cache / "parts").glob("part-*")}
+    assert 2 <= len(survivors) < 6
+    rerun = CliRunner().invoke(extract_command, cmd[3:])
+    assert rerun.exit_code == 0, rerun.output
+    assert f"({len(survivors)} parts already complete)" in rerun.output, rerun.output  # not redone
+    assert {p.name: p.stat().st_mtime_ns for p in (cache / "parts").glob("part-*") if p.name in survivors} == survivors
+    reference = tmp_path / "uninterrupted.zarr"
+    settings = ExtractSettings(**{**vars(SETTINGS), "part_size": 1})
+    run_extract(dataset["samples"], "demo", select_modalities("demo", MODALITIES), reference, settings,
+                workers=0, show_progress=False)
+    assert_same_caches(cache, reference)
+    assert FeatureCache(cache).failures == FeatureCache(reference).failures
+
+
+def test_two_dask_workers_give_the_same_bytes_as_one_process(dataset, tmp_path):
+    run_extract(dataset["samples"], "demo", select_modalities("demo", MODALITIES), tmp_path / "dask.zarr", SETTINGS,
+                workers=2, show_progress=False)
+    assert len(read_part_attrs(tmp_path / "dask.zarr")) == 3
+    assert_same_caches(tmp_path / "dask.zarr", dataset["cache"])
+
+
+def test_real_utd_mhad_depth_skeleton_inertial(utd_root, tmp_path):
+    specs = select_modalities("utd_mhad", "depth,skeleton,inertial")
+    samples = []
+    for sid in ("a1_s1_t1", "a8_s1_t4"):  # the second is absent from the release
+        a, s, t = (int(x[1:]) for x in sid.split("_"))
+        samples.append(Sample(sid, "utd_mhad", subject=s, activity=f"a{a}", activity_id=a - 1, group="g", group_id=0,
+                              trial=t, paths={"depth": str(utd_root / "Depth" / f"{sid}_depth.mat"),
+                                              "skeleton": str(utd_root / "Skeleton" / f"{sid}_skeleton.mat"),
+                                              "inertial": str(utd_root / "Inertial" / f"{sid}_inertial.mat")}))
+    run_extract(samples, "utd_mhad", specs, tmp_path / "utd.zarr", SETTINGS, workers=0, show_progress=False)
+    cache = FeatureCache(tmp_path / "utd.zarr")
+    first = cache.read("a1_s1_t1")  # inertial (160, 6), skeleton (20, 3, 48), depth (240, 320, 48)
+    assert first["depth"].shape == (16, 2048)
+    assert first["inertial"].shape == (32, 5, 6) and first["skeleton"].shape == (32, 5, 60)
+    assert "file not found" in cache.failures["a8_s1_t4"]
+    assert [s.sample_id for s in cache.samples] == ["a1_s1_t1"]
+    direct = Backbone("random", "cpu", 4)(load_raw_sample(samples[0], specs, SETTINGS).inputs["depth"])
+    np.testing.assert_allclose(first["depth"].astype(np.float32), direct, rtol=2e-3, atol=2e-3)
