@@ -1,0 +1,107 @@
+"""The studies' --quick settings on a tiny demo cache, and the significance test they report."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from mumu.significance import aso, pairwise_aso, significantly_better, violation_ratio
+from mumu.studies import modality_combinations, study_command
+from tests.test_data import tiny_demo  # noqa: F401  (session fixture: tiny demo dataset + feature cache)
+
+
+# ------------------------------------------------------------------ significance (ASO, Dror et al. 2019)
+
+def test_violation_ratio_is_zero_for_dominance_and_complements():
+    assert violation_ratio([0.7, 0.8, 0.9], [0.5, 0.6, 0.65]) == 0.0
+    assert violation_ratio([0.5, 0.6, 0.65], [0.7, 0.8, 0.9]) == 1.0
+    a, b = [0.60, 0.70, 0.72, 0.90], [0.65, 0.66, 0.80, 0.81]  # crossing quantile functions
+    assert 0 < violation_ratio(a, b) < 1
+    assert violation_ratio(a, b) + violation_ratio(b, a) == pytest.approx(1.0)
+
+
+def test_aso_finds_a_clearly_better_model_and_not_a_tie():
+    rng = np.random.default_rng(0)
+    better, worse = rng.normal(0.76, 0.003, 5), rng.normal(0.70, 0.01, 5)
+    assert aso(better, worse) < 0.5 < aso(worse, better)
+    same = rng.normal(0.7, 0.01, 5)
+    assert aso(same, same) >= 0.5  # a model is never significantly better than itself
+    eps = pairwise_aso({"mumu": list(better), "b1": list(worse)})
+    assert significantly_better(eps) == {"mumu": ["b1"], "b1": []}
+
+
+def test_modality_combinations_follow_table_5():
+    groups = {"visual": ["depth", "skeleton"], "non_visual": ["inertial"]}
+    assert len(modality_combinations(["depth", "skeleton", "inertial"], groups, quick=False)) == 7
+    six = ["rgb_cam1", "rgb_cam2", "acc_phone", "acc_watch", "gyro", "orientation"]
+    demo = {"visual": six[:2], "non_visual": six[2:]}
+    assert modality_combinations(six, demo, quick=True) == [six[:2], six[2:], six]
+    assert len(modality_combinations(six, demo, quick=False)) == 6 + 3
+
+
+# ------------------------------------------------------------------ the quick studies, end to end
+
+@pytest.fixture(scope="module")
+def params(tiny_demo, tmp_path_factory):  # noqa: F811
+    """params.yaml for the tiny demo: three modalities, one epoch, 16-d embeddings."""
+    torch.set_num_threads(1)
+    settings = tiny_demo.config(max_epochs=1).to_dict()
+    extract = settings.pop("extract")
+    path = tmp_path_factory.mktemp("params") / "params.yaml"
+    path.write_text(yaml.safe_dump({"train": settings, "extract": extract}))
+    return path
+
+
+def run_study(*args: str) -> str:
+    result = CliRunner().invoke(study_command, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_quick_noise_study_reports_clean_and_noisy_columns(params, tmp_path):
+    args = ["noise", "--quick", "--params", str(params), "--out", str(tmp_path), "--max-epochs", "1",
+            "--models", "b3,mumu"]
+    output = run_study(*args)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["results"]) == {"b3", "mumu"}
+    for model in ("b3", "mumu"):
+        row = results["results"][model]
+        assert set(row) == {"clean", "noisy", "noisy_visual", "noisy_non_visual"}
+        assert len({r["n_samples"] for r in row.values()}) == 1  # every condition covers the whole test set
+    table = (tmp_path / "table.md").read_text()
+    assert "| MuMu |" in table and "noisy visual" in table and table.split("\n\n")[1] in output
+    # a rerun reuses the finished runs instead of training again
+    checkpoint = tmp_path / "runs" / "mumu" / "checkpoints" / "best.ckpt"
+    before = checkpoint.stat().st_mtime_ns
+    run_study(*args)
+    assert checkpoint.stat().st_mtime_ns == before
+
+
+def test_quick_ablation_study_reports_mean_std_and_aso(params, tmp_path):
+    output = run_study("ablation", "--quick", "--params", str(params), "--out", str(tmp_path),
+                       "--max-epochs", "1", "--models", "b1,mumu")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["seeds"] == [0, 1]
+    assert all(len(scores) == 2 for scores in results["macro_f1"].values())
+    eps = results["significance"]["eps_min"]
+    assert 0 <= eps["mumu"]["b1"] <= 1 and 0 <= eps["b1"]["mumu"] <= 1
+    assert "Almost Stochastic Order" in output and "±" in output
+    assert "| B1 non-attention |" in (tmp_path / "table.md").read_text()
+
+
+def test_quick_modalities_study_trains_each_group(params, tmp_path):
+    run_study("modalities", "--quick", "--params", str(params), "--out", str(tmp_path), "--max-epochs", "1")
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    # the tiny config uses rgb_cam1 (visual) + acc_phone, gyro (non-visual)
+    assert set(results) == {"rgb_cam1", "acc_phone+gyro", "rgb_cam1+acc_phone+gyro"}
+    assert all(0 <= r["macro_f1"] <= 1 for r in results.values())
+
+
+def test_unknown_model_is_a_clear_error(params, tmp_path):
+    result = CliRunner().invoke(study_command, ["ablation", "--params", str(params), "--out", str(tmp_path),
+                                                "--models", "b9"])
+    assert result.exit_code != 0 and "b9" in result.output
