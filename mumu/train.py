@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import shutil
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -47,6 +48,7 @@ from pipeline.modalities import ModalitySpec, select_modalities
 from pipeline.tables import load_table
 
 MONITOR = "val/macro_f1"
+NORM_SAMPLES = 256  # training samples that estimate the input standardisation
 
 
 # --------------------------------------------------------------------------------------------------
@@ -74,13 +76,19 @@ class MumuModule(pl.LightningModule):
         with_groups = self.cfg.model == "mumu"
         self.val_metrics = ActivityMetrics(len(activity_names), len(group_names), with_groups)
         self.test_metrics = ActivityMetrics(len(activity_names), len(group_names), with_groups)
+        # Encoder inputs are standardised per feature with training-set statistics (`fit_input_norm`), so
+        # that 2048-d ResNet features and sensor channels in m/s^2 or degrees start on the same scale.
+        for name, spec in self.specs.items():
+            width = FEATURE_DIM if spec.visual else spec.channels
+            self.register_buffer(f"mean_{name}", torch.zeros(width))
+            self.register_buffer(f"std_{name}", torch.ones(width))
         self._backbone = None  # raw path only; built on first use, never part of the checkpoint
         self._predictions: list[dict] = []
         self.test_results: dict | None = None  # set by on_test_epoch_end: metrics + predictions
 
     # ---- inputs
-    def encoder_inputs(self, batch: dict) -> dict[str, torch.Tensor]:
-        """x as the encoders see it: visual (B, S, 2048) features, sensor (B, S, W, C) windows."""
+    def features(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The batch's inputs as the cache stores them: visual (B, S, 2048), sensor (B, S, W, C)."""
         if not self.raw_visual:
             return batch["x"]
         x = dict(batch["x"])
@@ -88,6 +96,29 @@ class MumuModule(pl.LightningModule):
             if spec.visual:
                 x[name] = self._frames_to_features(x[name], batch["lengths"][name])
         return x
+
+    def encoder_inputs(self, batch: dict) -> dict[str, torch.Tensor]:
+        """x as the encoders see it: standardised features (padding is masked by the encoders)."""
+        x = self.features(batch)
+        return {name: (x[name] - getattr(self, f"mean_{name}")) / getattr(self, f"std_{name}") for name in self.specs}
+
+    @torch.no_grad()
+    def fit_input_norm(self, loader) -> None:
+        """Per-feature mean and std over the valid steps of `loader` (training samples)."""
+        sums: dict[str, list[torch.Tensor]] = {name: [] for name in self.specs}
+        for batch in loader:
+            x = self.features(batch)
+            for name, spec in self.specs.items():
+                valid = torch.arange(x[name].shape[1])[None, :] < batch["lengths"][name][:, None]  # (B, S)
+                steps = x[name][valid]  # (N, 2048) or (N, W, C)
+                sums[name].append(steps.reshape(-1, steps.shape[-1]).double())
+        for name, chunks in sums.items():
+            values = torch.cat(chunks)
+            if len(values) < 2:
+                continue  # never present in these samples: leave the identity
+            std = values.std(0)
+            getattr(self, f"mean_{name}").copy_(values.mean(0))
+            getattr(self, f"std_{name}").copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
     def _frames_to_features(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # frames (B, S, H, W, 3) uint8 -> features (B, S, 2048); padded steps stay zero
@@ -355,6 +386,9 @@ def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callb
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = MumuModule(cfg.to_dict(), [asdict(s) for s in data.specs], data.activity_names, data.group_names,
                         raw_visual=cfg.source == "raw")
+    if ckpt_path is None:  # a resumed run restores the statistics from its checkpoint
+        norm_samples = random.Random(cfg.seed).sample(split.train, min(NORM_SAMPLES, len(split.train)))
+        module.fit_input_norm(data.loader(norm_samples))
     datamodule = MumuDataModule(data.dataset, data.collate(), split.train, split.val, split.test,
                                 cfg.batch_size, cfg.seed, cfg.num_workers)
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor=MONITOR,
@@ -367,6 +401,7 @@ def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callb
     trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path or None, verbose=False)
     results = module.test_results
     metrics = {**results["metrics"], "f1": "macro-F1 over the whole test set", "split": split.name,
+               "world_size": trainer.world_size,
                "best_epoch_checkpoint": Path(checkpoint.best_model_path).name, "activities": data.activity_names}
     if _is_launcher():
         subjects = {s.sample_id: s.subject for s in split.test}

@@ -1,0 +1,126 @@
+"""Training on the tiny demo cache: it learns, the run directory, determinism, resume, the command."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from click.testing import CliRunner
+
+from mumu.train import load_run, train_once, train_command
+from pipeline.errors import MumuError
+from tests.test_data import tiny_demo  # noqa: F401  (session fixture)
+
+CHANCE = 1 / 6  # six demo activities
+
+
+def read_predictions(run_dir) -> list[dict]:
+    with open(run_dir / "predictions.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def learned_run(tiny_demo, tmp_path_factory):  # noqa: F811
+    """MuMu trained on the tiny demo long enough to learn (shared by several tests)."""
+    cfg = tiny_demo.config(tmp_path_factory.mktemp("runs") / "learned", max_epochs=25, lr=1e-2)
+    return cfg, train_once(cfg, progress=False)
+
+
+def test_mumu_learns_the_demo_well_above_chance(learned_run):
+    cfg, result = learned_run
+    assert result.metrics["accuracy"] > 3 * CHANCE, result.metrics
+    assert result.metrics["macro_f1"] > 2 * CHANCE, result.metrics
+    assert result.metrics["group_accuracy"] > 1 / 3, result.metrics
+
+
+def test_run_directory_holds_config_checkpoints_metrics_predictions(learned_run):
+    cfg, result = learned_run
+    run = cfg.run_dir
+    for name in ("config.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "split.json",
+                 "logs/metrics.csv", "dvclive/metrics.json"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    split = json.loads((run / "split.json").read_text())
+    rows = read_predictions(run)
+    assert sorted(r["sample_id"] for r in rows) == sorted(split["test"])  # every test sample, once
+    assert metrics["n_samples"] == len(split["test"]) and metrics["f1"].startswith("macro-F1")
+    assert len(metrics["per_class_f1"]) == 6
+    accuracy = sum(r["label"] == r["pred"] for r in rows) / len(rows)
+    assert accuracy == pytest.approx(metrics["accuracy"])
+    assert {"subject", "label_name", "pred_name", "group", "group_pred", "p:drinking"} <= set(rows[0])
+
+
+def test_load_run_reproduces_the_test_predictions(learned_run):
+    cfg, _ = learned_run
+    loaded = load_run(cfg.run_dir)
+    assert not loaded.module.training
+    preds = {}
+    for batch in loaded.test_loader():
+        out = loaded.predict(batch)
+        assert out.attention["sm"].shape == (len(batch["label"]), 3)  # SM-Fusion alpha per modality
+        preds.update(zip(batch["sample_id"], out.logits.argmax(-1).tolist()))
+    assert preds == {r["sample_id"]: int(r["pred"]) for r in read_predictions(cfg.run_dir)}
+
+
+def test_same_seed_same_metrics_and_resume_after_a_kill_matches(tiny_demo, tmp_path):  # noqa: F811
+    """Determinism (two runs, same seed) and resume: a run killed after its first epoch and rerun
+    continues from last.ckpt (it does not start over) and ends with the uninterrupted metrics."""
+    first = train_once(tiny_demo.config(tmp_path / "a"), progress=False)
+    second = train_once(tiny_demo.config(tmp_path / "b"), progress=False)
+    assert first.metrics == {**second.metrics, "best_epoch_checkpoint": first.metrics["best_epoch_checkpoint"]}
+    assert read_predictions(tmp_path / "a") == read_predictions(tmp_path / "b")
+
+    class Kill(pl.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            raise SystemExit("killed")
+
+    class EpochsRun(pl.Callback):
+        epochs: list[int] = []
+
+        def on_train_epoch_start(self, trainer, module):
+            self.epochs.append(trainer.current_epoch)
+
+    with pytest.raises(SystemExit):
+        train_once(tiny_demo.config(tmp_path / "c"), callbacks=[Kill()], progress=False)
+    assert (tmp_path / "c/checkpoints/last.ckpt").is_file() and not (tmp_path / "c/metrics.json").exists()
+    resumed = train_once(tiny_demo.config(tmp_path / "c"), callbacks=[EpochsRun()], progress=False)
+    assert EpochsRun.epochs == [1]  # only the epoch that was missing
+    assert resumed.metrics["macro_f1"] == first.metrics["macro_f1"]
+    assert resumed.metrics["per_class_f1"] == first.metrics["per_class_f1"]
+    assert resumed.metrics["loss"] == pytest.approx(first.metrics["loss"], rel=1e-5)
+
+    # a finished run is not redone; other settings in the same run directory are refused
+    EpochsRun.epochs = []
+    assert train_once(tiny_demo.config(tmp_path / "c"), callbacks=[EpochsRun()], progress=False).metrics == resumed.metrics
+    assert EpochsRun.epochs == []
+    with pytest.raises(MumuError, match="different settings"):
+        train_once(tiny_demo.config(tmp_path / "c", lr=0.5), progress=False)
+
+
+def test_baseline_trains_without_the_group_loss(tiny_demo, tmp_path):  # noqa: F811
+    result = train_once(tiny_demo.config(tmp_path / "b2", model="b2", max_epochs=1), progress=False)
+    assert result.metrics["group_accuracy"] is None
+    assert result.metrics["n_samples"] == len(json.loads((tmp_path / "b2/split.json").read_text())["test"])
+
+
+def test_train_command_prints_the_headline(tiny_demo, tmp_path):  # noqa: F811
+    out = tmp_path / "cli"
+    params = tmp_path / "params.yaml"
+    params.write_text("extract:\n  image_size: 32\n")  # the tiny cache's image size
+    args = ["--params", str(params), "--dataset", "demo", "--cache", str(tiny_demo.cache),
+            "--protocol", "cross_session", "--modalities", "acc_phone,gyro", "--max-epochs", "1", "--batch-size", "8",
+            "--embed-dim", "16", "--max-steps-sensor", "6", "--num-workers", "0", "--accelerator", "cpu",
+            "--val-fraction", "0.2", "--out", str(out)]
+    runner = CliRunner()
+    result = runner.invoke(train_command, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("test macro-F1 ") and "accuracy" in last and "(n=24 test samples)" in last
+    assert (out / "metrics.json").is_file()
+
+    missing = runner.invoke(train_command, args[:5] + [str(tmp_path / "absent.zarr")] + args[6:-1]
+                            + [str(tmp_path / "other")])
+    assert missing.exit_code != 0 and "absent.zarr does not exist" in missing.output
