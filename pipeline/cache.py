@@ -64,10 +64,12 @@ class CacheLock:
         self._file.close()
 
 
-def prepare_cache(path: str | Path, header: dict, overwrite: bool) -> None:
+def prepare_cache(path: str | Path, header: dict, overwrite: bool, rebuild_if_changed: bool = False) -> None:
     """Create the root group, or check that an existing cache was built with the same fingerprint.
 
     ``header`` = {dataset, modalities, fingerprint, provenance}. Call while holding `CacheLock`.
+    ``rebuild_if_changed``: rebuild a cache whose fingerprint differs instead of refusing (for
+    pipelines such as dvc.yaml, where a settings change must rebuild and an interruption resume).
     """
     import zarr
 
@@ -76,11 +78,12 @@ def prepare_cache(path: str | Path, header: dict, overwrite: bool) -> None:
     if existing is not None and not overwrite:
         differences = {k: (existing["fingerprint"].get(k), v) for k, v in header["fingerprint"].items()
                        if existing["fingerprint"].get(k) != v}
-        if differences:
+        if differences and not rebuild_if_changed:
             listed = "; ".join(f"{k}: cache has {old!r}, now {new!r}" for k, (old, new) in differences.items())
             raise MumuError(f"{path} was built with different settings ({listed}); "
                             f"use another --cache or --overwrite to rebuild it")
-        return
+        if not differences:
+            return
     for entry in path.iterdir() if path.exists() else []:
         if entry.name != LOCK:  # rebuild everything but the lock we hold
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()

@@ -374,7 +374,8 @@ def _run_dask(todo, modalities, settings, cache_path, device, workers, scheduler
 
 def run_extract(samples: list[Sample], dataset: str, modalities: list[ModalitySpec], cache_path: str | Path,
                 settings: ExtractSettings, device: str = "cpu", workers: int = 0, scheduler: str | None = None,
-                overwrite: bool = False, index_path: str | None = None, show_progress: bool = True) -> dict:
+                overwrite: bool = False, index_path: str | None = None, show_progress: bool = True,
+                rebuild_if_changed: bool = False) -> dict:
     """Extract ``samples`` into the cache (only parts not already complete).
 
     Returns {done, parts, skipped_parts, frames, seconds} for this run and {failures, unusable} for all
@@ -391,7 +392,7 @@ def run_extract(samples: list[Sample], dataset: str, modalities: list[ModalitySp
         header = {"dataset": dataset, "modalities": [dataclasses.asdict(m) for m in modalities],
                   "fingerprint": fingerprint(dataset, modalities, settings, weights_hash),
                   "provenance": provenance(index_path, settings)}
-        cache_store.prepare_cache(cache_path, header, overwrite)
+        cache_store.prepare_cache(cache_path, header, overwrite, rebuild_if_changed)
         cache_store.clear_staging(cache_path)
         plan = plan_parts(samples, settings.part_size)
         todo = pending_parts(cache_path, plan, modalities)
@@ -469,6 +470,8 @@ _DEFAULTS = params_defaults()
 @click.option("--limit", type=int, default=None, help="Only the first N samples of the index (a quick try).")
 @click.option("--strict", is_flag=True, help="Exit non-zero when any sample had a failure.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing cache at --cache and rebuild it.")
+@click.option("--rebuild-if-changed", is_flag=True,
+              help="Rebuild an existing cache only when it was built with other settings (dvc.yaml uses this).")
 @click.option("--image-size", type=int, default=_DEFAULTS.get("image_size", 112), show_default=True,
               help="Frames are resized to this square size inside the decoder.")
 @click.option("--frame-stride", type=int, default=_DEFAULTS.get("frame_stride", 3), show_default=True,
@@ -484,8 +487,8 @@ _DEFAULTS = params_defaults()
 @click.option("--decode-timeout", type=float, default=_DEFAULTS.get("decode_timeout_s", 120.0), show_default=True,
               help="Seconds before a hung decoder is killed and the input recorded as failed.")
 def extract_command(dataset, data_root, index_path, cache_path, modalities, weights, device, batch_size, workers,
-                    scheduler, limit, strict, overwrite, image_size, frame_stride, sensor_window, sensor_stride,
-                    sensor_rate, part_size, decode_timeout) -> None:
+                    scheduler, limit, strict, overwrite, rebuild_if_changed, image_size, frame_stride, sensor_window,
+                    sensor_stride, sensor_rate, part_size, decode_timeout) -> None:
     """Turn a sample index into a feature cache: frames -> frozen ResNet-50 (float16, 2048-d),
     sensors -> windows. Resumable: rerun after an interruption to finish; a complete cache is skipped."""
     for option, value in [("--batch-size", batch_size), ("--image-size", image_size), ("--frame-stride", frame_stride),
@@ -507,7 +510,7 @@ def extract_command(dataset, data_root, index_path, cache_path, modalities, weig
     settings = ExtractSettings(image_size, frame_stride, sensor_window, sensor_stride, sensor_rate, weights,
                                batch_size, part_size, decode_timeout)
     summary = run_extract(samples, dataset, specs, cache_path, settings, device, workers, scheduler, overwrite,
-                          str(index_path) if index_path else None)
+                          str(index_path) if index_path else None, rebuild_if_changed=rebuild_if_changed)
     rate = summary["frames"] / summary["seconds"] if summary["seconds"] else 0.0
     click.echo(f"{cache_path}: extracted {summary['done']} samples in {summary['parts']} parts "
                f"({summary['skipped_parts']} parts already complete), {summary['frames']} frames "

@@ -99,3 +99,17 @@ def test_training_parameter_change_does_not_re_extract(clone, first_repro):
     rerun = run(["dvc", "repro"], clone)
     assert ran_stages(rerun) == {"train", "evaluate"}
     assert cache_meta.stat().st_mtime_ns == before
+
+
+def test_extraction_parameter_change_rebuilds_the_cache(clone, first_repro):
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["extract"]["image_size"] = 48
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "extract" in json.loads(run(["dvc", "status", "--json"], clone).stdout)
+    # the persisted cache was built at 32 px: extract must rebuild it, not refuse or mix the two
+    rerun = run(["dvc", "repro", "--single-item", "extract"], clone)
+    assert ran_stages(rerun) == {"extract"}
+    from pipeline.cache import FeatureCache
+
+    cache = FeatureCache(clone / "cache/demo.zarr")
+    assert cache.fingerprint["image_size"] == 48 and len(cache.samples) == 18
