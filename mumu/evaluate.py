@@ -152,9 +152,13 @@ def choose_activities(spec: str, activity_names: list[str], group_names: list[st
     return chosen[:4]
 
 
-def mean_weights(result: Inference, activities: list[int]) -> dict[str, np.ndarray]:
+# what the model's modality weights are called in the plots: B3 puts its self-attention under "gm"
+FUSION_LABELS = {"mumu": {"sm": "SM-Fusion", "gm": "GM-Fusion"}, "b3": {"gm": "self-attention"}}
+
+
+def mean_weights(result: Inference, activities: list[int], model: str) -> dict[str, np.ndarray]:
     """{fusion label: (A, M)} attention weights averaged over each activity's test samples."""
-    labels = {"sm": "SM-Fusion", "gm": "GM-Fusion"}
+    labels = FUSION_LABELS[model]
     return {labels[key]: np.stack([weights[result.labels == a].mean(axis=0) for a in activities])
             for key, weights in result.attention.items()}
 
@@ -222,12 +226,13 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
     groups = split_groups(data.specs)
     if first["clean"].attention:
         chosen = choose_activities(activities, names, group_names, class_groups, set(first["clean"].labels.tolist()))
+        level = f"{noise} {noise_level:g}"
+        columns = [("clean input", "clean", []), (f"noisy visual ({level})", "noisy_visual", groups["visual"]),
+                   (f"noisy non-visual ({level})", "noisy_non_visual", groups["non_visual"])]
         plots.plot_attention(
             [names[a] for a in chosen], modality_names,
-            [("clean input", mean_weights(first["clean"], chosen), []),
-             (f"noisy visual ({noise} {noise_level:g})", mean_weights(first["noisy_visual"], chosen), groups["visual"]),
-             (f"noisy non-visual ({noise} {noise_level:g})", mean_weights(first["noisy_non_visual"], chosen),
-              groups["non_visual"])],
+            [(title, mean_weights(first[condition], chosen, run.config.model), corrupted)
+             for title, condition, corrupted in columns],
             figures / "attention.png", f"Modality attention weights, mean over test samples ({where})")
     else:
         (figures / "attention.png").unlink(missing_ok=True)  # B1/B2 have no modality attention
