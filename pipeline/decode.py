@@ -167,6 +167,8 @@ def _serve() -> None:
     """Worker loop: one (path, kind, stride, image_size) request in, one result out, until EOF."""
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # stray prints from libraries must not corrupt the result stream
+    os.nice(5)  # where cores are scarce, decoding ahead yields to the backbone it feeds
+    import decord  # noqa: F401  (imported before the first request, while the parent is still setting up)
     while True:
         header = inp.read(8)
         if len(header) < 8:
@@ -207,10 +209,14 @@ class DecodeWorker:
         except TimeoutError:
             raise DecodeError(f"decoding took longer than {self.timeout_s:.0f} s with decord and PyAV; killed") from None
 
-    def _request(self, path, kind, stride, image_size, decoder) -> np.ndarray:
+    def start(self) -> None:
+        """Start (or recycle) the process now, so its start-up overlaps other work."""
         if self._proc is None or self._proc.poll() is not None or self._served >= self.recycle_after:
             self.close()
             self._start()
+
+    def _request(self, path, kind, stride, image_size, decoder) -> np.ndarray:
+        self.start()
         _write_message(self._proc.stdin, (str(path), kind, int(stride), int(image_size), decoder))
         deadline = time.monotonic() + self.timeout_s
         fd = self._proc.stdout.fileno()

@@ -23,9 +23,9 @@ import dataclasses
 import logging
 import os
 import platform
+import queue
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -133,30 +133,39 @@ def load_raw_sample(sample: Sample, modalities: list[ModalitySpec], settings: Ex
 
 
 class DecodePool:
-    """Loads samples (`load_raw_sample`) in ``n`` threads, each driving its own `DecodeWorker`
-    subprocess; `stream` yields them in order, keeping ``lookahead`` samples in flight."""
+    """Loads samples (`load_raw_sample`) in ``n`` threads, each driving a `DecodeWorker` subprocess
+    (started at once); `stream` yields them in order, keeping ``lookahead`` samples in flight."""
 
     def __init__(self, modalities: list[ModalitySpec], settings: ExtractSettings, n: int):
         self.modalities, self.settings = modalities, settings
         self._executor = ThreadPoolExecutor(max_workers=n, thread_name_prefix="decode")
-        self._local = threading.local()
-        self._workers: list[DecodeWorker] = []
+        self._workers = [DecodeWorker(settings.decode_timeout_s) for _ in range(n)]
+        self._idle: queue.SimpleQueue[DecodeWorker] = queue.SimpleQueue()
+        for worker in self._workers:
+            worker.start()
+            self._idle.put(worker)
 
     def _load(self, sample: Sample) -> RawSample:
-        if not hasattr(self._local, "worker"):
-            self._local.worker = DecodeWorker(self.settings.decode_timeout_s)
-            self._workers.append(self._local.worker)
-        return load_raw_sample(sample, self.modalities, self.settings, self._local.worker)
+        worker = self._idle.get()  # n threads, n workers: never waits
+        try:
+            return load_raw_sample(sample, self.modalities, self.settings, worker)
+        finally:
+            self._idle.put(worker)
 
     def stream(self, samples: Iterable[Sample], lookahead: int) -> Iterator[RawSample]:
+        """Submits the first ``lookahead`` samples now; the iterator returns them in order."""
         pending = iter(samples)
         in_flight = deque(self._executor.submit(self._load, s) for _, s in zip(range(lookahead), pending))
-        while in_flight:
-            raw = in_flight.popleft().result()
-            following = next(pending, None)
-            if following is not None:
-                in_flight.append(self._executor.submit(self._load, following))
-            yield raw
+
+        def results() -> Iterator[RawSample]:
+            while in_flight:
+                raw = in_flight.popleft().result()
+                following = next(pending, None)
+                if following is not None:
+                    in_flight.append(self._executor.submit(self._load, following))
+                yield raw
+
+        return results()
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -303,11 +312,11 @@ def provenance(index_path: str | None, settings: ExtractSettings) -> dict:
 def _run_in_process(todo, modalities, settings, cache_path, device, decoders, progress) -> list[dict]:
     from pipeline.backbone import Backbone
 
-    backbone = Backbone(settings.weights, device, settings.batch_size)
     results = []
     with DecodePool(modalities, settings, decoders) as pool:
         # Keep a part plus a little decoding ahead of the backbone, across part boundaries.
         stream = pool.stream((s for _, samples in todo for s in samples), settings.part_size + 2 * decoders)
+        backbone = Backbone(settings.weights, device, settings.batch_size)  # while the first samples decode
         for name, samples in todo:
             raws = (next(stream) for _ in samples)
             results.append(extract_part(name, raws, modalities, backbone, cache_path))
@@ -352,7 +361,7 @@ def _run_dask(todo, modalities, settings, cache_path, device, workers, scheduler
         with dask.config.set({"distributed.worker.multiprocessing-method": "spawn",
                               "distributed.worker.daemon": False}):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, resources={"GPU": 1} if gpu else None,
+                                   dashboard_address=":0", resources={"GPU": 1} if gpu else None,
                                    silence_logs=logging.ERROR)
         client = Client(cluster)
     results = []
