@@ -74,21 +74,24 @@ def prepare_cache(path: str | Path, header: dict, overwrite: bool, rebuild_if_ch
     import zarr
 
     path = Path(path)
-    existing = _read_header(path) if (path / "zarr.json").is_file() else None
+    contents = [e for e in path.iterdir() if e.name != LOCK] if path.is_dir() else []
+    # A non-empty folder that is not a mumu cache raises here: nothing is ever deleted from it.
+    existing = _read_header(path, check_format=False) if contents else None
     if existing is not None and not overwrite:
-        differences = {k: (existing["fingerprint"].get(k), v) for k, v in header["fingerprint"].items()
-                       if existing["fingerprint"].get(k) != v}
+        old = {**existing.get("fingerprint", {}), "format": existing.get("format")}
+        new = {**header["fingerprint"], "format": FORMAT_VERSION}
+        differences = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
         if differences and not rebuild_if_changed:
-            listed = "; ".join(f"{k}: cache has {old!r}, now {new!r}" for k, (old, new) in differences.items())
+            listed = "; ".join(f"{k}: cache has {was!r}, now {now!r}" for k, (was, now) in differences.items())
             raise MumuError(f"{path} was built with different settings ({listed}); "
                             f"use another --cache or --overwrite to rebuild it")
         if not differences:
+            zarr.open_group(str(path), mode="a", zarr_format=3).require_group(PARTS)  # a kill may have beaten it
             return
-    for entry in path.iterdir() if path.exists() else []:
-        if entry.name != LOCK:  # rebuild everything but the lock we hold
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    root = zarr.open_group(str(path), mode="w", zarr_format=3)
-    root.attrs[ATTRS_KEY] = {"format": FORMAT_VERSION, **header}
+    for entry in contents:  # rebuild everything but the lock we hold
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    # The header goes into zarr.json in one write, so a kill never leaves a cache without one.
+    root = zarr.create_group(str(path), zarr_format=3, attributes={ATTRS_KEY: {"format": FORMAT_VERSION, **header}})
     root.create_group(PARTS)
 
 
@@ -160,12 +163,12 @@ def clear_staging(path: str | Path) -> None:
     shutil.rmtree(Path(path) / STAGING, ignore_errors=True)
 
 
-def _read_header(path: Path) -> dict:
+def _read_header(path: Path, check_format: bool = True) -> dict:
     try:
         attrs = json.loads((path / "zarr.json").read_text())["attributes"][ATTRS_KEY]
     except (OSError, KeyError, ValueError):
         raise MumuError(f"{path} is not a mumu feature cache (no {ATTRS_KEY} attributes in zarr.json)") from None
-    if attrs.get("format") != FORMAT_VERSION:
+    if check_format and attrs.get("format") != FORMAT_VERSION:
         raise MumuError(f"{path}: cache format {attrs.get('format')}, this code reads format {FORMAT_VERSION}; "
                         f"rebuild it with `extract --overwrite`")
     return attrs

@@ -72,6 +72,14 @@ def test_a_part_left_in_staging_by_a_killed_writer_is_invisible(tmp_path):
     assert len(FeatureCache(tmp_path / "c.zarr")) == 3
 
 
+def test_a_folder_that_is_not_a_cache_is_never_deleted(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "precious.txt").write_text("keep me")
+    with pytest.raises(MumuError, match="is not a mumu feature cache"):
+        prepare_cache(tmp_path / "data", header(), overwrite=True)
+    assert (tmp_path / "data" / "precious.txt").read_text() == "keep me"
+
+
 def test_second_writer_is_locked_out(tmp_path):
     with CacheLock(tmp_path / "c.zarr"):
         with pytest.raises(MumuError, match="being written by another extract"):
