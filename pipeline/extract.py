@@ -439,14 +439,12 @@ def run_extract(samples: list[Sample], dataset: str, modalities: list[ModalitySp
 # CLI
 
 
-def _load_samples(dataset: str, data_root: Path | None, index: Path | None) -> list[Sample]:
+def _load_samples(dataset: str, data_root: Path, index: Path | None) -> list[Sample]:
     if index is not None:
         samples = read_index(index)
     else:
         from pipeline.datasets import build_index
 
-        if data_root is None:
-            raise MumuError("pass --index PATH (from `python cli.py index`) or --data-root")
         samples = build_index(dataset, data_root).samples
     wrong = {s.dataset for s in samples} - {dataset}
     if wrong:
@@ -460,8 +458,9 @@ _DEFAULTS = params_defaults()
 @click.command("extract")
 @click.option("--dataset", default=_DEFAULTS.get("dataset", "demo"), show_default=True,
               help="demo | mmact | utd_mhad | ucsd_mit")
-@click.option("--data-root", type=click.Path(path_type=Path), default=_DEFAULTS.get("data_root"),
-              show_default=True, help="Raw dataset root (used to build the index when --index is not given).")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None,
+              help="Raw dataset root, to build the index when --index is not given  "
+                   "[default: params.yaml data_root for its dataset, else data/<dataset>]")
 @click.option("--index", "index_path", type=click.Path(path_type=Path), default=None,
               help="Sample index CSV from `cli.py index` (default: build it from --data-root).")
 @click.option("--cache", "cache_path", type=click.Path(path_type=Path), default=None,
@@ -512,6 +511,9 @@ def extract_command(dataset, data_root, index_path, cache_path, modalities, weig
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     specs = select_modalities(dataset, modalities)
+    if data_root is None:
+        data_root = Path(_DEFAULTS["data_root"]) if dataset == _DEFAULTS.get("dataset") and _DEFAULTS.get("data_root") \
+            else Path("data") / dataset
     samples = _load_samples(dataset, data_root, index_path)
     if limit is not None:
         samples = samples[:limit]
