@@ -206,7 +206,7 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
 
     data = run.data
     names, group_names = data.activity_names, data.group_names
-    class_groups = _class_groups(data)
+    class_groups = _class_groups(run.config.dataset)
     metrics, per_class = compute_metrics(results, names, group_names, class_groups)
     metrics.update({"model": run.config.model, "dataset": run.config.dataset, "protocol": run.config.protocol,
                     "folds": folds, "noise": {"mode": noise, "level": noise_level}})
@@ -250,12 +250,11 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
-def _class_groups(data) -> list[int]:
-    """Activity id -> group id, from the samples (the dataset's table defines both)."""
-    groups = [0] * len(data.activity_names)
-    for sample in data.samples:
-        groups[sample.activity_id] = sample.group_id
-    return groups
+def _class_groups(dataset: str) -> list[int]:
+    """Activity id -> group id, from the dataset's activity table."""
+    from pipeline.tables import load_table
+
+    return [a.group_id for a in load_table(dataset).activities]
 
 
 def _plot_tsne(result: Inference, modality_names: list[str], activity_names: list[str], path: Path, where: str,
