@@ -100,8 +100,9 @@ def infer(run, corrupt: str | None = None, noise: str = "drop", level: float = 1
                      np.concatenate(rows["uni"]), np.concatenate(rows["fused"]))
 
 
-def headline_metrics(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> dict[str, float]:
-    """Macro-F1 (over the classes present in labels or predictions) and top-1 accuracy."""
+def headline_metrics(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+    """Macro-F1 over the classes present in labels or predictions (as torchmetrics' macro F1 in
+    training) and top-1 accuracy."""
     return {"macro_f1": float(f1_score(labels, preds, average="macro", zero_division=0)),
             "accuracy": float(accuracy_score(labels, preds)), "n_samples": int(len(labels))}
 
@@ -112,17 +113,17 @@ def compute_metrics(results: dict[str, Inference], activity_names: list[str], gr
     clean = results["clean"]
     k = len(activity_names)
     metrics: dict[str, Any] = {"f1": "macro"}  # macro-F1 over the whole test set
-    metrics.update(headline_metrics(clean.labels, clean.preds, k))
+    metrics.update(headline_metrics(clean.labels, clean.preds))
     if clean.group_preds is not None:
         metrics["group_accuracy"] = float(accuracy_score(clean.groups, clean.group_preds))
     for condition, result in results.items():
         if condition != "clean":
-            metrics[condition] = headline_metrics(result.labels, result.preds, k)
+            metrics[condition] = headline_metrics(result.labels, result.preds)
     metrics["per_group"] = {}
     for g, name in enumerate(group_names):
         rows = clean.groups == g
         if rows.any():
-            metrics["per_group"][name] = headline_metrics(clean.labels[rows], clean.preds[rows], k)
+            metrics["per_group"][name] = headline_metrics(clean.labels[rows], clean.preds[rows])
     precision, recall, f1, support = precision_recall_fscore_support(
         clean.labels, clean.preds, labels=range(k), zero_division=0)
     per_class = [{"activity": name, "group": group_names[class_groups[i]], "f1": float(f1[i]),

@@ -50,11 +50,11 @@ class Study:
         self.name = name
         self.out = Path(out) if out else Path("runs") / f"study-{name}"
         self.quick = quick
-        self.overrides = {**(QUICK if quick else {}), **{k: v for k, v in overrides.items() if v is not None}}
-        self.params = params
-        self.base = resolve_config(params, **self.overrides)
+        overrides = {**(QUICK if quick else {}), **{k: v for k, v in overrides.items() if v is not None}}
+        self.base = resolve_config(params, **overrides)  # TrainConfig shared by every run of the study
 
     def config(self, run_name: str, **changes: Any):
+        """The base config with `changes`, training into OUT/runs/<run_name>."""
         return self.base.replace(out=str(self.out / "runs" / run_name), **changes)
 
     def train(self, runs: dict[str, Any]) -> dict[str, Any]:
@@ -92,12 +92,11 @@ def run_noise_study(study: Study, models: list[str], noise: str, level: float, s
     trained = study.train({m: study.config(m, model=m) for m in models})
     results, rows = {}, []
     for model in tqdm(models, desc="noisy test passes", unit="model"):
-        per_fold, run = infer_folds(trained[model].run_dir, noise, level, seed)
-        k = len(run.data.activity_names)
+        per_fold, _ = infer_folds(trained[model].run_dir, noise, level, seed)
         results[model] = {}
         for condition in CONDITIONS:
             merged = Inference.concat([fold[condition] for fold in per_fold])
-            results[model][condition] = headline_metrics(merged.labels, merged.preds, k)
+            results[model][condition] = headline_metrics(merged.labels, merged.preds)
         r = results[model]
         rows.append([MODEL_NAMES[model]] + [pct(r[c]["macro_f1"]) for c in CONDITIONS])
     groups = split_groups(select_modalities(study.base.dataset, study.base.modalities))
@@ -107,10 +106,9 @@ def run_noise_study(study: Study, models: list[str], noise: str, level: float, s
              f"non-visual group: {', '.join(groups['non_visual']) or 'none'}. "
              "'Random group' picks visual or non-visual per test sample with p = 0.5, as in the paper; "
              "the other two columns corrupt that group in every test sample."]
-    text = study.write(f"Noise robustness (Table 6), {study.base.dataset}",
+    return study.write(f"Noise robustness (Table 6), {study.base.dataset}",
                        ["model", "clean", "noisy, random group", "noisy visual", "noisy non-visual"], rows,
                        {"noise": {"mode": noise, "level": level, "groups": groups}, "results": results}, notes)
-    return text
 
 
 def modality_combinations(names: list[str], groups: dict[str, list[str]], quick: bool) -> list[list[str]]:
