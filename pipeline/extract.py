@@ -228,10 +228,11 @@ def extract_part(name: str, raws: Iterable[RawSample], modalities: list[Modality
     samples, inputs, failures, unusable, missing = [], [], {}, [], {}
     for raw in raws:
         samples.append(raw.sample)
-        inputs.append(raw.inputs)
         for spec in modalities:
             if spec.visual and raw.inputs[spec.name] is not None:
                 batched.add(raw.inputs[spec.name])
+                raw.inputs[spec.name] = len(raw.inputs[spec.name])  # keep the count, not the frames
+        inputs.append(raw.inputs)
         sid = raw.sample.sample_id
         if raw.problems:
             failures[sid] = "; ".join(f"{m}: {why}" for m, why in raw.problems.items())
@@ -245,9 +246,9 @@ def extract_part(name: str, raws: Iterable[RawSample], modalities: list[Modality
     cursor = 0
     for sample_inputs in inputs:  # same order as fed to the backbone
         for spec in modalities:
-            value = sample_inputs[spec.name]
+            value = sample_inputs[spec.name]  # visual: number of frames; sensor: (S, W, C) windows
             if spec.visual and value is not None:
-                value, cursor = features[cursor:cursor + len(value)], cursor + len(value)
+                value, cursor = features[cursor:cursor + value], cursor + value
             arrays[spec.name].append(value)
     frames = int(sum(len(a) for spec in modalities if spec.visual for a in arrays[spec.name] if a is not None))
     attrs = {"sources": {s.sample_id: source_stamps(s, modalities) for s in samples}, "failures": failures,
