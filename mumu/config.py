@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from mumu.transforms import SensorTransform
 from pipeline.errors import MumuError
 from pipeline.extract import ExtractSettings  # the settings a cache is built with; raw mode applies them
 
@@ -33,6 +34,7 @@ class TrainConfig:
     val_fraction: float = 0.15
     max_steps_visual: int = 32  # segments per visual modality after sampling/padding
     max_steps_sensor: int = 64  # windows per sensor modality after sampling/padding
+    transforms: dict = field(default_factory=dict)  # mumu.transforms: skeleton body frame, augmentation
     extract: ExtractSettings = field(default_factory=ExtractSettings)
     # model and optimisation
     model: str = "mumu"
@@ -88,6 +90,7 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
     for name in ("max_epochs", "batch_size", "max_steps_visual", "max_steps_sensor", "embed_dim"):
         if getattr(cfg, name) < 1:
             raise MumuError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    SensorTransform.from_params(cfg.transforms)  # MumuError for bad transform settings
     if not 0.0 < cfg.val_fraction < 1.0:
         raise MumuError(f"val_fraction must be between 0 and 1, got {cfg.val_fraction}")
     return cfg

@@ -58,12 +58,13 @@ class StepDataset(Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], modalities: Sequence[ModalitySpec], max_steps: dict[str, int],
-                 train: bool, seed: int):
+                 train: bool, seed: int, transform: Callable[[dict, np.random.Generator | None], dict] | None = None):
         self.samples = list(samples)
         self.modalities = list(modalities)
         self.max_steps = dict(max_steps)
         self.train = train
         self.seed = seed
+        self.transform = transform  # mumu.transforms.SensorTransform: skeleton frame, train-time augmentation
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -76,8 +77,10 @@ class StepDataset(Dataset):
         def choose(name: str, n: int) -> np.ndarray:
             return step_indices(n, self.max_steps[name], rng)
 
-        return {"x": self.load(sample, choose), "label": sample.activity_id, "group": sample.group_id,
-                "sample_id": sample.sample_id}
+        x = self.load(sample, choose)
+        if self.transform is not None:
+            x = self.transform(x, rng)  # rng None at evaluation: no augmentation
+        return {"x": x, "label": sample.activity_id, "group": sample.group_id, "sample_id": sample.sample_id}
 
     def load(self, sample: Sample, choose: Callable[[str, int], np.ndarray]) -> dict[str, torch.Tensor | None]:
         raise NotImplementedError
@@ -86,8 +89,8 @@ class StepDataset(Dataset):
 class CacheDataset(StepDataset):
     """Reads one sample at a time from the zarr feature cache (through its offsets)."""
 
-    def __init__(self, cache_path: str | Path, samples, modalities, max_steps, train: bool, seed: int):
-        super().__init__(samples, modalities, max_steps, train, seed)
+    def __init__(self, cache_path: str | Path, samples, modalities, max_steps, train: bool, seed: int, transform=None):
+        super().__init__(samples, modalities, max_steps, train, seed, transform)
         self.cache_path = str(cache_path)
         self._cache = None  # opened lazily in each worker process: zarr handles are not fork-safe
 
@@ -124,8 +127,8 @@ class RawDataset(StepDataset):
     only the selected visual modalities are decoded.
     """
 
-    def __init__(self, samples, modalities, max_steps, train: bool, seed: int, settings):
-        super().__init__(samples, modalities, max_steps, train, seed)
+    def __init__(self, samples, modalities, max_steps, train: bool, seed: int, settings, transform=None):
+        super().__init__(samples, modalities, max_steps, train, seed, transform)
         self.settings = settings  # pipeline.extract.ExtractSettings
 
     def load(self, sample, choose):

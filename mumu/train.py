@@ -42,6 +42,7 @@ from mumu.data import (FEATURE_DIM, CacheDataset, MumuDataModule, PadCollate, Ra
                        max_steps_for)
 from mumu.metrics import ActivityMetrics, headline, summarize_folds
 from mumu.model import ModelOutput, build_model
+from mumu.transforms import SensorTransform
 from pipeline.errors import MumuError
 from pipeline.index import Sample
 from pipeline.modalities import ModalitySpec, select_modalities
@@ -227,9 +228,10 @@ class RunData:
                           {s.name: torch.uint8 for s in self.specs if s.visual and raw})
 
     def dataset(self, samples: list[Sample], train: bool) -> StepDataset:
+        transform = SensorTransform.from_params(self.cfg.transforms)  # skeleton frame; augmentation if train
         if self.cfg.source == "raw":
-            return RawDataset(samples, self.specs, self.max_steps, train, self.cfg.seed, self.cfg.extract)
-        return CacheDataset(self.cfg.cache_path, samples, self.specs, self.max_steps, train, self.cfg.seed)
+            return RawDataset(samples, self.specs, self.max_steps, train, self.cfg.seed, self.cfg.extract, transform)
+        return CacheDataset(self.cfg.cache_path, samples, self.specs, self.max_steps, train, self.cfg.seed, transform)
 
     def loader(self, samples: list[Sample], batch_size: int | None = None, num_workers: int = 0):
         """An evaluation DataLoader (deterministic sampling, in order) over `samples`."""
