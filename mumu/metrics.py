@@ -53,10 +53,11 @@ class ActivityMetrics(nn.Module):
             metric.reset()
 
 
-
 def summarize_folds(fold_metrics: dict[str, dict]) -> dict:
     """Mean and (population) std over folds of every scalar metric, plus the per-fold values."""
-    names = [n for n, v in next(iter(fold_metrics.values())).items() if isinstance(v, (int, float))]
+    counts = ("n_samples", "world_size")
+    names = [n for n, v in next(iter(fold_metrics.values())).items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and n not in counts]
     summary: dict = {"folds": fold_metrics}
     for name in names:
         values = [m[name] for m in fold_metrics.values() if m.get(name) is not None]

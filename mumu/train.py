@@ -123,7 +123,7 @@ class MumuModule(pl.LightningModule):
 
     def _frames_to_features(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # frames (B, S, H, W, 3) uint8 -> features (B, S, 2048); padded steps stay zero
-        if self._backbone is None:
+        if self._backbone is None or self._backbone.device != self.device:  # built where the module now lives
             from pipeline.backbone import Backbone
             self._backbone = Backbone(self.cfg.extract.weights, device=str(self.device))
         valid = torch.arange(frames.shape[1], device=frames.device)[None, :] < lengths[:, None]  # (B, S)
@@ -404,7 +404,7 @@ def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callb
     results = module.test_results
     metrics = {**results["metrics"], "f1": "macro-F1 over the whole test set", "split": split.name,
                "world_size": trainer.world_size,
-               "best_epoch_checkpoint": Path(checkpoint.best_model_path).name, "activities": data.activity_names}
+               "best_val_macro_f1": float(checkpoint.best_model_score), "activities": data.activity_names}
     if _is_launcher():
         subjects = {s.sample_id: s.subject for s in split.test}
         _write_predictions(fold_dir / "predictions.csv", results["predictions"], subjects, data, split.name)

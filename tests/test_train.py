@@ -9,7 +9,8 @@ import pytorch_lightning as pl
 import torch
 from click.testing import CliRunner
 
-from mumu.train import load_run, train_once, train_command
+from mumu.metrics import headline, summarize_folds
+from mumu.train import load_run, train_command, train_once
 from pipeline.errors import MumuError
 from tests.test_data import tiny_demo  # noqa: F401  (session fixture)
 
@@ -24,15 +25,16 @@ def read_predictions(run_dir) -> list[dict]:
 @pytest.fixture(scope="module")
 def learned_run(tiny_demo, tmp_path_factory):  # noqa: F811
     """MuMu trained on the tiny demo long enough to learn (shared by several tests)."""
-    cfg = tiny_demo.config(tmp_path_factory.mktemp("runs") / "learned", max_epochs=25, lr=1e-2)
+    cfg = tiny_demo.config(tmp_path_factory.mktemp("runs") / "learned", max_epochs=15, batch_size=4, lr=1e-2,
+                             dropout=0.0)
     return cfg, train_once(cfg, progress=False)
 
 
 def test_mumu_learns_the_demo_well_above_chance(learned_run):
     cfg, result = learned_run
-    assert result.metrics["accuracy"] > 3 * CHANCE, result.metrics
-    assert result.metrics["macro_f1"] > 2 * CHANCE, result.metrics
-    assert result.metrics["group_accuracy"] > 1 / 3, result.metrics
+    assert result.metrics["accuracy"] > 2 * CHANCE, result.metrics
+    assert result.metrics["macro_f1"] > 1.5 * CHANCE, result.metrics
+    assert result.metrics["group_accuracy"] > 1.5 / 3, result.metrics  # three groups
 
 
 def test_run_directory_holds_config_checkpoints_metrics_predictions(learned_run):
@@ -70,12 +72,13 @@ def test_same_seed_same_metrics_and_resume_after_a_kill_matches(tiny_demo, tmp_p
     continues from last.ckpt (it does not start over) and ends with the uninterrupted metrics."""
     first = train_once(tiny_demo.config(tmp_path / "a"), progress=False)
     second = train_once(tiny_demo.config(tmp_path / "b"), progress=False)
-    assert first.metrics == {**second.metrics, "best_epoch_checkpoint": first.metrics["best_epoch_checkpoint"]}
+    assert first.metrics == second.metrics
     assert read_predictions(tmp_path / "a") == read_predictions(tmp_path / "b")
 
-    class Kill(pl.Callback):
-        def on_train_epoch_end(self, trainer, module):
-            raise SystemExit("killed")
+    class Kill(pl.Callback):  # dies as the second epoch starts, after epoch 0's checkpoint is written
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == 1:
+                raise SystemExit("killed")
 
     class EpochsRun(pl.Callback):
         epochs: list[int] = []
@@ -98,6 +101,15 @@ def test_same_seed_same_metrics_and_resume_after_a_kill_matches(tiny_demo, tmp_p
     assert EpochsRun.epochs == []
     with pytest.raises(MumuError, match="different settings"):
         train_once(tiny_demo.config(tmp_path / "c", lr=0.5), progress=False)
+
+
+def test_folds_are_summarised_as_mean_std_and_per_fold_values():
+    folds = {"fold_s1": {"macro_f1": 0.5, "accuracy": 0.6, "n_samples": 10},
+             "fold_s2": {"macro_f1": 0.7, "accuracy": 0.8, "n_samples": 12}}
+    summary = summarize_folds(folds)
+    assert summary["macro_f1"] == pytest.approx(0.6) and summary["macro_f1_std"] == pytest.approx(0.1)
+    assert summary["n_samples"] == 22 and summary["folds"] == folds
+    assert headline(summary) == "macro-F1 60.00 ± 10.00 %, accuracy 70.00 ± 10.00 % (n=22 test samples)"
 
 
 def test_baseline_trains_without_the_group_loss(tiny_demo, tmp_path):  # noqa: F811
