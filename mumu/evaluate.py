@@ -13,7 +13,8 @@ in every sample. Writes into OUT (default RUN_DIR/eval):
     plots/attention.png     SM-/GM-Fusion modality weights, clean vs noisy (paper Figs. 1 and 4)
     plots/tsne.png          t-SNE of unimodal and fused embeddings (paper Fig. 3)
 
-F1 is macro-F1 over the whole test set (all folds pooled for LOSO). Attention and t-SNE show the
+F1 is macro-F1 over the whole test set (all folds pooled for LOSO; metrics.json adds the mean ± std
+over folds under "fold_mean"). Attention and t-SNE show the
 first fold's model for LOSO, since embeddings of different models do not share a space.
 """
 from __future__ import annotations
@@ -64,8 +65,7 @@ class Inference:
             cat([p.unimodal for p in parts]), cat([p.fused for p in parts]))
 
 
-def infer(run, corrupt: str | None = None, noise: str = "drop", level: float = 1.0, seed: int = 0,
-          desc: str = "test") -> Inference:
+def infer(run, corrupt: str | None = None, noise: str = "drop", level: float = 1.0, seed: int = 0) -> Inference:
     """Run a loaded run (`mumu.train.load_run`) over its test set, optionally corrupting the input.
 
     corrupt: None (clean), "random" (visual or non-visual group per sample, p = 0.5), "visual" or
@@ -74,7 +74,7 @@ def infer(run, corrupt: str | None = None, noise: str = "drop", level: float = 1
     generator = torch.Generator().manual_seed(seed)
     rows: dict[str, list] = {k: [] for k in ("ids", "labels", "groups", "preds", "group_preds", "uni", "fused")}
     attention: dict[str, list] = {}
-    for batch in tqdm(run.test_loader(), desc=desc, leave=False, unit="batch"):
+    for batch in run.test_loader():
         if corrupt is not None:
             n = len(batch["sample_id"])
             batch, _ = corrupt_batch(batch, run.data.specs, noise, level, generator,
@@ -186,10 +186,15 @@ def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, se
     folds = [None] if (run_dir / "split.json").is_file() else sorted(
         p.parent.name for p in run_dir.glob("*/split.json"))
     per_fold = []
-    for fold in folds:
-        run = load_run(run_dir, fold)
-        per_fold.append({name: infer(run, group, noise, level, seed, desc=f"{fold or 'test'} {name}")
-                         for name, group in CONDITIONS.items()})
+    with tqdm(total=len(folds) * len(CONDITIONS), desc="evaluate", unit="pass") as bar:
+        for fold in folds:
+            run = load_run(run_dir, fold)
+            results = {}
+            for name, group in CONDITIONS.items():
+                bar.set_postfix_str(f"{fold or 'test'} {name}")
+                results[name] = infer(run, group, noise, level, seed)
+                bar.update()
+            per_fold.append(results)
     return per_fold, run
 
 
@@ -211,6 +216,12 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
     metrics, per_class = compute_metrics(results, names, group_names, class_groups)
     metrics.update({"model": run.config.model, "dataset": run.config.dataset, "protocol": run.config.protocol,
                     "folds": folds, "noise": {"mode": noise, "level": noise_level}})
+    if folds > 1:  # LOSO papers report the mean ± std over folds; the headline numbers above pool them
+        scores = [headline_metrics(f["clean"].labels, f["clean"].preds) for f in per_fold]
+        metrics["fold_mean"] = {}
+        for name in ("macro_f1", "accuracy"):
+            values = [score[name] for score in scores]
+            metrics["fold_mean"].update({name: float(np.mean(values)), f"{name}_std": float(np.std(values))})
 
     figures = out / "plots"
     figures.mkdir(parents=True, exist_ok=True)
@@ -308,7 +319,12 @@ def summary(metrics: dict, per_class: list[dict], out_dir: Path) -> str:
              f"  clean input          {pct(metrics)}"]
     if "group_accuracy" in metrics:
         lines[-1] += f", group accuracy {100 * metrics['group_accuracy']:.1f} %"
-    lines += [f"  noisy, random group  {pct(metrics['noisy'])}   ({noise['mode']} {noise['level']:g}, p=0.5 per sample)",
+    if "fold_mean" in metrics:
+        m = metrics["fold_mean"]
+        lines.append(f"  mean ± std over folds: macro-F1 {100 * m['macro_f1']:.1f} ± {100 * m['macro_f1_std']:.1f} %,"
+                     f" accuracy {100 * m['accuracy']:.1f} ± {100 * m['accuracy_std']:.1f} %")
+    how = f"({noise['mode']} {noise['level']:g}, p=0.5 per sample)"
+    lines += [f"  noisy, random group  {pct(metrics['noisy'])}   {how}",
               f"  noisy visual         {pct(metrics['noisy_visual'])}",
               f"  noisy non-visual     {pct(metrics['noisy_non_visual'])}",
               "  per activity group:  " + ", ".join(f"{g} {100 * m['macro_f1']:.1f}"
