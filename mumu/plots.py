@@ -109,7 +109,7 @@ def plot_attention(
             ax.set_title(f"{activity}\n{label}", fontsize=9)
             if col == 0:
                 ax.set_ylabel("modality weight")
-    axes[0, 0].legend(fontsize=8, loc="upper right")
+    axes[0, -1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a bar
     fig.suptitle(f"{title}\nmodalities in red are corrupted in that column", fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
