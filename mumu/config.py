@@ -39,6 +39,7 @@ class TrainConfig:
     # model and optimisation
     model: str = "mumu"
     embed_dim: int = 128
+    conv_channels: int = 64  # sensor window encoder's conv width (mumu.encoders)
     dropout: float = 0.2
     beta_aux: float = 0.5
     lr: float = 1e-3
@@ -87,7 +88,7 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         raise MumuError(f"unknown model {cfg.model!r}; choose one of {', '.join(MODELS)}")
     if cfg.source not in ("cache", "raw"):
         raise MumuError(f"source must be 'cache' or 'raw', not {cfg.source!r}")
-    for name in ("max_epochs", "batch_size", "max_steps_visual", "max_steps_sensor", "embed_dim"):
+    for name in ("max_epochs", "batch_size", "max_steps_visual", "max_steps_sensor", "embed_dim", "conv_channels"):
         if getattr(cfg, name) < 1:
             raise MumuError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     SensorTransform.from_params(cfg.transforms)  # MumuError for bad transform settings
