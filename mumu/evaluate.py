@@ -14,8 +14,8 @@ in every sample. Writes into OUT (default RUN_DIR/eval):
     plots/tsne.png          t-SNE of unimodal and fused embeddings (paper Fig. 3)
 
 F1 is macro-F1 over the whole test set (all folds pooled for LOSO; metrics.json adds the mean ± std
-over folds under "fold_mean"). Attention and t-SNE show the
-first fold's model for LOSO, since embeddings of different models do not share a space.
+over folds under "fold_mean"). Attention and t-SNE show the first fold's model for LOSO, since
+embeddings of different models do not share a space.
 """
 from __future__ import annotations
 
