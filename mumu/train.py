@@ -124,15 +124,21 @@ class MumuModule(pl.LightningModule):
 
     def _frames_to_features(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # frames (B, S, H, W, 3) uint8 -> features (B, S, 2048); padded steps stay zero
-        if self._backbone is None or self._backbone.device != self.device:  # built where the module now lives
-            from pipeline.backbone import Backbone
-            self._backbone = Backbone(self.cfg.extract.weights, device=str(self.device))
         valid = torch.arange(frames.shape[1], device=frames.device)[None, :] < lengths[:, None]  # (B, S)
         features = torch.zeros(frames.shape[:2] + (FEATURE_DIM,), device=frames.device)
         if valid.any():
-            computed = self._backbone(frames[valid].cpu().numpy()).astype(np.float16)  # as the cache stores it
+            computed = self.backbone(frames[valid].cpu().numpy()).astype(np.float16)  # as the cache stores it
             features[valid] = torch.from_numpy(computed.astype(np.float32)).to(frames.device)
         return features
+
+    @property
+    def backbone(self):
+        """The frozen ResNet-50 of the raw path (pipeline.backbone.Backbone), built on first use where the
+        module lives; it is not a submodule, so it never enters the checkpoint or the optimiser."""
+        if self._backbone is None or self._backbone.device != self.device:
+            from pipeline.backbone import Backbone
+            self._backbone = Backbone(self.cfg.extract.weights, device=str(self.device))
+        return self._backbone
 
     def forward(self, batch: dict) -> ModelOutput:
         return self.model(self.encoder_inputs(batch), batch["lengths"])
