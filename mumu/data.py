@@ -33,6 +33,7 @@ from pipeline.index import Sample
 from pipeline.modalities import ModalitySpec
 
 FEATURE_DIM = 2048  # ResNet-50 global-average-pooled features
+MEMO_BYTES = 512 * 2**20  # per CacheDataset (and per worker): samples kept in memory once read
 
 
 def step_indices(n: int, length: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -93,9 +94,23 @@ class CacheDataset(StepDataset):
         super().__init__(samples, modalities, max_steps, train, seed, transform)
         self.cache_path = str(cache_path)
         self._cache = None  # opened lazily in each worker process: zarr handles are not fork-safe
+        # Samples already read stay in memory up to MEMO_BYTES: a zarr read costs ~20 ms per sample,
+        # more than a small sensor model's step, and every epoch reads the same samples again.
+        self._memo: dict[str, dict] = {}
+        self._memo_bytes = 0
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_cache": None}
+        return {**self.__dict__, "_cache": None, "_memo": {}, "_memo_bytes": 0}
+
+    def _read(self, sample_id: str) -> dict:
+        if sample_id in self._memo:
+            return self._memo[sample_id]
+        arrays = self.cache.read(sample_id)
+        size = sum(v.nbytes for v in arrays.values() if v is not None)
+        if self._memo_bytes + size <= MEMO_BYTES:
+            self._memo[sample_id] = arrays
+            self._memo_bytes += size
+        return arrays
 
     @property
     def cache(self):
@@ -105,7 +120,7 @@ class CacheDataset(StepDataset):
         return self._cache
 
     def load(self, sample, choose):
-        arrays = self.cache.read(sample.sample_id)
+        arrays = self._read(sample.sample_id)
         x: dict[str, torch.Tensor | None] = {}
         for spec in self.modalities:
             values = arrays.get(spec.name)
