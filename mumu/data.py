@@ -1,9 +1,9 @@
 """Batches for training and evaluation, from the feature cache or from the raw dataset.
 
 Batch format (shared with evaluation):
-    x:         dict[name, Tensor]  visual (B, S, 2048) float32 from the cache; sensor (B, S, W, C)
-                                   from raw, visual is (B, S, H, W, 3) uint8 frames, which
-                                   `mumu.train` turns into 2048-d features with the frozen backbone
+    x:         dict[name, Tensor]  sensor (B, S, W, C) float32; visual (B, S, 2048) float32 from the
+                                   cache, or (B, S, H, W, 3) uint8 frames from raw files, which
+                                   `mumu.train.MumuModule` turns into features with the frozen ResNet-50
     lengths:   dict[name, LongTensor (B,)]  valid steps; 0 = modality missing for that sample
     label:     LongTensor (B,)  activity class
     group:     LongTensor (B,)  activity group
@@ -16,7 +16,8 @@ sampled down to S steps by splitting it into S equal bins and taking
 - in training, one random step of each bin (jittered uniform sampling, as in temporal segment
   networks), so the whole clip is still covered but each epoch sees different segments.
 The random draw depends only on (seed, epoch, sample), so a resumed run and a run with any number
-of DataLoader workers see the same steps.
+of DataLoader workers see the same steps. An optional per-sample transform (mumu/transforms.py:
+skeleton body frame, training-time augmentation) draws from the same generator.
 """
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import pytorch_lightning as pl
-import torch
 from click.testing import CliRunner
 
 from mumu.metrics import headline, summarize_folds
