@@ -1,0 +1,116 @@
+"""Collect finished training runs into the small files committed beside docs/results.md.
+
+    python docs/results/summarise.py NAME RUN_DIR [RUN_DIR ...]
+
+Each RUN_DIR is a `cli.py train` output (one seed; LOSO runs have fold_s<N>/ folders). Reads every
+fold's metrics.json and the run's predictions.csv, and writes into docs/results/:
+- NAME.json: per run and fold top-1 accuracy and macro-F1, mean +- std over folds of each run, and
+  over all (fold, seed) pairs; per-class and per-subject accuracy over the pooled test predictions;
+  the most frequent confusions;
+- NAME_confusion.png: the pooled confusion matrix (rows = true activity, row-normalised).
+Folds still running are listed as missing, never counted.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(__file__).resolve().parent
+
+
+def fold_metrics(run_dir: Path) -> dict[str, dict]:
+    """{fold name: its metrics.json} for the finished folds (a single-split run is one fold)."""
+    folds = sorted(run_dir.glob("fold_*/metrics.json"), key=lambda p: int(p.parent.name.split("_s")[-1]))
+    if not folds and (run_dir / "metrics.json").is_file():
+        folds = [run_dir / "metrics.json"]
+    return {p.parent.name if p.parent != run_dir else "all": json.loads(p.read_text()) for p in folds}
+
+
+def predictions(run_dir: Path, finished: list[str]) -> list[dict]:
+    """Test predictions of the finished folds (a LOSO run's merged file appears only at its end)."""
+    files = [run_dir / f / "predictions.csv" for f in finished if f != "all"] or [run_dir / "predictions.csv"]
+    rows = []
+    for f in files:
+        if f.is_file():
+            with open(f, newline="") as handle:
+                rows += list(csv.DictReader(handle))
+    return rows
+
+
+def mean_std(values: list[float]) -> dict:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)} if values else {}
+
+
+def main(name: str, run_dirs: list[str]) -> None:
+    runs, all_acc, all_f1, rows = {}, [], [], []
+    for run in map(Path, run_dirs):
+        folds = fold_metrics(run)
+        acc = {f: m["accuracy"] for f, m in folds.items()}
+        f1 = {f: m["macro_f1"] for f, m in folds.items()}
+        runs[str(run)] = {"accuracy": acc, "macro_f1": f1, "accuracy_over_folds": mean_std(list(acc.values())),
+                          "macro_f1_over_folds": mean_std(list(f1.values()))}
+        all_acc += acc.values()
+        all_f1 += f1.values()
+        rows += predictions(run, list(folds))
+    per_class, per_subject, confusions = defaultdict(list), defaultdict(list), Counter()
+    names: dict[int, str] = {}
+    for r in rows:
+        label, pred = int(r["label"]), int(r["pred"])
+        names[label] = r["label_name"]
+        per_class[r["label_name"]].append(label == pred)
+        per_subject[int(r["subject"])].append(label == pred)
+        if label != pred:
+            confusions[f"{r['label_name']} -> {r['pred_name']}"] += 1
+    summary = {
+        "name": name,
+        "runs": runs,
+        "accuracy_over_folds_and_seeds": mean_std(all_acc),
+        "macro_f1_over_folds_and_seeds": mean_std(all_f1),
+        "pooled_test_predictions": len(rows),
+        "per_class_accuracy": {c: round(float(np.mean(v)), 4) for c, v in sorted(per_class.items())},
+        "per_subject_accuracy": {s: round(float(np.mean(v)), 4) for s, v in sorted(per_subject.items())},
+        "top_confusions": confusions.most_common(15),
+    }
+    (OUT / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if rows:
+        plot_confusion(rows, [names[i] for i in sorted(names)], OUT / f"{name}_confusion.png", name)
+    acc = summary["accuracy_over_folds_and_seeds"]
+    print(f"{name}: top-1 {100 * acc.get('mean', float('nan')):.2f} +- {100 * acc.get('std', float('nan')):.2f} % "
+          f"over {acc.get('n', 0)} (fold, seed) pairs; {len(rows)} pooled predictions -> {OUT / name}.json")
+
+
+def plot_confusion(rows: list[dict], labels: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(labels)
+    matrix = np.zeros((k, k))
+    for r in rows:
+        matrix[int(r["label"]), int(r["pred"])] += 1
+    normalised = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(9, 8))
+    ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    for i, j in zip(*np.nonzero(matrix)):
+        if i != j:  # off-diagonal counts: where the errors are
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7, color="crimson")
+    ax.set_xticks(range(k), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(k), labels, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}: pooled test predictions (n={len(rows)}), red = error counts", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    main(sys.argv[1], sys.argv[2:])
