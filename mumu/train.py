@@ -403,7 +403,8 @@ def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callb
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor=MONITOR,
                                               mode="max", save_last=True, enable_version_counter=False,
                                               auto_insert_metric_name=False)
-    trainer = pl.Trainer(**_trainer_options(cfg, fold_dir, progress), callbacks=[checkpoint, *callbacks])
+    trainer = pl.Trainer(**_trainer_options(cfg, fold_dir, progress, resuming=ckpt_path is not None),
+                         callbacks=[checkpoint, *callbacks])
     if ckpt_path:
         _check_readable(ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -428,7 +429,7 @@ def _check_readable(ckpt_path: str) -> None:
                         f"use --overwrite to start afresh") from None
 
 
-def _trainer_options(cfg: TrainConfig, fold_dir: Path, progress: bool) -> dict:
+def _trainer_options(cfg: TrainConfig, fold_dir: Path, progress: bool, resuming: bool) -> dict:
     from dvclive.lightning import DVCLiveLogger
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
@@ -436,10 +437,13 @@ def _trainer_options(cfg: TrainConfig, fold_dir: Path, progress: bool) -> dict:
     devices: Any = cfg.devices
     if devices != "auto":
         devices = [int(d) for d in devices.split(",") if d] if "," in devices else int(devices)
+    csv_file = fold_dir / "logs" / "metrics.csv"
+    if resuming and csv_file.is_file() and _is_launcher():  # CSVLogger would delete the epochs logged so far
+        csv_file.rename(csv_file.with_name(f"metrics-until-resume-{len(list(csv_file.parent.glob('metrics*.csv')))}.csv"))
     loggers = [
         CSVLogger(fold_dir, name="logs", version=""),
         TensorBoardLogger(fold_dir, name="tensorboard", version="", default_hp_metric=False),
-        DVCLiveLogger(dir=str(fold_dir / "dvclive"), dvcyaml=False, save_dvc_exp=False, report=None),
+        DVCLiveLogger(dir=str(fold_dir / "dvclive"), dvcyaml=False, save_dvc_exp=False, report=None, resume=resuming),
     ]
     return dict(
         max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=devices, num_nodes=cfg.num_nodes,

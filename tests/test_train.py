@@ -90,6 +90,7 @@ def test_same_seed_same_metrics_and_resume_after_a_kill_matches(tiny_demo, tmp_p
     assert (tmp_path / "c/checkpoints/last.ckpt").is_file() and not (tmp_path / "c/metrics.json").exists()
     resumed = train_once(tiny_demo.config(tmp_path / "c"), callbacks=[EpochsRun()], progress=False)
     assert EpochsRun.epochs == [1]  # only the epoch that was missing
+    assert list((tmp_path / "c/logs").glob("metrics-until-resume-*.csv"))  # epoch 0's log row is kept
     assert resumed.metrics["macro_f1"] == first.metrics["macro_f1"]
     assert resumed.metrics["per_class_f1"] == first.metrics["per_class_f1"]
     assert resumed.metrics["loss"] == pytest.approx(first.metrics["loss"], rel=1e-5)
