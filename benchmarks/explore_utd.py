@@ -8,6 +8,7 @@ tests on the 8th, so the test subject never informs model selection.
 
     python benchmarks/explore_utd.py --folds 6,2 --set epochs=40 rate_hz=20 skeleton=centre_scale
     python benchmarks/explore_utd.py --folds all --seeds 0,1,2
+    python benchmarks/explore_utd.py --logreg      # the 85 % reference point
 
 The data path is the product's: `pipeline.sensors` (parse, common time base, windows),
 `mumu.data.step_indices` (jittered step sampling), `mumu.transforms.SensorTransform`, and
@@ -31,12 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data" / "utd_mhad"
 
-HIP, SPINE, SHOULDER_CENTER = 3, 2, 1  # 0-based Kinect v1 joints
-# Best-guess activity groups (docs: shared datasets.md §2.7): gesture, sports, daily, exercise.
-GROUP_OF_ACTION = {a: 0 for a in (1, 2, 3, 4, 6, 8, 9, 10, 11)}
-GROUP_OF_ACTION |= {a: 1 for a in (5, 7, 12, 13, 14, 15, 17, 20, 21)}
-GROUP_OF_ACTION |= {a: 2 for a in (18, 19, 23, 24, 25)}
-GROUP_OF_ACTION |= {a: 3 for a in (16, 22, 26, 27)}
+HIP, SHOULDER_CENTER = 3, 1  # 0-based Kinect v1 joints
 
 DEFAULTS = dict(
     rate_hz=50.0,          # common sensor time base (params extract.sensor_rate_hz)
@@ -168,6 +164,34 @@ def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int
                 errors=[[int(labels[i]) + 1, int(p) + 1] for i, p in zip(idx["test"], test_pred) if p != labels[i]])
 
 
+def logistic_regression_loso(steps: int = 32, c: float = 0.1) -> list[float]:
+    """Reference point: logistic regression on `steps` resampled frames of hip-centred skeleton +
+    inertial (raw files, normalised time), standardised on the training subjects. -> per-subject accuracy."""
+    import scipy.io
+    from scipy.signal import resample
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    pattern = re.compile(r"a(\d+)_s(\d+)_t(\d+)_inertial\.mat")
+    features, action, subject = [], [], []
+    for f in sorted((DATA / "Inertial").glob("*.mat")):
+        a, s, _ = map(int, pattern.match(f.name).groups())
+        inertial = scipy.io.loadmat(f)["d_iner"]
+        skel = scipy.io.loadmat(DATA / "Skeleton" / f.name.replace("inertial", "skeleton"))["d_skel"].transpose(2, 0, 1)
+        skel = (skel - skel[:, HIP : HIP + 1]).reshape(len(skel), -1)  # (T, 60) hip-centred
+        features.append(np.concatenate([resample(inertial, steps, axis=0).ravel(), resample(skel, steps, axis=0).ravel()]))
+        action.append(a)
+        subject.append(s)
+    x, y, subjects = np.array(features), np.array(action), np.array(subject)
+    accuracy = []
+    for test in range(1, 9):
+        train = subjects != test
+        scaler = StandardScaler().fit(x[train])
+        clf = LogisticRegression(max_iter=2000, C=c).fit(scaler.transform(x[train]), y[train])
+        accuracy.append(float((clf.predict(scaler.transform(x[~train])) == y[~train]).mean()))
+    return accuracy
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--folds", default="all", help="test subjects, e.g. 6,2 or all")
@@ -176,8 +200,13 @@ def main() -> None:
     p.add_argument("--name", default="")
     p.add_argument("--verbose", action="store_true", help="print every epoch's loss and validation accuracy")
     p.add_argument("--log", default="/tmp/explore/results.jsonl")
+    p.add_argument("--logreg", action="store_true", help="only the logistic-regression reference (LOSO)")
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.logreg:
+        accuracy = logistic_regression_loso()
+        print(json.dumps({"name": "logreg", "mean": float(np.mean(accuracy)), "per_fold": [round(a, 4) for a in accuracy]}))
+        return
 
     cfg = dict(DEFAULTS)
     for kv in args.set:
@@ -187,12 +216,16 @@ def main() -> None:
     folds = list(range(1, 9)) if args.folds == "all" else [int(f) for f in args.folds.split(",")]
     data = load_windows(cfg)
     labels = data["action"] - 1
-    groups = np.array([GROUP_OF_ACTION[a] for a in data["action"]])
+    from pipeline.tables import load_table
+
+    table = load_table("utd_mhad")  # activity groups as the product uses them
+    groups = np.array([table.by_label(f"a{a}").group_id for a in data["action"]])
     t0 = time.time()
     results = [run_fold(data, labels, groups, f, cfg, int(s))
                for s in args.seeds.split(",") for f in folds]
     accs = [r["test_acc"] for r in results]
-    record = dict(name=args.name, cfg={k: v for k, v in cfg.items() if k in DEFAULTS and v != DEFAULTS[k]}, seeds=args.seeds, folds=folds, mean=float(np.mean(accs)), std=float(np.std(accs)),
+    record = dict(name=args.name, cfg={k: v for k, v in cfg.items() if k in DEFAULTS and v != DEFAULTS[k]},
+                  seeds=args.seeds, folds=folds, mean=float(np.mean(accs)), std=float(np.std(accs)),
                   per_fold=[round(a, 4) for a in accs], best_epochs=[r["best_epoch"] for r in results],
                   errors=[r["errors"] for r in results], wall_s=round(time.time() - t0, 1))
     Path(args.log).parent.mkdir(parents=True, exist_ok=True)
