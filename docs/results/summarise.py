@@ -5,7 +5,7 @@
 Each RUN_DIR is a `cli.py train` output (one seed; LOSO runs have fold_s<N>/ folders). Reads every
 fold's metrics.json and the run's predictions.csv, and writes into docs/results/:
 - NAME.json: per run and fold top-1 accuracy and macro-F1, mean +- std over folds of each run, and
-  over all (fold, seed) pairs; per-class and per-subject accuracy over the pooled test predictions;
+  over all (fold, seed) pairs; clean vs noisy metrics where `cli.py evaluate RUN_DIR` has run; per-class and per-subject accuracy over the pooled test predictions;
   the most frequent confusions;
 - NAME_confusion.png: the pooled confusion matrix (rows = true activity, row-normalised).
 Folds still running are listed as missing, never counted.
@@ -42,6 +42,16 @@ def predictions(run_dir: Path, finished: list[str]) -> list[dict]:
     return rows
 
 
+def noise_metrics(run_dir: Path) -> dict | None:
+    """Clean vs noisy top-1 / macro-F1 from `cli.py evaluate RUN_DIR` (RUN_DIR/eval/metrics.json), if run."""
+    path = run_dir / "eval" / "metrics.json"
+    if not path.is_file():
+        return None
+    m = json.loads(path.read_text())
+    parts = {"clean": m} | {k: m[k] for k in ("noisy", "noisy_visual", "noisy_non_visual") if k in m}
+    return {"noise": m.get("noise")} | {k: {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"]} for k, v in parts.items()}
+
+
 def mean_std(values: list[float]) -> dict:
     return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)} if values else {}
 
@@ -53,7 +63,7 @@ def main(name: str, run_dirs: list[str]) -> None:
         acc = {f: m["accuracy"] for f, m in folds.items()}
         f1 = {f: m["macro_f1"] for f, m in folds.items()}
         runs[str(run)] = {"accuracy": acc, "macro_f1": f1, "accuracy_over_folds": mean_std(list(acc.values())),
-                          "macro_f1_over_folds": mean_std(list(f1.values()))}
+                          "macro_f1_over_folds": mean_std(list(f1.values())), "noise": noise_metrics(run)}
         all_acc += acc.values()
         all_f1 += f1.values()
         rows += predictions(run, list(folds))
