@@ -48,8 +48,8 @@ class Augment:
 
 
 def skeleton_to_body_frame(windows: np.ndarray, frame: SkeletonFrame) -> np.ndarray:
-    """(S, W, J*A) -> (S, W, J*A): centred on the centre joint at every step, scaled by the sample's
-    mean distance between the two scale joints."""
+    """(S, W, J*A) -> (S, W, J*A): centred on the centre joint at every step, scaled by the mean
+    distance between the two scale joints over the given windows."""
     s, w, c = windows.shape
     joints = windows.reshape(s, w, c // frame.attributes, frame.attributes)  # (S, W, J, A)
     joints = joints - joints[:, :, frame.centre_joint : frame.centre_joint + 1]

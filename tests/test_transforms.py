@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from mumu.data import StepDataset
 from mumu.transforms import SensorTransform, SkeletonFrame, rotate_vertical, skeleton_to_body_frame
 from pipeline.errors import MumuError
 
@@ -105,3 +106,27 @@ def test_bad_settings_are_clear_errors():
         SensorTransform.from_params({"augment": {"rotation": 5}})
     with pytest.raises(MumuError, match="unknown key"):
         SensorTransform.from_params({"normalise": True})
+
+
+def test_the_data_module_applies_the_transform_per_epoch_and_sample():
+    """StepDataset (mumu/data.py) runs the transform on every item: evaluation items are in the body
+    frame and identical every time; training items are augmented, reproducibly per (epoch, sample)."""
+    from pipeline.index import Sample
+    from pipeline.modalities import select_modalities
+
+    x = sample(np.random.default_rng(10))
+
+    class Fixed(StepDataset):
+        def load(self, s, choose):
+            return {"skeleton": torch.from_numpy(x["skeleton"][choose("skeleton", 6)])}
+
+    samples = [Sample("a1_s1_t1", "utd_mhad", 1, "swipe_left", 0, "hand_gesture", 0)]
+    specs = select_modalities("utd_mhad", "skeleton")
+    transform = SensorTransform.from_params({"skeleton": FRAME, "augment": AUGMENT})
+    evaluation = Fixed(samples, specs, {"skeleton": 6}, train=False, seed=0, transform=transform)
+    training = Fixed(samples, specs, {"skeleton": 6}, train=True, seed=0, transform=transform)
+    body = skeleton_to_body_frame(x["skeleton"], SkeletonFrame("skeleton", HIP, (SHOULDER_CENTER, HIP)))
+    np.testing.assert_allclose(evaluation[0]["x"]["skeleton"].numpy(), body, atol=1e-6)
+    np.testing.assert_array_equal(training[(0, 3)]["x"]["skeleton"], training[(0, 3)]["x"]["skeleton"])
+    assert not np.allclose(training[(0, 3)]["x"]["skeleton"], training[(0, 4)]["x"]["skeleton"])
+    assert not np.allclose(training[(0, 3)]["x"]["skeleton"].numpy(), body)
