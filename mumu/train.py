@@ -14,9 +14,10 @@ RUN_DIR/metrics.json holds the mean ± std and per-fold values, RUN_DIR/predicti
 
 Loss: L_t + beta_aux * L_aux (cross-entropy on activities and, for MuMu, on activity groups).
 AdamW, cosine learning-rate decay over all steps; bf16 mixed precision on GPU.
-Reproducibility: the shuffling, the sequence sampling and dropout are seeded by (seed, epoch), and on
-CPU Lightning's deterministic mode is on, so the same seed gives the same metrics, and a run that
-was killed and resumed from last.ckpt gives the same metrics as one that was not.
+Reproducibility: the shuffling and the sequence sampling are seeded by (seed, epoch), dropout by
+(seed, epoch, batch), and on CPU Lightning's deterministic mode is on, so the same seed gives the
+same metrics whatever the number of DataLoader workers, and a run that was killed and resumed from
+last.ckpt gives the same metrics as one that was not.
 Interrupt-safe: rerunning the same command resumes an unfinished split from its last.ckpt and
 skips splits whose metrics.json already exists.
 """
@@ -150,9 +151,12 @@ class MumuModule(pl.LightningModule):
         return loss
 
     # ---- training
-    def on_train_epoch_start(self) -> None:
-        # dropout randomness depends on (seed, epoch, rank) only, so a resumed run repeats an uninterrupted one
-        torch.manual_seed((self.cfg.seed * 1_000_003 + self.current_epoch) * 1_009 + self.global_rank)
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        # Dropout randomness depends on (seed, epoch, batch, rank) only: a resumed run repeats an
+        # uninterrupted one, and DataLoader workers (which draw from the global RNG when their
+        # iterator starts) cannot shift it.
+        step_key = (self.cfg.seed * 1_000_003 + self.current_epoch) * 1_000_003 + batch_idx
+        torch.manual_seed(step_key * 1_009 + self.global_rank)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch), batch)

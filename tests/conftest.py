@@ -1,7 +1,13 @@
 """Shared fixtures: where the repository and the real UTD-MHAD copy are."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# One intra-op thread for the whole session, subprocesses included (they inherit the environment):
+# CPU float results depend in the last bits on the thread count, so tests that compare a subprocess's
+# output with an in-process run need the same count, and tiny models run far faster on one thread.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest
 

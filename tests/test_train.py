@@ -73,6 +73,8 @@ def test_same_seed_same_metrics_and_resume_after_a_kill_matches(tiny_demo, tmp_p
     second = train_once(tiny_demo.config(tmp_path / "b"), progress=False)
     assert first.metrics == second.metrics
     assert read_predictions(tmp_path / "a") == read_predictions(tmp_path / "b")
+    with_workers = train_once(tiny_demo.config(tmp_path / "w", num_workers=2), progress=False)
+    assert with_workers.metrics == first.metrics  # spawned DataLoader workers change nothing
 
     class Kill(pl.Callback):  # dies as the second epoch starts, after epoch 0's checkpoint is written
         def on_train_epoch_start(self, trainer, module):
