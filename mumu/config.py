@@ -49,6 +49,7 @@ class TrainConfig:
     seed: int = 0
     # machinery
     num_workers: int = 2  # DataLoader workers (spawned); 0 = load in the main process
+    cpu_threads: int = 1  # torch intra-op threads when training on CPU (see mumu.train.train_once)
     accelerator: str = "auto"
     devices: str = "auto"  # passed to Lightning: "auto", "1", "2", "0,1", ...
     num_nodes: int = 1
@@ -74,7 +75,7 @@ class TrainConfig:
     def model_settings(self) -> dict[str, Any]:
         """What decides the trained weights: two runs agreeing here may resume each other."""
         d = self.to_dict()
-        for machinery in ("num_workers", "accelerator", "devices", "num_nodes", "strategy", "out", "cache"):
+        for machinery in ("num_workers", "cpu_threads", "accelerator", "devices", "num_nodes", "strategy", "out", "cache"):
             d.pop(machinery)
         return d
 

@@ -342,6 +342,10 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
     callbacks: extra Lightning callbacks (e.g. for studies).
     """
     run_dir = cfg.run_dir
+    if cfg.accelerator == "cpu" or not torch.cuda.is_available():
+        # The model's small LSTMs and convs gain nothing from more intra-op threads, and on a busy
+        # machine two spinning OpenMP threads made a step ~10x slower than one (measured).
+        torch.set_num_threads(cfg.cpu_threads)
     if resume is not None and not Path(resume).is_file():
         raise MumuError(f"--resume {resume}: no such checkpoint")
     if overwrite and _is_launcher() and run_dir.exists():
