@@ -87,6 +87,18 @@ class StepDataset(Dataset):
     def load(self, sample: Sample, choose: Callable[[str, int], np.ndarray]) -> dict[str, torch.Tensor | None]:
         raise NotImplementedError
 
+    def take_steps(self, arrays: dict[str, np.ndarray | None], choose: Callable[[str, int], np.ndarray],
+                   dtype: type | None = None) -> dict[str, torch.Tensor | None]:
+        """The chosen steps of each selected modality as tensors; absent or empty -> None (missing)."""
+        x: dict[str, torch.Tensor | None] = {}
+        for spec in self.modalities:
+            values = arrays.get(spec.name)
+            if values is None or len(values) == 0:
+                x[spec.name] = None
+                continue
+            x[spec.name] = torch.from_numpy(np.ascontiguousarray(values[choose(spec.name, len(values))], dtype=dtype))
+        return x
+
 
 class CacheDataset(StepDataset):
     """Reads one sample at a time from the zarr feature cache (through its offsets)."""
@@ -121,16 +133,8 @@ class CacheDataset(StepDataset):
         return self._cache
 
     def load(self, sample, choose):
-        arrays = self._read(sample.sample_id)
-        x: dict[str, torch.Tensor | None] = {}
-        for spec in self.modalities:
-            values = arrays.get(spec.name)
-            if values is None or len(values) == 0:
-                x[spec.name] = None
-                continue
-            # visual (S, 2048) float16 -> float32; sensor (S, W, C) float32
-            x[spec.name] = torch.from_numpy(np.asarray(values[choose(spec.name, len(values))], dtype=np.float32))
-        return x
+        # visual (S, 2048) float16 -> float32; sensor (S, W, C) float32
+        return self.take_steps(self._read(sample.sample_id), choose, dtype=np.float32)
 
 
 class RawDataset(StepDataset):
@@ -153,15 +157,8 @@ class RawDataset(StepDataset):
 
         selected = {spec.name for spec in self.modalities}
         to_load = [s for s in dataset_modalities(sample.dataset) if s.name in selected or not s.visual]
-        raw = load_raw_sample(sample, to_load, self.settings).inputs
-        x: dict[str, torch.Tensor | None] = {}
-        for spec in self.modalities:
-            values = raw.get(spec.name)
-            if values is None or len(values) == 0:
-                x[spec.name] = None
-                continue
-            x[spec.name] = torch.from_numpy(np.ascontiguousarray(values[choose(spec.name, len(values))]))
-        return x
+        # visual uint8 frames (S, H, W, 3); sensor (S, W, C) float32
+        return self.take_steps(load_raw_sample(sample, to_load, self.settings).inputs, choose)
 
 
 class PadCollate:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import MumuError
+from pipeline.tables import read_csv_rows
 
 FIELDS = [
     "sample_id", "dataset", "subject", "session", "scene", "trial", "views",
@@ -54,21 +55,15 @@ def write_index(samples: list[Sample], path: str | Path, modalities: list[str]) 
 
 def read_index(path: str | Path) -> list[Sample]:
     path = Path(path)
-    if not path.is_file():
-        raise MumuError(f"sample index {path} does not exist; run `python cli.py index` first")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing_cols = [c for c in FIELDS if c not in (reader.fieldnames or [])]
-        if missing_cols:
-            raise MumuError(f"{path}: not a sample index (missing columns {', '.join(missing_cols)})")
-        modalities = [c.split(":", 1)[1] for c in reader.fieldnames if c.startswith("path:")]
-        samples = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                values = {k: (int(row[k]) if row[k] != "" else None) if k in _INT_FIELDS else row[k] for k in FIELDS}
-            except ValueError as e:
-                raise MumuError(f"{path}:{line}: malformed row ({e})") from None
-            values["views"] = [v for v in values["views"].split(";") if v]
-            values["paths"] = {m: (row[f"path:{m}"] or None) for m in modalities}
-            samples.append(Sample(**values))
+    columns, rows = read_csv_rows(path, FIELDS, "sample index", hint="; run `python cli.py index` first")
+    modalities = [c.split(":", 1)[1] for c in columns if c.startswith("path:")]
+    samples = []
+    for line, row in rows:
+        try:
+            values = {k: (int(row[k]) if row[k] != "" else None) if k in _INT_FIELDS else row[k] for k in FIELDS}
+        except ValueError as e:
+            raise MumuError(f"{path}:{line}: malformed row ({e})") from None
+        values["views"] = [v for v in values["views"].split(";") if v]
+        values["paths"] = {m: (row[f"path:{m}"] or None) for m in modalities}
+        samples.append(Sample(**values))
     return samples

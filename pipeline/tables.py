@@ -59,6 +59,20 @@ class ActivityTable:
         return [name for _, name in sorted({(a.group_id, a.group) for a in self.activities})]
 
 
+def read_csv_rows(path: Path, required: list[str], kind: str, hint: str = "") -> tuple[list[str], list[tuple[int, dict]]]:
+    """The columns and (line number, row) pairs of a person-editable CSV (a label table, a sample
+    index), after checking that it exists and has the `required` columns; errors name the file."""
+    if not path.is_file():
+        raise MumuError(f"{kind} {path} does not exist{hint}")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = list(reader.fieldnames or [])
+        missing = [c for c in required if c not in columns]
+        if missing:
+            raise MumuError(f"{path}: not {'an' if kind[0] in 'aeiou' else 'a'} {kind} (missing columns {', '.join(missing)})")
+        return columns, list(enumerate(reader, start=2))
+
+
 def table_path(dataset: str) -> Path:
     return TABLES_DIR / f"{dataset}.csv"
 
@@ -66,25 +80,19 @@ def table_path(dataset: str) -> Path:
 def load_table(dataset: str, path: str | Path | None = None) -> ActivityTable:
     """Read and check ``path`` (default: the shipped table of ``dataset``)."""
     path = Path(path) if path is not None else table_path(dataset)
-    if not path.is_file():
-        raise MumuError(f"activity table {path} does not exist")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise MumuError(f"{path}: not an activity table (missing columns {', '.join(missing)})")
-        activities = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                activity_id, group_id = int(row["activity_id"]), int(row["group_id"])
-            except ValueError:
-                raise MumuError(f"{path}:{line}: activity_id and group_id must be integers") from None
-            if row["inferred"].strip().lower() not in ("yes", "no"):
-                raise MumuError(f"{path}:{line}: inferred must be yes or no, got {row['inferred']!r}")
-            activities.append(Activity(
-                activity_id, row["activity"].strip(), group_id, row["group"].strip(),
-                row["file_label"].strip(), row["inferred"].strip().lower() == "yes", row["note"] or "",
-            ))
+    _, rows = read_csv_rows(path, COLUMNS, "activity table")
+    activities = []
+    for line, row in rows:
+        try:
+            activity_id, group_id = int(row["activity_id"]), int(row["group_id"])
+        except ValueError:
+            raise MumuError(f"{path}:{line}: activity_id and group_id must be integers") from None
+        if row["inferred"].strip().lower() not in ("yes", "no"):
+            raise MumuError(f"{path}:{line}: inferred must be yes or no, got {row['inferred']!r}")
+        activities.append(Activity(
+            activity_id, row["activity"].strip(), group_id, row["group"].strip(),
+            row["file_label"].strip(), row["inferred"].strip().lower() == "yes", row["note"] or "",
+        ))
     _check(path, activities)
     return ActivityTable(path, tuple(sorted(activities, key=lambda a: a.activity_id)))
 
