@@ -41,7 +41,7 @@ DEFAULTS = dict(
     skeleton="none",       # none | centre | centre_scale (hip-centred, / hip->shoulder-centre length)
     standardize=True,      # per-channel z-score with training-split statistics (the trainer always does)
     rotate_deg=0.0, scale=0.0, jitter=0.0,  # train-time augmentation (mumu/transforms.py)
-    embed_dim=128, dropout=0.2, beta_aux=0.5, conv_channels=64,
+    embed_dim=128, dropout=0.2, beta_aux=0.5, conv_channels=64, sensor_encoder="window", kernel_size=3,
     epochs=30, batch_size=32, lr=1e-3, weight_decay=0.01, label_smoothing=0.0,
     modalities="skeleton,inertial",
 )
@@ -126,7 +126,8 @@ def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int
     rng = np.random.default_rng(seed)
     inputs = {s.name: s for s in select_modalities("utd_mhad", names)}
     model = build_model("mumu", inputs, 27, 4, embed_dim=cfg["embed_dim"], dropout=cfg["dropout"],
-                        window=cfg["window"], conv_channels=cfg["conv_channels"])
+                        window=cfg["window"], conv_channels=cfg["conv_channels"], kernel_size=cfg["kernel_size"],
+                        sensor_encoder=cfg["sensor_encoder"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     steps_per_epoch = int(np.ceil(len(idx["train"]) / cfg["batch_size"]))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg["epochs"] * steps_per_epoch)

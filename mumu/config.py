@@ -20,6 +20,7 @@ from pipeline.errors import MumuError
 from pipeline.extract import ExtractSettings  # the settings a cache is built with; raw mode applies them
 
 MODELS = ("mumu", "b1", "b2", "b3")
+SENSOR_ENCODERS = ("window", "sequence")  # mumu.model.SENSOR_ENCODERS
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,9 @@ class TrainConfig:
     # model and optimisation
     model: str = "mumu"
     embed_dim: int = 128
-    conv_channels: int = 64  # sensor window encoder's conv width (mumu.encoders)
+    sensor_encoder: str = "window"  # window | sequence (mumu.encoders)
+    conv_channels: int = 64  # sensor encoder's conv width
+    kernel_size: int = 3  # sensor encoder's temporal kernel
     dropout: float = 0.2
     beta_aux: float = 0.5
     lr: float = 1e-3
@@ -89,7 +92,10 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         raise MumuError(f"unknown model {cfg.model!r}; choose one of {', '.join(MODELS)}")
     if cfg.source not in ("cache", "raw"):
         raise MumuError(f"source must be 'cache' or 'raw', not {cfg.source!r}")
-    for name in ("max_epochs", "batch_size", "max_steps_visual", "max_steps_sensor", "embed_dim", "conv_channels"):
+    if cfg.sensor_encoder not in SENSOR_ENCODERS:
+        raise MumuError(f"unknown sensor_encoder {cfg.sensor_encoder!r}; choose one of {', '.join(SENSOR_ENCODERS)}")
+    for name in ("max_epochs", "batch_size", "max_steps_visual", "max_steps_sensor", "embed_dim", "conv_channels",
+                 "kernel_size"):
         if getattr(cfg, name) < 1:
             raise MumuError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     SensorTransform.from_params(cfg.transforms)  # MumuError for bad transform settings

@@ -1,8 +1,12 @@
 """Unimodal Feature Encoders (UFE, paper §3.3): per-step embedding -> LSTM -> temporal pooling.
 
-Two step embeddings, one shared sequence model:
+Step embeddings, one shared sequence model:
 - visual (video / depth): a cached 2048-d ResNet-50 feature per step -> Linear -> ReLU -> Dropout;
-- sensor / skeleton: a co-occurrence-style 2-conv encoder per window of W time steps (J joints, A attributes).
+- sensor / skeleton, `sensor_encoder="window"`: a co-occurrence-style 2-conv encoder inside each window of
+  W time steps (J joints, A attributes), as in the HAMLET/MuMu code;
+- sensor / skeleton, `sensor_encoder="sequence"`: HCN-style convolutions along the step axis, across windows,
+  so each step's embedding sees its neighbours (on UTD-MHAD, with W=1 and a time-normalised sequence, this
+  is what takes LOSO accuracy from ~80 % to the mid-90s; docs/results.md).
 Temporal pooling is keyless attention (Long et al. 2018) for MuMu/B2/B3 or the last valid LSTM state for B1.
 
 Padding convention: step t of sample b is valid iff t < lengths[b]; lengths[b] == 0 means the modality is
@@ -18,6 +22,7 @@ from torch import Tensor, nn
 from pipeline.modalities import ModalitySpec
 
 Pooling = Literal["keyless", "last"]
+SensorEncoder = Literal["window", "sequence"]
 
 
 def step_mask(lengths: Tensor, steps: int) -> Tensor:
@@ -96,15 +101,58 @@ class SensorWindowEmbedding(nn.Module):
         return out
 
 
+class MaskedConvBlock(nn.Module):
+    """Conv1d along steps -> BatchNorm over valid steps only -> ReLU; padded steps leave as zeros.
+
+    Zeroed padding is what Conv1d's own zero padding would see at the sequence end, so a valid step's output
+    does not depend on how much padding follows it."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        self.norm = nn.BatchNorm1d(out_channels)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        # x: (B, C_in, S) with zeros on padding, mask: (B, S) -> (B, C_out, S)
+        h = self.conv(x).transpose(1, 2)  # (B, S, C_out)
+        out = h.new_zeros(h.shape)
+        out[mask] = torch.relu(self.norm(h[mask]))  # BatchNorm1d over the (N_valid, C_out) steps
+        return out.transpose(1, 2)
+
+
+class SensorSequenceEmbedding(nn.Module):
+    """HCN-style temporal convolutions across steps: (B, S, W, J*A) -> (B, S, D).
+
+    Each step's window is flattened to W*J*A values; three masked conv blocks (kernel k along the steps)
+    mix neighbouring steps, then a per-step Linear -> ReLU -> Dropout gives the D-d embedding."""
+
+    def __init__(self, spec: ModalitySpec, window: int, dim: int, dropout: float, channels: int = 64,
+                 kernel_size: int = 5):
+        super().__init__()
+        self.blocks = nn.ModuleList([MaskedConvBlock(window * spec.channels, channels, kernel_size),
+                                     MaskedConvBlock(channels, channels, kernel_size),
+                                     MaskedConvBlock(channels, 2 * channels, kernel_size)])
+        self.proj = nn.Sequential(nn.Linear(2 * channels, dim), nn.ReLU(), nn.Dropout(dropout))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        h = x.flatten(2).transpose(1, 2)  # (B, W*J*A, S); padding is already zero
+        for block in self.blocks:
+            h = block(h, mask)
+        return self.proj(h.transpose(1, 2)) * mask[..., None]  # (B, S, D), zero on padding
+
+
 class UnimodalEncoder(nn.Module):
     """One modality: step embedding -> LSTM -> temporal pooling -> (B, D) feature and (B, S) weights."""
 
     def __init__(self, spec: ModalitySpec, dim: int, dropout: float, pooling: Pooling, window: int = 5,
-                 conv_channels: int = 64, kernel_size: int = 3, lstm_layers: int = 1, visual_dim: int = 2048):
+                 conv_channels: int = 64, kernel_size: int = 3, lstm_layers: int = 1, visual_dim: int = 2048,
+                 sensor_encoder: SensorEncoder = "window"):
         super().__init__()
         self.spec, self.window, self.visual_dim = spec, window, visual_dim
         if spec.visual:
             self.embed: nn.Module = VisualStepEmbedding(visual_dim, dim, dropout)
+        elif sensor_encoder == "sequence":
+            self.embed = SensorSequenceEmbedding(spec, window, dim, dropout, conv_channels, kernel_size)
         else:
             self.embed = SensorWindowEmbedding(spec, window, dim, dropout, conv_channels, kernel_size)
         self.lstm = nn.LSTM(dim, dim, num_layers=lstm_layers, batch_first=True,

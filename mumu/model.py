@@ -25,6 +25,7 @@ from pipeline.errors import MumuError
 from pipeline.modalities import ModalitySpec
 
 ARCHS = ("mumu", "b1", "b2", "b3")
+SENSOR_ENCODERS = ("window", "sequence")
 
 
 @dataclass
@@ -131,18 +132,23 @@ class SelfAttentionBaseline(MultimodalModel):
 
 def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, num_groups: int,
                 embed_dim: int = 128, dropout: float = 0.2, *, window: int = 5, conv_channels: int = 64,
-                kernel_size: int = 3, lstm_layers: int = 1, fusion_heads: int = 2) -> MultimodalModel:
+                kernel_size: int = 3, lstm_layers: int = 1, fusion_heads: int = 2,
+                sensor_encoder: str = "window") -> MultimodalModel:
     """Build `arch` (mumu | b1 | b2 | b3) over `inputs`, whose order is the model's modality order.
 
     window: time steps per sensor window (W of the (B, S, W, J*A) input; params.yaml extract.sensor_window).
-    conv_channels, kernel_size: the sensor encoder's conv widths and temporal kernel (clamped to W).
+    sensor_encoder: "window" (co-occurrence convs inside each window) or "sequence" (convs along the steps).
+    conv_channels, kernel_size: the sensor encoder's conv width and temporal kernel (clamped to W for "window").
     fusion_heads: B3's attention heads (must divide embed_dim). num_groups is used by MuMu only.
     """
     if arch not in ARCHS:
         raise MumuError(f"unknown model {arch!r}; choose one of {', '.join(ARCHS)}")
     if not inputs:
         raise MumuError("the model needs at least one input modality")
-    options = dict(window=window, conv_channels=conv_channels, kernel_size=kernel_size, lstm_layers=lstm_layers)
+    if sensor_encoder not in SENSOR_ENCODERS:
+        raise MumuError(f"unknown sensor encoder {sensor_encoder!r}; choose one of {', '.join(SENSOR_ENCODERS)}")
+    options = dict(window=window, conv_channels=conv_channels, kernel_size=kernel_size, lstm_layers=lstm_layers,
+                   sensor_encoder=sensor_encoder)
     if arch == "mumu":
         return MuMu(inputs, num_classes, num_groups, embed_dim, dropout, **options)
     if arch == "b3":

@@ -75,7 +75,8 @@ class MumuModule(pl.LightningModule):
         self.model = build_model(self.cfg.model, self.specs, len(activity_names), len(group_names),
                                  embed_dim=self.cfg.embed_dim, dropout=self.cfg.dropout,
                                  window=self.cfg.extract.sensor_window,
-                                 conv_channels=self.cfg.conv_channels)
+                                 conv_channels=self.cfg.conv_channels, kernel_size=self.cfg.kernel_size,
+                                 sensor_encoder=self.cfg.sensor_encoder)
         with_groups = self.cfg.model == "mumu"
         self.val_metrics = ActivityMetrics(len(activity_names), len(group_names), with_groups)
         self.test_metrics = ActivityMetrics(len(activity_names), len(group_names), with_groups)

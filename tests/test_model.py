@@ -17,6 +17,7 @@ STEPS = {"rgb": 6, "skeleton": 7, "acc": 8}
 # Sample 0 has everything; 1 misses rgb; 2 has only rgb; 3 misses skeleton. Several are padded.
 LENGTHS = {"rgb": [6, 0, 3, 1], "skeleton": [7, 2, 0, 0], "acc": [1, 8, 0, 5]}
 SMALL = dict(embed_dim=16, dropout=0.2, conv_channels=8)
+SENSOR_ENCODERS = ["window", "sequence"]
 
 
 @pytest.fixture(autouse=True)
@@ -75,10 +76,11 @@ def test_padded_steps_get_zero_temporal_weight(arch):
         assert (w[~present] == 0).all()
 
 
+@pytest.mark.parametrize("sensor_encoder", SENSOR_ENCODERS)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_padding_and_missing_modality_values_do_not_change_output(arch):
+def test_padding_and_missing_modality_values_do_not_change_output(arch, sensor_encoder):
     x, lengths = make_batch()
-    net = model(arch)
+    net = model(arch, sensor_encoder=sensor_encoder)
     ref = net(x, lengths)
     noisy = {}
     for name, t in x.items():
@@ -91,10 +93,11 @@ def test_padding_and_missing_modality_values_do_not_change_output(arch):
     torch.testing.assert_close(out.fused, ref.fused)
 
 
-def test_padding_does_not_change_output_in_training_mode():
-    """BatchNorm sees only valid windows, so padding cannot shift its batch statistics."""
+@pytest.mark.parametrize("sensor_encoder", SENSOR_ENCODERS)
+def test_padding_does_not_change_output_in_training_mode(sensor_encoder):
+    """BatchNorm sees only valid steps, so padding cannot shift its batch statistics."""
     x, lengths = make_batch()
-    net = model("mumu", dropout=0.0).train()
+    net = model("mumu", dropout=0.0, sensor_encoder=sensor_encoder).train()
     ref = net(x, lengths).logits
     padded = {n: torch.cat([t, torch.randn_like(t) * 50], dim=1) for n, t in x.items()}
     torch.testing.assert_close(net(padded, lengths).logits, ref)
@@ -119,10 +122,11 @@ def test_b3_fusion_weights_ignore_missing_modalities():
     assert (out.attention["gm"][~present] == 0).all()
 
 
+@pytest.mark.parametrize("sensor_encoder", SENSOR_ENCODERS)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_gradients_reach_every_encoder(arch):
+def test_gradients_reach_every_encoder(arch, sensor_encoder):
     x, lengths = make_batch()
-    net = model(arch).train()
+    net = model(arch, sensor_encoder=sensor_encoder).train()
     both_heads(net(x, lengths)).backward()
     for name, encoder in net.encoders.items():
         grads = [p.grad for p in encoder.parameters() if p.requires_grad]
@@ -130,12 +134,13 @@ def test_gradients_reach_every_encoder(arch):
         assert sum(g.abs().sum() for g in grads) > 0, name
 
 
+@pytest.mark.parametrize("sensor_encoder", SENSOR_ENCODERS)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_modality_missing_in_whole_batch(arch):
+def test_modality_missing_in_whole_batch(arch, sensor_encoder):
     """Every parameter still gets a gradient (DDP needs it), and the missing encoder's is zero."""
     x, lengths = make_batch()
     lengths["skeleton"] = torch.zeros(4, dtype=torch.long)
-    net = model(arch).train()
+    net = model(arch, sensor_encoder=sensor_encoder).train()
     out = net(x, lengths)
     assert (out.unimodal[:, 1] == 0).all()
     both_heads(out).backward()
@@ -159,6 +164,8 @@ def test_bad_inputs_are_clear_errors():
         model("b1")(x, {**lengths, "acc": torch.tensor([1, 9, 0, 5])})
     with pytest.raises(MumuError, match="unknown model"):
         build_model("b4", INPUTS, 5, 2)
+    with pytest.raises(MumuError, match="unknown sensor encoder 'lstm'"):
+        build_model("mumu", INPUTS, 5, 2, sensor_encoder="lstm")
 
 
 def test_window_shorter_than_kernel():
@@ -172,8 +179,9 @@ def test_modality_order_is_the_inputs_order():
     assert net.modalities == ["acc", "skeleton", "rgb"]
 
 
+@pytest.mark.parametrize("sensor_encoder", SENSOR_ENCODERS)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_learns_label_carried_by_one_sensor(arch):
+def test_learns_label_carried_by_one_sensor(arch, sensor_encoder):
     """Labels depend only on the sign of the acc stream's mean; rgb and skeleton are noise."""
     torch.manual_seed(0)
     batch = 16
@@ -181,7 +189,8 @@ def test_learns_label_carried_by_one_sensor(arch):
     labels = torch.arange(batch) % 2
     x["acc"] = x["acc"] * 0.5 + (labels.float() * 2 - 1).view(-1, 1, 1, 1)
     lengths = {n: torch.full((batch,), STEPS[n]) for n in INPUTS}
-    net = build_model(arch, INPUTS, num_classes=2, num_groups=2, embed_dim=16, dropout=0.0, conv_channels=8)
+    net = build_model(arch, INPUTS, num_classes=2, num_groups=2, embed_dim=16, dropout=0.0, conv_channels=8,
+                      sensor_encoder=sensor_encoder)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
     for _ in range(25):
         out = net(x, lengths)
@@ -195,3 +204,16 @@ def test_learns_label_carried_by_one_sensor(arch):
     with torch.no_grad():
         accuracy = (net(x, lengths).logits.argmax(1) == labels).float().mean().item()
     assert accuracy == 1.0, f"{arch}: accuracy {accuracy:.2f}, final loss {loss.item():.3f}"
+
+
+def test_sequence_encoder_mixes_neighbouring_steps_only_within_its_kernel():
+    """A change at one step reaches the steps a 3-layer, kernel-3 conv stack covers (±3), no further:
+    the sequence encoder really convolves along time, and the window encoder does not."""
+    x, lengths = make_batch(lengths={"rgb": [6] * 4, "skeleton": [7] * 4, "acc": [8] * 4})
+    changed = {**x, "acc": x["acc"].clone()}
+    changed["acc"][:, 0] += 5.0
+    for sensor_encoder, reach in (("sequence", 3), ("window", 0)):
+        embed = model("mumu", sensor_encoder=sensor_encoder).encoders["acc"].embed
+        mask = torch.ones(4, 8, dtype=torch.bool)
+        moved = (embed(changed["acc"], mask) - embed(x["acc"], mask)).abs().sum((0, 2)) > 0  # (S,)
+        assert moved.tolist() == [s <= reach for s in range(8)], sensor_encoder
