@@ -120,6 +120,20 @@ def test_baseline_trains_without_the_group_loss(tiny_demo, tmp_path):  # noqa: F
     assert result.metrics["n_samples"] == len(json.loads((tmp_path / "b2/split.json").read_text())["test"])
 
 
+def test_sequence_sensor_encoder_comes_from_the_config_and_reloads(tiny_demo, tmp_path):  # noqa: F811
+    cfg = tiny_demo.config(tmp_path / "seq", sensor_encoder="sequence", kernel_size=5, max_epochs=1)
+    train_once(cfg, progress=False)
+    loaded = load_run(cfg.run_dir)
+    assert loaded.config.sensor_encoder == "sequence" and loaded.config.kernel_size == 5
+    assert type(loaded.module.model.encoders["gyro"].embed).__name__ == "SensorSequenceEmbedding"
+    preds = {}
+    for batch in loaded.test_loader():
+        preds.update(zip(batch["sample_id"], loaded.predict(batch).logits.argmax(-1).tolist()))
+    assert preds == {r["sample_id"]: int(r["pred"]) for r in read_predictions(cfg.run_dir)}
+    with pytest.raises(MumuError, match="unknown sensor_encoder 'lstm'"):
+        tiny_demo.config(tmp_path / "bad", sensor_encoder="lstm")
+
+
 def test_train_command_prints_the_headline(tiny_demo, tmp_path):  # noqa: F811
     out = tmp_path / "cli"
     params = tmp_path / "params.yaml"
