@@ -41,6 +41,7 @@ DEFAULTS = dict(
     skeleton="none",       # none | centre | centre_scale (hip-centred, / hip->shoulder-centre length)
     standardize=True,      # per-channel z-score with training-split statistics (the trainer always does)
     rotate_deg=0.0, scale=0.0, jitter=0.0,  # train-time augmentation (mumu/transforms.py)
+    time_crop=0.0,         # 0 = random step per bin; > 0 = evenly spaced steps over a random crop (train.time_crop)
     embed_dim=128, dropout=0.2, beta_aux=0.5, conv_channels=64, sensor_encoder="window", kernel_size=3,
     epochs=30, batch_size=32, lr=1e-3, weight_decay=0.01, label_smoothing=0.0,
     modalities="skeleton,inertial",
@@ -98,7 +99,7 @@ def collate(items: list[dict[str, np.ndarray]]):
 
 # ---------------------------------------------------------------- training
 def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int) -> dict:
-    from mumu.data import step_indices
+    from mumu.data import crop_span, step_indices
     from mumu.model import build_model
     from pipeline.modalities import select_modalities
 
@@ -119,7 +120,9 @@ def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int
             stats[n] = (cat.mean(0), np.where(std > 1e-6, std, 1.0))
 
     def sample(i: int, rng=None):
-        x = transform({n: v[step_indices(len(v), cfg["max_steps"], rng)] for n, v in raw[i].items()}, rng)
+        span = crop_span(rng, cfg["time_crop"])
+        jitter = rng if cfg["time_crop"] <= 0 else None
+        x = transform({n: v[step_indices(len(v), cfg["max_steps"], jitter, span)] for n, v in raw[i].items()}, rng)
         return {n: ((v - stats[n][0]) / stats[n][1]).astype(np.float32) for n, v in x.items()}
 
     torch.manual_seed(seed)

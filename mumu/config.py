@@ -36,6 +36,7 @@ class TrainConfig:
     max_steps_visual: int = 32  # segments per visual modality after sampling/padding
     max_steps_sensor: int = 64  # windows per sensor modality after sampling/padding
     transforms: dict = field(default_factory=dict)  # mumu.transforms: skeleton body frame, augmentation
+    time_crop: float = 0.0  # training step sampling: 0 = random step per bin; > 0 = random crop (mumu.data)
     extract: ExtractSettings = field(default_factory=ExtractSettings)
     # model and optimisation
     model: str = "mumu"
@@ -99,6 +100,8 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         if getattr(cfg, name) < 1:
             raise MumuError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     SensorTransform.from_params(cfg.transforms)  # MumuError for bad transform settings
+    if not 0.0 <= cfg.time_crop < 0.5:
+        raise MumuError(f"time_crop is the fraction cut at most at each end, in [0, 0.5), got {cfg.time_crop}")
     if not 0.0 < cfg.val_fraction < 1.0:
         raise MumuError(f"val_fraction must be between 0 and 1, got {cfg.val_fraction}")
     return cfg

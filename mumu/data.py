@@ -37,14 +37,25 @@ FEATURE_DIM = 2048  # ResNet-50 global-average-pooled features
 MEMO_BYTES = 512 * 2**20  # per CacheDataset (and per worker): samples kept in memory once read
 
 
-def step_indices(n: int, length: int, rng: np.random.Generator | None) -> np.ndarray:
-    """Which of n steps to keep (ascending), at most `length`; rng None = evaluation (bin centres)."""
+def step_indices(n: int, length: int, rng: np.random.Generator | None,
+                 span: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """Which of n steps to keep (ascending), at most `length`, spread over the `span` fraction of the sample.
+
+    rng None: the centre of each of `length` equal bins (evaluation); else one random step per bin."""
     if n <= length:
         return np.arange(n)
-    edges = np.linspace(0, n, length + 1)  # S equal bins over [0, n)
+    edges = np.linspace(span[0] * n, span[1] * n, length + 1)  # S equal bins over the span
     if rng is None:
         return np.floor((edges[:-1] + edges[1:]) / 2).astype(np.int64)
     return np.floor(edges[:-1] + rng.random(length) * (edges[1:] - edges[:-1])).astype(np.int64)
+
+
+def crop_span(rng: np.random.Generator | None, time_crop: float) -> tuple[float, float]:
+    """A random (start, end) fraction of a sample, cutting up to `time_crop` at each end; (0, 1) if rng is None."""
+    if rng is None or time_crop <= 0:
+        return 0.0, 1.0
+    cut = rng.uniform(0.0, time_crop, size=2)
+    return float(cut[0]), float(1.0 - cut[1])
 
 
 def max_steps_for(spec: ModalitySpec, max_steps_visual: int, max_steps_sensor: int) -> int:
@@ -60,13 +71,17 @@ class StepDataset(Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], modalities: Sequence[ModalitySpec], max_steps: dict[str, int],
-                 train: bool, seed: int, transform: Callable[[dict, np.random.Generator | None], dict] | None = None):
+                 train: bool, seed: int, transform: Callable[[dict, np.random.Generator | None], dict] | None = None,
+                 time_crop: float = 0.0):
         self.samples = list(samples)
         self.modalities = list(modalities)
         self.max_steps = dict(max_steps)
         self.train = train
         self.seed = seed
         self.transform = transform  # mumu.transforms.SensorTransform: skeleton frame, train-time augmentation
+        # Training-time step sampling: 0 = one random step per bin; > 0 = evenly spaced steps over a random
+        # crop of the sample (up to this fraction at each end), the same crop for every modality.
+        self.time_crop = time_crop
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -75,9 +90,11 @@ class StepDataset(Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         sample = self.samples[index]
         rng = np.random.default_rng([self.seed, epoch, index]) if self.train else None
+        span = crop_span(rng, self.time_crop)
+        jitter = rng if self.time_crop <= 0 else None
 
         def choose(name: str, n: int) -> np.ndarray:
-            return step_indices(n, self.max_steps[name], rng)
+            return step_indices(n, self.max_steps[name], jitter, span)
 
         x = self.load(sample, choose)
         if self.transform is not None:
@@ -103,8 +120,9 @@ class StepDataset(Dataset):
 class CacheDataset(StepDataset):
     """Reads one sample at a time from the zarr feature cache (through its offsets)."""
 
-    def __init__(self, cache_path: str | Path, samples, modalities, max_steps, train: bool, seed: int, transform=None):
-        super().__init__(samples, modalities, max_steps, train, seed, transform)
+    def __init__(self, cache_path: str | Path, samples, modalities, max_steps, train: bool, seed: int, transform=None,
+                 time_crop: float = 0.0):
+        super().__init__(samples, modalities, max_steps, train, seed, transform, time_crop)
         self.cache_path = str(cache_path)
         self._cache = None  # opened lazily in each worker process: zarr handles are not fork-safe
         # Samples already read stay in memory up to MEMO_BYTES: a zarr read costs ~20 ms per sample,
@@ -147,8 +165,9 @@ class RawDataset(StepDataset):
     only the selected visual modalities are decoded.
     """
 
-    def __init__(self, samples, modalities, max_steps, train: bool, seed: int, settings, transform=None):
-        super().__init__(samples, modalities, max_steps, train, seed, transform)
+    def __init__(self, samples, modalities, max_steps, train: bool, seed: int, settings, transform=None,
+                 time_crop: float = 0.0):
+        super().__init__(samples, modalities, max_steps, train, seed, transform, time_crop)
         self.settings = settings  # pipeline.extract.ExtractSettings
 
     def load(self, sample, choose):

@@ -242,8 +242,10 @@ class RunData:
     def dataset(self, samples: list[Sample], train: bool) -> StepDataset:
         transform = SensorTransform.from_params(self.cfg.transforms)  # skeleton frame; augmentation if train
         if self.cfg.source == "raw":
-            return RawDataset(samples, self.specs, self.max_steps, train, self.cfg.seed, self.cfg.extract, transform)
-        return CacheDataset(self.cfg.cache_path, samples, self.specs, self.max_steps, train, self.cfg.seed, transform)
+            return RawDataset(samples, self.specs, self.max_steps, train, self.cfg.seed, self.cfg.extract, transform,
+                              self.cfg.time_crop)
+        return CacheDataset(self.cfg.cache_path, samples, self.specs, self.max_steps, train, self.cfg.seed, transform,
+                            self.cfg.time_crop)
 
     def loader(self, samples: list[Sample], batch_size: int | None = None, num_workers: int = 0):
         """An evaluation DataLoader (deterministic sampling, in order) over `samples`."""

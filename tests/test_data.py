@@ -64,6 +64,33 @@ def test_step_indices_uniform_at_eval_jittered_in_training():
     draws = np.stack([step_indices(10, 5, rng) for _ in range(200)])  # (200, 5)
     assert (draws // 2 == np.arange(5)).all()  # one step from each bin ...
     assert len({tuple(d) for d in draws}) > 1  # ... at random positions inside it
+    assert step_indices(10, 5, None, span=(0.2, 0.8)).tolist() == [2, 3, 5, 6, 7]  # bins over steps 2-8 only
+
+
+def test_time_crop_gives_every_modality_the_same_steps_of_one_random_crop(tiny_demo):
+    from pipeline.cache import FeatureCache
+    from pipeline.modalities import select_modalities
+
+    cache = FeatureCache(tiny_demo.cache)
+    sample = cache.samples[0]
+    arrays = cache.read(sample.sample_id)
+    n = len(arrays["acc_phone"])  # the phone accelerometer and the gyroscope share one time base
+    assert len(arrays["gyro"]) == n > 4
+    specs = select_modalities("demo", "acc_phone,gyro")
+    steps = {"acc_phone": 4, "gyro": 4}
+
+    def chosen(item, name):  # which cached windows the item holds
+        return [int(np.flatnonzero((arrays[name] == row.numpy()).all(axis=(1, 2)))[0]) for row in item["x"][name]]
+
+    train = CacheDataset(tiny_demo.cache, [sample], specs, steps, train=True, seed=0, time_crop=0.4)
+    patterns = set()
+    for epoch in range(30):
+        item = train[(0, epoch)]
+        assert chosen(item, "acc_phone") == chosen(item, "gyro")
+        patterns.add(tuple(chosen(item, "acc_phone")))
+    assert len(patterns) > 1 and all(list(p) == sorted(p) for p in patterns)  # in time order
+    evaluation = CacheDataset(tiny_demo.cache, [sample], specs, steps, train=False, seed=0, time_crop=0.4)
+    assert chosen(evaluation[0], "gyro") == step_indices(n, 4, None).tolist()  # no crop at evaluation
 
 
 def test_collate_pads_and_marks_missing_modalities():
