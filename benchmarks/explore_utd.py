@@ -43,7 +43,8 @@ DEFAULTS = dict(
     rotate_deg=0.0, scale=0.0, jitter=0.0,  # train-time augmentation (mumu/transforms.py)
     time_crop=0.0,         # 0 = random step per bin; > 0 = evenly spaced steps over a random crop (train.time_crop)
     embed_dim=128, dropout=0.2, beta_aux=0.5, conv_channels=64, sensor_encoder="window", kernel_size=3,
-    epochs=30, batch_size=32, lr=1e-3, weight_decay=0.01, label_smoothing=0.0,
+    lstm_layers=1,
+    epochs=30, batch_size=32, lr=1e-3, weight_decay=0.01, label_smoothing=0.0, warmup=0.0,
     modalities="skeleton,inertial",
 )
 
@@ -130,10 +131,12 @@ def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int
     inputs = {s.name: s for s in select_modalities("utd_mhad", names)}
     model = build_model("mumu", inputs, 27, 4, embed_dim=cfg["embed_dim"], dropout=cfg["dropout"],
                         window=cfg["window"], conv_channels=cfg["conv_channels"], kernel_size=cfg["kernel_size"],
-                        sensor_encoder=cfg["sensor_encoder"])
+                        sensor_encoder=cfg["sensor_encoder"], lstm_layers=cfg["lstm_layers"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     steps_per_epoch = int(np.ceil(len(idx["train"]) / cfg["batch_size"]))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg["epochs"] * steps_per_epoch)
+    total = cfg["epochs"] * steps_per_epoch
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=total, pct_start=cfg["warmup"])
+             if cfg["warmup"] > 0 else torch.optim.lr_scheduler.CosineAnnealingLR(opt, total))
     eval_batches = {k: [collate([sample(i) for i in idx[k][j : j + 128]]) for j in range(0, len(idx[k]), 128)]
                     for k in ("val", "test")}
 

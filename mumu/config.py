@@ -44,10 +44,13 @@ class TrainConfig:
     sensor_encoder: str = "window"  # window | sequence (mumu.encoders)
     conv_channels: int = 64  # sensor encoder's conv width
     kernel_size: int = 3  # sensor encoder's temporal kernel
+    lstm_layers: int = 1  # per modality; 0 = none (pooling reads the step embeddings)
     dropout: float = 0.2
     beta_aux: float = 0.5
-    lr: float = 1e-3
+    lr: float = 1e-3  # AdamW; the peak of the one-cycle schedule when warmup > 0
     weight_decay: float = 0.01
+    warmup: float = 0.0  # fraction of the steps spent warming up to lr (one cycle); 0 = cosine from lr
+    label_smoothing: float = 0.0  # on the activity loss L_t
     max_epochs: int = 30
     batch_size: int = 32
     seed: int = 0
@@ -100,6 +103,12 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         if getattr(cfg, name) < 1:
             raise MumuError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     SensorTransform.from_params(cfg.transforms)  # MumuError for bad transform settings
+    if cfg.lstm_layers < 0:
+        raise MumuError(f"lstm_layers must be >= 0 (0 = no LSTM), got {cfg.lstm_layers}")
+    if not 0.0 <= cfg.warmup < 1.0:
+        raise MumuError(f"warmup is a fraction of the training steps, in [0, 1), got {cfg.warmup}")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise MumuError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
     if not 0.0 <= cfg.time_crop < 0.5:
         raise MumuError(f"time_crop is the fraction cut at most at each end, in [0, 0.5), got {cfg.time_crop}")
     if not 0.0 < cfg.val_fraction < 1.0:

@@ -1,4 +1,4 @@
-"""Unimodal Feature Encoders (UFE, paper §3.3): per-step embedding -> LSTM -> temporal pooling.
+"""Unimodal Feature Encoders (UFE, paper §3.3): per-step embedding -> LSTM (optional) -> temporal pooling.
 
 Step embeddings, one shared sequence model:
 - visual (video / depth): a cached 2048-d ResNet-50 feature per step -> Linear -> ReLU -> Dropout;
@@ -155,8 +155,10 @@ class UnimodalEncoder(nn.Module):
             self.embed = SensorSequenceEmbedding(spec, window, dim, dropout, conv_channels, kernel_size)
         else:
             self.embed = SensorWindowEmbedding(spec, window, dim, dropout, conv_channels, kernel_size)
+        # lstm_layers=0: no recurrence; the pooling reads the step embeddings directly (with the "sequence"
+        # sensor encoder, its convolutions already carry the temporal context).
         self.lstm = nn.LSTM(dim, dim, num_layers=lstm_layers, batch_first=True,
-                            dropout=dropout if lstm_layers > 1 else 0.0)
+                            dropout=dropout if lstm_layers > 1 else 0.0) if lstm_layers > 0 else None
         self.attention = KeylessAttention(dim) if pooling == "keyless" else None
 
     def check_input(self, x: Tensor, lengths: Tensor) -> None:
@@ -173,13 +175,13 @@ class UnimodalEncoder(nn.Module):
         # x: (B, S, ...) padded; lengths: (B,) -> feature (B, D), temporal weights (B, S) or None
         self.check_input(x, lengths)
         mask = step_mask(lengths, x.shape[1])  # (B, S)
-        x = x.to(self.lstm.weight_ih_l0.dtype)  # cached visual features are float16
+        x = x.float()  # cached visual features are float16
         # Zero the padding so that whatever the loader put there (even NaN) cannot reach the output.
         x = x.masked_fill(~mask.view(*mask.shape, *[1] * (x.dim() - 2)), 0.0)
         steps = self.embed(x, mask)  # (B, S, D)
         # A unidirectional LSTM is causal and padding sits after the valid steps, so valid outputs are the
         # same as with packed sequences; padded outputs are masked below.
-        h, _ = self.lstm(steps)  # (B, S, D)
+        h = self.lstm(steps)[0] if self.lstm is not None else steps  # (B, S, D)
         if self.attention is not None:
             return self.attention(h, mask)  # a missing modality has no valid step -> zero feature
         last = (lengths - 1).clamp(min=0)  # (B,) index of the last valid step

@@ -76,7 +76,7 @@ class MumuModule(pl.LightningModule):
                                  embed_dim=self.cfg.embed_dim, dropout=self.cfg.dropout,
                                  window=self.cfg.extract.sensor_window,
                                  conv_channels=self.cfg.conv_channels, kernel_size=self.cfg.kernel_size,
-                                 sensor_encoder=self.cfg.sensor_encoder)
+                                 sensor_encoder=self.cfg.sensor_encoder, lstm_layers=self.cfg.lstm_layers)
         with_groups = self.cfg.model == "mumu"
         self.val_metrics = ActivityMetrics(len(activity_names), len(group_names), with_groups)
         self.test_metrics = ActivityMetrics(len(activity_names), len(group_names), with_groups)
@@ -146,7 +146,7 @@ class MumuModule(pl.LightningModule):
         return self.model(self.encoder_inputs(batch), batch["lengths"])
 
     def loss(self, out: ModelOutput, batch: dict) -> torch.Tensor:
-        loss = F.cross_entropy(out.logits.float(), batch["label"])  # L_t
+        loss = F.cross_entropy(out.logits.float(), batch["label"], label_smoothing=self.cfg.label_smoothing)  # L_t
         if out.group_logits is not None and self.cfg.beta_aux > 0:
             loss = loss + self.cfg.beta_aux * F.cross_entropy(out.group_logits.float(), batch["group"])  # L_aux
         return loss
@@ -167,7 +167,11 @@ class MumuModule(pl.LightningModule):
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        if self.cfg.warmup > 0:  # one cycle: linear warm-up to lr, then cosine annealing
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.cfg.lr, total_steps=total_steps,
+                                                            pct_start=self.cfg.warmup, anneal_strategy="cos")
+        else:
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- validation

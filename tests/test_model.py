@@ -17,7 +17,9 @@ STEPS = {"rgb": 6, "skeleton": 7, "acc": 8}
 # Sample 0 has everything; 1 misses rgb; 2 has only rgb; 3 misses skeleton. Several are padded.
 LENGTHS = {"rgb": [6, 0, 3, 1], "skeleton": [7, 2, 0, 0], "acc": [1, 8, 0, 5]}
 SMALL = dict(embed_dim=16, dropout=0.2, conv_channels=8)
-SENSOR_ENCODERS = ["window", "sequence"]
+# The sensor encoder variants: the paper's window encoder, and the sequence encoder with and without its LSTM.
+ENCODERS = {"window": dict(sensor_encoder="window"), "sequence": dict(sensor_encoder="sequence"),
+            "sequence-no-lstm": dict(sensor_encoder="sequence", lstm_layers=0)}
 
 
 @pytest.fixture(autouse=True)
@@ -76,11 +78,11 @@ def test_padded_steps_get_zero_temporal_weight(arch):
         assert (w[~present] == 0).all()
 
 
-@pytest.mark.parametrize("sensor_encoder", SENSOR_ENCODERS)
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_padding_and_missing_modality_values_do_not_change_output(arch, sensor_encoder):
+def test_padding_and_missing_modality_values_do_not_change_output(arch, encoder):
     x, lengths = make_batch()
-    net = model(arch, sensor_encoder=sensor_encoder)
+    net = model(arch, **ENCODERS[encoder])
     ref = net(x, lengths)
     noisy = {}
     for name, t in x.items():
@@ -93,11 +95,11 @@ def test_padding_and_missing_modality_values_do_not_change_output(arch, sensor_e
     torch.testing.assert_close(out.fused, ref.fused)
 
 
-@pytest.mark.parametrize("sensor_encoder", SENSOR_ENCODERS)
-def test_padding_does_not_change_output_in_training_mode(sensor_encoder):
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_padding_does_not_change_output_in_training_mode(encoder):
     """BatchNorm sees only valid steps, so padding cannot shift its batch statistics."""
     x, lengths = make_batch()
-    net = model("mumu", dropout=0.0, sensor_encoder=sensor_encoder).train()
+    net = model("mumu", dropout=0.0, **ENCODERS[encoder]).train()
     ref = net(x, lengths).logits
     padded = {n: torch.cat([t, torch.randn_like(t) * 50], dim=1) for n, t in x.items()}
     torch.testing.assert_close(net(padded, lengths).logits, ref)
@@ -122,25 +124,25 @@ def test_b3_fusion_weights_ignore_missing_modalities():
     assert (out.attention["gm"][~present] == 0).all()
 
 
-@pytest.mark.parametrize("sensor_encoder", SENSOR_ENCODERS)
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_gradients_reach_every_encoder(arch, sensor_encoder):
+def test_gradients_reach_every_encoder(arch, encoder):
     x, lengths = make_batch()
-    net = model(arch, sensor_encoder=sensor_encoder).train()
+    net = model(arch, **ENCODERS[encoder]).train()
     both_heads(net(x, lengths)).backward()
-    for name, encoder in net.encoders.items():
-        grads = [p.grad for p in encoder.parameters() if p.requires_grad]
+    for name, module in net.encoders.items():
+        grads = [p.grad for p in module.parameters() if p.requires_grad]
         assert all(g is not None for g in grads), name
         assert sum(g.abs().sum() for g in grads) > 0, name
 
 
-@pytest.mark.parametrize("sensor_encoder", SENSOR_ENCODERS)
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_modality_missing_in_whole_batch(arch, sensor_encoder):
+def test_modality_missing_in_whole_batch(arch, encoder):
     """Every parameter still gets a gradient (DDP needs it), and the missing encoder's is zero."""
     x, lengths = make_batch()
     lengths["skeleton"] = torch.zeros(4, dtype=torch.long)
-    net = model(arch, sensor_encoder=sensor_encoder).train()
+    net = model(arch, **ENCODERS[encoder]).train()
     out = net(x, lengths)
     assert (out.unimodal[:, 1] == 0).all()
     both_heads(out).backward()
@@ -179,9 +181,9 @@ def test_modality_order_is_the_inputs_order():
     assert net.modalities == ["acc", "skeleton", "rgb"]
 
 
-@pytest.mark.parametrize("sensor_encoder", SENSOR_ENCODERS)
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_learns_label_carried_by_one_sensor(arch, sensor_encoder):
+def test_learns_label_carried_by_one_sensor(arch, encoder):
     """Labels depend only on the sign of the acc stream's mean; rgb and skeleton are noise."""
     torch.manual_seed(0)
     batch = 16
@@ -190,7 +192,7 @@ def test_learns_label_carried_by_one_sensor(arch, sensor_encoder):
     x["acc"] = x["acc"] * 0.5 + (labels.float() * 2 - 1).view(-1, 1, 1, 1)
     lengths = {n: torch.full((batch,), STEPS[n]) for n in INPUTS}
     net = build_model(arch, INPUTS, num_classes=2, num_groups=2, embed_dim=16, dropout=0.0, conv_channels=8,
-                      sensor_encoder=sensor_encoder)
+                      **ENCODERS[encoder])
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
     for _ in range(25):
         out = net(x, lengths)

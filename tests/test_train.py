@@ -120,18 +120,23 @@ def test_baseline_trains_without_the_group_loss(tiny_demo, tmp_path):  # noqa: F
     assert result.metrics["n_samples"] == len(json.loads((tmp_path / "b2/split.json").read_text())["test"])
 
 
-def test_sequence_sensor_encoder_comes_from_the_config_and_reloads(tiny_demo, tmp_path):  # noqa: F811
-    cfg = tiny_demo.config(tmp_path / "seq", sensor_encoder="sequence", kernel_size=5, max_epochs=1)
+def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path):  # noqa: F811
+    """The options params/utd_mhad.yaml uses (sequence encoder, no LSTM, one-cycle schedule, label smoothing)."""
+    options = dict(sensor_encoder="sequence", kernel_size=5, lstm_layers=0, warmup=0.3, label_smoothing=0.1)
+    cfg = tiny_demo.config(tmp_path / "seq", max_epochs=1, **options)
     train_once(cfg, progress=False)
     loaded = load_run(cfg.run_dir)
-    assert loaded.config.sensor_encoder == "sequence" and loaded.config.kernel_size == 5
+    assert {k: getattr(loaded.config, k) for k in options} == options
     assert type(loaded.module.model.encoders["gyro"].embed).__name__ == "SensorSequenceEmbedding"
     preds = {}
     for batch in loaded.test_loader():
         preds.update(zip(batch["sample_id"], loaded.predict(batch).logits.argmax(-1).tolist()))
     assert preds == {r["sample_id"]: int(r["pred"]) for r in read_predictions(cfg.run_dir)}
-    with pytest.raises(MumuError, match="unknown sensor_encoder 'lstm'"):
-        tiny_demo.config(tmp_path / "bad", sensor_encoder="lstm")
+    for bad, message in ((dict(sensor_encoder="lstm"), "unknown sensor_encoder 'lstm'"),
+                         (dict(lstm_layers=-1), "lstm_layers must be >= 0"), (dict(warmup=1.5), "warmup is a fraction"),
+                         (dict(label_smoothing=1.0), "label_smoothing must be in"), (dict(time_crop=0.5), "time_crop")):
+        with pytest.raises(MumuError, match=message):
+            tiny_demo.config(tmp_path / "bad", **bad)
 
 
 def test_train_command_prints_the_headline(tiny_demo, tmp_path):  # noqa: F811
