@@ -574,6 +574,7 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
 @click.option("--weight-decay", type=float)
 @click.option("--embed-dim", type=int)
 @click.option("--dropout", type=float)
+@click.option("--lstm-layers", type=int, help="LSTM layers per modality encoder; 0 = none.")
 @click.option("--beta-aux", type=float, help="Weight of the activity-group loss L_aux (MuMu).")
 @click.option("--max-steps-visual", type=int, help="Segments per visual modality (sampled/padded).")
 @click.option("--max-steps-sensor", type=int, help="Windows per sensor modality (sampled/padded).")
