@@ -11,7 +11,7 @@ tests on the 8th, so the test subject never informs model selection.
     python benchmarks/explore_utd.py --logreg      # the 85 % reference point
 
 The data path is the product's: `pipeline.sensors` (parse, common time base, windows),
-`mumu.data.step_indices` (jittered step sampling), `mumu.transforms.SensorTransform`, and
+`mumu.data.step_sampler` (step sampling), `mumu.transforms.SensorTransform`, and
 `mumu.model.build_model`; only the training loop is a plain one (no Lightning) to stay light.
 """
 from __future__ import annotations
@@ -100,7 +100,7 @@ def collate(items: list[dict[str, np.ndarray]]):
 
 # ---------------------------------------------------------------- training
 def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int) -> dict:
-    from mumu.data import crop_span, step_indices
+    from mumu.data import step_sampler
     from mumu.model import build_model
     from pipeline.modalities import select_modalities
 
@@ -121,9 +121,8 @@ def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int
             stats[n] = (cat.mean(0), np.where(std > 1e-6, std, 1.0))
 
     def sample(i: int, rng=None):
-        span = crop_span(rng, cfg["time_crop"])
-        jitter = rng if cfg["time_crop"] <= 0 else None
-        x = transform({n: v[step_indices(len(v), cfg["max_steps"], jitter, span)] for n, v in raw[i].items()}, rng)
+        pick = step_sampler(rng, cfg["time_crop"])
+        x = transform({n: v[pick(len(v), cfg["max_steps"])] for n, v in raw[i].items()}, rng)
         return {n: ((v - stats[n][0]) / stats[n][1]).astype(np.float32) for n, v in x.items()}
 
     torch.manual_seed(seed)

@@ -50,12 +50,16 @@ def step_indices(n: int, length: int, rng: np.random.Generator | None,
     return np.floor(edges[:-1] + rng.random(length) * (edges[1:] - edges[:-1])).astype(np.int64)
 
 
-def crop_span(rng: np.random.Generator | None, time_crop: float) -> tuple[float, float]:
-    """A random (start, end) fraction of a sample, cutting up to `time_crop` at each end; (0, 1) if rng is None."""
+def step_sampler(rng: np.random.Generator | None, time_crop: float) -> Callable[[int, int], np.ndarray]:
+    """One sample's step choice, `(n, length) -> step_indices`, the same for all of its modalities.
+
+    rng None: bin centres (evaluation). time_crop 0: one random step per bin. time_crop > 0: bin centres
+    over one random crop of the sample, cutting up to `time_crop` at each end."""
     if rng is None or time_crop <= 0:
-        return 0.0, 1.0
+        return lambda n, length: step_indices(n, length, rng)
     cut = rng.uniform(0.0, time_crop, size=2)
-    return float(cut[0]), float(1.0 - cut[1])
+    span = (float(cut[0]), float(1.0 - cut[1]))
+    return lambda n, length: step_indices(n, length, None, span)
 
 
 def max_steps_for(spec: ModalitySpec, max_steps_visual: int, max_steps_sensor: int) -> int:
@@ -90,11 +94,10 @@ class StepDataset(Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         sample = self.samples[index]
         rng = np.random.default_rng([self.seed, epoch, index]) if self.train else None
-        span = crop_span(rng, self.time_crop)
-        jitter = rng if self.time_crop <= 0 else None
+        pick = step_sampler(rng, self.time_crop)
 
         def choose(name: str, n: int) -> np.ndarray:
-            return step_indices(n, self.max_steps[name], jitter, span)
+            return pick(n, self.max_steps[name])
 
         x = self.load(sample, choose)
         if self.transform is not None:
