@@ -45,6 +45,8 @@ class TrainConfig:
     conv_channels: int = 64  # sensor encoder's conv width
     kernel_size: int = 3  # sensor encoder's temporal kernel
     lstm_layers: int = 1  # per modality; 0 = none (pooling reads the step embeddings)
+    max_pools: int = 0  # "sequence" encoder: max-pools by 2 along the steps after the first 0-2 conv blocks
+    modality_dropout: float = 0.0  # training: chance that a multimodal sample loses one modality
     dropout: float = 0.2
     beta_aux: float = 0.5
     lr: float = 1e-3  # AdamW; the peak of the one-cycle schedule when warmup > 0
@@ -105,6 +107,10 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
     SensorTransform.from_params(cfg.transforms)  # MumuError for bad transform settings
     if cfg.lstm_layers < 0:
         raise MumuError(f"lstm_layers must be >= 0 (0 = no LSTM), got {cfg.lstm_layers}")
+    if not 0 <= cfg.max_pools <= 2:
+        raise MumuError(f"max_pools must be 0, 1 or 2, got {cfg.max_pools}")
+    if not 0.0 <= cfg.modality_dropout < 1.0:
+        raise MumuError(f"modality_dropout is a probability in [0, 1), got {cfg.modality_dropout}")
     if not 0.0 <= cfg.warmup < 1.0:
         raise MumuError(f"warmup is a fraction of the training steps, in [0, 1), got {cfg.warmup}")
     if not 0.0 <= cfg.label_smoothing < 1.0:

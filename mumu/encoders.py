@@ -5,8 +5,8 @@ Step embeddings, one shared sequence model:
 - sensor / skeleton, `sensor_encoder="window"`: a co-occurrence-style 2-conv encoder inside each window of
   W time steps (J joints, A attributes), as in the HAMLET/MuMu code;
 - sensor / skeleton, `sensor_encoder="sequence"`: HCN-style convolutions along the step axis, across windows,
-  so each step's embedding sees its neighbours (on UTD-MHAD, with W=1 and a time-normalised sequence, MuMu's
-  LOSO accuracy rose from 79.6 % to 86 %; docs/results.md).
+  so each step's embedding sees its neighbours, optionally with max-pools between the conv blocks that
+  shorten the sequence and widen the later blocks' reach (docs/results.md measures each on UTD-MHAD).
 Temporal pooling is keyless attention (Long et al. 2018) for MuMu/B2/B3 or the last valid LSTM state for B1.
 
 Padding convention: step t of sample b is valid iff t < lengths[b]; lengths[b] == 0 means the modality is
@@ -61,8 +61,8 @@ class VisualStepEmbedding(nn.Module):
         super().__init__()
         self.proj = nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU(), nn.Dropout(dropout))
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        return self.proj(x)  # (B, S, D); a per-step op, so padded steps cannot leak into valid ones
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        return self.proj(x), mask  # (B, S, D); a per-step op, so padded steps cannot leak into valid ones
 
 
 class SensorWindowEmbedding(nn.Module):
@@ -90,7 +90,7 @@ class SensorWindowEmbedding(nn.Module):
         self.proj = nn.Sequential(nn.Linear(flat, dim), nn.ReLU(), nn.Dropout(dropout))
         self.dim = dim
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         B, S, W, _ = x.shape
         out = x.new_zeros(B, S, self.dim)  # (B, S, D)
         valid = x[mask]  # (N, W, J*A), N = number of valid windows in the batch
@@ -98,7 +98,7 @@ class SensorWindowEmbedding(nn.Module):
         # statistics alone and keeps every parameter in the graph (zero gradients), as DDP requires.
         windows = valid.reshape(-1, W, self.joints, self.attributes).permute(0, 3, 2, 1)  # (N, A, J, W)
         out[mask] = self.proj(self.conv(windows).flatten(1)).to(out.dtype)  # (N, D)
-        return out
+        return out, mask
 
 
 class MaskedConvBlock(nn.Module):
@@ -120,25 +120,38 @@ class MaskedConvBlock(nn.Module):
         return out.transpose(1, 2)
 
 
+def halve_steps(h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Max-pool by 2 along the steps: (B, C, S), (B, S) -> (B, C, ceil(S/2)), (B, ceil(S/2)).
+
+    h is post-ReLU (>= 0) and zero on padding, so a pair with one valid step pools to that step's value."""
+    h = nn.functional.max_pool1d(h, 2, ceil_mode=True)
+    return h, nn.functional.max_pool1d(mask[:, None].float(), 2, ceil_mode=True)[:, 0].bool()
+
+
 class SensorSequenceEmbedding(nn.Module):
-    """HCN-style temporal convolutions across steps: (B, S, W, J*A) -> (B, S, D).
+    """HCN-style temporal convolutions across steps: (B, S, W, J*A) -> (B, S', D), S' = ceil(S / 2^max_pools).
 
     Each step's window is flattened to W*J*A values; three masked conv blocks (kernel k along the steps)
-    mix neighbouring steps, then a per-step Linear -> ReLU -> Dropout gives the D-d embedding."""
+    mix neighbouring steps, with a max-pool by 2 after each of the first `max_pools` blocks (a wider
+    receptive field for the later blocks), then a per-step Linear -> ReLU -> Dropout gives the D-d embedding."""
 
     def __init__(self, spec: ModalitySpec, window: int, dim: int, dropout: float, channels: int = 64,
-                 kernel_size: int = 5):
+                 kernel_size: int = 5, max_pools: int = 0):
         super().__init__()
         self.blocks = nn.ModuleList([MaskedConvBlock(window * spec.channels, channels, kernel_size),
                                      MaskedConvBlock(channels, channels, kernel_size),
                                      MaskedConvBlock(channels, 2 * channels, kernel_size)])
+        self.max_pools = max_pools
         self.proj = nn.Sequential(nn.Linear(2 * channels, dim), nn.ReLU(), nn.Dropout(dropout))
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        # x: (B, S, W, J*A), mask: (B, S) -> steps (B, S', D), mask (B, S')
         h = x.flatten(2).transpose(1, 2)  # (B, W*J*A, S); padding is already zero
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             h = block(h, mask)
-        return self.proj(h.transpose(1, 2)) * mask[..., None]  # (B, S, D), zero on padding
+            if i < self.max_pools:
+                h, mask = halve_steps(h, mask)
+        return self.proj(h.transpose(1, 2)) * mask[..., None], mask  # zero on padding
 
 
 class UnimodalEncoder(nn.Module):
@@ -147,13 +160,13 @@ class UnimodalEncoder(nn.Module):
 
     def __init__(self, spec: ModalitySpec, dim: int, dropout: float, pooling: Pooling, window: int = 5,
                  conv_channels: int = 64, kernel_size: int = 3, lstm_layers: int = 1, visual_dim: int = 2048,
-                 sensor_encoder: SensorEncoder = "window"):
+                 sensor_encoder: SensorEncoder = "window", max_pools: int = 0):
         super().__init__()
         self.spec, self.window, self.visual_dim = spec, window, visual_dim
         if spec.visual:
             self.embed: nn.Module = VisualStepEmbedding(visual_dim, dim, dropout)
         elif sensor_encoder == "sequence":
-            self.embed = SensorSequenceEmbedding(spec, window, dim, dropout, conv_channels, kernel_size)
+            self.embed = SensorSequenceEmbedding(spec, window, dim, dropout, conv_channels, kernel_size, max_pools)
         else:
             self.embed = SensorWindowEmbedding(spec, window, dim, dropout, conv_channels, kernel_size)
         # lstm_layers=0: no recurrence; the pooling reads the step embeddings directly (with the "sequence"
@@ -173,18 +186,18 @@ class UnimodalEncoder(nn.Module):
                              f"[0, S={x.shape[1]}], got {lengths.tolist()}")
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
-        # x: (B, S, ...) padded; lengths: (B,) -> feature (B, D), temporal weights (B, S) or None
+        # x: (B, S, ...) padded; lengths: (B,) -> feature (B, D), temporal weights (B, S') or None
         self.check_input(x, lengths)
         mask = step_mask(lengths, x.shape[1])  # (B, S)
         x = x.float()  # cached visual features are float16
         # Zero the padding so that whatever the loader put there (even NaN) cannot reach the output.
         x = x.masked_fill(~mask.view(*mask.shape, *[1] * (x.dim() - 2)), 0.0)
-        steps = self.embed(x, mask)  # (B, S, D)
+        steps, mask = self.embed(x, mask)  # (B, S', D), (B, S'); S' < S when the sensor encoder pools
         # A unidirectional LSTM is causal and padding sits after the valid steps, so valid outputs are the
         # same as with packed sequences; padded outputs are masked below.
-        h = self.lstm(steps)[0] if self.lstm is not None else steps  # (B, S, D)
+        h = self.lstm(steps)[0] if self.lstm is not None else steps  # (B, S', D)
         if self.attention is not None:
             return self.attention(h, mask)  # a missing modality has no valid step -> zero feature
-        last = (lengths - 1).clamp(min=0)  # (B,) index of the last valid step
+        last = (mask.sum(1) - 1).clamp(min=0)  # (B,) index of the last valid step
         feature = h[torch.arange(h.shape[0], device=h.device), last]  # (B, D)
         return feature * (lengths > 0)[:, None], None  # zero for a missing modality

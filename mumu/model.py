@@ -47,8 +47,9 @@ class MultimodalModel(nn.Module):
     """Encodes every modality (in `self.modalities` order) and hands (B, M, D) features to `fuse`."""
 
     def __init__(self, inputs: dict[str, ModalitySpec], embed_dim: int, dropout: float, pooling: str,
-                 **encoder_options):
+                 modality_dropout: float = 0.0, **encoder_options):
         super().__init__()
+        self.modality_dropout = modality_dropout
         self.modalities = list(inputs)
         self.specs = dict(inputs)
         self.encoders = nn.ModuleDict(
@@ -73,7 +74,20 @@ class MultimodalModel(nn.Module):
                 temporal[f"temporal:{name}"] = weights
         return torch.stack(features, dim=1), present, temporal
 
+    def drop_modalities(self, lengths: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Training only: with probability `modality_dropout`, a sample with two or more modalities loses one,
+        drawn uniformly among those present, so that no fusion can lean on a single modality."""
+        present = torch.stack([lengths[name] > 0 for name in self.modalities], dim=1)  # (B, M)
+        chosen = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0).argmax(1)  # (B,)
+        apply = (torch.rand(len(present), device=present.device) < self.modality_dropout) & (present.sum(1) >= 2)
+        dropped = dict(lengths)
+        for m, name in enumerate(self.modalities):
+            dropped[name] = lengths[name].masked_fill(apply & (chosen == m), 0)
+        return dropped
+
     def forward(self, x: dict[str, Tensor], lengths: dict[str, Tensor]) -> ModelOutput:
+        if self.training and self.modality_dropout > 0:
+            lengths = self.drop_modalities(lengths)
         xu, present, temporal = self.encode(x, lengths)
         out = self.fuse(xu, present)
         out.attention.update(temporal)
@@ -133,12 +147,15 @@ class SelfAttentionBaseline(MultimodalModel):
 def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, num_groups: int,
                 embed_dim: int = 128, dropout: float = 0.2, *, window: int = 5, conv_channels: int = 64,
                 kernel_size: int = 3, lstm_layers: int = 1, fusion_heads: int = 2,
-                sensor_encoder: str = "window") -> MultimodalModel:
+                sensor_encoder: str = "window", max_pools: int = 0,
+                modality_dropout: float = 0.0) -> MultimodalModel:
     """Build `arch` (mumu | b1 | b2 | b3) over `inputs`, whose order is the model's modality order.
 
     window: time steps per sensor window (W of the (B, S, W, J*A) input; params.yaml extract.sensor_window).
     sensor_encoder: "window" (co-occurrence convs inside each window) or "sequence" (convs along the steps).
     conv_channels, kernel_size: the sensor encoder's conv width and temporal kernel (clamped to W for "window").
+    max_pools: "sequence" only; max-pools by 2 along the steps after the first 0, 1 or 2 conv blocks.
+    modality_dropout: training only; the chance that a multimodal sample loses one of its modalities.
     fusion_heads: B3's attention heads (must divide embed_dim). num_groups is used by MuMu only.
     """
     if arch not in ARCHS:
@@ -147,8 +164,12 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
         raise MumuError("the model needs at least one input modality")
     if sensor_encoder not in SENSOR_ENCODERS:
         raise MumuError(f"unknown sensor encoder {sensor_encoder!r}; choose one of {', '.join(SENSOR_ENCODERS)}")
+    if not 0 <= max_pools <= 2:
+        raise MumuError(f"max_pools must be 0, 1 or 2 (pools after the first conv blocks), got {max_pools}")
+    if not 0.0 <= modality_dropout < 1.0:
+        raise MumuError(f"modality_dropout is a probability in [0, 1), got {modality_dropout}")
     options = dict(window=window, conv_channels=conv_channels, kernel_size=kernel_size, lstm_layers=lstm_layers,
-                   sensor_encoder=sensor_encoder)
+                   sensor_encoder=sensor_encoder, max_pools=max_pools, modality_dropout=modality_dropout)
     if arch == "mumu":
         return MuMu(inputs, num_classes, num_groups, embed_dim, dropout, **options)
     if arch == "b3":

@@ -17,9 +17,11 @@ STEPS = {"rgb": 6, "skeleton": 7, "acc": 8}
 # Sample 0 has everything; 1 misses rgb; 2 has only rgb; 3 misses skeleton. Several are padded.
 LENGTHS = {"rgb": [6, 0, 3, 1], "skeleton": [7, 2, 0, 0], "acc": [1, 8, 0, 5]}
 SMALL = dict(embed_dim=16, dropout=0.2, conv_channels=8)
-# The sensor encoder variants: the paper's window encoder, and the sequence encoder with and without its LSTM.
+# The sensor encoder variants: the paper's window encoder, and the sequence encoder with and without its LSTM
+# and its max-pools.
 ENCODERS = {"window": dict(sensor_encoder="window"), "sequence": dict(sensor_encoder="sequence"),
-            "sequence-no-lstm": dict(sensor_encoder="sequence", lstm_layers=0)}
+            "sequence-no-lstm": dict(sensor_encoder="sequence", lstm_layers=0),
+            "sequence-pooled": dict(sensor_encoder="sequence", lstm_layers=0, max_pools=2)}
 
 
 @pytest.fixture(autouse=True)
@@ -217,5 +219,34 @@ def test_sequence_encoder_mixes_neighbouring_steps_only_within_its_kernel():
     for sensor_encoder, reach in (("sequence", 3), ("window", 0)):
         embed = model("mumu", sensor_encoder=sensor_encoder).encoders["acc"].embed
         mask = torch.ones(4, 8, dtype=torch.bool)
-        moved = (embed(changed["acc"], mask) - embed(x["acc"], mask)).abs().sum((0, 2)) > 0  # (S,)
+        moved = (embed(changed["acc"], mask)[0] - embed(x["acc"], mask)[0]).abs().sum((0, 2)) > 0  # (S,)
         assert moved.tolist() == [s <= reach for s in range(8)], sensor_encoder
+
+
+def test_max_pools_quarter_the_temporal_weights_and_keep_padding_out():
+    """Two max-pools: S steps -> ceil(S / 4) pooled steps; a pooled step is valid if any of its steps is."""
+    x, lengths = make_batch()
+    out = model("mumu", sensor_encoder="sequence", lstm_layers=0, max_pools=2)(x, lengths)
+    w = out.attention["temporal:acc"]  # acc: 8 steps, lengths [1, 8, 0, 5]
+    assert w.shape == (4, 2)
+    assert (w[0, 1] == 0) and (w[1] > 0).all() and (w[2] == 0).all() and (w[3] > 0).all()
+
+
+def test_modality_dropout_drops_one_modality_per_sample_in_training_only():
+    x, lengths = make_batch(batch=4)
+    present = torch.stack([lengths[n] > 0 for n in INPUTS], dim=1)  # (B, M); samples 0, 1, 3 have >= 2
+    net = model("mumu", modality_dropout=0.999)
+    torch.testing.assert_close(net(x, lengths).attention["sm"] > 0, present)  # evaluation: nothing dropped
+    net.train()
+    for seed in range(5):
+        torch.manual_seed(seed)
+        kept = net(x, lengths).attention["sm"] > 0  # (B, M)
+        assert (kept <= present).all()
+        assert kept.sum(1).tolist() == [n - 1 if n >= 2 else n for n in present.sum(1).tolist()]
+
+
+def test_bad_pooling_and_dropout_options_are_clear_errors():
+    with pytest.raises(MumuError, match="max_pools must be 0, 1 or 2"):
+        model("mumu", sensor_encoder="sequence", max_pools=3)
+    with pytest.raises(MumuError, match="modality_dropout is a probability"):
+        model("mumu", modality_dropout=1.0)

@@ -121,8 +121,10 @@ def test_baseline_trains_without_the_group_loss(tiny_demo, tmp_path):  # noqa: F
 
 
 def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path):  # noqa: F811
-    """The options params/utd_mhad.yaml uses (sequence encoder, no LSTM, one-cycle schedule, label smoothing)."""
-    options = dict(sensor_encoder="sequence", kernel_size=5, lstm_layers=0, warmup=0.3, label_smoothing=0.1)
+    """The options params/utd_mhad.yaml uses (sequence encoder with max-pools, no LSTM, modality dropout,
+    one-cycle schedule, label smoothing)."""
+    options = dict(sensor_encoder="sequence", kernel_size=5, lstm_layers=0, max_pools=2, modality_dropout=0.3,
+                   warmup=0.3, label_smoothing=0.1)
     cfg = tiny_demo.config(tmp_path / "seq", max_epochs=1, **options)
     train_once(cfg, progress=False)
     loaded = load_run(cfg.run_dir)
@@ -134,7 +136,9 @@ def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path)
     assert preds == {r["sample_id"]: int(r["pred"]) for r in read_predictions(cfg.run_dir)}
     for bad, message in ((dict(sensor_encoder="lstm"), "unknown sensor_encoder 'lstm'"),
                          (dict(lstm_layers=-1), "lstm_layers must be >= 0"), (dict(warmup=1.5), "warmup is a fraction"),
-                         (dict(label_smoothing=1.0), "label_smoothing must be in"), (dict(time_crop=0.5), "time_crop")):
+                         (dict(label_smoothing=1.0), "label_smoothing must be in"), (dict(time_crop=0.5), "time_crop"),
+                         (dict(max_pools=3), "max_pools must be 0, 1 or 2"),
+                         (dict(modality_dropout=1.0), "modality_dropout is a probability")):
         with pytest.raises(MumuError, match=message):
             tiny_demo.config(tmp_path / "bad", **bad)
 
