@@ -43,7 +43,7 @@ DEFAULTS = dict(
     rotate_deg=0.0, scale=0.0, jitter=0.0,  # train-time augmentation (mumu/transforms.py)
     time_crop=0.0,         # 0 = random step per bin; > 0 = evenly spaced steps over a random crop (train.time_crop)
     embed_dim=128, dropout=0.2, beta_aux=0.5, conv_channels=64, sensor_encoder="window", kernel_size=3,
-    lstm_layers=1, max_pools=0, modality_dropout=0.0, model="mumu",
+    lstm_layers=1, max_pools=0, modality_dropout=0.0, gm_heads=1, model="mumu",
     epochs=30, batch_size=32, lr=1e-3, weight_decay=0.01, label_smoothing=0.0, warmup=0.0,
     modalities="skeleton,inertial",
 )
@@ -131,7 +131,7 @@ def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int
     model = build_model(cfg["model"], inputs, 27, 4, embed_dim=cfg["embed_dim"], dropout=cfg["dropout"],
                         window=cfg["window"], conv_channels=cfg["conv_channels"], kernel_size=cfg["kernel_size"],
                         sensor_encoder=cfg["sensor_encoder"], lstm_layers=cfg["lstm_layers"],
-                        max_pools=cfg["max_pools"], modality_dropout=cfg["modality_dropout"])
+                        max_pools=cfg["max_pools"], modality_dropout=cfg["modality_dropout"], gm_heads=cfg["gm_heads"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     steps_per_epoch = int(np.ceil(len(idx["train"]) / cfg["batch_size"]))
     total = cfg["epochs"] * steps_per_epoch

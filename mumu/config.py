@@ -47,6 +47,7 @@ class TrainConfig:
     lstm_layers: int = 1  # per modality; 0 = none (pooling reads the step embeddings)
     max_pools: int = 0  # "sequence" encoder: max-pools by 2 along the steps after the first 0-2 conv blocks
     modality_dropout: float = 0.0  # training: chance that a multimodal sample loses one modality
+    gm_heads: int = 1  # MuMu's GM-Fusion attention heads; 1 = eq. (7)
     dropout: float = 0.2
     beta_aux: float = 0.5
     lr: float = 1e-3  # AdamW; the peak of the one-cycle schedule when warmup > 0
@@ -107,6 +108,8 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
     SensorTransform.from_params(cfg.transforms)  # MumuError for bad transform settings
     if cfg.lstm_layers < 0:
         raise MumuError(f"lstm_layers must be >= 0 (0 = no LSTM), got {cfg.lstm_layers}")
+    if cfg.gm_heads < 1 or cfg.embed_dim % cfg.gm_heads:
+        raise MumuError(f"gm_heads must be >= 1 and divide embed_dim ({cfg.embed_dim}), got {cfg.gm_heads}")
     if not 0 <= cfg.max_pools <= 2:
         raise MumuError(f"max_pools must be 0, 1 or 2, got {cfg.max_pools}")
     if not 0.0 <= cfg.modality_dropout < 1.0:

@@ -30,23 +30,33 @@ class SMFusion(nn.Module):
 
 class GMFusion(nn.Module):
     """Guided Multimodal Fusion, eqs. (5)-(8): the auxiliary representation is the query,
-    the unimodal features are keys and values; one scaled dot-product attention over modalities."""
+    the unimodal features are keys and values; scaled dot-product attention over modalities.
 
-    def __init__(self, dim: int):
+    heads > 1 splits Q, K, V into heads of D / heads, each with its own softmax over modalities (as
+    nn.MultiheadAttention in the same-lineage code), so different heads may read different modalities;
+    heads = 1 is eq. (7) exactly."""
+
+    def __init__(self, dim: int, heads: int = 1):
         super().__init__()
+        if dim % heads:
+            raise ValueError(f"GM-Fusion heads ({heads}) must divide the embedding size ({dim})")
         self.q = nn.Linear(dim, dim, bias=False)  # W^Q
         self.k = nn.Linear(dim, dim, bias=False)  # W^K
         self.v = nn.Linear(dim, dim, bias=False)  # W^V
         self.o = nn.Linear(dim, dim, bias=False)  # W^O
-        self.scale = 1.0 / math.sqrt(dim)
+        self.heads = heads
+        self.scale = 1.0 / math.sqrt(dim // heads)
 
     def forward(self, x_aux: Tensor, xu: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
-        # x_aux: (B, D), xu: (B, M, D), present: (B, M) -> X_c (B, D), weights (B, M)
-        q = self.q(x_aux)  # (B, D)
-        k, v = self.k(xu), self.v(xu)  # (B, M, D)
-        scores = torch.einsum("bd,bmd->bm", q, k) * self.scale  # (B, M)
-        weights = masked_softmax(scores, present, dim=1)
-        return self.o(torch.einsum("bm,bmd->bd", weights, v)), weights
+        # x_aux: (B, D), xu: (B, M, D), present: (B, M) -> X_c (B, D), weights (B, M) averaged over heads
+        B, M, D = xu.shape
+        q = self.q(x_aux).view(B, self.heads, D // self.heads)  # (B, H, D/H)
+        k = self.k(xu).view(B, M, self.heads, D // self.heads)  # (B, M, H, D/H)
+        v = self.v(xu).view(B, M, self.heads, D // self.heads)
+        scores = torch.einsum("bhd,bmhd->bhm", q, k) * self.scale  # (B, H, M)
+        weights = masked_softmax(scores, present[:, None, :], dim=2)
+        x_c = torch.einsum("bhm,bmhd->bhd", weights, v).reshape(B, D)
+        return self.o(x_c), weights.mean(1)
 
 
 class ModalitySelfAttention(nn.Module):

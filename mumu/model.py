@@ -100,11 +100,12 @@ class MultimodalModel(nn.Module):
 class MuMu(MultimodalModel):
     """Auxiliary task (SM-Fusion -> activity group) guides the target task (GM-Fusion -> activity)."""
 
-    def __init__(self, inputs, num_classes: int, num_groups: int, embed_dim: int, dropout: float, **options):
+    def __init__(self, inputs, num_classes: int, num_groups: int, embed_dim: int, dropout: float, gm_heads: int = 1,
+                 **options):
         super().__init__(inputs, embed_dim, dropout, "keyless", **options)
         self.sm_fusion = SMFusion(embed_dim)
         self.aux_head = two_layer_head(embed_dim, embed_dim, num_groups, dropout)  # F_aux
-        self.gm_fusion = GMFusion(embed_dim)
+        self.gm_fusion = GMFusion(embed_dim, gm_heads)
         self.merge = nn.Linear(2 * embed_dim, embed_dim)  # W_f
         self.head = two_layer_head(embed_dim, embed_dim, num_classes, dropout)  # F_t
 
@@ -148,7 +149,7 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
                 embed_dim: int = 128, dropout: float = 0.2, *, window: int = 5, conv_channels: int = 64,
                 kernel_size: int = 3, lstm_layers: int = 1, fusion_heads: int = 2,
                 sensor_encoder: str = "window", max_pools: int = 0,
-                modality_dropout: float = 0.0) -> MultimodalModel:
+                modality_dropout: float = 0.0, gm_heads: int = 1) -> MultimodalModel:
     """Build `arch` (mumu | b1 | b2 | b3) over `inputs`, whose order is the model's modality order.
 
     window: time steps per sensor window (W of the (B, S, W, J*A) input; params.yaml extract.sensor_window).
@@ -156,7 +157,8 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
     conv_channels, kernel_size: the sensor encoder's conv width and temporal kernel (clamped to W for "window").
     max_pools: "sequence" only; max-pools by 2 along the steps after the first 0, 1 or 2 conv blocks.
     modality_dropout: training only; the chance that a multimodal sample loses one of its modalities.
-    fusion_heads: B3's attention heads (must divide embed_dim). num_groups is used by MuMu only.
+    fusion_heads: B3's attention heads; gm_heads: MuMu's GM-Fusion heads (1 = eq. 7). Both must divide embed_dim.
+    num_groups is used by MuMu only.
     """
     if arch not in ARCHS:
         raise MumuError(f"unknown model {arch!r}; choose one of {', '.join(ARCHS)}")
@@ -170,8 +172,11 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
         raise MumuError(f"modality_dropout is a probability in [0, 1), got {modality_dropout}")
     options = dict(window=window, conv_channels=conv_channels, kernel_size=kernel_size, lstm_layers=lstm_layers,
                    sensor_encoder=sensor_encoder, max_pools=max_pools, modality_dropout=modality_dropout)
+    for name, heads, used_by in (("fusion_heads", fusion_heads, "b3"), ("gm_heads", gm_heads, "mumu")):
+        if arch == used_by and (heads < 1 or embed_dim % heads):
+            raise MumuError(f"{name} must be >= 1 and divide embed_dim ({embed_dim}), got {heads}")
     if arch == "mumu":
-        return MuMu(inputs, num_classes, num_groups, embed_dim, dropout, **options)
+        return MuMu(inputs, num_classes, num_groups, embed_dim, dropout, gm_heads, **options)
     if arch == "b3":
         return SelfAttentionBaseline(inputs, num_classes, embed_dim, dropout, fusion_heads, **options)
     pooling = "last" if arch == "b1" else "keyless"

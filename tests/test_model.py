@@ -245,8 +245,19 @@ def test_modality_dropout_drops_one_modality_per_sample_in_training_only():
         assert kept.sum(1).tolist() == [n - 1 if n >= 2 else n for n in present.sum(1).tolist()]
 
 
+@pytest.mark.parametrize("gm_heads", [1, 4])
+def test_gm_fusion_weights_sum_to_one_over_present_modalities(gm_heads):
+    x, lengths = make_batch()
+    gm = model("mumu", gm_heads=gm_heads)(x, lengths).attention["gm"]  # (B, M), averaged over heads
+    present = torch.stack([lengths[n] > 0 for n in INPUTS], dim=1)
+    assert (gm[~present] == 0).all()
+    torch.testing.assert_close(gm.sum(1), torch.ones(4))
+
+
 def test_bad_pooling_and_dropout_options_are_clear_errors():
     with pytest.raises(MumuError, match="max_pools must be 0, 1 or 2"):
         model("mumu", sensor_encoder="sequence", max_pools=3)
     with pytest.raises(MumuError, match="modality_dropout is a probability"):
         model("mumu", modality_dropout=1.0)
+    with pytest.raises(MumuError, match="gm_heads must be >= 1 and divide embed_dim"):
+        model("mumu", gm_heads=3)
