@@ -156,7 +156,7 @@ class SensorSequenceEmbedding(nn.Module):
 
 class UnimodalEncoder(nn.Module):
     """One modality: step embedding -> LSTM (if lstm_layers > 0) -> temporal pooling -> (B, D) feature and
-    (B, S) weights."""
+    (B, S') weights (S' < S when the sequence encoder max-pools)."""
 
     def __init__(self, spec: ModalitySpec, dim: int, dropout: float, pooling: Pooling, window: int = 5,
                  conv_channels: int = 64, kernel_size: int = 3, lstm_layers: int = 1, visual_dim: int = 2048,

@@ -34,7 +34,8 @@ class ModelOutput:
     group_logits: Tensor | None  # (B, G) activity-group logits (MuMu only)
     unimodal: Tensor  # (B, M, D) unimodal features X_u, zero for missing modalities
     fused: Tensor  # (B, D) the representation the activity classifier reads
-    # "sm" (B, M) SM-Fusion alpha; "gm" (B, M) GM-Fusion / B3 weights; "temporal:<name>" (B, S)
+    # "sm" (B, M) SM-Fusion alpha; "gm" (B, M) GM-Fusion / B3 weights; "temporal:<name>" (B, S'), S' < S when
+    # the sequence encoder max-pools
     attention: dict[str, Tensor] = field(default_factory=dict)
 
 
