@@ -54,6 +54,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup: float = 0.0  # fraction of the steps spent warming up to lr (one cycle); 0 = cosine from lr
     label_smoothing: float = 0.0  # on the activity loss L_t
+    ema_decay: float = 0.0  # > 0: validate, select and test an exponential moving average of the weights
     max_epochs: int = 30
     batch_size: int = 32
     seed: int = 0
@@ -118,6 +119,8 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         raise MumuError(f"warmup is a fraction of the training steps, in [0, 1), got {cfg.warmup}")
     if not 0.0 <= cfg.label_smoothing < 1.0:
         raise MumuError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise MumuError(f"ema_decay is the per-step decay of the weight average, in [0, 1), got {cfg.ema_decay}")
     if not 0.0 <= cfg.time_crop < 0.5:
         raise MumuError(f"time_crop is the fraction cut at most at each end, in [0, 0.5), got {cfg.time_crop}")
     if not 0.0 < cfg.val_fraction < 1.0:

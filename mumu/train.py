@@ -420,12 +420,17 @@ def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callb
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor=MONITOR,
                                               mode="max", save_last=True, enable_version_counter=False,
                                               auto_insert_metric_name=False)
+    if cfg.ema_decay > 0:  # Lightning swaps the average in for validation and saves it as the checkpoint's weights
+        callbacks = [pl.callbacks.EMAWeightAveraging(decay=cfg.ema_decay), *callbacks]
     trainer = pl.Trainer(**_trainer_options(cfg, fold_dir, progress, resuming=ckpt_path is not None),
                          callbacks=[checkpoint, *callbacks])
     if ckpt_path:
         _check_readable(ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path or None, verbose=False)
+    if checkpoint.best_model_path:  # loaded by hand: with ckpt_path, the EMA callback would restore the raw weights
+        best = torch.load(checkpoint.best_model_path, map_location=module.device, weights_only=False)
+        module.load_state_dict(best["state_dict"])
+    trainer.test(module, datamodule=datamodule, verbose=False)
     results = module.test_results
     metrics = {**results["metrics"], "f1": "macro-F1 over the whole test set", "split": split.name,
                "world_size": trainer.world_size,

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import pytorch_lightning as pl
+import torch
 from click.testing import CliRunner
 
 from mumu.metrics import headline, summarize_folds
@@ -66,6 +67,12 @@ def test_load_run_reproduces_the_test_predictions(learned_run):
     assert preds == {r["sample_id"]: int(r["pred"]) for r in read_predictions(cfg.run_dir)}
 
 
+class KillAtSecondEpoch(pl.Callback):  # dies as the second epoch starts, after epoch 0's checkpoint is written
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch == 1:
+            raise SystemExit("killed")
+
+
 def test_same_seed_same_metrics_and_resume_after_a_kill_matches(tiny_demo, tmp_path):  # noqa: F811
     """Determinism (two runs, same seed) and resume: a run killed after its first epoch and rerun
     continues from last.ckpt (it does not start over) and ends with the uninterrupted metrics."""
@@ -76,11 +83,6 @@ def test_same_seed_same_metrics_and_resume_after_a_kill_matches(tiny_demo, tmp_p
     with_workers = train_once(tiny_demo.config(tmp_path / "w", num_workers=2), progress=False)
     assert with_workers.metrics == first.metrics  # spawned DataLoader workers change nothing
 
-    class Kill(pl.Callback):  # dies as the second epoch starts, after epoch 0's checkpoint is written
-        def on_train_epoch_start(self, trainer, module):
-            if trainer.current_epoch == 1:
-                raise SystemExit("killed")
-
     class EpochsRun(pl.Callback):
         epochs: list[int] = []
 
@@ -88,7 +90,7 @@ def test_same_seed_same_metrics_and_resume_after_a_kill_matches(tiny_demo, tmp_p
             self.epochs.append(trainer.current_epoch)
 
     with pytest.raises(SystemExit):
-        train_once(tiny_demo.config(tmp_path / "c"), callbacks=[Kill()], progress=False)
+        train_once(tiny_demo.config(tmp_path / "c"), callbacks=[KillAtSecondEpoch()], progress=False)
     assert (tmp_path / "c/checkpoints/last.ckpt").is_file() and not (tmp_path / "c/metrics.json").exists()
     resumed = train_once(tiny_demo.config(tmp_path / "c"), callbacks=[EpochsRun()], progress=False)
     assert EpochsRun.epochs == [1]  # only the epoch that was missing
@@ -103,6 +105,16 @@ def test_same_seed_same_metrics_and_resume_after_a_kill_matches(tiny_demo, tmp_p
     assert EpochsRun.epochs == []
     with pytest.raises(MumuError, match="different settings"):
         train_once(tiny_demo.config(tmp_path / "c", lr=0.5), progress=False)
+
+
+def test_weight_average_survives_a_kill(tiny_demo, tmp_path):  # noqa: F811
+    """With ema_decay, a killed run resumes both the weights and their average: same test predictions."""
+    whole = train_once(tiny_demo.config(tmp_path / "a", ema_decay=0.9), progress=False)
+    with pytest.raises(SystemExit):
+        train_once(tiny_demo.config(tmp_path / "b", ema_decay=0.9), callbacks=[KillAtSecondEpoch()], progress=False)
+    resumed = train_once(tiny_demo.config(tmp_path / "b", ema_decay=0.9), progress=False)
+    assert read_predictions(tmp_path / "b") == read_predictions(tmp_path / "a")
+    assert resumed.metrics["loss"] == pytest.approx(whole.metrics["loss"], rel=1e-5)
 
 
 def test_folds_are_summarised_as_mean_std_and_per_fold_values():
@@ -124,21 +136,27 @@ def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path)
     """The options params/utd_mhad.yaml uses (sequence encoder with max-pools, no LSTM, modality dropout,
     one-cycle schedule, label smoothing)."""
     options = dict(sensor_encoder="sequence", kernel_size=5, lstm_layers=0, max_pools=2, modality_dropout=0.3,
-                   warmup=0.3, label_smoothing=0.1)
+                   warmup=0.3, label_smoothing=0.1, ema_decay=0.9)
     cfg = tiny_demo.config(tmp_path / "seq", max_epochs=1, **options)
     train_once(cfg, progress=False)
     loaded = load_run(cfg.run_dir)
     assert {k: getattr(loaded.config, k) for k in options} == options
+    best = torch.load(cfg.run_dir / "checkpoints/best.ckpt", weights_only=False)
+    assert any(not torch.equal(best["state_dict"][k], v) for k, v in best["current_model_state"].items()
+               if v.is_floating_point())  # the checkpoint's weights are the average, not the last step's
     assert type(loaded.module.model.encoders["gyro"].embed).__name__ == "SensorSequenceEmbedding"
-    preds = {}
+    probs = {}  # the tested weights are the checkpoint's (the average): same probabilities from load_run
     for batch in loaded.test_loader():
-        preds.update(zip(batch["sample_id"], loaded.predict(batch).logits.argmax(-1).tolist()))
-    assert preds == {r["sample_id"]: int(r["pred"]) for r in read_predictions(cfg.run_dir)}
+        probs.update(zip(batch["sample_id"], loaded.predict(batch).logits.softmax(-1).tolist()))
+    written = {r["sample_id"]: [float(v) for k, v in r.items() if k.startswith("p:")] for r in read_predictions(cfg.run_dir)}
+    assert probs.keys() == written.keys()
+    assert all(p == pytest.approx(written[i], abs=2e-6) for i, p in probs.items())
     for bad, message in ((dict(sensor_encoder="lstm"), "unknown sensor_encoder 'lstm'"),
                          (dict(lstm_layers=-1), "lstm_layers must be >= 0"), (dict(warmup=1.5), "warmup is a fraction"),
                          (dict(label_smoothing=1.0), "label_smoothing must be in"), (dict(time_crop=0.5), "time_crop"),
                          (dict(max_pools=3), "max_pools must be 0, 1 or 2"),
-                         (dict(modality_dropout=1.0), "modality_dropout is a probability")):
+                         (dict(modality_dropout=1.0), "modality_dropout is a probability"),
+                         (dict(ema_decay=1.0), "ema_decay is the per-step decay")):
         with pytest.raises(MumuError, match=message):
             tiny_demo.config(tmp_path / "bad", **bad)
 
