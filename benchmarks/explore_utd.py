@@ -46,6 +46,8 @@ DEFAULTS = dict(
     lstm_layers=1, max_pools=0, modality_dropout=0.0, gm_heads=1, model="mumu",
     epochs=30, batch_size=32, lr=1e-3, weight_decay=0.01, label_smoothing=0.0, warmup=0.0,
     modalities="skeleton,inertial",
+    ema="",                # also select among EMA copies of the weights, e.g. "0.99,0.995" (per-step decays)
+    tta=1,                 # also report test-time averaging over this many step samplings (1 = centres only)
 )
 
 
@@ -137,15 +139,32 @@ def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int
     total = cfg["epochs"] * steps_per_epoch
     sched = (torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=total, pct_start=cfg["warmup"])
              if cfg["warmup"] > 0 else torch.optim.lr_scheduler.CosineAnnealingLR(opt, total))
-    eval_batches = {k: [collate([sample(i) for i in idx[k][j : j + 128]]) for j in range(0, len(idx[k]), 128)]
+    eval_batches = {k: [[collate([sample(i) for i in idx[k][j : j + 128]]) for j in range(0, len(idx[k]), 128)]]
                     for k in ("val", "test")}
+    tta_rng = np.random.default_rng(1000 + seed)  # time jitter only, no augmentation: fixed extra views
+    for k in eval_batches:
+        for _ in range(cfg["tta"] - 1):
+            views = []
+            for j in range(0, len(idx[k]), 128):
+                items = []
+                for i in idx[k][j : j + 128]:
+                    pick = step_sampler(tta_rng, cfg["time_crop"])
+                    x = transform({n: v[pick(len(v), cfg["max_steps"])] for n, v in raw[i].items()})
+                    items.append({n: ((v - stats[n][0]) / stats[n][1]).astype(np.float32) for n, v in x.items()})
+                views.append(collate(items))
+            eval_batches[k].append(views)
+    averages = {f"ema{d}": torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(float(d)), use_buffers=True)
+        for d in cfg["ema"].split(",") if d}
 
-    def predict(split: str) -> np.ndarray:
-        model.eval()
+    def probabilities(net, split: str) -> list[np.ndarray]:
+        """Softmax per view: [centres, jittered view 1, ...], each (N, classes)."""
+        net.eval()
         with torch.no_grad():
-            return torch.cat([model(x, l).logits for x, l in eval_batches[split]]).argmax(1).numpy()
+            return [torch.cat([net(x, l).logits.softmax(1) for x, l in view]).numpy() for view in eval_batches[split]]
 
-    best = (-1.0, 0, None)
+    variants = [(w, t) for w in ["raw", *averages] for t in sorted({1, cfg["tta"]})]
+    best = {v: (-1.0, 0, None) for v in variants}
     for epoch in range(cfg["epochs"]):
         model.train()
         order = rng.permutation(idx["train"])
@@ -160,13 +179,23 @@ def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int
             loss.backward()
             opt.step()
             sched.step()
-        val_acc = float((predict("val") == labels[idx["val"]]).mean())
-        if cfg.get("verbose"):
-            print(f"fold s{test_subject} epoch {epoch}: loss {loss.item():.3f} val {val_acc:.3f}", flush=True)
-        if val_acc >= best[0]:  # later epochs win ties: the schedule has annealed further
-            best = (val_acc, epoch, predict("test"))
+            for average in averages.values():
+                average.update_parameters(model)
+        for weights in ["raw", *averages]:
+            net = model if weights == "raw" else averages[weights]
+            val, test = probabilities(net, "val"), probabilities(net, "test")
+            for w, t in variants:
+                if w != weights:
+                    continue
+                val_acc = float((np.mean(val[:t], 0).argmax(1) == labels[idx["val"]]).mean())
+                if cfg.get("verbose"):
+                    print(f"fold s{test_subject} epoch {epoch} {w} tta{t}: loss {loss.item():.3f} val {val_acc:.3f}", flush=True)
+                if val_acc >= best[(w, t)][0]:  # later epochs win ties: the schedule has annealed further
+                    best[(w, t)] = (val_acc, epoch, np.mean(test[:t], 0).argmax(1))
+    test_acc = {f"{w}/tta{t}": round(float((b[2] == labels[idx["test"]]).mean()), 4) for (w, t), b in best.items()}
+    best = best[("raw", 1)]
     test_pred = best[2]
-    return dict(test_subject=test_subject, val_subject=val_subject, best_epoch=best[1], val_acc=best[0],
+    return dict(test_subject=test_subject, val_subject=val_subject, best_epoch=best[1], val_acc=best[0], variants=test_acc,
                 test_acc=float((test_pred == labels[idx["test"]]).mean()),
                 errors=[[int(labels[i]) + 1, int(p) + 1] for i, p in zip(idx["test"], test_pred) if p != labels[i]])
 
@@ -235,6 +264,9 @@ def main() -> None:
                   seeds=args.seeds, folds=folds, mean=float(np.mean(accs)), std=float(np.std(accs)),
                   per_fold=[round(a, 4) for a in accs], best_epochs=[r["best_epoch"] for r in results],
                   errors=[r["errors"] for r in results], wall_s=round(time.time() - t0, 1))
+    if len(results[0]["variants"]) > 1:  # mean test accuracy of each (weights, test-time views) selection
+        record["variants"] = {v: round(float(np.mean([r["variants"][v] for r in results])), 4) for v in results[0]["variants"]}
+        record["variants_per_fold"] = {v: [r["variants"][v] for r in results] for v in results[0]["variants"]}
     Path(args.log).parent.mkdir(parents=True, exist_ok=True)
     with open(args.log, "a") as f:
         f.write(json.dumps(record) + "\n")
