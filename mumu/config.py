@@ -20,6 +20,7 @@ from pipeline.errors import MumuError
 from pipeline.extract import ExtractSettings  # the settings a cache is built with; raw mode applies them
 
 MODELS = ("mumu", "b1", "b2", "b3")
+SELECTIONS = ("macro_f1", "nll", "last")  # mumu.train.SELECTION_METRICS
 SENSOR_ENCODERS = ("window", "sequence")  # mumu.model.SENSOR_ENCODERS
 
 
@@ -55,6 +56,7 @@ class TrainConfig:
     warmup: float = 0.0  # fraction of the steps spent warming up to lr (one cycle); 0 = cosine from lr
     label_smoothing: float = 0.0  # on the activity loss L_t
     ema_decay: float = 0.0  # > 0: validate, select and test an exponential moving average of the weights
+    select: str = "macro_f1"  # the tested checkpoint: best val macro_f1 (first of ties) | lowest val nll | last
     max_epochs: int = 30
     batch_size: int = 32
     seed: int = 0
@@ -119,6 +121,8 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         raise MumuError(f"warmup is a fraction of the training steps, in [0, 1), got {cfg.warmup}")
     if not 0.0 <= cfg.label_smoothing < 1.0:
         raise MumuError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if cfg.select not in SELECTIONS:
+        raise MumuError(f"unknown select {cfg.select!r}; choose one of {', '.join(SELECTIONS)}")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise MumuError(f"ema_decay is the per-step decay of the weight average, in [0, 1), got {cfg.ema_decay}")
     if not 0.0 <= cfg.time_crop < 0.5:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
@@ -25,6 +26,7 @@ class ActivityMetrics(nn.Module):
         self.group_accuracy = MulticlassAccuracy(num_groups, average="micro")
         self.count = SumMetric()
         self.loss = MeanMetric()
+        self.nll = MeanMetric()  # activity cross-entropy without label smoothing: a smooth selection score
 
     def update(self, logits: torch.Tensor, label: torch.Tensor, group_logits: torch.Tensor | None,
                group: torch.Tensor, loss: torch.Tensor) -> None:
@@ -36,6 +38,7 @@ class ActivityMetrics(nn.Module):
             self.group_accuracy.update(group_logits.argmax(-1), group)
         self.count.update(torch.tensor(float(label.numel()), device=label.device))
         self.loss.update(loss.detach(), weight=label.numel())
+        self.nll.update(F.cross_entropy(logits.detach().float(), label, reduction="none"))
 
     def compute(self) -> dict[str, float | list[float] | int | None]:
         """Synced over all ranks (every rank must call it)."""
@@ -45,6 +48,7 @@ class ActivityMetrics(nn.Module):
             "group_accuracy": float(self.group_accuracy.compute()) if self.with_groups else None,
             "per_class_f1": [float(v) for v in self.per_class_f1.compute()],
             "loss": float(self.loss.compute()),
+            "nll": float(self.nll.compute()),
             "n_samples": int(self.count.compute()),
         }
 

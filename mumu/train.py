@@ -4,7 +4,7 @@ One run = one config (mumu/config.py) trained on every split the protocol define
 cross_subject / cross_session / odd_even, one per held-out subject for loso):
 
     RUN_DIR/config.yaml                 resolved settings
-    RUN_DIR/checkpoints/best.ckpt       best epoch by validation macro-F1 (+ last.ckpt, to resume)
+    RUN_DIR/checkpoints/best.ckpt       the tested epoch, by `train.select` (+ last.ckpt, to resume)
     RUN_DIR/split.json                  the sample ids of train / val / test
     RUN_DIR/metrics.json                test macro-F1, top-1 accuracy, group accuracy, per-class F1
     RUN_DIR/predictions.csv             one row per test sample
@@ -49,7 +49,8 @@ from pipeline.index import Sample
 from pipeline.modalities import ModalitySpec, select_modalities
 from pipeline.tables import load_table
 
-MONITOR = "val/macro_f1"
+# train.select -> (logged metric, mode) of the checkpoint that is tested; None: the last epoch's
+SELECTION_METRICS = {"macro_f1": ("val/macro_f1", "max"), "nll": ("val/nll", "min"), "last": (None, "min")}
 NORM_SAMPLES = 256  # training samples that estimate the input standardisation
 
 
@@ -184,7 +185,7 @@ class MumuModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         metrics = self.val_metrics.compute()  # already synced across ranks
         self.val_metrics.reset()
-        for name in ("macro_f1", "accuracy", "group_accuracy", "loss"):
+        for name in ("macro_f1", "accuracy", "group_accuracy", "loss", "nll"):
             if metrics[name] is not None:
                 self.log(f"val/{name}", metrics[name], prog_bar=name in ("macro_f1", "accuracy"))
 
@@ -417,8 +418,9 @@ def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callb
         module.fit_input_norm(data.loader(norm_samples))
     datamodule = MumuDataModule(data.dataset, data.collate(), split.train, split.val, split.test,
                                 cfg.batch_size, cfg.seed, cfg.num_workers)
-    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor=MONITOR,
-                                              mode="max", save_last=True, enable_version_counter=False,
+    monitor, mode = SELECTION_METRICS[cfg.select]
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor=monitor,
+                                              mode=mode, save_last=True, enable_version_counter=False,
                                               auto_insert_metric_name=False)
     if cfg.ema_decay > 0:  # Lightning swaps the average in for validation and saves it as the checkpoint's weights
         callbacks = [pl.callbacks.EMAWeightAveraging(decay=cfg.ema_decay), *callbacks]
@@ -427,14 +429,15 @@ def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callb
     if ckpt_path:
         _check_readable(ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    if checkpoint.best_model_path:  # loaded by hand: with ckpt_path, the EMA callback would restore the raw weights
-        best = torch.load(checkpoint.best_model_path, map_location=module.device, weights_only=False)
-        module.load_state_dict(best["state_dict"])
+    # loaded by hand: with ckpt_path, the EMA callback would restore the raw weights
+    best = torch.load(checkpoint.best_model_path, map_location=module.device, weights_only=False)
+    module.load_state_dict(best["state_dict"])
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = module.test_results
+    score = checkpoint.best_model_score
     metrics = {**results["metrics"], "f1": "macro-F1 over the whole test set", "split": split.name,
-               "world_size": trainer.world_size,
-               "best_val_macro_f1": float(checkpoint.best_model_score), "activities": data.activity_names}
+               "world_size": trainer.world_size, "selected_by": monitor or "last epoch", "selected_epoch": best["epoch"],
+               "selected_val_score": None if monitor is None else float(score), "activities": data.activity_names}
     if _is_launcher():
         subjects = {s.sample_id: s.subject for s in split.test}
         _write_predictions(fold_dir / "predictions.csv", results["predictions"], subjects, data, split.name)
@@ -586,6 +589,8 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
 @click.option("--max-steps-visual", type=int, help="Segments per visual modality (sampled/padded).")
 @click.option("--max-steps-sensor", type=int, help="Windows per sensor modality (sampled/padded).")
 @click.option("--val-fraction", type=float)
+@click.option("--select", type=click.Choice(["macro_f1", "nll", "last"]),
+              help="Tested checkpoint: best validation macro-F1, lowest validation NLL, or the last epoch.")
 @click.option("--num-workers", type=int, help="DataLoader worker processes (spawned).")
 @click.option("--accelerator", help="Lightning accelerator: auto | cpu | gpu.")
 @click.option("--devices", help="Lightning devices, e.g. 1, 2 or 0,1.")
@@ -599,7 +604,7 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
 def train_command(params: str, from_cache: bool | None, resume: str | None, overwrite: bool, **options: Any) -> None:
     """Train MuMu or a baseline on a protocol's splits and test it.
 
-    Writes RUN_DIR/config.yaml, checkpoints/best.ckpt (best validation macro-F1), metrics.json and
+    Writes RUN_DIR/config.yaml, checkpoints/best.ckpt (the epoch chosen by --select), metrics.json and
     predictions.csv, and prints test macro-F1 and top-1 accuracy.
     """
     if from_cache is not None:

@@ -117,6 +117,20 @@ def test_weight_average_survives_a_kill(tiny_demo, tmp_path):  # noqa: F811
     assert resumed.metrics["loss"] == pytest.approx(whole.metrics["loss"], rel=1e-5)
 
 
+@pytest.mark.parametrize("select", ["macro_f1", "nll", "last"])
+def test_select_picks_the_tested_epoch(tiny_demo, tmp_path, select):  # noqa: F811
+    """train.select decides which epoch is tested: the best validation macro-F1 (first of ties), the
+    lowest validation NLL, or the last. At this seed and lr the three rules pick three different epochs."""
+    result = train_once(tiny_demo.config(tmp_path / select, max_epochs=6, lr=0.02, select=select), progress=False)
+    with open(tmp_path / select / "logs/metrics.csv") as f:
+        rows = {int(r["epoch"]): r for r in csv.DictReader(f) if r["val/nll"]}
+    f1 = {e: float(r["val/macro_f1"]) for e, r in rows.items()}
+    nll = {e: float(r["val/nll"]) for e, r in rows.items()}
+    chosen = {"macro_f1": max(f1, key=lambda e: (f1[e], -e)), "nll": min(nll, key=nll.get), "last": 5}
+    assert sorted(rows) == list(range(6)) and len(set(chosen.values())) == 3
+    assert result.metrics["selected_epoch"] == chosen[select]
+
+
 def test_folds_are_summarised_as_mean_std_and_per_fold_values():
     folds = {"fold_s1": {"macro_f1": 0.5, "accuracy": 0.6, "n_samples": 10},
              "fold_s2": {"macro_f1": 0.7, "accuracy": 0.8, "n_samples": 12}}
@@ -156,7 +170,8 @@ def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path)
                          (dict(label_smoothing=1.0), "label_smoothing must be in"), (dict(time_crop=0.5), "time_crop"),
                          (dict(max_pools=3), "max_pools must be 0, 1 or 2"),
                          (dict(modality_dropout=1.0), "modality_dropout is a probability"),
-                         (dict(ema_decay=1.0), "ema_decay is the per-step decay")):
+                         (dict(ema_decay=1.0), "ema_decay is the per-step decay"),
+                         (dict(select="val_loss"), "unknown select 'val_loss'")):
         with pytest.raises(MumuError, match=message):
             tiny_demo.config(tmp_path / "bad", **bad)
 
