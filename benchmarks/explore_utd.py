@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import f1_score
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -48,6 +49,8 @@ DEFAULTS = dict(
     modalities="skeleton,inertial",
     ema="",                # also select among EMA copies of the weights, e.g. "0.99,0.995" (per-step decays)
     tta=1,                 # also report test-time averaging over this many step samplings (1 = centres only)
+    select="acc",          # epoch selection rules to report: acc (best val accuracy, later epochs win ties),
+                           # acc_first / f1_first (earlier epochs win ties; f1_first is cli.py train's), loss, last
 )
 
 
@@ -164,7 +167,7 @@ def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int
             return [torch.cat([net(x, l).logits.softmax(1) for x, l in view]).numpy() for view in eval_batches[split]]
 
     variants = [(w, t) for w in ["raw", *averages] for t in sorted({1, cfg["tta"]})]
-    best = {v: (-1.0, 0, None) for v in variants}
+    history = {v: [] for v in variants}  # per epoch: (val accuracy, val macro-F1, val loss, test predictions)
     for epoch in range(cfg["epochs"]):
         model.train()
         order = rng.permutation(idx["train"])
@@ -181,19 +184,27 @@ def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int
             sched.step()
             for average in averages.values():
                 average.update_parameters(model)
-        for weights in ["raw", *averages]:
-            net = model if weights == "raw" else averages[weights]
-            val, test = probabilities(net, "val"), probabilities(net, "test")
-            for w, t in variants:
-                if w != weights:
-                    continue
-                val_acc = float((np.mean(val[:t], 0).argmax(1) == labels[idx["val"]]).mean())
-                if cfg.get("verbose"):
-                    print(f"fold s{test_subject} epoch {epoch} {w} tta{t}: loss {loss.item():.3f} val {val_acc:.3f}", flush=True)
-                if val_acc >= best[(w, t)][0]:  # later epochs win ties: the schedule has annealed further
-                    best[(w, t)] = (val_acc, epoch, np.mean(test[:t], 0).argmax(1))
-    test_acc = {f"{w}/tta{t}": round(float((b[2] == labels[idx["test"]]).mean()), 4) for (w, t), b in best.items()}
-    best = best[("raw", 1)]
+        for w, t in variants:
+            net = model if w == "raw" else averages[w]
+            val, test = np.mean(probabilities(net, "val")[:t], 0), np.mean(probabilities(net, "test")[:t], 0)
+            truth = labels[idx["val"]]
+            val_acc = float((val.argmax(1) == truth).mean())
+            history[(w, t)].append((val_acc, f1_score(truth, val.argmax(1), average="macro"),
+                                    float(-np.log(val[np.arange(len(truth)), truth] + 1e-12).mean()), test.argmax(1)))
+            if cfg.get("verbose"):
+                print(f"fold s{test_subject} epoch {epoch} {w} tta{t}: loss {loss.item():.3f} val {val_acc:.3f}", flush=True)
+    rules = {"acc": lambda h: max(range(len(h)), key=lambda e: (h[e][0], e)),  # later epochs win ties: more annealed
+             "acc_first": lambda h: max(range(len(h)), key=lambda e: (h[e][0], -e)),
+             "f1_first": lambda h: max(range(len(h)), key=lambda e: (h[e][1], -e)),
+             "loss": lambda h: min(range(len(h)), key=lambda e: h[e][2]), "last": lambda h: len(h) - 1}
+    best, test_acc = {}, {}
+    for (w, t), h in history.items():
+        for rule in cfg["select"].split(","):
+            epoch = rules[rule](h)
+            best[(w, t, rule)] = (h[epoch][0], epoch, h[epoch][3])
+            key = f"{w}/tta{t}" + ("" if rule == "acc" else f"/{rule}")
+            test_acc[key] = round(float((h[epoch][3] == labels[idx["test"]]).mean()), 4)
+    best = best[("raw", 1, cfg["select"].split(",")[0])]
     test_pred = best[2]
     return dict(test_subject=test_subject, val_subject=val_subject, best_epoch=best[1], val_acc=best[0], variants=test_acc,
                 test_acc=float((test_pred == labels[idx["test"]]).mean()),
