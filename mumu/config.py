@@ -20,7 +20,7 @@ from pipeline.errors import MumuError
 from pipeline.extract import ExtractSettings  # the settings a cache is built with; raw mode applies them
 
 MODELS = ("mumu", "b1", "b2", "b3")
-SELECTIONS = ("macro_f1", "nll", "last")  # mumu.train.SELECTION_METRICS
+SELECTIONS = ("macro_f1", "nll", "last")  # the keys of mumu.train.SELECTION_METRICS
 SENSOR_ENCODERS = ("window", "sequence")  # mumu.model.SENSOR_ENCODERS
 
 

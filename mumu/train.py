@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_only
 
-from mumu.config import TrainConfig, config_from_dict, load_config, resolve_config, save_config
+from mumu.config import SELECTIONS, TrainConfig, config_from_dict, load_config, resolve_config, save_config
 from mumu.data import (FEATURE_DIM, CacheDataset, MumuDataModule, PadCollate, RawDataset, StepDataset, make_loader,
                        max_steps_for)
 from mumu.metrics import ActivityMetrics, headline, summarize_folds
@@ -589,8 +589,9 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
 @click.option("--max-steps-visual", type=int, help="Segments per visual modality (sampled/padded).")
 @click.option("--max-steps-sensor", type=int, help="Windows per sensor modality (sampled/padded).")
 @click.option("--val-fraction", type=float)
-@click.option("--select", type=click.Choice(["macro_f1", "nll", "last"]),
+@click.option("--select", type=click.Choice(SELECTIONS),
               help="Tested checkpoint: best validation macro-F1, lowest validation NLL, or the last epoch.")
+@click.option("--ema-decay", type=float, help="> 0: validate, select and test a moving average of the weights.")
 @click.option("--num-workers", type=int, help="DataLoader worker processes (spawned).")
 @click.option("--accelerator", help="Lightning accelerator: auto | cpu | gpu.")
 @click.option("--devices", help="Lightning devices, e.g. 1, 2 or 0,1.")
