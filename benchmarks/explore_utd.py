@@ -125,9 +125,10 @@ def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int
             std = cat.std(0)
             stats[n] = (cat.mean(0), np.where(std > 1e-6, std, 1.0))
 
-    def sample(i: int, rng=None):
+    def sample(i: int, rng=None, augment: bool = True):
+        """rng None: bin centres. augment False: jittered steps only (test-time views)."""
         pick = step_sampler(rng, cfg["time_crop"])
-        x = transform({n: v[pick(len(v), cfg["max_steps"])] for n, v in raw[i].items()}, rng)
+        x = transform({n: v[pick(len(v), cfg["max_steps"])] for n, v in raw[i].items()}, rng if augment else None)
         return {n: ((v - stats[n][0]) / stats[n][1]).astype(np.float32) for n, v in x.items()}
 
     torch.manual_seed(seed)
@@ -142,20 +143,13 @@ def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int
     total = cfg["epochs"] * steps_per_epoch
     sched = (torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=total, pct_start=cfg["warmup"])
              if cfg["warmup"] > 0 else torch.optim.lr_scheduler.CosineAnnealingLR(opt, total))
-    eval_batches = {k: [[collate([sample(i) for i in idx[k][j : j + 128]]) for j in range(0, len(idx[k]), 128)]]
-                    for k in ("val", "test")}
+
+    def view(split: str, rng=None) -> list:
+        return [collate([sample(i, rng, augment=False) for i in idx[split][j : j + 128]])
+                for j in range(0, len(idx[split]), 128)]
+
     tta_rng = np.random.default_rng(1000 + seed)  # time jitter only, no augmentation: fixed extra views
-    for k in eval_batches:
-        for _ in range(cfg["tta"] - 1):
-            views = []
-            for j in range(0, len(idx[k]), 128):
-                items = []
-                for i in idx[k][j : j + 128]:
-                    pick = step_sampler(tta_rng, cfg["time_crop"])
-                    x = transform({n: v[pick(len(v), cfg["max_steps"])] for n, v in raw[i].items()})
-                    items.append({n: ((v - stats[n][0]) / stats[n][1]).astype(np.float32) for n, v in x.items()})
-                views.append(collate(items))
-            eval_batches[k].append(views)
+    eval_batches = {k: [view(k)] + [view(k, tta_rng) for _ in range(cfg["tta"] - 1)] for k in ("val", "test")}
     averages = {f"ema{d}": torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(float(d)), use_buffers=True)
         for d in cfg["ema"].split(",") if d}
@@ -164,9 +158,11 @@ def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int
         """Softmax per view: [centres, jittered view 1, ...], each (N, classes)."""
         net.eval()
         with torch.no_grad():
-            return [torch.cat([net(x, l).logits.softmax(1) for x, l in view]).numpy() for view in eval_batches[split]]
+            return [torch.cat([net(x, l).logits.softmax(1) for x, l in batches]).numpy()
+                    for batches in eval_batches[split]]
 
-    variants = [(w, t) for w in ["raw", *averages] for t in sorted({1, cfg["tta"]})]
+    view_counts = sorted({1, cfg["tta"]})  # 1: bin centres only
+    variants = [(w, t) for w in ["raw", *averages] for t in view_counts]
     history = {v: [] for v in variants}  # per epoch: (val accuracy, val macro-F1, val loss, test predictions)
     for epoch in range(cfg["epochs"]):
         model.train()
@@ -184,15 +180,17 @@ def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int
             sched.step()
             for average in averages.values():
                 average.update_parameters(model)
-        for w, t in variants:
+        truth = labels[idx["val"]]
+        for w in ["raw", *averages]:
             net = model if w == "raw" else averages[w]
-            val, test = np.mean(probabilities(net, "val")[:t], 0), np.mean(probabilities(net, "test")[:t], 0)
-            truth = labels[idx["val"]]
-            val_acc = float((val.argmax(1) == truth).mean())
-            history[(w, t)].append((val_acc, f1_score(truth, val.argmax(1), average="macro"),
-                                    float(-np.log(val[np.arange(len(truth)), truth] + 1e-12).mean()), test.argmax(1)))
-            if cfg.get("verbose"):
-                print(f"fold s{test_subject} epoch {epoch} {w} tta{t}: loss {loss.item():.3f} val {val_acc:.3f}", flush=True)
+            val_views, test_views = probabilities(net, "val"), probabilities(net, "test")
+            for t in view_counts:
+                val, test = np.mean(val_views[:t], 0), np.mean(test_views[:t], 0)
+                val_acc = float((val.argmax(1) == truth).mean())
+                history[(w, t)].append((val_acc, f1_score(truth, val.argmax(1), average="macro"),
+                                        float(-np.log(val[np.arange(len(truth)), truth] + 1e-12).mean()), test.argmax(1)))
+                if cfg.get("verbose"):
+                    print(f"fold s{test_subject} epoch {epoch} {w} tta{t}: loss {loss.item():.3f} val {val_acc:.3f}", flush=True)
     rules = {"acc": lambda h: max(range(len(h)), key=lambda e: (h[e][0], e)),  # later epochs win ties: more annealed
              "acc_first": lambda h: max(range(len(h)), key=lambda e: (h[e][0], -e)),
              "f1_first": lambda h: max(range(len(h)), key=lambda e: (h[e][1], -e)),
