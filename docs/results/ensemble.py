@@ -11,23 +11,20 @@ numbers, never instead of them.
 """
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-OUT = Path(__file__).resolve().parent
+from summarise import OUT, mean_std, predictions  # this folder's scripts: the same reader and summary
 
 
 def read_run(run_dir: Path) -> dict[str, tuple[str, int, np.ndarray]]:
     """sample_id -> (fold, label, probabilities) from RUN_DIR/predictions.csv."""
-    path = run_dir / "predictions.csv"
-    if not path.is_file():
-        sys.exit(f"{path} does not exist: has the run finished?")
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
+    rows = predictions(run_dir, ["all"])
+    if not rows:
+        sys.exit(f"{run_dir / 'predictions.csv'} does not exist: has the run finished?")
     prob_columns = [k for k in rows[0] if k.startswith("p:")]
     return {r["sample_id"]: (r["fold"], int(r["label"]), np.array([float(r[k]) for k in prob_columns]))
             for r in rows}
@@ -48,8 +45,7 @@ def main(name: str, run_dirs: list[Path]) -> None:
     per_fold = {fold: float(np.mean(s["ensemble"])) for fold, s in sorted(folds.items())}
     single = {fold: float(np.mean(s["single"])) for fold, s in sorted(folds.items())}
     summary = {"runs": [str(d) for d in run_dirs], "accuracy_per_fold": per_fold,
-               "accuracy_over_folds": {"mean": float(np.mean(list(per_fold.values()))),
-                                       "std": float(np.std(list(per_fold.values()))), "n": len(per_fold)},
+               "accuracy_over_folds": mean_std(list(per_fold.values())),
                "single_run_accuracy_over_folds": float(np.mean(list(single.values())))}
     (OUT / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"{name}: ensemble of {len(runs)} runs, top-1 {100 * summary['accuracy_over_folds']['mean']:.2f} "
