@@ -1,7 +1,8 @@
 """Multimodal fusion across the modality axis (paper §3.4-3.5, and the B3 baseline).
 
 All fusions take unimodal features (B, M, D) and a presence mask (B, M); a missing modality is excluded
-from every softmax (its score is -inf, so its weight is exactly 0), never zero-filled into it.
+from every softmax (its score is -inf, so its weight is exactly 0) and every gate (set to 0), never
+zero-filled into them.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from mumu.encoders import masked_softmax
+
+GM_GATES = ("softmax", "sigmoid")  # mumu.config.GM_GATES
 
 
 class SMFusion(nn.Module):
@@ -34,17 +37,24 @@ class GMFusion(nn.Module):
 
     heads > 1 splits Q, K, V into heads of D / heads, each with its own softmax over modalities (as
     nn.MultiheadAttention in the same-lineage code), so different heads may read different modalities;
-    heads = 1 is eq. (7) exactly."""
+    heads = 1 is eq. (7) exactly.
 
-    def __init__(self, dim: int, heads: int = 1):
+    gate: how eq. (7)'s sigma turns scores into weights. "softmax" (attention as usual): the weights sum
+    to 1, so X_c' is a convex mixture of the modalities' values. "sigmoid": each present modality gets
+    its own gate in (0, 1), so the values can add up, as in a concatenation followed by a linear layer."""
+
+    def __init__(self, dim: int, heads: int = 1, gate: str = "softmax"):
         super().__init__()
         if dim % heads:
             raise ValueError(f"GM-Fusion heads ({heads}) must divide the embedding size ({dim})")
+        if gate not in GM_GATES:
+            raise ValueError(f"unknown GM-Fusion gate {gate!r}; choose one of {', '.join(GM_GATES)}")
         self.q = nn.Linear(dim, dim, bias=False)  # W^Q
         self.k = nn.Linear(dim, dim, bias=False)  # W^K
         self.v = nn.Linear(dim, dim, bias=False)  # W^V
         self.o = nn.Linear(dim, dim, bias=False)  # W^O
         self.heads = heads
+        self.gate = gate
         self.scale = 1.0 / math.sqrt(dim // heads)
 
     def forward(self, x_aux: Tensor, xu: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
@@ -54,7 +64,10 @@ class GMFusion(nn.Module):
         k = self.k(xu).view(B, M, self.heads, D // self.heads)  # (B, M, H, D/H)
         v = self.v(xu).view(B, M, self.heads, D // self.heads)
         scores = torch.einsum("bhd,bmhd->bhm", q, k) * self.scale  # (B, H, M)
-        weights = masked_softmax(scores, present[:, None, :], dim=2)
+        if self.gate == "softmax":
+            weights = masked_softmax(scores, present[:, None, :], dim=2)
+        else:  # independent gates; a missing modality's gate is exactly 0
+            weights = torch.sigmoid(scores).masked_fill(~present[:, None, :], 0.0)
         x_c = torch.einsum("bhm,bmhd->bhd", weights, v).reshape(B, D)
         return self.o(x_c), weights.mean(1)
 

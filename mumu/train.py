@@ -79,7 +79,7 @@ class MumuModule(pl.LightningModule):
                                  conv_channels=self.cfg.conv_channels, kernel_size=self.cfg.kernel_size,
                                  sensor_encoder=self.cfg.sensor_encoder, lstm_layers=self.cfg.lstm_layers,
                                  max_pools=self.cfg.max_pools, modality_dropout=self.cfg.modality_dropout,
-                                 gm_heads=self.cfg.gm_heads)
+                                 gm_heads=self.cfg.gm_heads, gm_gate=self.cfg.gm_gate)
         with_groups = self.cfg.model == "mumu"
         self.val_metrics = ActivityMetrics(len(activity_names), len(group_names), with_groups)
         self.test_metrics = ActivityMetrics(len(activity_names), len(group_names), with_groups)

@@ -254,6 +254,19 @@ def test_gm_fusion_weights_sum_to_one_over_present_modalities(gm_heads):
     torch.testing.assert_close(gm.sum(1), torch.ones(4))
 
 
+def test_gm_fusion_sigmoid_gates_ignore_missing_modalities_and_are_not_normalised():
+    x, lengths = make_batch()
+    net = model("mumu", gm_gate="sigmoid", gm_heads=4)
+    ref = net(x, lengths)
+    present = torch.stack([lengths[n] > 0 for n in INPUTS], dim=1)
+    gm = ref.attention["gm"]  # (B, M), averaged over heads
+    assert (gm[~present] == 0).all() and ((gm[present] > 0) & (gm[present] < 1)).all()
+    assert gm[0].sum() > 1.2  # three present modalities, each gated on its own: no convex mixture
+    junk = {name: torch.where((lengths[name] > 0).view(-1, *[1] * (t.dim() - 1)), t, torch.full_like(t, 1e4))
+            for name, t in x.items()}  # every missing modality's values become huge
+    torch.testing.assert_close(net(junk, lengths).logits, ref.logits)
+
+
 def test_bad_pooling_and_dropout_options_are_clear_errors():
     with pytest.raises(MumuError, match="max_pools must be 0, 1 or 2"):
         model("mumu", sensor_encoder="sequence", max_pools=3)
@@ -261,3 +274,5 @@ def test_bad_pooling_and_dropout_options_are_clear_errors():
         model("mumu", modality_dropout=1.0)
     with pytest.raises(MumuError, match="gm_heads must be >= 1 and divide embed_dim"):
         model("mumu", gm_heads=3)
+    with pytest.raises(MumuError, match="unknown gm_gate 'relu'; choose one of softmax, sigmoid"):
+        model("mumu", gm_gate="relu")
