@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_only
 
-from mumu.config import SELECTIONS, TrainConfig, config_from_dict, load_config, resolve_config, save_config
+from mumu.config import GM_GATES, SELECTIONS, TrainConfig, config_from_dict, load_config, resolve_config, save_config
 from mumu.data import (FEATURE_DIM, CacheDataset, MumuDataModule, PadCollate, RawDataset, StepDataset, make_loader,
                        max_steps_for)
 from mumu.metrics import ActivityMetrics, headline, summarize_folds
@@ -586,6 +586,10 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
 @click.option("--dropout", type=float)
 @click.option("--lstm-layers", type=int, help="LSTM layers per modality encoder; 0 = none.")
 @click.option("--beta-aux", type=float, help="Weight of the activity-group loss L_aux (MuMu).")
+@click.option("--gm-heads", type=int, help="GM-Fusion attention heads (MuMu); 1 = eq. (7).")
+@click.option("--gm-gate", type=click.Choice(GM_GATES),
+              help="GM-Fusion weights (MuMu): softmax over modalities, or one sigmoid gate per modality.")
+@click.option("--modality-dropout", type=float, help="Training: chance that a multimodal sample loses one modality.")
 @click.option("--max-steps-visual", type=int, help="Segments per visual modality (sampled/padded).")
 @click.option("--max-steps-sensor", type=int, help="Windows per sensor modality (sampled/padded).")
 @click.option("--val-fraction", type=float)

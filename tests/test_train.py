@@ -184,7 +184,8 @@ def test_train_command_prints_the_headline(tiny_demo, tmp_path):  # noqa: F811
     args = ["--params", str(params), "--dataset", "demo", "--cache", str(tiny_demo.cache),
             "--protocol", "cross_session", "--modalities", "acc_phone,gyro", "--max-epochs", "1", "--batch-size", "8",
             "--embed-dim", "16", "--max-steps-sensor", "6", "--num-workers", "0", "--accelerator", "cpu",
-            "--val-fraction", "0.2", "--select", "last", "--ema-decay", "0.5", "--out", str(out)]
+            "--val-fraction", "0.2", "--select", "last", "--ema-decay", "0.5", "--gm-gate", "sigmoid", "--gm-heads", "2",
+            "--modality-dropout", "0.3", "--out", str(out)]
     runner = CliRunner()
     result = runner.invoke(train_command, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -192,7 +193,8 @@ def test_train_command_prints_the_headline(tiny_demo, tmp_path):  # noqa: F811
     assert last.startswith("test macro-F1 ") and "accuracy" in last and "(n=24 test samples)" in last
     assert (out / "metrics.json").is_file()
     assert json.loads((out / "metrics.json").read_text())["selected_by"] == "last epoch"
-    assert "ema_decay: 0.5" in (out / "config.yaml").read_text()
+    written = (out / "config.yaml").read_text()
+    assert all(line in written for line in ("ema_decay: 0.5", "gm_gate: sigmoid", "gm_heads: 2", "modality_dropout: 0.3"))
 
     missing = runner.invoke(train_command, args[:5] + [str(tmp_path / "absent.zarr")] + args[6:-1]
                             + [str(tmp_path / "other")])
