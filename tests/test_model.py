@@ -80,17 +80,23 @@ def test_padded_steps_get_zero_temporal_weight(arch):
         assert (w[~present] == 0).all()
 
 
+def junk_outside_lengths(x: dict, lengths: dict) -> dict:
+    """The batch with every padded step and missing modality replaced by huge values (NaN for acc)."""
+    noisy = {}
+    for name, t in x.items():
+        valid = torch.arange(t.shape[1])[None, :] < lengths[name][:, None]  # (B, S)
+        junk = torch.full_like(t, 1e4) if name != "acc" else torch.full_like(t, float("nan"))
+        noisy[name] = torch.where(valid.view(*valid.shape, *[1] * (t.dim() - 2)), t, junk)
+    return noisy
+
+
 @pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_padding_and_missing_modality_values_do_not_change_output(arch, encoder):
     x, lengths = make_batch()
     net = model(arch, **ENCODERS[encoder])
     ref = net(x, lengths)
-    noisy = {}
-    for name, t in x.items():
-        valid = torch.arange(t.shape[1])[None, :] < lengths[name][:, None]  # (B, S)
-        junk = torch.full_like(t, 1e4) if name != "acc" else torch.full_like(t, float("nan"))
-        noisy[name] = torch.where(valid.view(*valid.shape, *[1] * (t.dim() - 2)), t, junk)
+    noisy = junk_outside_lengths(x, lengths)
     assert not torch.equal(noisy["rgb"], x["rgb"])  # the batch really has padding and missing samples
     out = net(noisy, lengths)
     torch.testing.assert_close(out.logits, ref.logits)
@@ -262,9 +268,7 @@ def test_gm_fusion_sigmoid_gates_ignore_missing_modalities_and_are_not_normalise
     gm = ref.attention["gm"]  # (B, M), averaged over heads
     assert (gm[~present] == 0).all() and ((gm[present] > 0) & (gm[present] < 1)).all()
     assert gm[0].sum() > 1.2  # three present modalities, each gated on its own: no convex mixture
-    junk = {name: torch.where((lengths[name] > 0).view(-1, *[1] * (t.dim() - 1)), t, torch.full_like(t, 1e4))
-            for name, t in x.items()}  # every missing modality's values become huge
-    torch.testing.assert_close(net(junk, lengths).logits, ref.logits)
+    torch.testing.assert_close(net(junk_outside_lengths(x, lengths), lengths).logits, ref.logits)
 
 
 def test_bad_pooling_and_dropout_options_are_clear_errors():
