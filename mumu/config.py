@@ -23,6 +23,7 @@ MODELS = ("mumu", "b1", "b2", "b3")
 SELECTIONS = ("macro_f1", "nll", "last")  # the keys of mumu.train.SELECTION_METRICS
 SENSOR_ENCODERS = ("window", "sequence")  # mumu.model.SENSOR_ENCODERS
 GM_GATES = ("softmax", "sigmoid")  # mumu.fusion.GM_GATES
+GM_MERGES = ("sum", "concat")  # mumu.fusion.GM_MERGES
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class TrainConfig:
     modality_dropout: float = 0.0  # training: chance that a multimodal sample loses one modality
     gm_heads: int = 1  # MuMu's GM-Fusion attention heads; 1 = eq. (7)
     gm_gate: str = "softmax"  # eq. (7)'s sigma: softmax over modalities | sigmoid, one gate per modality
+    gm_merge: str = "sum"  # GM-Fusion output: sum of the weighted values (eq. 7) | concat, one slot per modality
     dropout: float = 0.2
     beta_aux: float = 0.5
     lr: float = 1e-3  # AdamW; the peak of the one-cycle schedule when warmup > 0
@@ -117,6 +119,8 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         raise MumuError(f"gm_heads must be >= 1 and divide embed_dim ({cfg.embed_dim}), got {cfg.gm_heads}")
     if cfg.gm_gate not in GM_GATES:
         raise MumuError(f"unknown gm_gate {cfg.gm_gate!r}; choose one of {', '.join(GM_GATES)}")
+    if cfg.gm_merge not in GM_MERGES:
+        raise MumuError(f"unknown gm_merge {cfg.gm_merge!r}; choose one of {', '.join(GM_MERGES)}")
     if not 0 <= cfg.max_pools <= 2:
         raise MumuError(f"max_pools must be 0, 1 or 2, got {cfg.max_pools}")
     if not 0.0 <= cfg.modality_dropout < 1.0:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from mumu.encoders import masked_softmax
 
 GM_GATES = ("softmax", "sigmoid")  # mumu.config.GM_GATES
+GM_MERGES = ("sum", "concat")  # mumu.config.GM_MERGES
 
 
 class SMFusion(nn.Module):
@@ -41,20 +42,29 @@ class GMFusion(nn.Module):
 
     gate: how eq. (7)'s sigma turns scores into weights. "softmax" (attention as usual): the weights sum
     to 1, so X_c' is a convex mixture of the modalities' values. "sigmoid": each present modality gets
-    its own gate in (0, 1), so the values can add up, as in a concatenation followed by a linear layer."""
+    its own gate in (0, 1), so the values can add up, as in a concatenation followed by a linear layer.
 
-    def __init__(self, dim: int, heads: int = 1, gate: str = "softmax"):
+    merge: how the weighted values of the modalities become X_c'. "sum" (eq. 7): one D-dim mixture, in which
+    W^V is shared, so the modalities' features overlap in one space. "concat" (the same-lineage code's
+    `mm_embedding_attn_merge_type concat`): the M weighted values side by side, (B, M*D), and W^O maps them
+    to D, so each modality keeps its own slot, as in B2's concatenation; needs `modalities`, the M of the input."""
+
+    def __init__(self, dim: int, heads: int = 1, gate: str = "softmax", merge: str = "sum", modalities: int = 1):
         super().__init__()
         if dim % heads:
             raise ValueError(f"GM-Fusion heads ({heads}) must divide the embedding size ({dim})")
         if gate not in GM_GATES:
             raise ValueError(f"unknown GM-Fusion gate {gate!r}; choose one of {', '.join(GM_GATES)}")
+        if merge not in GM_MERGES:
+            raise ValueError(f"unknown GM-Fusion merge {merge!r}; choose one of {', '.join(GM_MERGES)}")
         self.q = nn.Linear(dim, dim, bias=False)  # W^Q
         self.k = nn.Linear(dim, dim, bias=False)  # W^K
         self.v = nn.Linear(dim, dim, bias=False)  # W^V
-        self.o = nn.Linear(dim, dim, bias=False)  # W^O
+        merged = dim * modalities if merge == "concat" else dim
+        self.o = nn.Linear(merged, dim, bias=False)  # W^O
         self.heads = heads
         self.gate = gate
+        self.merge = merge
         self.scale = 1.0 / math.sqrt(dim // heads)
 
     def forward(self, x_aux: Tensor, xu: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
@@ -68,7 +78,10 @@ class GMFusion(nn.Module):
             weights = masked_softmax(scores, present[:, None, :], dim=2)
         else:  # independent gates; a missing modality's gate is exactly 0
             weights = torch.sigmoid(scores).masked_fill(~present[:, None, :], 0.0)
-        x_c = torch.einsum("bhm,bmhd->bhd", weights, v).reshape(B, D)
+        if self.merge == "sum":
+            x_c = torch.einsum("bhm,bmhd->bhd", weights, v).reshape(B, D)
+        else:  # each modality's weighted value in its own slot; a missing one's slot is 0
+            x_c = torch.einsum("bhm,bmhd->bmhd", weights, v).reshape(B, M * D)
         return self.o(x_c), weights.mean(1)
 
 

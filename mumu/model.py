@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from mumu.encoders import UnimodalEncoder
-from mumu.fusion import GM_GATES, GMFusion, ModalitySelfAttention, SMFusion
+from mumu.fusion import GM_GATES, GM_MERGES, GMFusion, ModalitySelfAttention, SMFusion
 from pipeline.errors import MumuError
 from pipeline.modalities import ModalitySpec
 
@@ -102,11 +102,11 @@ class MuMu(MultimodalModel):
     """Auxiliary task (SM-Fusion -> activity group) guides the target task (GM-Fusion -> activity)."""
 
     def __init__(self, inputs, num_classes: int, num_groups: int, embed_dim: int, dropout: float, gm_heads: int = 1,
-                 gm_gate: str = "softmax", **options):
+                 gm_gate: str = "softmax", gm_merge: str = "sum", **options):
         super().__init__(inputs, embed_dim, dropout, "keyless", **options)
         self.sm_fusion = SMFusion(embed_dim)
         self.aux_head = two_layer_head(embed_dim, embed_dim, num_groups, dropout)  # F_aux
-        self.gm_fusion = GMFusion(embed_dim, gm_heads, gm_gate)
+        self.gm_fusion = GMFusion(embed_dim, gm_heads, gm_gate, gm_merge, len(inputs))
         self.merge = nn.Linear(2 * embed_dim, embed_dim)  # W_f
         self.head = two_layer_head(embed_dim, embed_dim, num_classes, dropout)  # F_t
 
@@ -150,7 +150,8 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
                 embed_dim: int = 128, dropout: float = 0.2, *, window: int = 5, conv_channels: int = 64,
                 kernel_size: int = 3, lstm_layers: int = 1, fusion_heads: int = 2,
                 sensor_encoder: str = "window", max_pools: int = 0,
-                modality_dropout: float = 0.0, gm_heads: int = 1, gm_gate: str = "softmax") -> MultimodalModel:
+                modality_dropout: float = 0.0, gm_heads: int = 1, gm_gate: str = "softmax",
+                gm_merge: str = "sum") -> MultimodalModel:
     """Build `arch` (mumu | b1 | b2 | b3) over `inputs`, whose order is the model's modality order.
 
     window: time steps per sensor window (W of the (B, S, W, J*A) input; params.yaml extract.sensor_window).
@@ -160,6 +161,7 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
     modality_dropout: training only; the chance that a multimodal sample loses one of its modalities.
     fusion_heads: B3's attention heads; gm_heads: MuMu's GM-Fusion heads (1 = eq. 7). Both must divide embed_dim.
     gm_gate: MuMu's GM-Fusion weights, "softmax" over modalities or one "sigmoid" gate per modality.
+    gm_merge: MuMu's GM-Fusion output, the "sum" of the weighted values (eq. 7) or their "concat" (one slot each).
     num_groups is used by MuMu only.
     """
     if arch not in ARCHS:
@@ -179,8 +181,10 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
             raise MumuError(f"{name} must be >= 1 and divide embed_dim ({embed_dim}), got {heads}")
     if gm_gate not in GM_GATES:
         raise MumuError(f"unknown gm_gate {gm_gate!r}; choose one of {', '.join(GM_GATES)}")
+    if gm_merge not in GM_MERGES:
+        raise MumuError(f"unknown gm_merge {gm_merge!r}; choose one of {', '.join(GM_MERGES)}")
     if arch == "mumu":
-        return MuMu(inputs, num_classes, num_groups, embed_dim, dropout, gm_heads, gm_gate, **options)
+        return MuMu(inputs, num_classes, num_groups, embed_dim, dropout, gm_heads, gm_gate, gm_merge, **options)
     if arch == "b3":
         return SelfAttentionBaseline(inputs, num_classes, embed_dim, dropout, fusion_heads, **options)
     pooling = "last" if arch == "b1" else "keyless"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mumu.fusion import GMFusion
 from mumu.model import ARCHS, build_model
 from pipeline.errors import MumuError
 from pipeline.modalities import ModalitySpec
@@ -271,6 +272,27 @@ def test_gm_fusion_sigmoid_gates_ignore_missing_modalities_and_are_not_normalise
     torch.testing.assert_close(net(junk_outside_lengths(x, lengths), lengths).logits, ref.logits)
 
 
+def test_gm_fusion_concat_merge_tells_the_modalities_apart():
+    """Eq. (7)'s sum shares W^V, so swapping two modalities' features (keys and values) cannot change X_c;
+    the concat merge gives each modality its own slot of W^O, so it can."""
+    torch.manual_seed(0)
+    x_aux, xu, present = torch.randn(4, 16), torch.randn(4, 3, 16), torch.ones(4, 3, dtype=torch.bool)
+    swapped = xu[:, [1, 0, 2]]
+    for merge, changes in (("sum", False), ("concat", True)):
+        fusion = GMFusion(16, heads=2, merge=merge, modalities=3)
+        moved = (fusion(x_aux, xu, present)[0] - fusion(x_aux, swapped, present)[0]).abs().max()
+        assert (moved > 1e-3) == changes, f"{merge}: {moved:.2e}"
+
+
+@pytest.mark.parametrize("gm_gate", ["softmax", "sigmoid"])
+def test_gm_fusion_concat_merge_ignores_padding_and_missing_modalities(gm_gate):
+    x, lengths = make_batch()
+    net = model("mumu", gm_merge="concat", gm_gate=gm_gate, gm_heads=4)
+    ref = net(x, lengths)
+    assert ref.logits.shape == (4, 5) and ref.fused.shape == (4, 16)
+    torch.testing.assert_close(net(junk_outside_lengths(x, lengths), lengths).logits, ref.logits)
+
+
 def test_bad_pooling_and_dropout_options_are_clear_errors():
     with pytest.raises(MumuError, match="max_pools must be 0, 1 or 2"):
         model("mumu", sensor_encoder="sequence", max_pools=3)
@@ -280,3 +302,5 @@ def test_bad_pooling_and_dropout_options_are_clear_errors():
         model("mumu", gm_heads=3)
     with pytest.raises(MumuError, match="unknown gm_gate 'relu'; choose one of softmax, sigmoid"):
         model("mumu", gm_gate="relu")
+    with pytest.raises(MumuError, match="unknown gm_merge 'mean'; choose one of sum, concat"):
+        model("mumu", gm_merge="mean")
