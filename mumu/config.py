@@ -24,6 +24,7 @@ SELECTIONS = ("macro_f1", "nll", "last")  # the keys of mumu.train.SELECTION_MET
 SENSOR_ENCODERS = ("window", "sequence")  # mumu.model.SENSOR_ENCODERS
 GM_GATES = ("softmax", "sigmoid")  # mumu.fusion.GM_GATES
 GM_MERGES = ("sum", "concat")  # mumu.fusion.GM_MERGES
+FUSION_INITS = ("torch", "xavier")  # mumu.model.FUSION_INITS
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class TrainConfig:
     gm_heads: int = 1  # MuMu's GM-Fusion attention heads; 1 = eq. (7)
     gm_gate: str = "softmax"  # eq. (7)'s sigma: softmax over modalities | sigmoid, one gate per modality
     gm_merge: str = "sum"  # GM-Fusion output: sum of the weighted values (eq. 7) | concat, one slot per modality
+    fusion_init: str = "torch"  # MuMu's GM-Fusion projections and W_f: torch's default | xavier (keeps the scale)
     dropout: float = 0.2
     beta_aux: float = 0.5
     lr: float = 1e-3  # AdamW; the peak of the one-cycle schedule when warmup > 0
@@ -121,6 +123,8 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         raise MumuError(f"unknown gm_gate {cfg.gm_gate!r}; choose one of {', '.join(GM_GATES)}")
     if cfg.gm_merge not in GM_MERGES:
         raise MumuError(f"unknown gm_merge {cfg.gm_merge!r}; choose one of {', '.join(GM_MERGES)}")
+    if cfg.fusion_init not in FUSION_INITS:
+        raise MumuError(f"unknown fusion_init {cfg.fusion_init!r}; choose one of {', '.join(FUSION_INITS)}")
     if not 0 <= cfg.max_pools <= 2:
         raise MumuError(f"max_pools must be 0, 1 or 2, got {cfg.max_pools}")
     if not 0.0 <= cfg.modality_dropout < 1.0:

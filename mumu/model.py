@@ -25,6 +25,7 @@ from pipeline.errors import MumuError
 from pipeline.modalities import ModalitySpec
 
 ARCHS = ("mumu", "b1", "b2", "b3")
+FUSION_INITS = ("torch", "xavier")  # mumu.config.FUSION_INITS
 SENSOR_ENCODERS = ("window", "sequence")
 
 
@@ -102,13 +103,19 @@ class MuMu(MultimodalModel):
     """Auxiliary task (SM-Fusion -> activity group) guides the target task (GM-Fusion -> activity)."""
 
     def __init__(self, inputs, num_classes: int, num_groups: int, embed_dim: int, dropout: float, gm_heads: int = 1,
-                 gm_gate: str = "softmax", gm_merge: str = "sum", **options):
+                 gm_gate: str = "softmax", gm_merge: str = "sum", fusion_init: str = "torch", **options):
         super().__init__(inputs, embed_dim, dropout, "keyless", **options)
         self.sm_fusion = SMFusion(embed_dim)
         self.aux_head = two_layer_head(embed_dim, embed_dim, num_groups, dropout)  # F_aux
         self.gm_fusion = GMFusion(embed_dim, gm_heads, gm_gate, gm_merge, len(inputs))
         self.merge = nn.Linear(2 * embed_dim, embed_dim)  # W_f
         self.head = two_layer_head(embed_dim, embed_dim, num_classes, dropout)  # F_t
+        if fusion_init == "xavier":
+            # W^V, W^O and W_f are linear maps in a row. With torch's default init, X_f starts with about a
+            # third of the unimodal features' spread over samples; Xavier keeps about all of it, as
+            # nn.MultiheadAttention (the lineage code's GM-Fusion) does for its projections.
+            for layer in (self.gm_fusion.q, self.gm_fusion.k, self.gm_fusion.v, self.gm_fusion.o, self.merge):
+                nn.init.xavier_uniform_(layer.weight)
 
     def fuse(self, xu: Tensor, present: Tensor) -> ModelOutput:
         x_aux, alpha = self.sm_fusion(xu, present)  # (B, D), (B, M)
@@ -151,7 +158,7 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
                 kernel_size: int = 3, lstm_layers: int = 1, fusion_heads: int = 2,
                 sensor_encoder: str = "window", max_pools: int = 0,
                 modality_dropout: float = 0.0, gm_heads: int = 1, gm_gate: str = "softmax",
-                gm_merge: str = "sum") -> MultimodalModel:
+                gm_merge: str = "sum", fusion_init: str = "torch") -> MultimodalModel:
     """Build `arch` (mumu | b1 | b2 | b3) over `inputs`, whose order is the model's modality order.
 
     window: time steps per sensor window (W of the (B, S, W, J*A) input; params.yaml extract.sensor_window).
@@ -162,6 +169,7 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
     fusion_heads: B3's attention heads; gm_heads: MuMu's GM-Fusion heads (1 = eq. 7). Both must divide embed_dim.
     gm_gate: MuMu's GM-Fusion weights, "softmax" over modalities or one "sigmoid" gate per modality.
     gm_merge: MuMu's GM-Fusion output, the "sum" of the weighted values (eq. 7) or their "concat" (one slot each).
+    fusion_init: MuMu's GM-Fusion projections and W_f, torch's default init or "xavier" (scale-preserving).
     num_groups is used by MuMu only.
     """
     if arch not in ARCHS:
@@ -183,8 +191,11 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
         raise MumuError(f"unknown gm_gate {gm_gate!r}; choose one of {', '.join(GM_GATES)}")
     if gm_merge not in GM_MERGES:
         raise MumuError(f"unknown gm_merge {gm_merge!r}; choose one of {', '.join(GM_MERGES)}")
+    if fusion_init not in FUSION_INITS:
+        raise MumuError(f"unknown fusion_init {fusion_init!r}; choose one of {', '.join(FUSION_INITS)}")
     if arch == "mumu":
-        return MuMu(inputs, num_classes, num_groups, embed_dim, dropout, gm_heads, gm_gate, gm_merge, **options)
+        return MuMu(inputs, num_classes, num_groups, embed_dim, dropout, gm_heads, gm_gate, gm_merge, fusion_init,
+                    **options)
     if arch == "b3":
         return SelfAttentionBaseline(inputs, num_classes, embed_dim, dropout, fusion_heads, **options)
     pooling = "last" if arch == "b1" else "keyless"

@@ -293,6 +293,17 @@ def test_gm_fusion_concat_merge_ignores_padding_and_missing_modalities(gm_gate):
     torch.testing.assert_close(net(junk_outside_lengths(x, lengths), lengths).logits, ref.logits)
 
 
+def test_xavier_fusion_init_keeps_the_scale_through_mumus_linear_chain():
+    """At init, torch's default passes about a third of the unimodal features' sample-to-sample spread
+    through W^V, W^O and W_f to X_f; Xavier passes about all of it (same encoders, same seed)."""
+    x, lengths = make_batch(batch=8, lengths={name: [steps] * 8 for name, steps in STEPS.items()})
+    kept = {}
+    for init in ("torch", "xavier"):
+        out = model("mumu", fusion_init=init, embed_dim=64)(x, lengths)
+        kept[init] = (out.fused.std(0).mean() / out.unimodal.std(0).mean()).item()  # spread over samples
+    assert kept["torch"] < 0.5 and kept["xavier"] > 0.7, kept
+
+
 def test_bad_pooling_and_dropout_options_are_clear_errors():
     with pytest.raises(MumuError, match="max_pools must be 0, 1 or 2"):
         model("mumu", sensor_encoder="sequence", max_pools=3)
@@ -304,3 +315,5 @@ def test_bad_pooling_and_dropout_options_are_clear_errors():
         model("mumu", gm_gate="relu")
     with pytest.raises(MumuError, match="unknown gm_merge 'mean'; choose one of sum, concat"):
         model("mumu", gm_merge="mean")
+    with pytest.raises(MumuError, match="unknown fusion_init 'zeros'; choose one of torch, xavier"):
+        model("mumu", fusion_init="zeros")
