@@ -25,6 +25,7 @@ SENSOR_ENCODERS = ("window", "sequence")  # mumu.model.SENSOR_ENCODERS
 GM_GATES = ("softmax", "sigmoid")  # mumu.fusion.GM_GATES
 GM_MERGES = ("sum", "concat")  # mumu.fusion.GM_MERGES
 FUSION_INITS = ("torch", "xavier")  # mumu.model.FUSION_INITS
+FUSION_NORMS = ("convex", "count")  # mumu.model.FUSION_NORMS
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class TrainConfig:
     gm_gate: str = "softmax"  # eq. (7)'s sigma: softmax over modalities | sigmoid, one gate per modality
     gm_merge: str = "sum"  # GM-Fusion output: sum of the weighted values (eq. 7) | concat, one slot per modality
     fusion_init: str = "torch"  # MuMu's GM-Fusion projections and W_f: torch's default | xavier (keeps the scale)
+    fusion_norm: str = "convex"  # MuMu's fusion weights sum to 1 (eqs. 2, 7) | count: to the present modalities
     dropout: float = 0.2
     beta_aux: float = 0.5
     lr: float = 1e-3  # AdamW; the peak of the one-cycle schedule when warmup > 0
@@ -125,6 +127,8 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         raise MumuError(f"unknown gm_merge {cfg.gm_merge!r}; choose one of {', '.join(GM_MERGES)}")
     if cfg.fusion_init not in FUSION_INITS:
         raise MumuError(f"unknown fusion_init {cfg.fusion_init!r}; choose one of {', '.join(FUSION_INITS)}")
+    if cfg.fusion_norm not in FUSION_NORMS:
+        raise MumuError(f"unknown fusion_norm {cfg.fusion_norm!r}; choose one of {', '.join(FUSION_NORMS)}")
     if not 0 <= cfg.max_pools <= 2:
         raise MumuError(f"max_pools must be 0, 1 or 2, got {cfg.max_pools}")
     if not 0.0 <= cfg.modality_dropout < 1.0:

@@ -26,6 +26,7 @@ from pipeline.modalities import ModalitySpec
 
 ARCHS = ("mumu", "b1", "b2", "b3")
 FUSION_INITS = ("torch", "xavier")  # mumu.config.FUSION_INITS
+FUSION_NORMS = ("convex", "count")  # mumu.config.FUSION_NORMS
 SENSOR_ENCODERS = ("window", "sequence")
 
 
@@ -103,13 +104,15 @@ class MuMu(MultimodalModel):
     """Auxiliary task (SM-Fusion -> activity group) guides the target task (GM-Fusion -> activity)."""
 
     def __init__(self, inputs, num_classes: int, num_groups: int, embed_dim: int, dropout: float, gm_heads: int = 1,
-                 gm_gate: str = "softmax", gm_merge: str = "sum", fusion_init: str = "torch", **options):
+                 gm_gate: str = "softmax", gm_merge: str = "sum", fusion_init: str = "torch",
+                 fusion_norm: str = "convex", **options):
         super().__init__(inputs, embed_dim, dropout, "keyless", **options)
         self.sm_fusion = SMFusion(embed_dim)
         self.aux_head = two_layer_head(embed_dim, embed_dim, num_groups, dropout)  # F_aux
         self.gm_fusion = GMFusion(embed_dim, gm_heads, gm_gate, gm_merge, len(inputs))
         self.merge = nn.Linear(2 * embed_dim, embed_dim)  # W_f
         self.head = two_layer_head(embed_dim, embed_dim, num_classes, dropout)  # F_t
+        self.fusion_norm = fusion_norm
         if fusion_init == "xavier":
             # W^V, W^O and W_f are linear maps in a row. With torch's default init, X_f starts with about a
             # third of the unimodal features' spread over samples; Xavier keeps about all of it, as
@@ -119,7 +122,13 @@ class MuMu(MultimodalModel):
 
     def fuse(self, xu: Tensor, present: Tensor) -> ModelOutput:
         x_aux, alpha = self.sm_fusion(xu, present)  # (B, D), (B, M)
+        if self.fusion_norm == "count":
+            # Weights that sum to the number of present modalities: a sample that lost one carries less
+            # evidence, as B2's zero-filled slot does, instead of looking like a complete sample.
+            x_aux = x_aux * present.sum(1, keepdim=True).to(x_aux.dtype)
         x_c, gm = self.gm_fusion(x_aux, xu, present)  # (B, D), (B, M)
+        if self.fusion_norm == "count":
+            x_c = x_c * present.sum(1, keepdim=True).to(x_c.dtype)
         x_f = self.merge(torch.cat([x_c, x_aux], dim=1))  # (B, D)
         return ModelOutput(self.head(x_f), self.aux_head(x_aux), xu, x_f, {"sm": alpha, "gm": gm})
 
@@ -158,7 +167,7 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
                 kernel_size: int = 3, lstm_layers: int = 1, fusion_heads: int = 2,
                 sensor_encoder: str = "window", max_pools: int = 0,
                 modality_dropout: float = 0.0, gm_heads: int = 1, gm_gate: str = "softmax",
-                gm_merge: str = "sum", fusion_init: str = "torch") -> MultimodalModel:
+                gm_merge: str = "sum", fusion_init: str = "torch", fusion_norm: str = "convex") -> MultimodalModel:
     """Build `arch` (mumu | b1 | b2 | b3) over `inputs`, whose order is the model's modality order.
 
     window: time steps per sensor window (W of the (B, S, W, J*A) input; params.yaml extract.sensor_window).
@@ -170,6 +179,8 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
     gm_gate: MuMu's GM-Fusion weights, "softmax" over modalities or one "sigmoid" gate per modality.
     gm_merge: MuMu's GM-Fusion output, the "sum" of the weighted values (eq. 7) or their "concat" (one slot each).
     fusion_init: MuMu's GM-Fusion projections and W_f, torch's default init or "xavier" (scale-preserving).
+    fusion_norm: MuMu's SM- and GM-Fusion weights sum to 1 ("convex", eqs. 2 and 7) or to the number of
+    present modalities ("count"); the reported attention weights are the convex ones either way.
     num_groups is used by MuMu only.
     """
     if arch not in ARCHS:
@@ -193,9 +204,11 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
         raise MumuError(f"unknown gm_merge {gm_merge!r}; choose one of {', '.join(GM_MERGES)}")
     if fusion_init not in FUSION_INITS:
         raise MumuError(f"unknown fusion_init {fusion_init!r}; choose one of {', '.join(FUSION_INITS)}")
+    if fusion_norm not in FUSION_NORMS:
+        raise MumuError(f"unknown fusion_norm {fusion_norm!r}; choose one of {', '.join(FUSION_NORMS)}")
     if arch == "mumu":
         return MuMu(inputs, num_classes, num_groups, embed_dim, dropout, gm_heads, gm_gate, gm_merge, fusion_init,
-                    **options)
+                    fusion_norm, **options)
     if arch == "b3":
         return SelfAttentionBaseline(inputs, num_classes, embed_dim, dropout, fusion_heads, **options)
     pooling = "last" if arch == "b1" else "keyless"

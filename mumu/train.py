@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_only
 
-from mumu.config import (FUSION_INITS, GM_GATES, GM_MERGES, SELECTIONS, TrainConfig, config_from_dict, load_config,
-                         resolve_config, save_config)
+from mumu.config import (FUSION_INITS, FUSION_NORMS, GM_GATES, GM_MERGES, SELECTIONS, TrainConfig, config_from_dict,
+                         load_config, resolve_config, save_config)
 from mumu.data import (FEATURE_DIM, CacheDataset, MumuDataModule, PadCollate, RawDataset, StepDataset, make_loader,
                        max_steps_for)
 from mumu.metrics import ActivityMetrics, headline, summarize_folds
@@ -81,7 +81,7 @@ class MumuModule(pl.LightningModule):
                                  sensor_encoder=self.cfg.sensor_encoder, lstm_layers=self.cfg.lstm_layers,
                                  max_pools=self.cfg.max_pools, modality_dropout=self.cfg.modality_dropout,
                                  gm_heads=self.cfg.gm_heads, gm_gate=self.cfg.gm_gate, gm_merge=self.cfg.gm_merge,
-                                 fusion_init=self.cfg.fusion_init)
+                                 fusion_init=self.cfg.fusion_init, fusion_norm=self.cfg.fusion_norm)
         with_groups = self.cfg.model == "mumu"
         self.val_metrics = ActivityMetrics(len(activity_names), len(group_names), with_groups)
         self.test_metrics = ActivityMetrics(len(activity_names), len(group_names), with_groups)
@@ -595,6 +595,8 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
               help="GM-Fusion output (MuMu): sum of the weighted values (eq. 7), or their concatenation.")
 @click.option("--fusion-init", type=click.Choice(FUSION_INITS),
               help="Init of MuMu's GM-Fusion projections and W_f: torch's default, or xavier (keeps the scale).")
+@click.option("--fusion-norm", type=click.Choice(FUSION_NORMS),
+              help="MuMu's fusion weights sum to 1 (convex, eqs. 2 and 7) or to the number of present modalities.")
 @click.option("--modality-dropout", type=float, help="Training: chance that a multimodal sample loses one modality.")
 @click.option("--max-steps-visual", type=int, help="Segments per visual modality (sampled/padded).")
 @click.option("--max-steps-sensor", type=int, help="Windows per sensor modality (sampled/padded).")

@@ -304,6 +304,18 @@ def test_xavier_fusion_init_keeps_the_scale_through_mumus_linear_chain():
     assert kept["torch"] < 0.5 and kept["xavier"] > 0.7, kept
 
 
+def test_count_fusion_norm_changes_only_samples_with_several_modalities():
+    """Weights that sum to the number of present modalities: a one-modality sample is unchanged, every
+    sample with two or more is not, and missing or padded values still change nothing."""
+    x, lengths = make_batch()  # sample 2 has only rgb
+    convex = model("mumu", fusion_norm="convex")(x, lengths).logits
+    net = model("mumu", fusion_norm="count")
+    count = net(x, lengths).logits
+    moved = (count - convex).abs().amax(1)
+    assert moved[2] == 0 and (moved[[0, 1, 3]] > 1e-4).all(), moved
+    torch.testing.assert_close(net(junk_outside_lengths(x, lengths), lengths).logits, count)
+
+
 def test_bad_pooling_and_dropout_options_are_clear_errors():
     with pytest.raises(MumuError, match="max_pools must be 0, 1 or 2"):
         model("mumu", sensor_encoder="sequence", max_pools=3)
@@ -317,3 +329,5 @@ def test_bad_pooling_and_dropout_options_are_clear_errors():
         model("mumu", gm_merge="mean")
     with pytest.raises(MumuError, match="unknown fusion_init 'zeros'; choose one of torch, xavier"):
         model("mumu", fusion_init="zeros")
+    with pytest.raises(MumuError, match="unknown fusion_norm 'sum'; choose one of convex, count"):
+        model("mumu", fusion_norm="sum")

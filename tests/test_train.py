@@ -174,7 +174,8 @@ def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path)
                          (dict(select="val_loss"), "unknown select 'val_loss'"),
                          (dict(gm_gate="relu"), "unknown gm_gate 'relu'"),
                          (dict(gm_merge="mean"), "unknown gm_merge 'mean'"),
-                         (dict(fusion_init="zeros"), "unknown fusion_init 'zeros'")):
+                         (dict(fusion_init="zeros"), "unknown fusion_init 'zeros'"),
+                         (dict(fusion_norm="sum"), "unknown fusion_norm 'sum'")):
         with pytest.raises(MumuError, match=message):
             tiny_demo.config(tmp_path / "bad", **bad)
 
@@ -187,7 +188,8 @@ def test_train_command_prints_the_headline(tiny_demo, tmp_path):  # noqa: F811
             "--protocol", "cross_session", "--modalities", "acc_phone,gyro", "--max-epochs", "1", "--batch-size", "8",
             "--embed-dim", "16", "--max-steps-sensor", "6", "--num-workers", "0", "--accelerator", "cpu",
             "--val-fraction", "0.2", "--select", "last", "--ema-decay", "0.5", "--gm-gate", "sigmoid", "--gm-heads", "2",
-            "--gm-merge", "concat", "--fusion-init", "xavier", "--modality-dropout", "0.3", "--out", str(out)]
+            "--gm-merge", "concat", "--fusion-init", "xavier",
+            "--fusion-norm", "count", "--modality-dropout", "0.3", "--out", str(out)]
     runner = CliRunner()
     result = runner.invoke(train_command, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -197,7 +199,7 @@ def test_train_command_prints_the_headline(tiny_demo, tmp_path):  # noqa: F811
     assert json.loads((out / "metrics.json").read_text())["selected_by"] == "last epoch"
     written = (out / "config.yaml").read_text()
     assert all(line in written for line in ("ema_decay: 0.5", "gm_gate: sigmoid", "gm_heads: 2", "gm_merge: concat",
-                                          "fusion_init: xavier", "modality_dropout: 0.3"))
+                                          "fusion_init: xavier", "fusion_norm: count", "modality_dropout: 0.3"))
 
     missing = runner.invoke(train_command, args[:5] + [str(tmp_path / "absent.zarr")] + args[6:-1]
                             + [str(tmp_path / "other")])
