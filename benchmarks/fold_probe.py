@@ -9,7 +9,8 @@ of the fusion that the product has no option for. Kept as the record of the sixt
 Each fold is the product's training (`mumu.train.train_once`, params/utd_mhad.yaml plus the KEY=VALUE
 overrides) with the split list cut to the chosen folds: 1.7 min per fold on one CPU thread. The
 validation NLL comes from the validation subject only, so it may guide choices; the test accuracy is
-printed for the record. Seed 0 reruns bit-identically.
+printed for the record. Seed 0 reruns bit-identically. Give every probe its own --out: the ablation
+is not part of the saved settings, so a finished run with the same settings in DIR would be reused.
 """
 from __future__ import annotations
 
