@@ -121,14 +121,10 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         raise MumuError(f"lstm_layers must be >= 0 (0 = no LSTM), got {cfg.lstm_layers}")
     if cfg.gm_heads < 1 or cfg.embed_dim % cfg.gm_heads:
         raise MumuError(f"gm_heads must be >= 1 and divide embed_dim ({cfg.embed_dim}), got {cfg.gm_heads}")
-    if cfg.gm_gate not in GM_GATES:
-        raise MumuError(f"unknown gm_gate {cfg.gm_gate!r}; choose one of {', '.join(GM_GATES)}")
-    if cfg.gm_merge not in GM_MERGES:
-        raise MumuError(f"unknown gm_merge {cfg.gm_merge!r}; choose one of {', '.join(GM_MERGES)}")
-    if cfg.fusion_init not in FUSION_INITS:
-        raise MumuError(f"unknown fusion_init {cfg.fusion_init!r}; choose one of {', '.join(FUSION_INITS)}")
-    if cfg.fusion_norm not in FUSION_NORMS:
-        raise MumuError(f"unknown fusion_norm {cfg.fusion_norm!r}; choose one of {', '.join(FUSION_NORMS)}")
+    for name, choices in (("gm_gate", GM_GATES), ("gm_merge", GM_MERGES), ("fusion_init", FUSION_INITS),
+                          ("fusion_norm", FUSION_NORMS)):
+        if getattr(cfg, name) not in choices:
+            raise MumuError(f"unknown {name} {getattr(cfg, name)!r}; choose one of {', '.join(choices)}")
     if not 0 <= cfg.max_pools <= 2:
         raise MumuError(f"max_pools must be 0, 1 or 2, got {cfg.max_pools}")
     if not 0.0 <= cfg.modality_dropout < 1.0:

@@ -121,14 +121,13 @@ class MuMu(MultimodalModel):
                 nn.init.xavier_uniform_(layer.weight)
 
     def fuse(self, xu: Tensor, present: Tensor) -> ModelOutput:
+        # "count": weights that sum to the number of present modalities, so a sample that lost one carries
+        # less evidence, as B2's zero-filled slot does, instead of looking like a complete sample.
+        scale = present.sum(1, keepdim=True).to(xu.dtype) if self.fusion_norm == "count" else 1.0  # (B, 1)
         x_aux, alpha = self.sm_fusion(xu, present)  # (B, D), (B, M)
-        if self.fusion_norm == "count":
-            # Weights that sum to the number of present modalities: a sample that lost one carries less
-            # evidence, as B2's zero-filled slot does, instead of looking like a complete sample.
-            x_aux = x_aux * present.sum(1, keepdim=True).to(x_aux.dtype)
+        x_aux = x_aux * scale
         x_c, gm = self.gm_fusion(x_aux, xu, present)  # (B, D), (B, M)
-        if self.fusion_norm == "count":
-            x_c = x_c * present.sum(1, keepdim=True).to(x_c.dtype)
+        x_c = x_c * scale
         x_f = self.merge(torch.cat([x_c, x_aux], dim=1))  # (B, D)
         return ModelOutput(self.head(x_f), self.aux_head(x_aux), xu, x_f, {"sm": alpha, "gm": gm})
 
@@ -198,14 +197,10 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
     for name, heads, used_by in (("fusion_heads", fusion_heads, "b3"), ("gm_heads", gm_heads, "mumu")):
         if arch == used_by and (heads < 1 or embed_dim % heads):
             raise MumuError(f"{name} must be >= 1 and divide embed_dim ({embed_dim}), got {heads}")
-    if gm_gate not in GM_GATES:
-        raise MumuError(f"unknown gm_gate {gm_gate!r}; choose one of {', '.join(GM_GATES)}")
-    if gm_merge not in GM_MERGES:
-        raise MumuError(f"unknown gm_merge {gm_merge!r}; choose one of {', '.join(GM_MERGES)}")
-    if fusion_init not in FUSION_INITS:
-        raise MumuError(f"unknown fusion_init {fusion_init!r}; choose one of {', '.join(FUSION_INITS)}")
-    if fusion_norm not in FUSION_NORMS:
-        raise MumuError(f"unknown fusion_norm {fusion_norm!r}; choose one of {', '.join(FUSION_NORMS)}")
+    for name, value, choices in (("gm_gate", gm_gate, GM_GATES), ("gm_merge", gm_merge, GM_MERGES),
+                                 ("fusion_init", fusion_init, FUSION_INITS), ("fusion_norm", fusion_norm, FUSION_NORMS)):
+        if value not in choices:
+            raise MumuError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
     if arch == "mumu":
         return MuMu(inputs, num_classes, num_groups, embed_dim, dropout, gm_heads, gm_gate, gm_merge, fusion_init,
                     fusion_norm, **options)
