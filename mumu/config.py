@@ -36,6 +36,7 @@ class TrainConfig:
     cache: str | None = None  # None -> cache/<dataset>.zarr
     source: str = "cache"  # cache | raw
     modalities: str = "all"  # comma-separated subset, or all
+    activity_table: str | None = None  # activity names and groups (CSV); None -> pipeline/tables/<dataset>.csv
     protocol: str = "cross_subject"
     val_fraction: float = 0.15
     max_steps_visual: int = 32  # segments per visual modality after sampling/padding
@@ -51,6 +52,7 @@ class TrainConfig:
     kernel_size: int = 3  # sensor encoder's temporal kernel
     lstm_layers: int = 1  # per modality; 0 = none (pooling reads the step embeddings)
     max_pools: int = 0  # "sequence" encoder: max-pools by 2 along the steps after the first 0-2 conv blocks
+    motion: bool = False  # "sequence" encoder: step-to-step differences of the input as extra channels
     modality_dropout: float = 0.0  # training: chance that a multimodal sample loses one modality
     gm_heads: int = 1  # MuMu's GM-Fusion attention heads; 1 = eq. (7)
     gm_gate: str = "softmax"  # eq. (7)'s sigma: softmax over modalities | sigmoid, one gate per modality
@@ -127,6 +129,8 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
             raise MumuError(f"unknown {name} {getattr(cfg, name)!r}; choose one of {', '.join(choices)}")
     if not 0 <= cfg.max_pools <= 2:
         raise MumuError(f"max_pools must be 0, 1 or 2, got {cfg.max_pools}")
+    if cfg.motion and cfg.sensor_encoder != "sequence":
+        raise MumuError("motion channels need the sequence sensor encoder (sensor_encoder: sequence)")
     if not 0.0 <= cfg.modality_dropout < 1.0:
         raise MumuError(f"modality_dropout is a probability in [0, 1), got {cfg.modality_dropout}")
     if not 0.0 <= cfg.warmup < 1.0:

@@ -133,12 +133,16 @@ class SensorSequenceEmbedding(nn.Module):
 
     Each step's window is flattened to W*J*A values; three masked conv blocks (kernel k along the steps)
     mix neighbouring steps, with a max-pool by 2 after each of the first `max_pools` blocks (a wider
-    receptive field for the later blocks), then a per-step Linear -> ReLU -> Dropout gives the D-d embedding."""
+    receptive field for the later blocks), then a per-step Linear -> ReLU -> Dropout gives the D-d embedding.
+    With `motion`, the step-to-step differences of the input ride along as extra channels (HCN's motion
+    stream, fused at the input)."""
 
     def __init__(self, spec: ModalitySpec, window: int, dim: int, dropout: float, channels: int = 64,
-                 kernel_size: int = 5, max_pools: int = 0):
+                 kernel_size: int = 5, max_pools: int = 0, motion: bool = False):
         super().__init__()
-        self.blocks = nn.ModuleList([MaskedConvBlock(window * spec.channels, channels, kernel_size),
+        self.motion = motion
+        in_channels = window * spec.channels * (2 if motion else 1)
+        self.blocks = nn.ModuleList([MaskedConvBlock(in_channels, channels, kernel_size),
                                      MaskedConvBlock(channels, channels, kernel_size),
                                      MaskedConvBlock(channels, 2 * channels, kernel_size)])
         self.max_pools = max_pools
@@ -147,6 +151,10 @@ class SensorSequenceEmbedding(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         # x: (B, S, W, J*A), mask: (B, S) -> steps (B, S', D), mask (B, S')
         h = x.flatten(2).transpose(1, 2)  # (B, W*J*A, S); padding is already zero
+        if self.motion:
+            # zero at the first step, and at the first padded step (which would see 0 - last valid step)
+            motion = torch.diff(h, dim=2, prepend=h[:, :, :1]) * mask[:, None]
+            h = torch.cat([h, motion], dim=1)  # (B, 2*W*J*A, S)
         for i, block in enumerate(self.blocks):
             h = block(h, mask)
             if i < self.max_pools:
@@ -160,13 +168,14 @@ class UnimodalEncoder(nn.Module):
 
     def __init__(self, spec: ModalitySpec, dim: int, dropout: float, pooling: Pooling, window: int = 5,
                  conv_channels: int = 64, kernel_size: int = 3, lstm_layers: int = 1, visual_dim: int = 2048,
-                 sensor_encoder: SensorEncoder = "window", max_pools: int = 0):
+                 sensor_encoder: SensorEncoder = "window", max_pools: int = 0, motion: bool = False):
         super().__init__()
         self.spec, self.window, self.visual_dim = spec, window, visual_dim
         if spec.visual:
             self.embed: nn.Module = VisualStepEmbedding(visual_dim, dim, dropout)
         elif sensor_encoder == "sequence":
-            self.embed = SensorSequenceEmbedding(spec, window, dim, dropout, conv_channels, kernel_size, max_pools)
+            self.embed = SensorSequenceEmbedding(spec, window, dim, dropout, conv_channels, kernel_size, max_pools,
+                                                 motion)
         else:
             self.embed = SensorWindowEmbedding(spec, window, dim, dropout, conv_channels, kernel_size)
         # lstm_layers=0: no recurrence; the pooling reads the step embeddings directly (with the "sequence"

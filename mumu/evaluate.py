@@ -212,7 +212,7 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
 
     data = run.data
     names, group_names = data.activity_names, data.group_names
-    class_groups = _class_groups(run.config.dataset)
+    class_groups = _class_groups(run.config.dataset, run.config.activity_table)
     metrics, per_class = compute_metrics(results, names, group_names, class_groups)
     metrics.update({"model": run.config.model, "dataset": run.config.dataset, "protocol": run.config.protocol,
                     "folds": folds, "noise": {"mode": noise, "level": noise_level}})
@@ -262,11 +262,11 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
-def _class_groups(dataset: str) -> list[int]:
-    """Activity id -> group id, from the dataset's activity table."""
+def _class_groups(dataset: str, table: str | None) -> list[int]:
+    """Activity id -> group id, from the run's activity table."""
     from pipeline.tables import load_table
 
-    return [a.group_id for a in load_table(dataset).activities]
+    return [a.group_id for a in load_table(dataset, table).activities]
 
 
 def _plot_tsne(result: Inference, modality_names: list[str], activity_names: list[str], path: Path, where: str,

@@ -27,7 +27,7 @@ import csv
 import json
 import random
 import shutil
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ from mumu.transforms import SensorTransform
 from pipeline.errors import MumuError
 from pipeline.index import Sample
 from pipeline.modalities import ModalitySpec, select_modalities
-from pipeline.tables import load_table
+from pipeline.tables import ActivityTable, load_table
 
 # train.select -> (logged metric, mode) of the checkpoint that is tested; None: the last epoch's
 SELECTION_METRICS = {"macro_f1": ("val/macro_f1", "max"), "nll": ("val/nll", "min"), "last": (None, "min")}
@@ -79,7 +79,8 @@ class MumuModule(pl.LightningModule):
                                  window=self.cfg.extract.sensor_window,
                                  conv_channels=self.cfg.conv_channels, kernel_size=self.cfg.kernel_size,
                                  sensor_encoder=self.cfg.sensor_encoder, lstm_layers=self.cfg.lstm_layers,
-                                 max_pools=self.cfg.max_pools, modality_dropout=self.cfg.modality_dropout,
+                                 max_pools=self.cfg.max_pools, motion=self.cfg.motion,
+                                 modality_dropout=self.cfg.modality_dropout,
                                  gm_heads=self.cfg.gm_heads, gm_gate=self.cfg.gm_gate, gm_merge=self.cfg.gm_merge,
                                  fusion_init=self.cfg.fusion_init, fusion_norm=self.cfg.fusion_norm)
         with_groups = self.cfg.model == "mumu"
@@ -265,12 +266,29 @@ class RunData:
 def prepare_data(cfg: TrainConfig) -> RunData:
     """Open the cache (or the raw index), check it against the config, and load the label tables."""
     specs = select_modalities(cfg.dataset, cfg.modalities)
-    table = load_table(cfg.dataset)
+    table = load_table(cfg.dataset, cfg.activity_table)
     if cfg.source == "cache":
         samples = _cache_samples(cfg, specs)
     else:
         samples = _raw_samples(cfg, specs)
-    return RunData(cfg, specs, table.activity_names, table.group_names, samples)
+    return RunData(cfg, specs, table.activity_names, table.group_names, regroup(samples, table))
+
+
+def regroup(samples: list[Sample], table: ActivityTable) -> list[Sample]:
+    """Give every sample its activity group from `table`, so that a cache indexed with one table trains
+    with the groups of another (the auxiliary task's labels) without re-extraction. The activities must
+    be the same: a sample whose activity id names another activity in the table is an error."""
+    regrouped = []
+    for sample in samples:
+        known = sample.activity_id < len(table.activities)
+        activity = table.activities[sample.activity_id] if known else None
+        if activity is None or activity.activity != sample.activity:
+            raise MumuError(f"activity table {table.path}: sample {sample.sample_id} is activity {sample.activity_id} "
+                            f"({sample.activity!r}), but the table "
+                            + (f"names that id {activity.activity!r}" if activity else "has no such id")
+                            + "; the table must list the dataset's activities with the same ids")
+        regrouped.append(replace(sample, group=activity.group, group_id=activity.group_id))
+    return regrouped
 
 
 def _cache_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> list[Sample]:
@@ -578,6 +596,9 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
               help="Train from the feature cache (default) or decode/window the raw data on the fly.")
 @click.option("--model", type=click.Choice(["mumu", "b1", "b2", "b3"]), help="MuMu or a Table 7 baseline.")
 @click.option("--modalities", help="Comma-separated subset of the dataset's modalities, or all.")
+@click.option("--activity-table", type=click.Path(dir_okay=False),
+              help="Activity table (CSV) whose groups the auxiliary task learns "
+                   "[default: pipeline/tables/<dataset>.csv].")
 @click.option("--protocol", help="cross_subject | cross_session | odd_even | loso")
 @click.option("--seed", type=int)
 @click.option("--max-epochs", type=int)
@@ -597,6 +618,8 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
               help="Init of MuMu's GM-Fusion projections and W_f: torch's default, or xavier (keeps the scale).")
 @click.option("--fusion-norm", type=click.Choice(FUSION_NORMS),
               help="MuMu's fusion weights sum to 1 (convex, eqs. 2 and 7) or to the number of present modalities.")
+@click.option("--motion/--no-motion", default=None,
+              help="Sequence sensor encoder: add the step-to-step differences of the input as channels.")
 @click.option("--modality-dropout", type=float, help="Training: chance that a multimodal sample loses one modality.")
 @click.option("--max-steps-visual", type=int, help="Segments per visual modality (sampled/padded).")
 @click.option("--max-steps-sensor", type=int, help="Windows per sensor modality (sampled/padded).")

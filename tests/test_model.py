@@ -18,11 +18,12 @@ STEPS = {"rgb": 6, "skeleton": 7, "acc": 8}
 # Sample 0 has everything; 1 misses rgb; 2 has only rgb; 3 misses skeleton. Several are padded.
 LENGTHS = {"rgb": [6, 0, 3, 1], "skeleton": [7, 2, 0, 0], "acc": [1, 8, 0, 5]}
 SMALL = dict(embed_dim=16, dropout=0.2, conv_channels=8)
-# The sensor encoder variants: the paper's window encoder, and the sequence encoder with and without its LSTM
-# and its max-pools.
+# The sensor encoder variants: the paper's window encoder, and the sequence encoder with and without its LSTM,
+# its max-pools and its motion channels.
 ENCODERS = {"window": dict(sensor_encoder="window"), "sequence": dict(sensor_encoder="sequence"),
             "sequence-no-lstm": dict(sensor_encoder="sequence", lstm_layers=0),
-            "sequence-pooled": dict(sensor_encoder="sequence", lstm_layers=0, max_pools=2)}
+            "sequence-pooled": dict(sensor_encoder="sequence", lstm_layers=0, max_pools=2),
+            "sequence-motion": dict(sensor_encoder="sequence", lstm_layers=0, max_pools=2, motion=True)}
 
 
 @pytest.fixture(autouse=True)
@@ -321,6 +322,8 @@ def test_bad_pooling_and_dropout_options_are_clear_errors():
         model("mumu", sensor_encoder="sequence", max_pools=3)
     with pytest.raises(MumuError, match="modality_dropout is a probability"):
         model("mumu", modality_dropout=1.0)
+    with pytest.raises(MumuError, match="motion channels need the sequence sensor encoder"):
+        model("mumu", sensor_encoder="window", motion=True)
     with pytest.raises(MumuError, match="gm_heads must be >= 1 and divide embed_dim"):
         model("mumu", gm_heads=3)
     with pytest.raises(MumuError, match="unknown gm_gate 'relu'; choose one of softmax, sigmoid"):

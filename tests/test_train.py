@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from mumu.metrics import headline, summarize_folds
 from mumu.train import load_run, train_command, train_once
 from pipeline.errors import MumuError
+from pipeline.tables import table_path
 from tests.test_data import tiny_demo  # noqa: F401  (session fixture)
 
 CHANCE = 1 / 6  # six demo activities
@@ -175,7 +176,8 @@ def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path)
                          (dict(gm_gate="relu"), "unknown gm_gate 'relu'"),
                          (dict(gm_merge="mean"), "unknown gm_merge 'mean'"),
                          (dict(fusion_init="zeros"), "unknown fusion_init 'zeros'"),
-                         (dict(fusion_norm="sum"), "unknown fusion_norm 'sum'")):
+                         (dict(fusion_norm="sum"), "unknown fusion_norm 'sum'"),
+                         (dict(sensor_encoder="window", motion=True), "motion channels need the sequence sensor")):
         with pytest.raises(MumuError, match=message):
             tiny_demo.config(tmp_path / "bad", **bad)
 
@@ -200,7 +202,40 @@ def test_train_command_prints_the_headline(tiny_demo, tmp_path):  # noqa: F811
     written = (out / "config.yaml").read_text()
     assert all(line in written for line in ("ema_decay: 0.5", "gm_gate: sigmoid", "gm_heads: 2", "gm_merge: concat",
                                           "fusion_init: xavier", "fusion_norm: count", "modality_dropout: 0.3"))
+    motion = runner.invoke(train_command, args[:-1] + [str(tmp_path / "motion"), "--motion"])  # reaches the config
+    assert motion.exit_code != 0 and "motion channels need the sequence sensor encoder" in motion.output
 
     missing = runner.invoke(train_command, args[:5] + [str(tmp_path / "absent.zarr")] + args[6:-1]
                             + [str(tmp_path / "other")])
     assert missing.exit_code != 0 and "absent.zarr does not exist" in missing.output
+
+
+def test_activity_table_sets_the_auxiliary_groups_without_reextraction(tiny_demo, tmp_path):  # noqa: F811
+    """A table with other groups for the same activities: MuMu learns and reports those groups from the
+    same cache; a table whose ids name other activities is refused, naming the table and a sample."""
+    with open(table_path("demo"), newline="") as f:
+        shipped = list(csv.DictReader(f))
+
+    def write_table(path, rows):
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(shipped[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        return str(path)
+
+    # activities 0-2 -> group 0 "first", 3-5 -> group 1 "second"
+    two_groups = write_table(tmp_path / "two_groups.csv", [
+        {**row, "group_id": int(row["activity_id"]) // 3, "group": ("first", "second")[int(row["activity_id"]) // 3]}
+        for row in shipped])
+    cfg = tiny_demo.config(tmp_path / "run", modalities="acc_phone,gyro", max_epochs=1, activity_table=two_groups)
+    train_once(cfg)
+    predictions = read_predictions(cfg.run_dir)
+    assert {(int(r["label"]), int(r["group"])) for r in predictions} == {(a, a // 3) for a in range(6)}
+    assert {int(r["group_pred"]) for r in predictions} <= {0, 1}
+    assert f"activity_table: {two_groups}" in (cfg.run_dir / "config.yaml").read_text()
+
+    # ids 0 and 1 exchanged: the cache's labels would silently mean other activities
+    swapped = write_table(tmp_path / "swapped.csv", [{**shipped[0], "activity_id": 1}, {**shipped[1], "activity_id": 0},
+                                                     *shipped[2:]])
+    with pytest.raises(MumuError, match=r"activity table .*swapped.csv: sample \S+ is activity [01] \('carrying_"):
+        train_once(tiny_demo.config(tmp_path / "bad", modalities="acc_phone,gyro", activity_table=swapped))
