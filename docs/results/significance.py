@@ -6,12 +6,20 @@ Reads each docs/results/NAME.json written by summarise.py, takes its per-(fold, 
 as the model's score distribution, runs `mumu.significance.pairwise_aso` on every ordered pair, and
 writes docs/results/OUT.json (eps_min table, the test's definition, the scores' sizes) and prints it.
 This is what `cli.py study ablation` reports, on runs that were trained one by one.
+
+ASO treats every (fold, seed) score as an independent draw, but under LOSO the folds are 8 subjects, and
+a subject that suits one model does so on every seed. So the file also compares each pair per test
+subject (the mean over seeds): the mean difference, on how many subjects A is ahead, and the two-sided
+Wilcoxon signed-rank p-value over the subjects.
 """
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
+from scipy.stats import wilcoxon
 
 OUT = Path(__file__).resolve().parent
 sys.path.insert(0, str(OUT.parents[1]))
@@ -24,18 +32,42 @@ def scores_of(name: str) -> list[float]:
     return [acc for run in runs.values() for acc in run["accuracy"].values()]
 
 
+def subject_means(name: str) -> dict[str, float]:
+    """Fold (= test subject) -> top-1 accuracy averaged over the file's seeds."""
+    runs = json.loads((OUT / f"{name}.json").read_text())["runs"].values()
+    folds = sorted({fold for run in runs for fold in run["accuracy"]})
+    return {fold: float(np.mean([run["accuracy"][fold] for run in runs if fold in run["accuracy"]])) for fold in folds}
+
+
+def paired_by_subject(a: dict[str, float], b: dict[str, float]) -> dict:
+    folds = sorted(set(a) & set(b))
+    diff = np.array([a[f] - b[f] for f in folds])
+    p = float(wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
+    return {"subjects": len(folds), "mean_difference_points": round(100 * float(diff.mean()), 2),
+            "a_ahead_on": int((diff > 0).sum()), "b_ahead_on": int((diff < 0).sum()), "wilcoxon_p": round(p, 3)}
+
+
 def main(out: str, names: list[str]) -> None:
     scores = {name: scores_of(name) for name in names}
     eps = pairwise_aso(scores)
+    subjects = {name: subject_means(name) for name in names}
+    paired = {f"{a} vs {b}": paired_by_subject(subjects[a], subjects[b])
+              for i, a in enumerate(names) for b in names[i + 1:]}
     summary = {"test": TEST_NAME, "score": "top-1 accuracy per (fold, seed)",
                "n": {k: len(v) for k, v in scores.items()}, "eps_min": eps,
-               "significantly_better_than": significantly_better(eps)}
+               "significantly_better_than": significantly_better(eps),
+               "per_subject": {"score": "top-1 accuracy per test subject, mean over seeds; two-sided Wilcoxon "
+                                        "signed-rank test over the subjects", "pairs": paired}}
     (OUT / f"{out}.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(TEST_NAME)
     print("| eps_min(A, B) | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
     for a in names:
         print(f"| {a} | " + " | ".join("–" if a == b else f"{eps[a][b]:.2f}" for b in names) + " |")
+    print("\nper test subject (mean over seeds): A - B in points, subjects where A / B is ahead, Wilcoxon p")
+    for pair, r in paired.items():
+        print(f"{pair}: {r['mean_difference_points']:+.2f}, {r['a_ahead_on']} / {r['b_ahead_on']} of "
+              f"{r['subjects']}, p = {r['wilcoxon_p']:.3f}")
 
 
 if __name__ == "__main__":
