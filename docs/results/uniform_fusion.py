@@ -1,0 +1,74 @@
+"""What MuMu's learned fusion weights are worth on held-out subjects: a diagnostic, not a model.
+
+    python docs/results/uniform_fusion.py OUT RUN_DIR [RUN_DIR ...]
+
+For every fold of every MuMu run (a `cli.py train` output), scores the validation and the test subject
+twice with the fold's best checkpoint: as trained, and with SM-Fusion's and GM-Fusion's softmax
+weights replaced by uniform ones over the present modalities (the scores are ignored; the temporal
+attention inside the encoders is untouched). Writes docs/results/OUT.json with top-1 accuracy and NLL
+per run, part and mode, and prints a Markdown row per run.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+RESULTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(RESULTS.parents[1]))
+
+import mumu.fusion as fusion  # noqa: E402
+from mumu.encoders import masked_softmax  # noqa: E402
+from mumu.train import load_run  # noqa: E402
+
+
+def uniform_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    return masked_softmax(torch.zeros_like(scores), mask, dim)
+
+
+def score(run, part: str, weights) -> tuple[int, int, float]:
+    """(correct, samples, summed NLL) of one fold's `part` with the fusions' softmax set to `weights`."""
+    fusion.masked_softmax = weights
+    try:
+        correct, total, nll = 0, 0, 0.0
+        with torch.no_grad():
+            for batch in run.test_loader(part=part):
+                logits = run.predict(batch).logits.float()
+                correct += int((logits.argmax(-1) == batch["label"]).sum())
+                total += len(batch["label"])
+                nll += float(F.cross_entropy(logits, batch["label"], reduction="sum"))
+        return correct, total, nll
+    finally:
+        fusion.masked_softmax = masked_softmax
+
+
+def main(out: str, run_dirs: list[str]) -> None:
+    torch.set_num_threads(1)
+    results = {}
+    print("| run | val top-1 %: learned / uniform | val NLL | test top-1 %: learned / uniform | test NLL |")
+    print("|---|---|---|---|---|")
+    for run_dir in map(Path, run_dirs):
+        totals = {(part, mode): [0, 0, 0.0] for part in ("val", "test") for mode in ("learned", "uniform")}
+        for fold in sorted(p.name for p in run_dir.glob("fold_*") if (p / "checkpoints" / "best.ckpt").is_file()):
+            run = load_run(run_dir, fold=fold)
+            if run.config.model != "mumu":
+                raise SystemExit(f"{run_dir}: a {run.config.model} run; this script replaces MuMu's fusion weights")
+            for (part, mode), total in totals.items():
+                for i, value in enumerate(score(run, part, masked_softmax if mode == "learned" else uniform_softmax)):
+                    total[i] += value
+        row = {f"{part}_{mode}": {"top1": round(100 * c / n, 2), "nll": round(s / n, 3), "samples": n}
+               for (part, mode), (c, n, s) in totals.items()}
+        results[str(run_dir)] = row
+        print(f"| {run_dir.name} | " + " | ".join(
+            f"{row[f'{part}_learned'][key]:.{digits}f} / {row[f'{part}_uniform'][key]:.{digits}f}"
+            for part in ("val", "test") for key, digits in (("top1", 2), ("nll", 3))) + " |", flush=True)
+    (RESULTS / f"{out}.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    main(sys.argv[1], sys.argv[2:])
