@@ -564,6 +564,11 @@ class LoadedRun:
         return self.module(batch)
 
 
+def finished_folds(run_dir: str | Path) -> list[str]:
+    """The fold folders of a multi-split RUN_DIR (e.g. LOSO's fold_s1...) that have a best checkpoint."""
+    return sorted(p.name for p in Path(run_dir).glob("fold_*") if (p / "checkpoints" / "best.ckpt").is_file())
+
+
 def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "best.ckpt") -> LoadedRun:
     """Load RUN_DIR (or RUN_DIR/<fold> for loso; default: the first fold) with its best checkpoint."""
     run_dir = Path(run_dir)

@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mumu.train import load_run  # noqa: E402
+from mumu.train import finished_folds, load_run  # noqa: E402
 
 
 def fold_weights(run_dir: Path, fold: str) -> tuple[list[str], float, torch.Tensor, torch.Tensor]:
@@ -36,7 +36,7 @@ def main(run_dirs: list[str]) -> None:
     torch.set_num_threads(1)
     header = False
     for run_dir in map(Path, run_dirs):
-        for fold in sorted(p.name for p in run_dir.glob("fold_*") if (p / "checkpoints" / "best.ckpt").is_file()):
+        for fold in finished_folds(run_dir):
             names, accuracy, sm, gm = fold_weights(run_dir, fold)
             if not header:
                 print("| run | fold | top-1 % | " + " | ".join(f"SM alpha {n}" for n in names) + " | "

@@ -27,14 +27,17 @@ sys.path.insert(0, str(OUT.parents[1]))
 from mumu.significance import TEST_NAME, pairwise_aso, significantly_better  # noqa: E402
 
 
-def scores_of(name: str) -> list[float]:
-    runs = json.loads((OUT / f"{name}.json").read_text())["runs"]
-    return [acc for run in runs.values() for acc in run["accuracy"].values()]
+def runs_of(name: str) -> list[dict]:
+    """The per-seed runs of docs/results/NAME.json, each with its per-fold top-1 accuracy."""
+    return list(json.loads((OUT / f"{name}.json").read_text())["runs"].values())
 
 
-def subject_means(name: str) -> dict[str, float]:
-    """Fold (= test subject) -> top-1 accuracy averaged over the file's seeds."""
-    runs = json.loads((OUT / f"{name}.json").read_text())["runs"].values()
+def scores_of(runs: list[dict]) -> list[float]:
+    return [acc for run in runs for acc in run["accuracy"].values()]
+
+
+def subject_means(runs: list[dict]) -> dict[str, float]:
+    """Fold (= test subject) -> top-1 accuracy averaged over the seeds."""
     folds = sorted({fold for run in runs for fold in run["accuracy"]})
     return {fold: float(np.mean([run["accuracy"][fold] for run in runs if fold in run["accuracy"]])) for fold in folds}
 
@@ -48,9 +51,10 @@ def paired_by_subject(a: dict[str, float], b: dict[str, float]) -> dict:
 
 
 def main(out: str, names: list[str]) -> None:
-    scores = {name: scores_of(name) for name in names}
+    runs = {name: runs_of(name) for name in names}
+    scores = {name: scores_of(r) for name, r in runs.items()}
     eps = pairwise_aso(scores)
-    subjects = {name: subject_means(name) for name in names}
+    subjects = {name: subject_means(r) for name, r in runs.items()}
     paired = {f"{a} vs {b}": paired_by_subject(subjects[a], subjects[b])
               for i, a in enumerate(names) for b in names[i + 1:]}
     summary = {"test": TEST_NAME, "score": "top-1 accuracy per (fold, seed)",

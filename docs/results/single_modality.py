@@ -20,7 +20,7 @@ import torch
 RESULTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(RESULTS.parents[1]))
 
-from mumu.train import load_run  # noqa: E402
+from mumu.train import finished_folds, load_run  # noqa: E402
 
 
 def fold_rows(run_dir: Path, fold: str) -> tuple[list[str], list[dict]]:
@@ -68,7 +68,7 @@ def main(out: str, run_dirs: list[str]) -> None:
     torch.set_num_threads(1)
     rows, modalities = [], None
     for run_dir in map(Path, run_dirs):
-        for fold in sorted(p.name for p in run_dir.glob("fold_*") if (p / "checkpoints" / "best.ckpt").is_file()):
+        for fold in finished_folds(run_dir):
             modalities, fold_samples = fold_rows(run_dir, fold)
             rows += fold_samples
     summary = {"runs": run_dirs, "modalities": modalities, **summarise(modalities, rows)}

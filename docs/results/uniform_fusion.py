@@ -22,27 +22,33 @@ sys.path.insert(0, str(RESULTS.parents[1]))
 
 import mumu.fusion as fusion  # noqa: E402
 from mumu.encoders import masked_softmax  # noqa: E402
-from mumu.train import load_run  # noqa: E402
+from mumu.train import finished_folds, load_run  # noqa: E402
 
 
 def uniform_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return masked_softmax(torch.zeros_like(scores), mask, dim)
 
 
-def score(run, part: str, weights) -> tuple[int, int, float]:
-    """(correct, samples, summed NLL) of one fold's `part` with the fusions' softmax set to `weights`."""
-    fusion.masked_softmax = weights
-    try:
-        correct, total, nll = 0, 0, 0.0
-        with torch.no_grad():
-            for batch in run.test_loader(part=part):
-                logits = run.predict(batch).logits.float()
-                correct += int((logits.argmax(-1) == batch["label"]).sum())
-                total += len(batch["label"])
-                nll += float(F.cross_entropy(logits, batch["label"], reduction="sum"))
-        return correct, total, nll
-    finally:
-        fusion.masked_softmax = masked_softmax
+MODES = {"learned": masked_softmax, "uniform": uniform_softmax}  # how the fusions turn scores into weights
+
+
+def score(run, part: str) -> dict[str, tuple[int, int, float]]:
+    """mode -> (correct, samples, summed NLL) of one fold's `part`, with the learned and the uniform weights;
+    each batch is loaded once and scored both ways."""
+    totals = {mode: [0, 0, 0.0] for mode in MODES}
+    with torch.no_grad():
+        for batch in run.test_loader(part=part):
+            for mode, weights in MODES.items():
+                fusion.masked_softmax = weights
+                try:
+                    logits = run.predict(batch).logits.float()
+                finally:
+                    fusion.masked_softmax = masked_softmax
+                total = totals[mode]
+                total[0] += int((logits.argmax(-1) == batch["label"]).sum())
+                total[1] += len(batch["label"])
+                total[2] += float(F.cross_entropy(logits, batch["label"], reduction="sum"))
+    return {mode: tuple(total) for mode, total in totals.items()}
 
 
 def main(out: str, run_dirs: list[str]) -> None:
@@ -51,14 +57,14 @@ def main(out: str, run_dirs: list[str]) -> None:
     print("| run | val top-1 %: learned / uniform | val NLL | test top-1 %: learned / uniform | test NLL |")
     print("|---|---|---|---|---|")
     for run_dir in map(Path, run_dirs):
-        totals = {(part, mode): [0, 0, 0.0] for part in ("val", "test") for mode in ("learned", "uniform")}
-        for fold in sorted(p.name for p in run_dir.glob("fold_*") if (p / "checkpoints" / "best.ckpt").is_file()):
+        totals = {(part, mode): [0, 0, 0.0] for part in ("val", "test") for mode in MODES}
+        for fold in finished_folds(run_dir):
             run = load_run(run_dir, fold=fold)
             if run.config.model != "mumu":
                 raise SystemExit(f"{run_dir}: a {run.config.model} run; this script replaces MuMu's fusion weights")
-            for (part, mode), total in totals.items():
-                for i, value in enumerate(score(run, part, masked_softmax if mode == "learned" else uniform_softmax)):
-                    total[i] += value
+            for part in ("val", "test"):
+                for mode, fold_total in score(run, part).items():
+                    totals[part, mode] = [a + b for a, b in zip(totals[part, mode], fold_total)]
         row = {f"{part}_{mode}": {"top1": round(100 * c / n, 2), "nll": round(s / n, 3), "samples": n}
                for (part, mode), (c, n, s) in totals.items()}
         results[str(run_dir)] = row
