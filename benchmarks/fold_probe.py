@@ -49,7 +49,7 @@ def mumu_head_reads(which: str):
         x_aux, alpha = self.sm_fusion(xu, present)
         x_c, gm = self.gm_fusion(x_aux, xu, present)
         x_f = x_aux if which == "x_aux" else self.merge(torch.cat([x_c, torch.zeros_like(x_aux)], 1))
-        return ModelOutput(self.head(x_f), self.aux_head(x_aux), xu, x_f, {"sm": alpha, "gm": gm})
+        return ModelOutput(self.head(x_f), self.aux_head(x_aux), xu, x_f, {"sm": alpha, "gm": gm.mean(1)})
     return fuse
 
 

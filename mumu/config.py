@@ -59,6 +59,7 @@ class TrainConfig:
     gm_merge: str = "sum"  # GM-Fusion output: sum of the weighted values (eq. 7) | concat, one slot per modality
     fusion_init: str = "torch"  # MuMu's GM-Fusion projections and W_f: torch's default | xavier (keeps the scale)
     fusion_norm: str = "convex"  # MuMu's fusion weights sum to 1 (eqs. 2, 7) | count: to the present modalities
+    fusion_kl: float = 0.0  # MuMu: weight of a loss term pulling its fusion weights toward equal weights
     dropout: float = 0.2
     beta_aux: float = 0.5
     lr: float = 1e-3  # AdamW; the peak of the one-cycle schedule when warmup > 0
@@ -127,6 +128,11 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
                           ("fusion_norm", FUSION_NORMS)):
         if getattr(cfg, name) not in choices:
             raise MumuError(f"unknown {name} {getattr(cfg, name)!r}; choose one of {', '.join(choices)}")
+    if cfg.fusion_kl < 0:
+        raise MumuError(f"fusion_kl is a loss weight, >= 0, got {cfg.fusion_kl}")
+    if cfg.fusion_kl > 0 and cfg.gm_gate != "softmax":
+        raise MumuError("fusion_kl pulls softmax fusion weights toward equal ones; gm_gate sigmoid has no softmax "
+                        "(use gm_gate: softmax, or fusion_kl: 0)")
     if not 0 <= cfg.max_pools <= 2:
         raise MumuError(f"max_pools must be 0, 1 or 2, got {cfg.max_pools}")
     if cfg.motion and cfg.sensor_encoder != "sequence":

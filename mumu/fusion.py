@@ -17,6 +17,14 @@ GM_GATES = ("softmax", "sigmoid")  # mumu.config.GM_GATES
 GM_MERGES = ("sum", "concat")  # mumu.config.GM_MERGES
 
 
+def kl_from_uniform(weights: Tensor, present: Tensor) -> Tensor:
+    """KL(w || uniform over the present modalities), per sample: 0 for equal weights, log(n) when one of n
+    present modalities takes all the weight. weights (..., M) sum to 1 over the present ones, present
+    broadcasts to (..., M); a missing modality's weight is 0 and adds nothing (0 log 0 = 0)."""
+    n_present = present.sum(-1).to(weights.dtype)  # (...,)
+    return (weights * torch.log(weights.clamp_min(1e-12))).sum(-1) + torch.log(n_present)
+
+
 class SMFusion(nn.Module):
     """Self Multimodal Fusion, eqs. (1)-(3): gamma_m = W_aux^T x_m (kernel-1 Conv1d over modalities),
     alpha = softmax over present modalities, X_aux = sum_m alpha_m x_m."""
@@ -68,7 +76,7 @@ class GMFusion(nn.Module):
         self.scale = 1.0 / math.sqrt(dim // heads)
 
     def forward(self, x_aux: Tensor, xu: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
-        # x_aux: (B, D), xu: (B, M, D), present: (B, M) -> X_c (B, D), weights (B, M) averaged over heads
+        # x_aux: (B, D), xu: (B, M, D), present: (B, M) -> X_c (B, D), weights (B, H, M)
         B, M, D = xu.shape
         q = self.q(x_aux).view(B, self.heads, D // self.heads)  # (B, H, D/H)
         k = self.k(xu).view(B, M, self.heads, D // self.heads)  # (B, M, H, D/H)
@@ -82,7 +90,7 @@ class GMFusion(nn.Module):
             x_c = torch.einsum("bhm,bmhd->bhd", weights, v).reshape(B, D)
         else:  # each modality's weighted value in its own slot; a missing one's slot is 0
             x_c = torch.einsum("bhm,bmhd->bmhd", weights, v).reshape(B, M * D)
-        return self.o(x_c), weights.mean(1)
+        return self.o(x_c), weights
 
 
 class ModalitySelfAttention(nn.Module):

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from mumu.encoders import UnimodalEncoder
-from mumu.fusion import GM_GATES, GM_MERGES, GMFusion, ModalitySelfAttention, SMFusion
+from mumu.fusion import GM_GATES, GM_MERGES, GMFusion, ModalitySelfAttention, SMFusion, kl_from_uniform
 from pipeline.errors import MumuError
 from pipeline.modalities import ModalitySpec
 
@@ -39,6 +39,8 @@ class ModelOutput:
     # "sm" (B, M) SM-Fusion alpha; "gm" (B, M) GM-Fusion / B3 weights; "temporal:<name>" (B, S'), S' < S when
     # the sequence encoder max-pools
     attention: dict[str, Tensor] = field(default_factory=dict)
+    # MuMu: mean KL of its SM- and GM-Fusion weights (each GM head, softmax gate) from uniform weights; () scalar
+    fusion_kl: Tensor | None = None
 
 
 def two_layer_head(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
@@ -126,10 +128,13 @@ class MuMu(MultimodalModel):
         scale = present.sum(1, keepdim=True).to(xu.dtype) if self.fusion_norm == "count" else 1.0  # (B, 1)
         x_aux, alpha = self.sm_fusion(xu, present)  # (B, D), (B, M)
         x_aux = x_aux * scale
-        x_c, gm = self.gm_fusion(x_aux, xu, present)  # (B, D), (B, M)
+        x_c, gm = self.gm_fusion(x_aux, xu, present)  # (B, D), (B, H, M)
         x_c = x_c * scale
         x_f = self.merge(torch.cat([x_c, x_aux], dim=1))  # (B, D)
-        return ModelOutput(self.head(x_f), self.aux_head(x_aux), xu, x_f, {"sm": alpha, "gm": gm})
+        fusion_kl = kl_from_uniform(alpha, present).mean()
+        if self.gm_fusion.gate == "softmax":  # sigmoid gates are no distribution over the modalities
+            fusion_kl = fusion_kl + kl_from_uniform(gm, present[:, None, :]).mean()
+        return ModelOutput(self.head(x_f), self.aux_head(x_aux), xu, x_f, {"sm": alpha, "gm": gm.mean(1)}, fusion_kl)
 
 
 class ConcatBaseline(MultimodalModel):

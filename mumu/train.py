@@ -12,7 +12,8 @@ cross_subject / cross_session / odd_even, one per held-out subject for loso):
 With several splits (loso) each split gets a subdirectory RUN_DIR/<split>/ with the files above, and
 RUN_DIR/metrics.json holds the mean ± std and per-fold values, RUN_DIR/predictions.csv all folds.
 
-Loss: L_t + beta_aux * L_aux (cross-entropy on activities and, for MuMu, on activity groups).
+Loss: L_t + beta_aux * L_aux (cross-entropy on activities and, for MuMu, on activity groups), plus
+fusion_kl * KL(MuMu's fusion weights || equal weights) when train.fusion_kl > 0 (not in the paper).
 AdamW, cosine learning-rate decay over all steps; bf16 mixed precision on GPU.
 Reproducibility: the shuffling and the sequence sampling are seeded by (seed, epoch), dropout by
 (seed, epoch, batch), and on CPU Lightning's deterministic mode is on, so the same seed gives the
@@ -155,6 +156,8 @@ class MumuModule(pl.LightningModule):
         loss = F.cross_entropy(out.logits.float(), batch["label"], label_smoothing=self.cfg.label_smoothing)  # L_t
         if out.group_logits is not None and self.cfg.beta_aux > 0:
             loss = loss + self.cfg.beta_aux * F.cross_entropy(out.group_logits.float(), batch["group"])  # L_aux
+        if out.fusion_kl is not None and self.cfg.fusion_kl > 0:
+            loss = loss + self.cfg.fusion_kl * out.fusion_kl
         return loss
 
     # ---- training
@@ -623,6 +626,8 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
               help="Init of MuMu's GM-Fusion projections and W_f: torch's default, or xavier (keeps the scale).")
 @click.option("--fusion-norm", type=click.Choice(FUSION_NORMS),
               help="MuMu's fusion weights sum to 1 (convex, eqs. 2 and 7) or to the number of present modalities.")
+@click.option("--fusion-kl", type=float,
+              help="MuMu: weight of KL(fusion weights || equal weights) in the loss; 0 = the paper's loss.")
 @click.option("--motion/--no-motion", default=None,
               help="Sequence sensor encoder: add the step-to-step differences of the input as channels.")
 @click.option("--modality-dropout", type=float, help="Training: chance that a multimodal sample loses one modality.")

@@ -1,10 +1,12 @@
 """MuMu and baselines: shapes, masking of padding and missing modalities, gradients, and learning."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from mumu.fusion import GMFusion
+from mumu.fusion import GMFusion, kl_from_uniform
 from mumu.model import ARCHS, build_model
 from pipeline.errors import MumuError
 from pipeline.modalities import ModalitySpec
@@ -315,6 +317,49 @@ def test_count_fusion_norm_changes_only_samples_with_several_modalities():
     moved = (count - convex).abs().amax(1)
     assert moved[2] == 0 and (moved[[0, 1, 3]] > 1e-4).all(), moved
     torch.testing.assert_close(net(junk_outside_lengths(x, lengths), lengths).logits, count)
+
+
+def test_fusion_kl_is_zero_for_equal_weights_and_log_n_for_one_modality():
+    x, lengths = make_batch()
+    assert model("b2")(x, lengths).fusion_kl is None  # only MuMu has fusion weights
+    net = model("mumu", gm_heads=2)
+    assert net(x, lengths).fusion_kl > 0
+    for layer in (net.sm_fusion.score, net.gm_fusion.q):  # zero scores: equal weights over the present modalities
+        torch.nn.init.zeros_(layer.weight)
+    torch.nn.init.zeros_(net.sm_fusion.score.bias)
+    assert net(x, lengths).fusion_kl.item() == pytest.approx(0.0, abs=1e-6)
+    one_hot = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    present = torch.tensor([[True, True, True], [True, True, False]])
+    torch.testing.assert_close(kl_from_uniform(one_hot, present), torch.tensor([math.log(3), math.log(2)]))
+
+
+def test_fusion_kl_keeps_the_fusion_weights_near_equal_while_mumu_learns():
+    """Labels carried by the acc stream alone: with the paper's loss the fusion weights move far from equal;
+    with a heavy KL term they stay equal, and the model still learns the labels."""
+    batch = 16
+    x, _ = make_batch(seed=1, batch=batch, lengths={})
+    labels = torch.arange(batch) % 2
+    x["acc"] = x["acc"] * 0.5 + (labels.float() * 2 - 1).view(-1, 1, 1, 1)
+    lengths = {n: torch.full((batch,), STEPS[n]) for n in INPUTS}
+    kl, accuracy = {}, {}
+    for weight in (0.0, 5.0):
+        torch.manual_seed(0)
+        net = build_model("mumu", INPUTS, num_classes=2, num_groups=2, embed_dim=16, dropout=0.0, conv_channels=8)
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+        for _ in range(40):
+            out = net(x, lengths)
+            loss = (torch.nn.functional.cross_entropy(out.logits, labels) + weight * out.fusion_kl
+                    + 0.5 * torch.nn.functional.cross_entropy(out.group_logits, labels))  # groups = labels here
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        net.eval()
+        with torch.no_grad():
+            out = net(x, lengths)
+        kl[weight] = out.fusion_kl.item()
+        accuracy[weight] = (out.logits.argmax(1) == labels).float().mean().item()
+    assert kl[0.0] > 0.3 and kl[5.0] < 0.01, kl
+    assert accuracy == {0.0: 1.0, 5.0: 1.0}
 
 
 def test_bad_pooling_and_dropout_options_are_clear_errors():

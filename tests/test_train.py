@@ -177,9 +177,28 @@ def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path)
                          (dict(gm_merge="mean"), "unknown gm_merge 'mean'"),
                          (dict(fusion_init="zeros"), "unknown fusion_init 'zeros'"),
                          (dict(fusion_norm="sum"), "unknown fusion_norm 'sum'"),
+                         (dict(fusion_kl=-0.1), "fusion_kl is a loss weight"),
+                         (dict(fusion_kl=0.5, gm_gate="sigmoid"), "gm_gate sigmoid has no softmax"),
                          (dict(sensor_encoder="window", motion=True), "motion channels need the sequence sensor")):
         with pytest.raises(MumuError, match=message):
             tiny_demo.config(tmp_path / "bad", **bad)
+
+
+def test_fusion_kl_adds_its_weighted_term_to_mumus_training_loss(tiny_demo):  # noqa: F811
+    from mumu.train import MumuModule, prepare_data
+
+    data = prepare_data(tiny_demo.config())
+    batch = next(iter(data.loader(data.samples[:4], batch_size=4)))
+    losses = {}
+    for fusion_kl in (0.0, 2.0):
+        torch.manual_seed(0)
+        module = MumuModule(tiny_demo.config(fusion_kl=fusion_kl).to_dict(), [vars(s) for s in data.specs],
+                            data.activity_names, data.group_names).eval()
+        with torch.no_grad():
+            out = module(batch)
+            losses[fusion_kl] = module.loss(out, batch)
+    assert out.fusion_kl > 0
+    torch.testing.assert_close(losses[2.0] - losses[0.0], 2.0 * out.fusion_kl)
 
 
 def test_train_command_prints_the_headline(tiny_demo, tmp_path):  # noqa: F811
@@ -204,6 +223,8 @@ def test_train_command_prints_the_headline(tiny_demo, tmp_path):  # noqa: F811
                                           "fusion_init: xavier", "fusion_norm: count", "modality_dropout: 0.3"))
     motion = runner.invoke(train_command, args[:-1] + [str(tmp_path / "motion"), "--motion"])  # reaches the config
     assert motion.exit_code != 0 and "motion channels need the sequence sensor encoder" in motion.output
+    kl = runner.invoke(train_command, args[:-1] + [str(tmp_path / "kl"), "--fusion-kl", "0.5"])  # with the sigmoid gate
+    assert kl.exit_code != 0 and "gm_gate sigmoid has no softmax" in kl.output
 
     missing = runner.invoke(train_command, args[:5] + [str(tmp_path / "absent.zarr")] + args[6:-1]
                             + [str(tmp_path / "other")])
