@@ -177,14 +177,15 @@ def write_confusion_csv(path: Path, result: Inference, activity_names: list[str]
 def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, seed: int = 0):
     """Every `CONDITIONS` pass for each fold's best model. Returns ([{condition: Inference}] per fold,
     the last fold's loaded run)."""
-    from mumu.train import load_run
+    from mumu.train import load_run, run_splits
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise MumuError(f"{run_dir} is not a training run directory (no config.yaml); "
                         f"run `python cli.py train --out {run_dir}` first")
-    folds = [None] if (run_dir / "split.json").is_file() else sorted(
-        p.parent.name for p in run_dir.glob("*/split.json"))
+    folds = run_splits(run_dir)
+    if not folds:
+        raise MumuError(f"{run_dir} has no split yet (no split.json); let `python cli.py train --out {run_dir}` finish")
     per_fold = []
     with tqdm(total=len(folds) * len(CONDITIONS), desc="evaluate", unit="pass") as bar:
         for fold in folds:

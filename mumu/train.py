@@ -572,16 +572,23 @@ def finished_folds(run_dir: str | Path) -> list[str]:
     return sorted(p.name for p in Path(run_dir).glob("fold_*") if (p / "checkpoints" / "best.ckpt").is_file())
 
 
+def run_splits(run_dir: str | Path) -> list[str | None]:
+    """The splits a training RUN_DIR has written: [None] for one split (split.json in RUN_DIR itself),
+    else its fold folders with a split.json (LOSO's fold_s1...); [] before any split has started."""
+    run_dir = Path(run_dir)
+    if (run_dir / "split.json").is_file():
+        return [None]
+    return sorted(p.parent.name for p in run_dir.glob("*/split.json"))
+
+
 def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "best.ckpt") -> LoadedRun:
     """Load RUN_DIR (or RUN_DIR/<fold> for loso; default: the first fold) with its best checkpoint."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.yaml")
-    fold_dir = run_dir
-    if not (run_dir / "split.json").is_file():
-        folds = sorted(p.parent.name for p in run_dir.glob("*/split.json"))
-        if not folds:
-            raise MumuError(f"{run_dir} is not a finished training run (no split.json)")
-        fold_dir = run_dir / (fold or folds[0])
+    splits = run_splits(run_dir)
+    if not splits:
+        raise MumuError(f"{run_dir} is not a finished training run (no split.json)")
+    fold_dir = run_dir if splits == [None] else run_dir / (fold or splits[0])
     ckpt = fold_dir / "checkpoints" / checkpoint
     if not ckpt.is_file():
         raise MumuError(f"{ckpt} does not exist; has `python cli.py train --out {run_dir}` finished?")

@@ -83,3 +83,12 @@ def test_not_a_run_directory_is_one_clear_line(tmp_path):
     result = CliRunner().invoke(evaluate_command, [str(tmp_path), "--params", "none"])
     assert result.exit_code != 0
     assert str(tmp_path) in result.output and "Traceback" not in result.output
+
+
+def test_a_run_that_has_not_written_a_split_yet_is_one_clear_line(trained_run, tmp_path):
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / "config.yaml").write_bytes((trained_run.run_dir / "config.yaml").read_bytes())
+    result = CliRunner().invoke(evaluate_command, [str(started), "--params", "none"])
+    assert result.exit_code != 0
+    assert "no split yet" in result.output and "Traceback" not in result.output
