@@ -567,11 +567,6 @@ class LoadedRun:
         return self.module(batch)
 
 
-def finished_folds(run_dir: str | Path) -> list[str]:
-    """The fold folders of a multi-split RUN_DIR (e.g. LOSO's fold_s1...) that have a best checkpoint."""
-    return sorted(p.name for p in Path(run_dir).glob("fold_*") if (p / "checkpoints" / "best.ckpt").is_file())
-
-
 def run_splits(run_dir: str | Path) -> list[str | None]:
     """The splits a training RUN_DIR has written: [None] for one split (split.json in RUN_DIR itself),
     else its fold folders with a split.json (LOSO's fold_s1...); [] before any split has started."""
@@ -579,6 +574,12 @@ def run_splits(run_dir: str | Path) -> list[str | None]:
     if (run_dir / "split.json").is_file():
         return [None]
     return sorted(p.parent.name for p in run_dir.glob("*/split.json"))
+
+
+def finished_folds(run_dir: str | Path) -> list[str]:
+    """The fold folders of a multi-split RUN_DIR (e.g. LOSO's fold_s1...) that have a best checkpoint."""
+    return [fold for fold in run_splits(run_dir)
+            if fold is not None and (Path(run_dir) / fold / "checkpoints" / "best.ckpt").is_file()]
 
 
 def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "best.ckpt") -> LoadedRun:
