@@ -6,7 +6,11 @@ Every test sample of every fold goes through the fold's best checkpoint three ti
 modalities, and with each one alone (the other given length 0, as modality dropout trains it). Among
 the samples that exactly one modality gets right on its own, the script counts how often the fused
 prediction is right, per modality, and (MuMu) the mean SM-Fusion / GM-Fusion weight of each modality
-there. Writes docs/results/OUT.json and prints a Markdown row per run group (all RUN_DIRs together).
+there. It also scores two test-time rules built from the single-modality passes alone: follow the modality
+whose own prediction is more confident (higher top probability), and the product of the two predictions
+(summed log-probabilities); and, among the samples exactly one modality gets right, how often the more
+confident one is the right one (what a per-sample confidence weighting could at best exploit).
+Writes docs/results/OUT.json and prints two Markdown rows per run group (all RUN_DIRs together).
 """
 from __future__ import annotations
 
@@ -33,13 +37,15 @@ def fold_rows(run_dir: Path, fold: str) -> tuple[list[str], list[dict]]:
     with torch.no_grad():
         for batch in run.test_loader():
             fused = run.predict(batch)
-            alone = {}
+            alone = {}  # modality -> (B, K) log-probabilities with only that modality
             for dropped, kept in zip(modalities, reversed(modalities)):
                 lengths = {**batch["lengths"], dropped: torch.zeros_like(batch["lengths"][dropped])}
-                alone[kept] = run.predict({**batch, "lengths": lengths}).logits.argmax(-1)
+                alone[kept] = run.predict({**batch, "lengths": lengths}).logits.float().log_softmax(-1)
+            product = sum(alone.values()).argmax(-1)
             for i, label in enumerate(batch["label"].tolist()):
-                row = {"label": label, "fused": int(fused.logits[i].argmax()),
-                       **{m: int(alone[m][i]) for m in modalities}}
+                row = {"label": label, "fused": int(fused.logits[i].argmax()), "product": int(product[i]),
+                       **{m: int(alone[m][i].argmax()) for m in modalities},
+                       **{f"{m}_confidence": float(alone[m][i].max().exp()) for m in modalities}}
                 for name in ("sm", "gm"):
                     if name in fused.attention:
                         row[name] = fused.attention[name][i].tolist()
@@ -48,8 +54,14 @@ def fold_rows(run_dir: Path, fold: str) -> tuple[list[str], list[dict]]:
 
 
 def summarise(modalities: list[str], rows: list[dict]) -> dict:
-    right = {key: np.array([r[key] == r["label"] for r in rows]) for key in ("fused", *modalities)}
+    a, b = modalities
+    for r in rows:
+        r["more_confident"] = r[a] if r[f"{a}_confidence"] >= r[f"{b}_confidence"] else r[b]
+    right = {key: np.array([r[key] == r["label"] for r in rows])
+             for key in ("fused", *modalities, "more_confident", "product")}
     summary = {"samples": len(rows), **{f"top1_{k}": round(100 * float(v.mean()), 2) for k, v in right.items()}}
+    one_right = right[a] ^ right[b]
+    summary["one_right_more_confident_is_right_percent"] = round(100 * float(right["more_confident"][one_right].mean()), 1)
     fused_errors = ~right["fused"]
     for m, other in zip(modalities, reversed(modalities)):
         only_m = right[m] & ~right[other]  # m alone is right, the other alone is wrong
@@ -82,6 +94,12 @@ def main(out: str, run_dirs: list[str]) -> None:
           f"{summary[f'top1_{b}']:.2f} | {only_a['samples']}, {only_a['fused_right_percent']:.1f} | "
           f"{only_b['samples']}, {only_b['fused_right_percent']:.1f} | {summary['fused_errors']} "
           f"({only_a['fused_errors_with_it_right']} / {only_b['fused_errors_with_it_right']}) |")
+    print("\n| runs | top-1 fused | follow the more confident modality | product of the two | "
+          "one modality right: the more confident is it |")
+    print("|---|---|---|---|---|")
+    print(f"| {', '.join(Path(r).name for r in run_dirs)} | {summary['top1_fused']:.2f} | "
+          f"{summary['top1_more_confident']:.2f} | {summary['top1_product']:.2f} | "
+          f"{summary['one_right_more_confident_is_right_percent']:.1f} % |")
 
 
 if __name__ == "__main__":
