@@ -577,9 +577,11 @@ def run_splits(run_dir: str | Path) -> list[str | None]:
 
 
 def finished_folds(run_dir: str | Path) -> list[str]:
-    """The fold folders of a multi-split RUN_DIR (e.g. LOSO's fold_s1...) that have a best checkpoint."""
+    """The fold folders of a multi-split RUN_DIR (e.g. LOSO's fold_s1...) that have finished: written their
+    metrics.json, the marker training itself skips on. A fold still training (it has a best.ckpt already,
+    from an early epoch) is left out."""
     return [fold for fold in run_splits(run_dir)
-            if fold is not None and (Path(run_dir) / fold / "checkpoints" / "best.ckpt").is_file()]
+            if fold is not None and (Path(run_dir) / fold / "metrics.json").is_file()]
 
 
 def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "best.ckpt") -> LoadedRun:

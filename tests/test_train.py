@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 import pytorch_lightning as pl
@@ -10,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from mumu.metrics import headline, summarize_folds
-from mumu.train import load_run, train_command, train_once
+from mumu.train import finished_folds, load_run, train_command, train_once
 from pipeline.errors import MumuError
 from pipeline.tables import table_path
 from tests.test_data import tiny_demo  # noqa: F401  (session fixture)
@@ -72,6 +73,20 @@ class KillAtSecondEpoch(pl.Callback):  # dies as the second epoch starts, after 
     def on_train_epoch_start(self, trainer, module):
         if trainer.current_epoch == 1:
             raise SystemExit("killed")
+
+
+def test_analyses_see_only_folds_that_finished(learned_run, tmp_path):
+    """A fold still training already has a best.ckpt (from an early epoch) but no metrics.json yet; the
+    result scripts (finished_folds) must leave it out, and still load the finished one."""
+    cfg, _ = learned_run
+    run = tmp_path / "loso-run"
+    for fold in ("fold_s1", "fold_s2"):
+        shutil.copytree(cfg.run_dir, run / fold)
+    shutil.copy(run / "fold_s1" / "config.yaml", run / "config.yaml")
+    (run / "fold_s2" / "metrics.json").unlink()
+    assert (run / "fold_s2" / "checkpoints" / "best.ckpt").is_file()
+    assert finished_folds(run) == ["fold_s1"]
+    assert load_run(run, fold="fold_s1").config.model == "mumu"
 
 
 def test_same_seed_same_metrics_and_resume_after_a_kill_matches(tiny_demo, tmp_path):  # noqa: F811
