@@ -4,8 +4,8 @@
 
 Each RUN_DIR is a `cli.py train` output (one seed; LOSO runs have fold_s<N>/ folders). Reads every
 fold's metrics.json and the run's predictions.csv, and writes into docs/results/:
-- NAME.json: per run and fold top-1 accuracy and macro-F1, mean +- std over folds of each run, and
-  over all (fold, seed) pairs; clean vs noisy metrics where `cli.py evaluate RUN_DIR` has run; per-class and per-subject accuracy over the pooled test predictions;
+- NAME.json: per run and fold top-1 accuracy, macro-F1 and test NLL, mean +- std over folds of each run,
+  and over all (fold, seed) pairs; clean vs noisy metrics where `cli.py evaluate RUN_DIR` has run; per-class and per-subject accuracy over the pooled test predictions;
   the most frequent confusions;
 - NAME_confusion.png: the pooled confusion matrix (rows = true activity, row-normalised).
 Folds still running are listed as missing, never counted.
@@ -57,15 +57,18 @@ def mean_std(values: list[float]) -> dict:
 
 
 def main(name: str, run_dirs: list[str]) -> None:
-    runs, all_acc, all_f1, rows = {}, [], [], []
+    runs, all_acc, all_f1, all_nll, rows = {}, [], [], [], []
     for run in map(Path, run_dirs):
         folds = fold_metrics(run)
         acc = {f: m["accuracy"] for f, m in folds.items()}
         f1 = {f: m["macro_f1"] for f, m in folds.items()}
-        runs[str(run)] = {"accuracy": acc, "macro_f1": f1, "accuracy_over_folds": mean_std(list(acc.values())),
+        nll = {f: m["nll"] for f, m in folds.items() if "nll" in m}  # runs from before test NLL was logged lack it
+        runs[str(run)] = {"accuracy": acc, "macro_f1": f1, "nll": nll,
+                          "accuracy_over_folds": mean_std(list(acc.values())),
                           "macro_f1_over_folds": mean_std(list(f1.values())), "noise": noise_metrics(run)}
         all_acc += acc.values()
         all_f1 += f1.values()
+        all_nll += nll.values()
         rows += predictions(run, list(folds))
     per_class, per_subject, confusions = defaultdict(list), defaultdict(list), Counter()
     names: dict[int, str] = {}
@@ -81,6 +84,7 @@ def main(name: str, run_dirs: list[str]) -> None:
         "runs": runs,
         "accuracy_over_folds_and_seeds": mean_std(all_acc),
         "macro_f1_over_folds_and_seeds": mean_std(all_f1),
+        "test_nll_over_folds_and_seeds": mean_std(all_nll),
         "pooled_test_predictions": len(rows),
         "per_class_accuracy": {c: round(float(np.mean(v)), 4) for c, v in sorted(per_class.items())},
         "per_subject_accuracy": {s: round(float(np.mean(v)), 4) for s, v in sorted(per_subject.items())},
@@ -90,8 +94,10 @@ def main(name: str, run_dirs: list[str]) -> None:
     if rows:
         plot_confusion(rows, [names[i] for i in sorted(names)], OUT / f"{name}_confusion.png", name)
     acc = summary["accuracy_over_folds_and_seeds"]
+    nll = summary["test_nll_over_folds_and_seeds"]
     print(f"{name}: top-1 {100 * acc.get('mean', float('nan')):.2f} +- {100 * acc.get('std', float('nan')):.2f} % "
-          f"over {acc.get('n', 0)} (fold, seed) pairs; {len(rows)} pooled predictions -> {OUT / name}.json")
+          f"over {acc.get('n', 0)} (fold, seed) pairs, test NLL {nll.get('mean', float('nan')):.3f}; "
+          f"{len(rows)} pooled predictions -> {OUT / name}.json")
 
 
 def plot_confusion(rows: list[dict], labels: list[str], path: Path, title: str) -> None:
