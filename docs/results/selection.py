@@ -1,0 +1,59 @@
+"""What the validation subjects would choose among trained variants, and what that choice scores on test.
+
+    python docs/results/selection.py OUT NAME=RUN_GLOB [NAME=RUN_GLOB ...]
+
+Each NAME=RUN_GLOB is one variant: a label and a quoted glob of its `cli.py train` LOSO run directories
+(one per seed), e.g. 'b2=runs/utd_mhad-b2-loso-seed*'. For every finished fold it reads metrics.json:
+the validation NLL of the tested epoch (the recipe's `select: nll`), test top-1 and test NLL. Prints a
+Markdown row per variant, sorted by validation NLL (the only column model selection may read), and
+writes docs/results/OUT.json.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from glob import glob
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(RESULTS.parents[1]))
+
+from mumu.train import finished_folds  # noqa: E402
+
+
+def variant_scores(pattern: str) -> dict:
+    runs = sorted(glob(pattern))
+    folds = [json.loads((Path(run) / fold / "metrics.json").read_text()) for run in runs for fold in finished_folds(run)]
+    if not folds:
+        raise SystemExit(f"no finished LOSO folds match {pattern!r}")
+    rules = {m["selected_by"] for m in folds}
+    if rules != {"val/nll"}:
+        raise SystemExit(f"{pattern}: folds selected by {sorted(rules)}; validation NLL is comparable only "
+                         "between runs that select on it")
+    return {"runs": runs, "folds": len(folds),
+            "val_nll": round(float(np.mean([m["selected_val_score"] for m in folds])), 3),
+            "test_top1": round(100 * float(np.mean([m["accuracy"] for m in folds])), 2),
+            "test_nll": round(float(np.mean([m["nll"] for m in folds])), 3)}
+
+
+def main(out: str, variants: list[str]) -> None:
+    results = {}
+    for variant in variants:
+        name, sep, pattern = variant.partition("=")
+        if not sep:
+            raise SystemExit(f"expected NAME=RUN_GLOB, got {variant!r}")
+        results[name] = variant_scores(pattern)
+    ranked = sorted(results.items(), key=lambda item: item[1]["val_nll"])
+    (RESULTS / f"{out}.json").write_text(json.dumps(dict(ranked), indent=1) + "\n")
+    print("| variant | seeds | (fold, seed) pairs | validation NLL of the tested epochs | test top-1 % | test NLL |")
+    print("|---|---|---|---|---|---|")
+    for name, r in ranked:
+        print(f"| {name} | {len(r['runs'])} | {r['folds']} | {r['val_nll']:.3f} | {r['test_top1']:.2f} | {r['test_nll']:.3f} |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    main(sys.argv[1], sys.argv[2:])
