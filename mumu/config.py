@@ -122,6 +122,9 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
     SensorTransform.from_params(cfg.transforms)  # MumuError for bad transform settings
     if cfg.lstm_layers < 0:
         raise MumuError(f"lstm_layers must be >= 0 (0 = no LSTM), got {cfg.lstm_layers}")
+    if cfg.model == "b1" and cfg.lstm_layers == 0:  # B1 is defined by its last-LSTM-state pooling
+        raise MumuError("B1 (non-attention) pools the last LSTM state; with lstm_layers 0 it would read only the "
+                        "last step's embedding. Set lstm_layers >= 1 (--lstm-layers 1) for b1")
     if cfg.gm_heads < 1 or cfg.embed_dim % cfg.gm_heads:
         raise MumuError(f"gm_heads must be >= 1 and divide embed_dim ({cfg.embed_dim}), got {cfg.gm_heads}")
     for name, choices in (("gm_gate", GM_GATES), ("gm_merge", GM_MERGES), ("fusion_init", FUSION_INITS),

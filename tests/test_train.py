@@ -194,6 +194,7 @@ def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path)
                          (dict(fusion_norm="sum"), "unknown fusion_norm 'sum'"),
                          (dict(fusion_kl=-0.1), "fusion_kl is a loss weight"),
                          (dict(fusion_kl=0.5, gm_gate="sigmoid"), "gm_gate sigmoid has no softmax"),
+                         (dict(model="b1", lstm_layers=0), "B1 .* pools the last LSTM state"),
                          (dict(sensor_encoder="window", motion=True), "motion channels need the sequence sensor")):
         with pytest.raises(MumuError, match=message):
             tiny_demo.config(tmp_path / "bad", **bad)
