@@ -54,8 +54,10 @@ class Study:
         self.base = resolve_config(params, **overrides)  # TrainConfig shared by every run of the study
 
     def config(self, run_name: str, **changes: Any):
-        """The base config with `changes`, training into OUT/runs/<run_name>."""
-        return self.base.replace(out=str(self.out / "runs" / run_name), **changes)
+        """The base config with `changes`, training into OUT/runs/<run_name>. B1 keeps one LSTM layer where
+        the settings have none (the UTD recipe): its pooling is the last LSTM state, which defines it."""
+        cfg = self.base.replace(out=str(self.out / "runs" / run_name), **changes)
+        return cfg.replace(lstm_layers=1) if cfg.model == "b1" and cfg.lstm_layers == 0 else cfg
 
     def train(self, runs: dict[str, Any]) -> dict[str, Any]:
         """Train every {run name: config} (finished ones are reused). Returns {run name: RunResult}."""

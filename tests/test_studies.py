@@ -82,8 +82,16 @@ def test_quick_noise_study_reports_clean_and_noisy_columns(params, tmp_path):
 
 
 def test_quick_ablation_study_reports_mean_std_and_aso(params, tmp_path):
-    output = run_study("ablation", "--quick", "--params", str(params), "--out", str(tmp_path),
+    """Also: settings without an LSTM (as the UTD recipe's) still give B1 its LSTM, which defines it."""
+    no_lstm = tmp_path / "no_lstm.yaml"
+    settings = yaml.safe_load(params.read_text())
+    settings["train"]["lstm_layers"] = 0
+    no_lstm.write_text(yaml.safe_dump(settings))
+    output = run_study("ablation", "--quick", "--params", str(no_lstm), "--out", str(tmp_path),
                        "--max-epochs", "1", "--models", "b1,mumu")
+    lstm_layers = {m: yaml.safe_load((tmp_path / "runs" / f"{m}-seed0" / "config.yaml").read_text())["lstm_layers"]
+                   for m in ("b1", "mumu")}
+    assert lstm_layers == {"b1": 1, "mumu": 0}
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["seeds"] == [0, 1]
     assert all(len(scores) == 2 for scores in results["macro_f1"].values())
