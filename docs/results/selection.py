@@ -17,15 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(RESULTS.parents[1]))
+from summarise import fold_metrics  # the finished folds' metrics.json, as the other tables read them
 
-from mumu.train import finished_folds  # noqa: E402
+RESULTS = Path(__file__).resolve().parent
 
 
 def variant_scores(pattern: str) -> dict:
     runs = sorted(glob(pattern))
-    folds = [json.loads((Path(run) / fold / "metrics.json").read_text()) for run in runs for fold in finished_folds(run)]
+    folds = [metrics for run in runs for metrics in fold_metrics(Path(run)).values()]
     if not folds:
         raise SystemExit(f"no finished LOSO folds match {pattern!r}")
     rules = {m["selected_by"] for m in folds}

@@ -42,10 +42,11 @@ def fold_rows(run_dir: Path, fold: str) -> tuple[list[str], list[dict]]:
                 lengths = {**batch["lengths"], dropped: torch.zeros_like(batch["lengths"][dropped])}
                 alone[kept] = run.predict({**batch, "lengths": lengths}).logits.float().log_softmax(-1)
             product = sum(alone.values()).argmax(-1)
+            (top_a, pred_a), (top_b, pred_b) = (alone[m].max(-1) for m in modalities)
+            more_confident = torch.where(top_a >= top_b, pred_a, pred_b)  # the higher top log-probability wins
             for i, label in enumerate(batch["label"].tolist()):
                 row = {"label": label, "fused": int(fused.logits[i].argmax()), "product": int(product[i]),
-                       **{m: int(alone[m][i].argmax()) for m in modalities},
-                       **{f"{m}_confidence": float(alone[m][i].max().exp()) for m in modalities}}
+                       "more_confident": int(more_confident[i]), **{m: int(alone[m][i].argmax()) for m in modalities}}
                 for name in ("sm", "gm"):
                     if name in fused.attention:
                         row[name] = fused.attention[name][i].tolist()
@@ -55,8 +56,6 @@ def fold_rows(run_dir: Path, fold: str) -> tuple[list[str], list[dict]]:
 
 def summarise(modalities: list[str], rows: list[dict]) -> dict:
     a, b = modalities
-    for r in rows:
-        r["more_confident"] = r[a] if r[f"{a}_confidence"] >= r[f"{b}_confidence"] else r[b]
     right = {key: np.array([r[key] == r["label"] for r in rows])
              for key in ("fused", *modalities, "more_confident", "product")}
     summary = {"samples": len(rows), **{f"top1_{k}": round(100 * float(v.mean()), 2) for k, v in right.items()}}
