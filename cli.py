@@ -15,6 +15,7 @@ COMMANDS = {
     "extract": ("pipeline.extract:extract_command", "Build the zarr feature cache from a sample index."),
     "cache-info": ("pipeline.cache:cache_info_command", "Summarise a feature cache."),
     "train": ("mumu.train:train_command", "Train MuMu or a baseline (from the cache or raw inputs)."),
+    "retest": ("mumu.train:retest_command", "Test a trained run again with other test-time settings (AdaBN)."),
     "evaluate": ("mumu.evaluate:evaluate_command", "Metrics and plots for a training run."),
     "study": ("mumu.studies:study_command", "The paper's studies: noise, modalities, ablation."),
 }

@@ -267,29 +267,35 @@ def make_loader(dataset: StepDataset, collate: PadCollate, batch_size: int, shuf
 
 
 class MumuDataModule(pl.LightningDataModule):
-    """Train / val / test loaders for one split, from either source (`dataset_factory` builds them)."""
+    """Train / val / test loaders for one split, from either source (`dataset_factory` builds them).
+
+    test_groups: the test samples in groups, one test DataLoader per group (the module learns which group a
+    batch is from by its dataloader_idx: mumu.adapt adapts to each test subject); None = one loader."""
 
     def __init__(self, make_dataset: Callable[[list[Sample], bool], StepDataset], collate: PadCollate,
                  train: list[Sample], val: list[Sample], test: list[Sample], batch_size: int, seed: int,
-                 num_workers: int):
+                 num_workers: int, test_groups: list[list[Sample]] | None = None):
         super().__init__()
         self.make_dataset, self.collate = make_dataset, collate
         self.splits = {"train": train, "val": val, "test": test}
+        self.test_groups = test_groups
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
 
-    def _loader(self, split: str) -> DataLoader:
+    def _loader(self, samples: list[Sample], training: bool) -> DataLoader:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        training = split == "train"
-        return make_loader(self.make_dataset(self.splits[split], training), self.collate, self.batch_size,
+        return make_loader(self.make_dataset(samples, training), self.collate, self.batch_size,
                            shuffle=training, seed=self.seed, num_workers=self.num_workers, rank=rank,
                            world_size=world)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
+        return self._loader(self.splits["train"], training=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+        return self._loader(self.splits["val"], training=False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        if self.test_groups is None:
+            return self._loader(self.splits["test"], training=False)
+        loaders = [self._loader(group, training=False) for group in self.test_groups]
+        return loaders if len(loaders) > 1 else loaders[0]

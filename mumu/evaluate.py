@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_su
 from tqdm import tqdm
 
 from mumu import plots
+from mumu.adapt import adapted_batchnorm, by_subject
 from mumu.noise import NOISE_MODES, corrupt_batch, split_groups
 from pipeline.errors import MumuError
 
@@ -69,28 +71,25 @@ def infer(run, corrupt: str | None = None, noise: str = "drop", level: float = 1
     """Run a loaded run (`mumu.train.load_run`) over its test set, optionally corrupting the input.
 
     corrupt: None (clean), "random" (visual or non-visual group per sample, p = 0.5), "visual" or
-    "non_visual" (that group in every sample).
+    "non_visual" (that group in every sample). A run configured with adapt_bn adapts to each test subject's
+    inputs as they arrive, corrupted or not (mumu.adapt).
     """
     generator = torch.Generator().manual_seed(seed)
+    tested = run.samples("test")
     rows: dict[str, list] = {k: [] for k in ("ids", "labels", "groups", "preds", "group_preds", "uni", "fused")}
     attention: dict[str, list] = {}
-    for batch in run.test_loader():
-        if corrupt is not None:
-            n = len(batch["sample_id"])
-            batch, _ = corrupt_batch(batch, run.data.specs, noise, level, generator,
-                                     groups=None if corrupt == "random" else [corrupt] * n)
-        out = run.predict(batch)
-        rows["ids"] += list(batch["sample_id"])
-        rows["labels"].append(batch["label"].numpy())
-        rows["groups"].append(batch["group"].numpy())
-        rows["preds"].append(out.logits.argmax(-1).numpy())
-        if out.group_logits is not None:
-            rows["group_preds"].append(out.group_logits.argmax(-1).numpy())
-        rows["uni"].append(out.unimodal.float().numpy())  # (B, M, D)
-        rows["fused"].append(out.fused.float().numpy())  # (B, D)
-        for key in ("sm", "gm"):
-            if key in out.attention:
-                attention.setdefault(key, []).append(out.attention[key].float().numpy())  # (B, M)
+    for samples in by_subject(tested) if run.config.adapt_bn else [tested]:
+        batches = []
+        for batch in run.data.loader(samples):
+            if corrupt is not None:
+                n = len(batch["sample_id"])
+                batch, _ = corrupt_batch(batch, run.data.specs, noise, level, generator,
+                                         groups=None if corrupt == "random" else [corrupt] * n)
+            batches.append(batch)
+        with adapted_batchnorm(run.module, batches) if run.config.adapt_bn else nullcontext():
+            outputs = [(batch, run.predict(batch)) for batch in batches]
+        for batch, out in outputs:
+            _collect(rows, attention, batch, out)
     if not rows["ids"]:
         raise MumuError(f"{run.run_dir}: the test set is empty")
     return Inference(rows["ids"], np.concatenate(rows["labels"]), np.concatenate(rows["groups"]),
@@ -98,6 +97,20 @@ def infer(run, corrupt: str | None = None, noise: str = "drop", level: float = 1
                      np.concatenate(rows["group_preds"]) if rows["group_preds"] else None,
                      {k: np.concatenate(v) for k, v in attention.items()},
                      np.concatenate(rows["uni"]), np.concatenate(rows["fused"]))
+
+
+def _collect(rows: dict[str, list], attention: dict[str, list], batch: dict, out) -> None:
+    rows["ids"] += list(batch["sample_id"])
+    rows["labels"].append(batch["label"].numpy())
+    rows["groups"].append(batch["group"].numpy())
+    rows["preds"].append(out.logits.argmax(-1).numpy())
+    if out.group_logits is not None:
+        rows["group_preds"].append(out.group_logits.argmax(-1).numpy())
+    rows["uni"].append(out.unimodal.float().numpy())  # (B, M, D)
+    rows["fused"].append(out.fused.float().numpy())  # (B, D)
+    for key in ("sm", "gm"):
+        if key in out.attention:
+            attention.setdefault(key, []).append(out.attention[key].float().numpy())  # (B, M)
 
 
 def headline_metrics(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:

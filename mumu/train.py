@@ -30,7 +30,7 @@ import random
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 import numpy as np
@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_only
 
+from mumu.adapt import (BatchNormState, batchnorm_state, by_subject, load_batchnorm_state,
+                        subject_batchnorm_state)
 from mumu.config import (FUSION_INITS, FUSION_NORMS, GM_GATES, GM_MERGES, SELECTIONS, TrainConfig, config_from_dict,
                          load_config, resolve_config, save_config)
 from mumu.data import (FEATURE_DIM, CacheDataset, MumuDataModule, PadCollate, RawDataset, StepDataset, make_loader,
@@ -96,6 +98,9 @@ class MumuModule(pl.LightningModule):
         self._backbone = None  # raw path only; built on first use, never part of the checkpoint
         self._predictions: list[dict] = []
         self.test_results: dict | None = None  # set by on_test_epoch_end: metrics + predictions
+        # adapt_bn: BatchNorm statistics per test DataLoader (one per test subject), set before testing
+        self.test_batchnorm: list[BatchNormState] | None = None
+        self._trained_batchnorm: BatchNormState | None = None
 
     # ---- inputs
     def features(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -196,7 +201,11 @@ class MumuModule(pl.LightningModule):
                 self.log(f"val/{name}", metrics[name], prog_bar=name in ("macro_f1", "accuracy"))
 
     # ---- test
-    def test_step(self, batch: dict, batch_idx: int) -> None:
+    def on_test_batch_start(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self.test_batchnorm is not None:  # each test subject's batches run with that subject's statistics
+            load_batchnorm_state(self, self.test_batchnorm[dataloader_idx])
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         out = self(batch)
         self.test_metrics.update(out.logits, batch["label"], out.group_logits, batch["group"], self.loss(out, batch))
         probs = out.logits.float().softmax(-1).cpu()
@@ -208,10 +217,17 @@ class MumuModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._predictions = []
+        self._trained_batchnorm = batchnorm_state(self)
+
+    def adapt_to_test_subjects(self, subjects: list[list[Sample]], loader: Callable[[list[Sample]], Any]) -> None:
+        """adapt_bn: re-estimate the BatchNorm statistics on each test subject's inputs (`loader(samples)`
+        yields its batches); testing then runs subject i's DataLoader with statistics i (mumu.adapt)."""
+        self.test_batchnorm = [subject_batchnorm_state(self, loader(samples)) for samples in subjects]
 
     def on_test_epoch_end(self) -> None:
         metrics = self.test_metrics.compute()  # synced: the whole test set, not this rank's shard
         self.test_metrics.reset()
+        load_batchnorm_state(self, self._trained_batchnorm)
         predictions = self._predictions
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             shards: list[list[dict]] = [None] * torch.distributed.get_world_size()  # type: ignore[list-item]
@@ -398,14 +414,69 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
         if several and _is_launcher():
             save_config(cfg, fold_dir / "config.yaml")
         fold_metrics[split.name] = _train_split(data, split, fold_dir, resume, callbacks or [], progress)
-    if not several:
-        metrics = next(iter(fold_metrics.values()))
-    else:
-        metrics = summarize_folds(fold_metrics)
-        if _is_launcher():
-            _write_json(run_dir / "metrics.json", {**metrics, "f1": "macro-F1 over each fold's whole test set"})
-            _merge_predictions(run_dir, [s.name for s in splits])
+    return _finish_run(run_dir, fold_metrics)
+
+
+def _finish_run(run_dir: Path, fold_metrics: dict[str, dict]) -> RunResult:
+    """Several splits: their mean ± std into RUN_DIR/metrics.json and their predictions merged."""
+    if len(fold_metrics) == 1:
+        return RunResult(run_dir, next(iter(fold_metrics.values())), fold_metrics)
+    metrics = summarize_folds(fold_metrics)
+    if _is_launcher():
+        _write_json(run_dir / "metrics.json", {**metrics, "f1": "macro-F1 over each fold's whole test set"})
+        _merge_predictions(run_dir, list(fold_metrics))
     return RunResult(run_dir, metrics, fold_metrics)
+
+
+TEST_SETTINGS = ("adapt_bn",)  # what `retest` may change: settings of the test alone, not of the trained weights
+
+
+def retest(run_dir: str | Path, out: str | Path, progress: bool = True, **test_settings: Any) -> RunResult:
+    """Test a finished training run's selected checkpoints again with other test-time settings (adapt_bn),
+    writing OUT in a training run's layout (config.yaml, [fold_*/]metrics.json, predictions.csv), each split's
+    checkpoints/ a link to RUN_DIR's. A split already tested in OUT is skipped, so a killed retest resumes."""
+    run_dir, out = Path(run_dir), Path(out)
+    unknown = set(test_settings) - set(TEST_SETTINGS)
+    if unknown:
+        raise MumuError(f"retest changes only {', '.join(TEST_SETTINGS)}, not {', '.join(sorted(unknown))}")
+    if out.resolve() == run_dir.resolve():
+        raise MumuError(f"--out {out} is the run itself; retest writes a new run directory beside it")
+    trained = load_config(run_dir / "config.yaml")
+    cfg = trained.replace(out=str(out), **{k: v for k, v in test_settings.items() if v is not None})
+    _check_same_settings(out, cfg, explicit_resume=False)
+    data = prepare_data(cfg)
+    splits = split_samples(data)
+    several = len(splits) > 1
+    if _is_launcher():
+        save_config(cfg, out / "config.yaml")
+    fold_metrics: dict[str, dict] = {}
+    for split in splits:
+        source, fold_dir = (run_dir / split.name, out / split.name) if several else (run_dir, out)
+        fold_metrics[split.name] = _retest_split(data, split, source, fold_dir, progress)
+    return _finish_run(out, fold_metrics)
+
+
+def _retest_split(data: RunData, split: SampleSplit, source: Path, fold_dir: Path, progress: bool) -> dict:
+    if (fold_dir / "metrics.json").is_file():  # tested before: no repeated work
+        return json.loads((fold_dir / "metrics.json").read_text())
+    if not (source / "metrics.json").is_file():
+        raise MumuError(f"{source} has not finished training (no metrics.json); finish it with `cli.py train` first")
+    tested = json.loads((source / "split.json").read_text())["test"]
+    if sorted(tested) != sorted(s.sample_id for s in split.test):
+        raise MumuError(f"{source}: its test samples differ from the split the cache gives now; was the cache "
+                        f"rebuilt since training?")
+    trained_metrics = json.loads((source / "metrics.json").read_text())
+    selection = {k: trained_metrics.get(k) for k in ("selected_by", "selected_epoch", "selected_val_score")}
+    if _is_launcher():
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / "split.json", fold_dir / "split.json")
+        save_config(data.cfg, fold_dir / "config.yaml")
+        link = fold_dir / "checkpoints"
+        if not link.exists():
+            link.symlink_to((source / "checkpoints").resolve(), target_is_directory=True)
+    module = MumuModule.load_from_checkpoint(source / "checkpoints" / "best.ckpt", map_location="cpu")
+    trainer = pl.Trainer(**_trainer_options(data.cfg, fold_dir, progress, resuming=False))
+    return _test_split(trainer, module, data, split, fold_dir, selection)
 
 
 def _is_launcher() -> bool:
@@ -455,16 +526,31 @@ def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callb
     # loaded by hand: with ckpt_path, the EMA callback would restore the raw weights
     best = torch.load(checkpoint.best_model_path, map_location=module.device, weights_only=False)
     module.load_state_dict(best["state_dict"])
+    score = checkpoint.best_model_score
+    selection = {"selected_by": monitor or "last epoch", "selected_epoch": best["epoch"],
+                 "selected_val_score": None if monitor is None else float(score)}
+    return _test_split(trainer, module, data, split, fold_dir, selection)
+
+
+def _test_split(trainer: pl.Trainer, module: MumuModule, data: RunData, split: SampleSplit, fold_dir: Path,
+                selection: dict) -> dict:
+    """Test `module` on the split's test samples (each subject adapted to on its own with adapt_bn) and
+    write fold_dir/predictions.csv, then fold_dir/metrics.json, the marker of a finished split."""
+    cfg = data.cfg
+    subjects = by_subject(split.test) if cfg.adapt_bn else None
+    if subjects is not None:
+        module.adapt_to_test_subjects(subjects, data.loader)
+    datamodule = MumuDataModule(data.dataset, data.collate(), split.train, split.val, split.test,
+                                cfg.batch_size, cfg.seed, cfg.num_workers, test_groups=subjects)
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = module.test_results
-    score = checkpoint.best_model_score
     metrics = {**results["metrics"], "f1": "macro-F1 over the whole test set", "split": split.name,
-               "world_size": trainer.world_size, "selected_by": monitor or "last epoch", "selected_epoch": best["epoch"],
-               "selected_val_score": None if monitor is None else float(score), "activities": data.activity_names}
+               "world_size": trainer.world_size, **selection, "adapt_bn": cfg.adapt_bn,
+               "activities": data.activity_names}
     if _is_launcher():
-        subjects = {s.sample_id: s.subject for s in split.test}
-        _write_predictions(fold_dir / "predictions.csv", results["predictions"], subjects, data, split.name)
-        _write_json(metrics_path, metrics)  # last: its presence marks the split as finished
+        subject_of = {s.sample_id: s.subject for s in split.test}
+        _write_predictions(fold_dir / "predictions.csv", results["predictions"], subject_of, data, split.name)
+        _write_json(fold_dir / "metrics.json", metrics)  # last: its presence marks the split as finished
     return metrics
 
 
@@ -647,6 +733,8 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
 @click.option("--select", type=click.Choice(SELECTIONS),
               help="Tested checkpoint: best validation macro-F1, lowest validation NLL, or the last epoch.")
 @click.option("--ema-decay", type=float, help="> 0: validate, select and test a moving average of the weights.")
+@click.option("--adapt-bn/--no-adapt-bn", default=None,
+              help="Test: re-estimate BatchNorm statistics on each test subject's inputs (AdaBN; no labels used).")
 @click.option("--num-workers", type=int, help="DataLoader worker processes (spawned).")
 @click.option("--accelerator", help="Lightning accelerator: auto | cpu | gpu.")
 @click.option("--devices", help="Lightning devices, e.g. 1, 2 or 0,1.")
@@ -672,6 +760,23 @@ def train_command(params: str, from_cache: bool | None, resume: str | None, over
             raise MumuError(f"--resume: no checkpoint under {cfg.run_dir}/**/checkpoints/last.ckpt to resume from")
         resume = None  # the automatic resume picks each split's last.ckpt
     result = train_once(cfg, resume=resume, overwrite=overwrite)
+    if _is_launcher():
+        _print_summary(result)
+
+
+@click.command("retest")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, help="New run directory for the retested results.")
+@click.option("--adapt-bn/--no-adapt-bn", default=None,
+              help="Re-estimate BatchNorm statistics on each test subject's inputs (AdaBN; no labels used).")
+def retest_command(run_dir: str, out: str, adapt_bn: bool | None) -> None:
+    """Test a finished training run again with other test-time settings, without retraining.
+
+    Reads RUN_DIR's config and best checkpoints and writes OUT like a training run (config.yaml,
+    metrics.json, predictions.csv; checkpoints/ link to RUN_DIR's), so `cli.py evaluate OUT` and the
+    result scripts read it as they read RUN_DIR.
+    """
+    result = retest(run_dir, out, adapt_bn=adapt_bn)
     if _is_launcher():
         _print_summary(result)
 

@@ -1,0 +1,87 @@
+"""Test-time BatchNorm adaptation to a new subject (AdaBN; Li et al., "Revisiting batch normalization for
+practical domain adaptation", 2016).
+
+A model trained on some subjects meets a new subject whose inputs are shifted (another body size, another
+way of wearing the sensor). AdaBN replaces every BatchNorm layer's running mean and variance, estimated on
+the training subjects, by those of the new subject's own inputs, and changes no weight. It reads the
+subject's test inputs, never their labels, and every subject is adapted to on its own samples only, so a
+prediction depends on the other samples of the same subject (transductive), not on any other subject.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+import torch
+from pytorch_lightning.utilities import move_data_to_device
+from torch import Tensor, nn
+
+from pipeline.index import Sample
+
+BatchNormState = dict[str, tuple[Tensor, Tensor, Tensor]]  # layer name -> running mean, var, batches tracked
+
+
+def by_subject(samples: list[Sample]) -> list[list[Sample]]:
+    """The samples split by subject, subjects in ascending order, each subject's samples in the given order."""
+    groups: dict[int, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        groups[sample.subject].append(sample)
+    return [groups[subject] for subject in sorted(groups)]
+
+
+def _batchnorm_layers(module: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
+    return {name: m for name, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+
+
+def batchnorm_state(module: nn.Module) -> BatchNormState:
+    """A copy of every BatchNorm layer's running statistics."""
+    return {name: (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+            for name, m in _batchnorm_layers(module).items()}
+
+
+def load_batchnorm_state(module: nn.Module, state: BatchNormState) -> None:
+    for name, m in _batchnorm_layers(module).items():
+        for buffer, value in zip((m.running_mean, m.running_var, m.num_batches_tracked), state[name]):
+            buffer.copy_(value)
+
+
+@torch.no_grad()
+def subject_batchnorm_state(module: nn.Module, batches: Iterable[dict]) -> BatchNormState:
+    """The BatchNorm statistics of `module` re-estimated on `batches` (one subject's inputs, labels unused):
+    the plain average over the batches of each layer's batch mean and variance. The module is left as it was.
+
+    `module(batch)` must run the model (as `mumu.train.MumuModule` does); the module runs in evaluation mode but
+    for its BatchNorm layers, so dropout and modality dropout stay off. A layer that sees no input in these
+    batches (its modality missing from every sample) keeps its trained statistics."""
+    layers = _batchnorm_layers(module)
+    trained = batchnorm_state(module)
+    momenta = {name: m.momentum for name, m in layers.items()}
+    was_training = module.training
+    module.eval()
+    for m in layers.values():
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+        m.train()
+    try:
+        device = next(module.parameters()).device
+        for batch in batches:
+            module(move_data_to_device(batch, device))
+        adapted = batchnorm_state(module)
+    finally:
+        for name, m in layers.items():
+            m.momentum = momenta[name]
+        module.train(was_training)
+        load_batchnorm_state(module, trained)
+    return {name: adapted[name] if adapted[name][2] > 0 else trained[name] for name in layers}
+
+
+@contextmanager
+def adapted_batchnorm(module: nn.Module, batches: Iterable[dict]) -> Iterator[None]:
+    """Within the block, `module` uses BatchNorm statistics re-estimated on `batches`; restored afterwards."""
+    trained = batchnorm_state(module)
+    load_batchnorm_state(module, subject_batchnorm_state(module, batches))
+    try:
+        yield
+    finally:
+        load_batchnorm_state(module, trained)

@@ -1,0 +1,110 @@
+"""Test-time BatchNorm adaptation (AdaBN) and `cli.py retest`: a trained run tested again, subject by subject."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mumu.adapt import adapted_batchnorm, by_subject
+from mumu.evaluate import evaluate_command
+from mumu.train import load_run, retest, train_once
+from pipeline.errors import MumuError
+from tests.test_data import tiny_demo  # noqa: F401  (session fixture: tiny demo dataset + feature cache)
+
+
+def test_probabilities(run_dir) -> dict[str, list[float]]:
+    with open(run_dir / "predictions.csv", newline="") as f:
+        return {row["sample_id"]: [float(v) for k, v in row.items() if k.startswith("p:")] for row in csv.DictReader(f)}
+
+
+test_probabilities.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_demo, tmp_path_factory):  # noqa: F811
+    """A MuMu run on the tiny demo (cross_session: all 4 subjects are tested, so adaptation has 4 subjects)."""
+    torch.set_num_threads(1)
+    cfg = tiny_demo.config(tmp_path_factory.mktemp("runs") / "run", max_epochs=3, batch_size=4, lr=1e-2)
+    train_once(cfg, progress=False)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def adapted(trained, tmp_path_factory):
+    return retest(trained.run_dir, tmp_path_factory.mktemp("retest") / "adapted", progress=False, adapt_bn=True)
+
+
+def test_retest_without_adaptation_reproduces_the_trained_run(trained, tmp_path):
+    result = retest(trained.run_dir, tmp_path / "same", progress=False, adapt_bn=False)
+    original = test_probabilities(trained.run_dir)
+    again = test_probabilities(tmp_path / "same")
+    assert again.keys() == original.keys()
+    for sample_id, probs in original.items():
+        assert again[sample_id] == pytest.approx(probs, abs=1e-6)
+    trained_metrics = json.loads((trained.run_dir / "metrics.json").read_text())
+    assert result.metrics["accuracy"] == pytest.approx(trained_metrics["accuracy"])
+    assert result.metrics["selected_epoch"] == trained_metrics["selected_epoch"]
+    assert (tmp_path / "same" / "checkpoints" / "best.ckpt").is_file()  # a link to the trained run's
+
+
+def test_adapt_bn_predicts_each_subject_with_its_own_statistics_only(trained, adapted):
+    out = adapted.run_dir
+    assert json.loads((out / "metrics.json").read_text())["adapt_bn"] is True
+    got = test_probabilities(out)
+    run = load_run(trained.run_dir)
+    subjects = by_subject(run.samples("test"))
+    assert len(subjects) == 4
+    for samples in subjects:  # each subject's statistics from its own samples, nobody else's
+        batches = list(run.data.loader(samples))
+        with adapted_batchnorm(run.module, batches):
+            expected = torch.cat([run.predict(b).logits.softmax(-1) for b in batches])
+        for sample, probs in zip(samples, expected.tolist()):
+            assert got[sample.sample_id] == pytest.approx(probs, abs=1e-5)
+    original = test_probabilities(trained.run_dir)
+    change = max(abs(a - b) for i in original for a, b in zip(original[i], got[i]))
+    assert change > 1e-3  # the statistics did change the predictions
+
+
+def test_adaptation_leaves_the_checkpoint_and_the_model_as_trained(trained, adapted):
+    ckpt = trained.run_dir / "checkpoints" / "best.ckpt"
+    digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    run = load_run(trained.run_dir)
+    batches = list(run.test_loader())
+    before = torch.cat([run.predict(b).logits for b in batches])
+    with adapted_batchnorm(run.module, batches[:1]):
+        pass
+    after = torch.cat([run.predict(b).logits for b in batches])
+    assert torch.equal(before, after)
+    assert hashlib.sha256(ckpt.read_bytes()).hexdigest() == digest
+
+
+def test_training_with_adapt_bn_matches_retesting_with_it(trained, adapted, tmp_path):
+    train_once(trained.replace(out=str(tmp_path / "direct"), adapt_bn=True), progress=False)
+    direct, retested = test_probabilities(tmp_path / "direct"), test_probabilities(adapted.run_dir)
+    assert direct.keys() == retested.keys()
+    for sample_id, probs in retested.items():
+        assert direct[sample_id] == pytest.approx(probs, abs=1e-5)
+
+
+def test_evaluate_adapts_as_the_test_did(adapted, tmp_path):
+    result = CliRunner().invoke(evaluate_command, [str(adapted.run_dir), "--out", str(tmp_path / "eval"),
+                                                   "--params", "none", "--tsne-samples", "40"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(adapted.metrics["accuracy"], abs=1e-6)
+    assert metrics["macro_f1"] == pytest.approx(adapted.metrics["macro_f1"], abs=1e-6)
+
+
+def test_retest_refuses_an_unfinished_run_and_its_own_directory(trained, tmp_path):
+    with pytest.raises(MumuError, match="is the run itself"):
+        retest(trained.run_dir, trained.run_dir, progress=False, adapt_bn=True)
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    for name in ("config.yaml", "split.json"):
+        (unfinished / name).write_bytes((trained.run_dir / name).read_bytes())
+    with pytest.raises(MumuError, match="has not finished training"):
+        retest(unfinished, tmp_path / "out", progress=False, adapt_bn=True)
