@@ -37,9 +37,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities import move_data_to_device, rank_zero_only
 
-from mumu.adapt import (BatchNormState, batchnorm_state, by_subject, load_batchnorm_state,
+from mumu.adapt import (BatchNormState, adapted_batchnorm, batchnorm_state, by_subject, load_batchnorm_state,
                         subject_batchnorm_state)
 from mumu.config import (FUSION_INITS, FUSION_NORMS, GM_GATES, GM_MERGES, SELECTIONS, TrainConfig, config_from_dict,
                          load_config, resolve_config, save_config)
@@ -456,6 +456,21 @@ def retest(run_dir: str | Path, out: str | Path, progress: bool = True, **test_s
     return _finish_run(out, fold_metrics)
 
 
+@torch.no_grad()
+def _adapted_nll(module: MumuModule, data: RunData, samples: list[Sample]) -> float:
+    """Activity NLL (no label smoothing) over `samples`, each subject's with its own BatchNorm statistics."""
+    module.eval()
+    total, count = 0.0, 0
+    for subject in by_subject(samples):
+        batches = list(data.loader(subject))
+        with adapted_batchnorm(module, batches):
+            for batch in batches:
+                batch = move_data_to_device(batch, module.device)
+                total += F.cross_entropy(module(batch).logits.float(), batch["label"], reduction="sum").item()
+                count += len(batch["label"])
+    return total / count
+
+
 def _retest_split(data: RunData, split: SampleSplit, source: Path, fold_dir: Path, progress: bool) -> dict:
     if (fold_dir / "metrics.json").is_file():  # tested before: no repeated work
         return json.loads((fold_dir / "metrics.json").read_text())
@@ -544,6 +559,8 @@ def _test_split(trainer: pl.Trainer, module: MumuModule, data: RunData, split: S
                                 cfg.batch_size, cfg.seed, cfg.num_workers, test_groups=subjects)
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = module.test_results
+    if cfg.adapt_bn:  # the evidence for adapting, on the validation subjects: compare with selected_val_score
+        selection = {**selection, "adapted_val_nll": _adapted_nll(module, data, split.val)}
     metrics = {**results["metrics"], "f1": "macro-F1 over the whole test set", "split": split.name,
                "world_size": trainer.world_size, **selection, "adapt_bn": cfg.adapt_bn,
                "activities": data.activity_names}

@@ -48,12 +48,14 @@ def test_retest_without_adaptation_reproduces_the_trained_run(trained, tmp_path)
     trained_metrics = json.loads((trained.run_dir / "metrics.json").read_text())
     assert result.metrics["accuracy"] == pytest.approx(trained_metrics["accuracy"])
     assert result.metrics["selected_epoch"] == trained_metrics["selected_epoch"]
+    assert "adapted_val_nll" not in result.metrics
     assert (tmp_path / "same" / "checkpoints" / "best.ckpt").is_file()  # a link to the trained run's
 
 
 def test_adapt_bn_predicts_each_subject_with_its_own_statistics_only(trained, adapted):
     out = adapted.run_dir
-    assert json.loads((out / "metrics.json").read_text())["adapt_bn"] is True
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["adapt_bn"] is True
     got = test_probabilities(out)
     run = load_run(trained.run_dir)
     subjects = by_subject(run.samples("test"))
@@ -67,6 +69,15 @@ def test_adapt_bn_predicts_each_subject_with_its_own_statistics_only(trained, ad
     original = test_probabilities(trained.run_dir)
     change = max(abs(a - b) for i in original for a, b in zip(original[i], got[i]))
     assert change > 1e-3  # the statistics did change the predictions
+    # the validation subjects' NLL under the same adaptation is recorded, the evidence for using it
+    nll, count = 0.0, 0
+    for samples in by_subject(run.samples("val")):
+        batches = list(run.data.loader(samples))
+        with adapted_batchnorm(run.module, batches):
+            for b in batches:
+                nll += torch.nn.functional.cross_entropy(run.predict(b).logits, b["label"], reduction="sum").item()
+                count += len(b["label"])
+    assert metrics["adapted_val_nll"] == pytest.approx(nll / count, rel=1e-5)
 
 
 def test_adaptation_leaves_the_checkpoint_and_the_model_as_trained(trained, adapted):
