@@ -251,13 +251,54 @@ class EpochSampler(Sampler):
         return len(self._order())
 
 
+class SubjectBatchSampler(Sampler):
+    """Training batches that each hold one subject's samples, so that BatchNorm's batch statistics in
+    training are per subject, as test-time adaptation (mumu.adapt) makes them at test.
+
+    Every epoch each subject's samples are shuffled and cut into ceil(n / batch_size) batches of near-equal
+    size (no sample left out), and the batches of all subjects are shuffled together; all drawn from
+    (seed, epoch), so a resumed run sees the same batches. Batches are split rank::world_size, wrapping
+    around so that every rank steps the same number of times. Lightning sets the epoch through
+    `.sampler`, as it does for a BatchSampler."""
+
+    def __init__(self, subjects: Sequence[int], batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.subjects, self.batch_size = list(subjects), batch_size
+        self.sampler = EpochSampler(len(self.subjects), True, seed, rank, world_size)  # holds seed, epoch, rank
+
+    def _batches(self) -> list[list[int]]:
+        s = self.sampler
+        generator = torch.Generator().manual_seed(s.seed * 100_003 + s.epoch)
+        batches = []
+        for subject in sorted(set(self.subjects)):
+            members = [i for i, x in enumerate(self.subjects) if x == subject]
+            order = [members[j] for j in torch.randperm(len(members), generator=generator).tolist()]
+            n_batches = -(-len(order) // self.batch_size)
+            batches += [chunk.tolist() for chunk in np.array_split(np.array(order), n_batches)]
+        batches = [batches[j] for j in torch.randperm(len(batches), generator=generator).tolist()]
+        per_rank = -(-len(batches) // s.world_size)
+        batches += batches[: per_rank * s.world_size - len(batches)]
+        return batches[s.rank:: s.world_size]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return iter([[(i, self.sampler.epoch) for i in batch] for batch in self._batches()])
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
 def make_loader(dataset: StepDataset, collate: PadCollate, batch_size: int, shuffle: bool, seed: int,
-                num_workers: int, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """A DataLoader over this rank's share; workers are spawned (zarr is not fork-safe) and kept."""
+                num_workers: int, rank: int = 0, world_size: int = 1,
+                subjects: Sequence[int] | None = None) -> DataLoader:
+    """A DataLoader over this rank's share; workers are spawned (zarr is not fork-safe) and kept.
+
+    subjects (training only): each sample's subject; batches then hold one subject each (SubjectBatchSampler)."""
+    if subjects is not None and shuffle:
+        batching = {"batch_sampler": SubjectBatchSampler(subjects, batch_size, seed, rank, world_size)}
+    else:
+        batching = {"batch_size": batch_size, "sampler": EpochSampler(len(dataset), shuffle, seed, rank, world_size)}
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), shuffle, seed, rank, world_size),
+        **batching,
         collate_fn=collate,
         num_workers=num_workers,
         multiprocessing_context="spawn" if num_workers > 0 else None,
@@ -270,23 +311,26 @@ class MumuDataModule(pl.LightningDataModule):
     """Train / val / test loaders for one split, from either source (`dataset_factory` builds them).
 
     test_groups: the test samples in groups, one test DataLoader per group (the module learns which group a
-    batch is from by its dataloader_idx: mumu.adapt adapts to each test subject); None = one loader."""
+    batch is from by its dataloader_idx: mumu.adapt adapts to each test subject); None = one loader.
+    subject_batches: every training batch holds one subject's samples."""
 
     def __init__(self, make_dataset: Callable[[list[Sample], bool], StepDataset], collate: PadCollate,
                  train: list[Sample], val: list[Sample], test: list[Sample], batch_size: int, seed: int,
-                 num_workers: int, test_groups: list[list[Sample]] | None = None):
+                 num_workers: int, test_groups: list[list[Sample]] | None = None, subject_batches: bool = False):
         super().__init__()
         self.make_dataset, self.collate = make_dataset, collate
         self.splits = {"train": train, "val": val, "test": test}
         self.test_groups = test_groups
+        self.subject_batches = subject_batches  # training batches of one subject each (SubjectBatchSampler)
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
 
     def _loader(self, samples: list[Sample], training: bool) -> DataLoader:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        subjects = [sample.subject for sample in samples] if training and self.subject_batches else None
         return make_loader(self.make_dataset(samples, training), self.collate, self.batch_size,
                            shuffle=training, seed=self.seed, num_workers=self.num_workers, rank=rank,
-                           world_size=world)
+                           world_size=world, subjects=subjects)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.splits["train"], training=True)

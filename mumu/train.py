@@ -526,7 +526,7 @@ def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callb
         norm_samples = random.Random(cfg.seed).sample(split.train, min(NORM_SAMPLES, len(split.train)))
         module.fit_input_norm(data.loader(norm_samples))
     datamodule = MumuDataModule(data.dataset, data.collate(), split.train, split.val, split.test,
-                                cfg.batch_size, cfg.seed, cfg.num_workers)
+                                cfg.batch_size, cfg.seed, cfg.num_workers, subject_batches=cfg.subject_batches)
     monitor, mode = SELECTION_METRICS[cfg.select]
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor=monitor,
                                               mode=mode, save_last=True, enable_version_counter=False,
@@ -752,6 +752,8 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
 @click.option("--ema-decay", type=float, help="> 0: validate, select and test a moving average of the weights.")
 @click.option("--adapt-bn/--no-adapt-bn", default=None,
               help="Test: re-estimate BatchNorm statistics on each test subject's inputs (AdaBN; no labels used).")
+@click.option("--subject-batches/--no-subject-batches", default=None,
+              help="Training: every batch holds one subject's samples (per-subject BatchNorm statistics).")
 @click.option("--num-workers", type=int, help="DataLoader worker processes (spawned).")
 @click.option("--accelerator", help="Lightning accelerator: auto | cpu | gpu.")
 @click.option("--devices", help="Lightning devices, e.g. 1, 2 or 0,1.")

@@ -1,4 +1,4 @@
-"""Test-time BatchNorm adaptation (AdaBN) and `cli.py retest`: a trained run tested again, subject by subject."""
+"""Per-subject BatchNorm statistics: test-time adaptation (AdaBN), `cli.py retest`, and one-subject training batches."""
 from __future__ import annotations
 
 import csv
@@ -6,10 +6,12 @@ import hashlib
 import json
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from click.testing import CliRunner
 
 from mumu.adapt import adapted_batchnorm, by_subject
+from mumu.data import SubjectBatchSampler
 from mumu.evaluate import evaluate_command
 from mumu.train import load_run, retest, train_once
 from pipeline.errors import MumuError
@@ -119,3 +121,38 @@ def test_retest_refuses_an_unfinished_run_and_its_own_directory(trained, tmp_pat
         (unfinished / name).write_bytes((trained.run_dir / name).read_bytes())
     with pytest.raises(MumuError, match="has not finished training"):
         retest(unfinished, tmp_path / "out", progress=False, adapt_bn=True)
+
+
+def test_subject_batches_hold_one_subject_and_cover_every_sample_once_per_epoch():
+    subjects = [1] * 10 + [2] * 7 + [3] * 3
+    sampler = SubjectBatchSampler(subjects, batch_size=4, seed=0)
+    epochs = []
+    for epoch in range(2):
+        sampler.sampler.set_epoch(epoch)  # what Lightning calls through `.sampler`
+        batches = [[i for i, e in batch if e == epoch] for batch in sampler]
+        assert all(len(b) == len(batch) for b, batch in zip(batches, sampler))  # keys carry the epoch
+        assert sorted(i for b in batches for i in b) == list(range(20))  # every sample, once
+        assert all(len({subjects[i] for i in b}) == 1 and len(b) <= 4 for b in batches)
+        assert len(batches) == 3 + 2 + 1  # ceil(n / 4) per subject, sizes near-equal (10 -> 4, 3, 3)
+        epochs.append(batches)
+    assert epochs[0] != epochs[1]
+    sampler.sampler.set_epoch(1)
+    assert [[i for i, _ in b] for b in sampler] == epochs[1]  # the same epoch, the same batches
+    shares = [list(SubjectBatchSampler(subjects, 4, seed=0, rank=r, world_size=4)) for r in range(4)]
+    assert len({len(s) for s in shares}) == 1  # every rank steps the same number of times
+    assert {i for s in shares for b in s for i, _ in b} == set(range(20))
+
+
+def test_training_with_subject_batches_feeds_one_subject_per_batch_and_reshuffles(tiny_demo, tmp_path):  # noqa: F811
+    seen: list[tuple[int, set[int]]] = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            subject_of = {s.sample_id: s.subject for s in trainer.datamodule.splits["train"]}
+            seen.append((trainer.current_epoch, {subject_of[i] for i in batch["sample_id"]}))
+
+    cfg = tiny_demo.config(tmp_path / "run", max_epochs=2, batch_size=4, subject_batches=True)
+    train_once(cfg, progress=False, callbacks=[Record()])
+    assert seen and all(len(subjects) == 1 for _, subjects in seen)
+    order = [[next(iter(s)) for e, s in seen if e == epoch] for epoch in (0, 1)]
+    assert order[0] != order[1]  # Lightning's epoch reaches the sampler: a new draw every epoch
