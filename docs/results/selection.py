@@ -4,7 +4,9 @@
 
 Each NAME=RUN_GLOB is one variant: a label and a quoted glob of its `cli.py train` LOSO run directories
 (one per seed), e.g. 'b2=runs/utd_mhad-b2-loso-seed*'. For every finished fold it reads metrics.json:
-the validation NLL of the tested epoch (the recipe's `select: nll`), test top-1 and test NLL. Prints a
+the validation NLL of the tested epoch (the recipe's `select: nll`), test top-1 and test NLL. Runs tested
+with `--adapt-bn` (e.g. `cli.py retest RUN --adapt-bn --out runs/adabn/RUN`) are ranked by the validation
+NLL under the same adaptation (`adapted_val_nll`); adapted and unadapted variants are not mixed. Prints a
 Markdown row per variant, sorted by validation NLL (the only column model selection may read), and
 writes docs/results/OUT.json.
 """
@@ -31,8 +33,12 @@ def variant_scores(pattern: str) -> dict:
     if rules != {"val/nll"}:
         raise SystemExit(f"{pattern}: folds selected by {sorted(rules)}; validation NLL is comparable only "
                          "between runs that select on it")
-    return {"runs": runs, "folds": len(folds),
-            "val_nll": round(float(np.mean([m["selected_val_score"] for m in folds])), 3),
+    adapted = {"adapted_val_nll" in m for m in folds}
+    if len(adapted) > 1:
+        raise SystemExit(f"{pattern}: some folds were tested with --adapt-bn and some without")
+    val_nll = "adapted_val_nll" if adapted == {True} else "selected_val_score"
+    return {"runs": runs, "folds": len(folds), "adapt_bn": adapted == {True},
+            "val_nll": round(float(np.mean([m[val_nll] for m in folds])), 3),
             "test_top1": round(100 * float(np.mean([m["accuracy"] for m in folds])), 2),
             "test_nll": round(float(np.mean([m["nll"] for m in folds])), 3)}
 
@@ -44,6 +50,8 @@ def main(out: str, variants: list[str]) -> None:
         if not sep:
             raise SystemExit(f"expected NAME=RUN_GLOB, got {variant!r}")
         results[name] = variant_scores(pattern)
+    if len({r["adapt_bn"] for r in results.values()}) > 1:
+        raise SystemExit("some variants were tested with --adapt-bn and some without; rank them separately")
     ranked = sorted(results.items(), key=lambda item: item[1]["val_nll"])
     (RESULTS / f"{out}.json").write_text(json.dumps(dict(ranked), indent=1) + "\n")
     print("| variant | seeds | (fold, seed) pairs | validation NLL of the tested epochs | test top-1 % | test NLL |")
