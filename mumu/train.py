@@ -457,18 +457,21 @@ def retest(run_dir: str | Path, out: str | Path, progress: bool = True, **test_s
 
 
 @torch.no_grad()
-def _adapted_nll(module: MumuModule, data: RunData, samples: list[Sample]) -> float:
-    """Activity NLL (no label smoothing) over `samples`, each subject's with its own BatchNorm statistics."""
+def _adapted_validation(module: MumuModule, data: RunData, samples: list[Sample]) -> dict[str, float]:
+    """Activity NLL (no label smoothing) and top-1 over `samples`, each subject's with its own BatchNorm
+    statistics: the validation subjects' evidence for adapting, as adapted_val_nll and adapted_val_accuracy."""
     module.eval()
-    total, count = 0.0, 0
+    nll, correct, count = 0.0, 0, 0
     for subject in by_subject(samples):
         batches = list(data.loader(subject))
         with adapted_batchnorm(module, batches):
             for batch in batches:
                 batch = move_data_to_device(batch, module.device)
-                total += F.cross_entropy(module(batch).logits.float(), batch["label"], reduction="sum").item()
+                logits = module(batch).logits.float()
+                nll += F.cross_entropy(logits, batch["label"], reduction="sum").item()
+                correct += (logits.argmax(-1) == batch["label"]).sum().item()
                 count += len(batch["label"])
-    return total / count
+    return {"adapted_val_nll": nll / count, "adapted_val_accuracy": correct / count}
 
 
 def _retest_split(data: RunData, split: SampleSplit, source: Path, fold_dir: Path, progress: bool) -> dict:
@@ -560,7 +563,7 @@ def _test_split(trainer: pl.Trainer, module: MumuModule, data: RunData, split: S
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = module.test_results
     if cfg.adapt_bn:  # the evidence for adapting, on the validation subjects: compare with selected_val_score
-        selection = {**selection, "adapted_val_nll": _adapted_nll(module, data, split.val)}
+        selection = {**selection, **_adapted_validation(module, data, split.val)}
     metrics = {**results["metrics"], "f1": "macro-F1 over the whole test set", "split": split.name,
                "world_size": trainer.world_size, **selection, "adapt_bn": cfg.adapt_bn,
                "activities": data.activity_names}

@@ -71,15 +71,18 @@ def test_adapt_bn_predicts_each_subject_with_its_own_statistics_only(trained, ad
     original = test_probabilities(trained.run_dir)
     change = max(abs(a - b) for i in original for a, b in zip(original[i], got[i]))
     assert change > 1e-3  # the statistics did change the predictions
-    # the validation subjects' NLL under the same adaptation is recorded, the evidence for using it
-    nll, count = 0.0, 0
+    # the validation subjects' NLL and top-1 under the same adaptation are recorded, the evidence for using it
+    nll, correct, count = 0.0, 0, 0
     for samples in by_subject(run.samples("val")):
         batches = list(run.data.loader(samples))
         with adapted_batchnorm(run.module, batches):
             for b in batches:
-                nll += torch.nn.functional.cross_entropy(run.predict(b).logits, b["label"], reduction="sum").item()
+                logits = run.predict(b).logits
+                nll += torch.nn.functional.cross_entropy(logits, b["label"], reduction="sum").item()
+                correct += (logits.argmax(-1) == b["label"]).sum().item()
                 count += len(b["label"])
     assert metrics["adapted_val_nll"] == pytest.approx(nll / count, rel=1e-5)
+    assert metrics["adapted_val_accuracy"] == pytest.approx(correct / count)
 
 
 def test_adaptation_leaves_the_checkpoint_and_the_model_as_trained(trained, adapted):

@@ -6,9 +6,10 @@ Each NAME=RUN_GLOB is one variant: a label and a quoted glob of its `cli.py trai
 (one per seed), e.g. 'b2=runs/utd_mhad-b2-loso-seed*'. For every finished fold it reads metrics.json:
 the validation NLL of the tested epoch (the recipe's `select: nll`), test top-1 and test NLL. Runs tested
 with `--adapt-bn` (e.g. `cli.py retest RUN --adapt-bn --out runs/adabn/RUN`) are ranked by the validation
-NLL under the same adaptation (`adapted_val_nll`); adapted and unadapted variants are not mixed. Prints a
-Markdown row per variant, sorted by validation NLL (the only column model selection may read), and
-writes docs/results/OUT.json.
+NLL under the same adaptation (`adapted_val_nll`), and their validation top-1 under it is shown too
+(`adapted_val_accuracy`, recorded since the eleventh search); adapted and unadapted variants are not mixed.
+Prints a Markdown row per variant, sorted by validation NLL (the validation columns are the only ones model
+selection may read), and writes docs/results/OUT.json.
 """
 from __future__ import annotations
 
@@ -37,8 +38,10 @@ def variant_scores(pattern: str) -> dict:
     if len(adapted) > 1:
         raise SystemExit(f"{pattern}: some folds were tested with --adapt-bn and some without")
     val_nll = "adapted_val_nll" if adapted == {True} else "selected_val_score"
+    val_top1 = [m.get("adapted_val_accuracy") for m in folds]
     return {"runs": runs, "folds": len(folds), "adapt_bn": adapted == {True},
             "val_nll": round(float(np.mean([m[val_nll] for m in folds])), 3),
+            "val_top1": round(100 * float(np.mean(val_top1)), 2) if None not in val_top1 else None,
             "test_top1": round(100 * float(np.mean([m["accuracy"] for m in folds])), 2),
             "test_nll": round(float(np.mean([m["nll"] for m in folds])), 3)}
 
@@ -54,10 +57,13 @@ def main(out: str, variants: list[str]) -> None:
         raise SystemExit("some variants were tested with --adapt-bn and some without; rank them separately")
     ranked = sorted(results.items(), key=lambda item: item[1]["val_nll"])
     (RESULTS / f"{out}.json").write_text(json.dumps(dict(ranked), indent=1) + "\n")
-    print("| variant | seeds | (fold, seed) pairs | validation NLL of the tested epochs | test top-1 % | test NLL |")
-    print("|---|---|---|---|---|---|")
+    print("| variant | seeds | (fold, seed) pairs | validation NLL of the tested epochs | validation top-1 % | "
+          "test top-1 % | test NLL |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in ranked:
-        print(f"| {name} | {len(r['runs'])} | {r['folds']} | {r['val_nll']:.3f} | {r['test_top1']:.2f} | {r['test_nll']:.3f} |")
+        val_top1 = "-" if r["val_top1"] is None else f"{r['val_top1']:.2f}"
+        print(f"| {name} | {len(r['runs'])} | {r['folds']} | {r['val_nll']:.3f} | {val_top1} | {r['test_top1']:.2f} "
+              f"| {r['test_nll']:.3f} |")
 
 
 if __name__ == "__main__":
