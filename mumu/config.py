@@ -69,6 +69,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # > 0: validate, select and test an exponential moving average of the weights
     select: str = "macro_f1"  # the tested checkpoint: best val macro_f1 (first of ties) | lowest val nll | last
     adapt_bn: bool = False  # test: BatchNorm statistics re-estimated on each test subject's inputs (mumu.adapt)
+    validate_adapted: bool = False  # validation (and so `select`): each validation subject adapted to the same way
     subject_batches: bool = False  # training: every batch holds one subject's samples (mumu.data)
     max_epochs: int = 30
     batch_size: int = 32

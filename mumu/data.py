@@ -310,17 +310,18 @@ def make_loader(dataset: StepDataset, collate: PadCollate, batch_size: int, shuf
 class MumuDataModule(pl.LightningDataModule):
     """Train / val / test loaders for one split, from either source (`dataset_factory` builds them).
 
-    test_groups: the test samples in groups, one test DataLoader per group (the module learns which group a
-    batch is from by its dataloader_idx: mumu.adapt adapts to each test subject); None = one loader.
-    subject_batches: every training batch holds one subject's samples."""
+    test_groups, val_groups: the test (validation) samples in groups, one DataLoader per group (the module
+    learns which group a batch is from by its dataloader_idx: mumu.adapt adapts to each subject); None = one
+    loader. subject_batches: every training batch holds one subject's samples."""
 
     def __init__(self, make_dataset: Callable[[list[Sample], bool], StepDataset], collate: PadCollate,
                  train: list[Sample], val: list[Sample], test: list[Sample], batch_size: int, seed: int,
-                 num_workers: int, test_groups: list[list[Sample]] | None = None, subject_batches: bool = False):
+                 num_workers: int, test_groups: list[list[Sample]] | None = None,
+                 val_groups: list[list[Sample]] | None = None, subject_batches: bool = False):
         super().__init__()
         self.make_dataset, self.collate = make_dataset, collate
         self.splits = {"train": train, "val": val, "test": test}
-        self.test_groups = test_groups
+        self.groups = {"val": val_groups, "test": test_groups}
         self.subject_batches = subject_batches  # training batches of one subject each (SubjectBatchSampler)
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
 
@@ -335,11 +336,14 @@ class MumuDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.splits["train"], training=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["val"], training=False)
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self._evaluation_loaders("val")
 
     def test_dataloader(self) -> DataLoader | list[DataLoader]:
-        if self.test_groups is None:
-            return self._loader(self.splits["test"], training=False)
-        loaders = [self._loader(group, training=False) for group in self.test_groups]
+        return self._evaluation_loaders("test")
+
+    def _evaluation_loaders(self, part: str) -> DataLoader | list[DataLoader]:
+        if self.groups[part] is None:
+            return self._loader(self.splits[part], training=False)
+        loaders = [self._loader(group, training=False) for group in self.groups[part]]
         return loaders if len(loaders) > 1 else loaders[0]

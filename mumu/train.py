@@ -101,6 +101,11 @@ class MumuModule(pl.LightningModule):
         # adapt_bn: BatchNorm statistics per test DataLoader (one per test subject), set before testing
         self.test_batchnorm: list[BatchNormState] | None = None
         self._trained_batchnorm: BatchNormState | None = None
+        # validate_adapted: the validation subjects and a loader over samples (set before fitting); their
+        # BatchNorm statistics are re-estimated every validation epoch, for the weights being validated
+        self._val_subjects: list[list[Sample]] | None = None
+        self._val_loader: Callable[[list[Sample]], Any] | None = None
+        self._val_batchnorm: list[BatchNormState] | None = None
 
     # ---- inputs
     def features(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -189,7 +194,29 @@ class MumuModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- validation
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validate_adapted_to(self, subjects: list[list[Sample]], loader: Callable[[list[Sample]], Any]) -> None:
+        """validate_adapted: validation DataLoader i (subjects[i]'s samples) runs with BatchNorm statistics
+        re-estimated on that subject's inputs, as `adapt_to_test_subjects` does for the test."""
+        self._val_subjects, self._val_loader = subjects, loader
+
+    def on_validation_epoch_start(self) -> None:
+        if self._val_subjects is not None:  # runs after the EMA callback has swapped the averaged weights in
+            with torch.random.fork_rng(devices=[]):  # a DataLoader draws a seed: training must not see it
+                self._val_batchnorm = [subject_batchnorm_state(self, self._val_loader(samples))
+                                       for samples in self._val_subjects]
+            self._trained_batchnorm = batchnorm_state(self)
+
+    def on_validation_batch_start(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self._val_batchnorm is not None:
+            load_batchnorm_state(self, self._val_batchnorm[dataloader_idx])
+
+    def on_validation_batch_end(self, outputs: Any, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        # restored after every batch: the EMA callback swaps the weights back, buffers included, before
+        # the module's own epoch-end hook runs, and must get the trained statistics back
+        if self._val_batchnorm is not None:
+            load_batchnorm_state(self, self._trained_batchnorm)
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         out = self(batch)
         self.val_metrics.update(out.logits, batch["label"], out.group_logits, batch["group"], self.loss(out, batch))
 
@@ -528,8 +555,12 @@ def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callb
     if ckpt_path is None:  # a resumed run restores the statistics from its checkpoint
         norm_samples = random.Random(cfg.seed).sample(split.train, min(NORM_SAMPLES, len(split.train)))
         module.fit_input_norm(data.loader(norm_samples))
+    val_subjects = by_subject(split.val) if cfg.validate_adapted else None
+    if val_subjects is not None:
+        module.validate_adapted_to(val_subjects, data.loader)
     datamodule = MumuDataModule(data.dataset, data.collate(), split.train, split.val, split.test,
-                                cfg.batch_size, cfg.seed, cfg.num_workers, subject_batches=cfg.subject_batches)
+                                cfg.batch_size, cfg.seed, cfg.num_workers, val_groups=val_subjects,
+                                subject_batches=cfg.subject_batches)
     monitor, mode = SELECTION_METRICS[cfg.select]
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor=monitor,
                                               mode=mode, save_last=True, enable_version_counter=False,
@@ -755,6 +786,9 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
 @click.option("--ema-decay", type=float, help="> 0: validate, select and test a moving average of the weights.")
 @click.option("--adapt-bn/--no-adapt-bn", default=None,
               help="Test: re-estimate BatchNorm statistics on each test subject's inputs (AdaBN; no labels used).")
+@click.option("--validate-adapted/--no-validate-adapted", default=None,
+              help="Validation (so --select): each validation subject with BatchNorm statistics of its own inputs, "
+                   "as --adapt-bn tests.")
 @click.option("--subject-batches/--no-subject-batches", default=None,
               help="Training: every batch holds one subject's samples (per-subject BatchNorm statistics).")
 @click.option("--num-workers", type=int, help="DataLoader worker processes (spawned).")

@@ -159,3 +159,29 @@ def test_training_with_subject_batches_feeds_one_subject_per_batch_and_reshuffle
     assert seen and all(len(subjects) == 1 for _, subjects in seen)
     order = [[next(iter(s)) for e, s in seen if e == epoch] for epoch in (0, 1)]
     assert order[0] != order[1]  # Lightning's epoch reaches the sampler: a new draw every epoch
+
+
+def test_validating_adapted_selects_on_the_adapted_loss_and_leaves_training_alone(tiny_demo, tmp_path):  # noqa: F811
+    final: dict[str, dict] = {}
+
+    class FinalWeights(pl.Callback):  # runs after the EMA callback has put the average in: the trained model
+        def on_train_end(self, trainer, module):
+            final[str(trainer.default_root_dir)] = {k: v.clone() for k, v in module.state_dict().items()}
+
+    settings = dict(max_epochs=3, batch_size=4, lr=1e-2, select="nll", ema_decay=0.9, adapt_bn=True)
+    plain = train_once(tiny_demo.config(tmp_path / "plain", **settings), progress=False,
+                       callbacks=[FinalWeights()]).metrics
+    assert len(by_subject(load_run(tmp_path / "plain").samples("val"))) > 1  # one DataLoader per subject
+    adapted = train_once(tiny_demo.config(tmp_path / "adapted", validate_adapted=True, **settings), progress=False,
+                         callbacks=[FinalWeights()]).metrics
+    # the epoch was selected on the validation NLL under adaptation: recomputed on the checkpoint, it agrees
+    agreement = abs(adapted["selected_val_score"] - adapted["adapted_val_nll"])
+    assert agreement < 1e-5
+    assert abs(plain["selected_val_score"] - plain["adapted_val_nll"]) > 100 * agreement  # without, they differ
+    # validation read the weights and changed none of them, BatchNorm statistics and weight average included
+    (plain_weights, adapted_weights) = final.values()
+    assert plain_weights.keys() == adapted_weights.keys()
+    for name, value in plain_weights.items():
+        assert torch.equal(value, adapted_weights[name]), name
+    logged = (tmp_path / "adapted" / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "val/nll" in logged  # one series, not one per validation subject
