@@ -201,9 +201,11 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        # One thread and fixed settings: the same frames always give the same bytes.
+        # One thread and fixed settings: the same frames always give the same bytes. x264's macroblock-tree
+        # rate control did not (2-4 different encodings of one clip in 30 tries, on an AVX-512 machine).
         stream.codec_context.thread_count = 1
-        stream.options = {"crf": "20", "preset": "veryfast"}
+        stream.options = {"crf": "20", "preset": "veryfast", "threads": "1",
+                          "x264-params": "threads=1:lookahead-threads=1:no-mbtree=1"}
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())  # flush
