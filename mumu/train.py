@@ -563,12 +563,16 @@ def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callb
                                 subject_batches=cfg.subject_batches)
     monitor, mode = SELECTION_METRICS[cfg.select]
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor=monitor,
-                                              mode=mode, save_last=True, enable_version_counter=False,
-                                              auto_insert_metric_name=False)
+                                              mode=mode, enable_version_counter=False, auto_insert_metric_name=False)
+    # Lightning's save_last follows only the epochs that improve `monitor`; this one writes every epoch, so a
+    # killed run resumes from its last finished epoch instead of redoing every epoch since the best one
+    # (monitoring the step, which always grows, also keeps its state apart from `checkpoint`'s when that has none)
+    last = pl.callbacks.ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="last", monitor="step", mode="max",
+                                        enable_version_counter=False, auto_insert_metric_name=False)
     if cfg.ema_decay > 0:  # Lightning swaps the average in for validation and saves it as the checkpoint's weights
         callbacks = [pl.callbacks.EMAWeightAveraging(decay=cfg.ema_decay), *callbacks]
     trainer = pl.Trainer(**_trainer_options(cfg, fold_dir, progress, resuming=ckpt_path is not None),
-                         callbacks=[checkpoint, *callbacks])
+                         callbacks=[checkpoint, last, *callbacks])
     if ckpt_path:
         _check_readable(ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
