@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 VIDEO_DECODERS = ("decord", "pyav")
+STARTUP_TIMEOUT_S = 300.0  # a decode worker that has not imported its decoders by then is not starting
 
 
 class DecodeError(Exception):
@@ -148,13 +149,17 @@ def _write_message(stream, obj) -> None:
     stream.flush()
 
 
-def _read_exactly(fd: int, n: int, deadline: float | None) -> bytes:
+def _read_message(fd: int, deadline: float) -> tuple:
+    size = struct.unpack("<Q", _read_exactly(fd, 8, deadline))[0]
+    return pickle.loads(_read_exactly(fd, size, deadline))
+
+
+def _read_exactly(fd: int, n: int, deadline: float) -> bytes:
     chunks, remaining = [], n
     while remaining:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise TimeoutError
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise TimeoutError
         chunk = os.read(fd, min(remaining, 1 << 20))
         if not chunk:
             raise EOFError
@@ -169,6 +174,7 @@ def _serve() -> None:
     sys.stdout = sys.stderr  # stray prints from libraries must not corrupt the result stream
     os.nice(5)  # where cores are scarce, decoding ahead yields to the backbone it feeds
     import decord  # noqa: F401  (imported before the first request, while the parent is still setting up)
+    _write_message(out, ("ready", None, None))  # request deadlines start from here, not from the spawn
     while True:
         header = inp.read(8)
         if len(header) < 8:
@@ -196,6 +202,7 @@ class DecodeWorker:
         self.recycle_after = recycle_after  # decord leaks per reader (dmlc/decord#1, #280)
         self._proc: subprocess.Popen | None = None
         self._served = 0
+        self._ready = False  # the process has imported its decoders and said so
 
     def decode(self, path: str, kind: str, stride: int, image_size: int) -> np.ndarray:
         """(S, image_size, image_size, 3) uint8."""
@@ -217,12 +224,18 @@ class DecodeWorker:
 
     def _request(self, path, kind, stride, image_size, decoder) -> np.ndarray:
         self.start()
-        _write_message(self._proc.stdin, (str(path), kind, int(stride), int(image_size), decoder))
-        deadline = time.monotonic() + self.timeout_s
         fd = self._proc.stdout.fileno()
+        if not self._ready:  # a busy machine may take seconds to start Python: not the file's time
+            try:
+                _read_message(fd, time.monotonic() + STARTUP_TIMEOUT_S)
+            except (TimeoutError, EOFError):
+                self.close()
+                raise DecodeError(f"the decode worker process did not start within {STARTUP_TIMEOUT_S:.0f} s "
+                                  f"(python -m pipeline.decode)") from None
+            self._ready = True
+        _write_message(self._proc.stdin, (str(path), kind, int(stride), int(image_size), decoder))
         try:
-            size = struct.unpack("<Q", _read_exactly(fd, 8, deadline))[0]
-            status, payload, _ = pickle.loads(_read_exactly(fd, size, deadline))
+            status, payload, _ = _read_message(fd, time.monotonic() + self.timeout_s)
         except TimeoutError:
             self.close()
             raise
@@ -241,6 +254,7 @@ class DecodeWorker:
         self._proc = subprocess.Popen([sys.executable, "-m", "pipeline.decode"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, env=env, cwd=repo_root)
         self._served = 0
+        self._ready = False
 
     def close(self) -> None:
         if self._proc is not None:

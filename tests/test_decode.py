@@ -91,6 +91,18 @@ def test_worker_kills_a_hanging_decode_and_keeps_working(tmp_path):
                                       decode_visual(str(tmp_path / "ok.mp4"), "video", 3, 32)[0])
 
 
+def test_a_slow_starting_worker_does_not_eat_into_the_decode_timeout(tmp_path, monkeypatch):
+    # On a busy machine starting Python and importing decord can take longer than a decode is allowed:
+    # the timeout must count the decode only. A sitecustomize that sleeps 3 s stands in for the busy machine.
+    slow = tmp_path / "slow_start"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text("import time\ntime.sleep(3)\n")
+    monkeypatch.setenv("PYTHONPATH", str(slow))
+    write_mp4(tmp_path / "ok.mp4", n_frames=6)
+    with DecodeWorker(timeout_s=2) as worker:
+        assert worker.decode(str(tmp_path / "ok.mp4"), "video", 3, 32).shape == (2, 32, 32, 3)
+
+
 def test_real_utd_mhad_depth_becomes_three_channel_images(utd_root):
     path = utd_root / "Depth" / "a1_s1_t1_depth.mat"  # (240, 320, 48) uint16, max 3201 mm
     frames = load_depth_frames(str(path), stride=3, image_size=64)
