@@ -764,6 +764,8 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float, help="AdamW learning rate.")
 @click.option("--weight-decay", type=float)
+@click.option("--warmup", type=float, help="Fraction of the steps warming up to --lr (one cycle); 0 = cosine from --lr.")
+@click.option("--label-smoothing", type=float, help="Label smoothing of the activity loss.")
 @click.option("--embed-dim", type=int)
 @click.option("--dropout", type=float)
 @click.option("--lstm-layers", type=int, help="LSTM layers per modality encoder; 0 = none.")

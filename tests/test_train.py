@@ -258,7 +258,8 @@ def test_train_command_prints_the_headline(tiny_demo, tmp_path):  # noqa: F811
             "--embed-dim", "16", "--max-steps-sensor", "6", "--num-workers", "0", "--accelerator", "cpu",
             "--val-fraction", "0.2", "--select", "last", "--ema-decay", "0.5", "--gm-gate", "sigmoid", "--gm-heads", "2",
             "--gm-merge", "concat", "--fusion-init", "xavier",
-            "--fusion-norm", "count", "--modality-dropout", "0.3", "--out", str(out)]
+            "--fusion-norm", "count", "--modality-dropout", "0.3", "--warmup", "0.2", "--label-smoothing", "0.05",
+            "--out", str(out)]
     runner = CliRunner()
     result = runner.invoke(train_command, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -268,7 +269,8 @@ def test_train_command_prints_the_headline(tiny_demo, tmp_path):  # noqa: F811
     assert json.loads((out / "metrics.json").read_text())["selected_by"] == "last epoch"
     written = (out / "config.yaml").read_text()
     assert all(line in written for line in ("ema_decay: 0.5", "gm_gate: sigmoid", "gm_heads: 2", "gm_merge: concat",
-                                          "fusion_init: xavier", "fusion_norm: count", "modality_dropout: 0.3"))
+                                          "fusion_init: xavier", "fusion_norm: count", "modality_dropout: 0.3",
+                                          "warmup: 0.2", "label_smoothing: 0.05"))
     motion = runner.invoke(train_command, args[:-1] + [str(tmp_path / "motion"), "--motion"])  # reaches the config
     assert motion.exit_code != 0 and "motion channels need the sequence sensor encoder" in motion.output
     kl = runner.invoke(train_command, args[:-1] + [str(tmp_path / "kl"), "--fusion-kl", "0.5"])  # with the sigmoid gate
