@@ -10,8 +10,8 @@ prediction depends on the other samples of the same subject (transductive), not 
 from __future__ import annotations
 
 from collections import defaultdict
-from contextlib import contextmanager
-from typing import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any, Iterable, Iterator
 
 import torch
 from pytorch_lightning.utilities import move_data_to_device
@@ -85,3 +85,16 @@ def adapted_batchnorm(module: nn.Module, batches: Iterable[dict]) -> Iterator[No
         yield
     finally:
         load_batchnorm_state(module, trained)
+
+
+@torch.no_grad()
+def predict_by_subject(module: nn.Module, subjects: Iterable[list[dict]], adapt: bool) -> Iterator[tuple[dict, Any]]:
+    """(batch, module(batch)) for every batch of every subject (`subjects` yields one list of batches per
+    subject), each subject's with BatchNorm statistics of its own batches when `adapt`. Batches come back on
+    the module's device."""
+    device = next(module.parameters()).device
+    for batches in subjects:
+        batches = [move_data_to_device(batch, device) for batch in batches]
+        with adapted_batchnorm(module, batches) if adapt else nullcontext():
+            outputs = [(batch, module(batch)) for batch in batches]
+        yield from outputs

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import json
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_su
 from tqdm import tqdm
 
 from mumu import plots
-from mumu.adapt import adapted_batchnorm, by_subject
+from mumu.adapt import by_subject, predict_by_subject
 from mumu.noise import NOISE_MODES, corrupt_batch, split_groups
 from pipeline.errors import MumuError
 
@@ -78,18 +77,18 @@ def infer(run, corrupt: str | None = None, noise: str = "drop", level: float = 1
     tested = run.samples("test")
     rows: dict[str, list] = {k: [] for k in ("ids", "labels", "groups", "preds", "group_preds", "uni", "fused")}
     attention: dict[str, list] = {}
-    for samples in by_subject(tested) if run.config.adapt_bn else [tested]:
-        batches = []
-        for batch in run.data.loader(samples):
-            if corrupt is not None:
-                n = len(batch["sample_id"])
-                batch, _ = corrupt_batch(batch, run.data.specs, noise, level, generator,
-                                         groups=None if corrupt == "random" else [corrupt] * n)
-            batches.append(batch)
-        with adapted_batchnorm(run.module, batches) if run.config.adapt_bn else nullcontext():
-            outputs = [(batch, run.predict(batch)) for batch in batches]
-        for batch, out in outputs:
-            _collect(rows, attention, batch, out)
+
+    def corrupted(batch: dict) -> dict:
+        if corrupt is None:
+            return batch
+        n = len(batch["sample_id"])
+        return corrupt_batch(batch, run.data.specs, noise, level, generator,
+                             groups=None if corrupt == "random" else [corrupt] * n)[0]
+
+    subjects = ([corrupted(batch) for batch in run.data.loader(samples)]
+                for samples in (by_subject(tested) if run.config.adapt_bn else [tested]))
+    for batch, out in predict_by_subject(run.module, subjects, run.config.adapt_bn):
+        _collect(rows, attention, batch, out)
     if not rows["ids"]:
         raise MumuError(f"{run.run_dir}: the test set is empty")
     return Inference(rows["ids"], np.concatenate(rows["labels"]), np.concatenate(rows["groups"]),

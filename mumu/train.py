@@ -37,9 +37,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.utilities import move_data_to_device, rank_zero_only
+from pytorch_lightning.utilities import rank_zero_only
 
-from mumu.adapt import (BatchNormState, adapted_batchnorm, batchnorm_state, by_subject, load_batchnorm_state,
+from mumu.adapt import (BatchNormState, batchnorm_state, by_subject, load_batchnorm_state, predict_by_subject,
                         subject_batchnorm_state)
 from mumu.config import (FUSION_INITS, FUSION_NORMS, GM_GATES, GM_MERGES, SELECTIONS, TrainConfig, config_from_dict,
                          load_config, resolve_config, save_config)
@@ -489,15 +489,11 @@ def _adapted_validation(module: MumuModule, data: RunData, samples: list[Sample]
     statistics: the validation subjects' evidence for adapting, as adapted_val_nll and adapted_val_accuracy."""
     module.eval()
     nll, correct, count = 0.0, 0, 0
-    for subject in by_subject(samples):
-        batches = list(data.loader(subject))
-        with adapted_batchnorm(module, batches):
-            for batch in batches:
-                batch = move_data_to_device(batch, module.device)
-                logits = module(batch).logits.float()
-                nll += F.cross_entropy(logits, batch["label"], reduction="sum").item()
-                correct += (logits.argmax(-1) == batch["label"]).sum().item()
-                count += len(batch["label"])
+    for batch, out in predict_by_subject(module, (list(data.loader(s)) for s in by_subject(samples)), adapt=True):
+        logits = out.logits.float()
+        nll += F.cross_entropy(logits, batch["label"], reduction="sum").item()
+        correct += (logits.argmax(-1) == batch["label"]).sum().item()
+        count += len(batch["label"])
     return {"adapted_val_nll": nll / count, "adapted_val_accuracy": correct / count}
 
 

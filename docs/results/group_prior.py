@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 RESULTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(RESULTS.parents[1]))
 
-from mumu.adapt import adapted_batchnorm, by_subject  # noqa: E402
+from mumu.adapt import by_subject, predict_by_subject  # noqa: E402
 from mumu.train import finished_folds, load_run  # noqa: E402
 
 LAMS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
@@ -32,14 +31,12 @@ LAMS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 def outputs(run, part: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Activity log-probs (N, K), group log-probs (N, G) and labels (N,) of one fold's `part`."""
     activity, group, labels = [], [], []
-    for samples in by_subject(run.samples(part)) if run.config.adapt_bn else [run.samples(part)]:
-        batches = list(run.data.loader(samples))
-        with adapted_batchnorm(run.module, batches) if run.config.adapt_bn else nullcontext():
-            for batch in batches:
-                out = run.predict(batch)
-                activity.append(F.log_softmax(out.logits.float(), -1))
-                group.append(F.log_softmax(out.group_logits.float(), -1))
-                labels.append(batch["label"])
+    samples = run.samples(part)
+    subjects = (list(run.data.loader(s)) for s in (by_subject(samples) if run.config.adapt_bn else [samples]))
+    for batch, out in predict_by_subject(run.module, subjects, run.config.adapt_bn):
+        activity.append(F.log_softmax(out.logits.float(), -1))
+        group.append(F.log_softmax(out.group_logits.float(), -1))
+        labels.append(batch["label"])
     return torch.cat(activity), torch.cat(group), torch.cat(labels)
 
 
