@@ -10,7 +10,8 @@ This is what `cli.py study ablation` reports, on runs that were trained one by o
 ASO treats every (fold, seed) score as an independent draw, but under LOSO the folds are 8 subjects, and
 a subject that suits one model does so on every seed. So the file also compares each pair per test
 subject (the mean over seeds): the mean difference, on how many subjects A is ahead, and the two-sided
-Wilcoxon signed-rank p-value over the subjects.
+Wilcoxon signed-rank p-value over the subjects. Where both files hold the validation subjects' adapted top-1
+(AdaBN runs), it makes the same comparison per validation subject.
 """
 from __future__ import annotations
 
@@ -36,10 +37,11 @@ def scores_of(runs: list[dict]) -> list[float]:
     return [acc for run in runs for acc in run["accuracy"].values()]
 
 
-def subject_means(runs: list[dict]) -> dict[str, float]:
-    """Fold (= test subject) -> top-1 accuracy averaged over the seeds."""
-    folds = sorted({fold for run in runs for fold in run["accuracy"]})
-    return {fold: float(np.mean([run["accuracy"][fold] for run in runs if fold in run["accuracy"]])) for fold in folds}
+def subject_means(runs: list[dict], score: str = "accuracy") -> dict[str, float]:
+    """Fold -> `score` averaged over the seeds: "accuracy" is the fold's test subject's top-1,
+    "adapted_val_accuracy" its validation subject's (LOSO: the next subject) under AdaBN."""
+    folds = sorted({fold for run in runs for fold in run.get(score, {})})
+    return {fold: float(np.mean([run[score][fold] for run in runs if fold in run.get(score, {})])) for fold in folds}
 
 
 def paired_by_subject(a: dict[str, float], b: dict[str, float]) -> dict:
@@ -57,21 +59,32 @@ def main(out: str, names: list[str]) -> None:
     subjects = {name: subject_means(r) for name, r in runs.items()}
     paired = {f"{a} vs {b}": paired_by_subject(subjects[a], subjects[b])
               for i, a in enumerate(names) for b in names[i + 1:]}
+    # Under LOSO every subject is once a fold's validation subject and once its test subject, so the validation
+    # top-1 is a second estimate of accuracy on unseen subjects (optimistic: it also picked the epoch).
+    validation = {name: subject_means(r, "adapted_val_accuracy") for name, r in runs.items()}
+    paired_validation = {f"{a} vs {b}": paired_by_subject(validation[a], validation[b])
+                         for i, a in enumerate(names) for b in names[i + 1:] if validation[a] and validation[b]}
     summary = {"test": TEST_NAME, "score": "top-1 accuracy per (fold, seed)",
                "n": {k: len(v) for k, v in scores.items()}, "eps_min": eps,
                "significantly_better_than": significantly_better(eps),
                "per_subject": {"score": "top-1 accuracy per test subject, mean over seeds; two-sided Wilcoxon "
                                         "signed-rank test over the subjects", "pairs": paired}}
+    if paired_validation:
+        summary["per_validation_subject"] = {
+            "score": "adapted validation top-1 per fold's validation subject, mean over seeds; Wilcoxon as above",
+            "pairs": paired_validation}
     (OUT / f"{out}.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(TEST_NAME)
     print("| eps_min(A, B) | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
     for a in names:
         print(f"| {a} | " + " | ".join("–" if a == b else f"{eps[a][b]:.2f}" for b in names) + " |")
-    print("\nper test subject (mean over seeds): A - B in points, subjects where A / B is ahead, Wilcoxon p")
-    for pair, r in paired.items():
-        print(f"{pair}: {r['mean_difference_points']:+.2f}, {r['a_ahead_on']} / {r['b_ahead_on']} of "
-              f"{r['subjects']}, p = {r['wilcoxon_p']:.3f}")
+    for title, pairs in (("test subject", paired), ("validation subject (AdaBN runs)", paired_validation)):
+        if pairs:
+            print(f"\nper {title} (mean over seeds): A - B in points, subjects where A / B is ahead, Wilcoxon p")
+        for pair, r in pairs.items():
+            print(f"{pair}: {r['mean_difference_points']:+.2f}, {r['a_ahead_on']} / {r['b_ahead_on']} of "
+                  f"{r['subjects']}, p = {r['wilcoxon_p']:.3f}")
 
 
 if __name__ == "__main__":

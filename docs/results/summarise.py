@@ -4,7 +4,8 @@
 
 Each RUN_DIR is a `cli.py train` output (one seed; LOSO runs have fold_s<N>/ folders). Reads every
 fold's metrics.json and the run's predictions.csv, and writes into docs/results/:
-- NAME.json: per run and fold top-1 accuracy, macro-F1 and test NLL, mean +- std over folds of each run,
+- NAME.json: per run and fold top-1 accuracy, macro-F1 and test NLL (and, for runs tested with --adapt-bn, the
+  validation subject's adapted top-1), mean +- std over folds of each run,
   and over all (fold, seed) pairs; clean vs noisy metrics where `cli.py evaluate RUN_DIR` has run; per-class and per-subject accuracy over the pooled test predictions;
   the most frequent confusions;
 - NAME_confusion.png: the pooled confusion matrix (rows = true activity, row-normalised).
@@ -63,7 +64,9 @@ def main(name: str, run_dirs: list[str]) -> None:
         acc = {f: m["accuracy"] for f, m in folds.items()}
         f1 = {f: m["macro_f1"] for f, m in folds.items()}
         nll = {f: m["nll"] for f, m in folds.items() if "nll" in m}  # runs from before test NLL was logged lack it
-        runs[str(run)] = {"accuracy": acc, "macro_f1": f1, "nll": nll,
+        # the validation subject's top-1 under AdaBN (runs tested with --adapt-bn since the eleventh search)
+        val_acc = {f: m["adapted_val_accuracy"] for f, m in folds.items() if "adapted_val_accuracy" in m}
+        runs[str(run)] = {"accuracy": acc, "macro_f1": f1, "nll": nll, "adapted_val_accuracy": val_acc,
                           "accuracy_over_folds": mean_std(list(acc.values())),
                           "macro_f1_over_folds": mean_std(list(f1.values())), "noise": noise_metrics(run)}
         all_acc += acc.values()
