@@ -87,6 +87,41 @@ def adapted_batchnorm(module: nn.Module, batches: Iterable[dict]) -> Iterator[No
         load_batchnorm_state(module, trained)
 
 
+def silent_streams(batch: dict) -> Tensor:
+    """(B, M) bool, modalities in sorted order: the streams that carry no signal, every value the same over
+    the sample's two or more valid steps (a dead sensor, or the noise study's dropped features)."""
+    flags = []
+    for name in sorted(batch["x"]):
+        x, lengths = batch["x"][name], batch["lengths"][name]
+        valid = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])[..., None]  # (B, S, 1)
+        flat = x.flatten(2).float()  # (B, S, F)
+        highest = flat.masked_fill(~valid, float("-inf")).amax(1)  # (B, F)
+        lowest = flat.masked_fill(~valid, float("inf")).amin(1)
+        flags.append((lengths >= 2) & (highest == lowest).all(1))
+    return torch.stack(flags, dim=1)
+
+
+def _select_rows(batch: Any, keep: Tensor) -> Any:
+    """The rows `keep` (B,) bool of every tensor and list in a (nested) batch dict."""
+    if isinstance(batch, dict):
+        return {key: _select_rows(value, keep) for key, value in batch.items()}
+    if isinstance(batch, Tensor):
+        return batch[keep.to(batch.device)]
+    return [item for item, kept in zip(batch, keep.tolist()) if kept]
+
+
+def split_by_condition(batches: list[dict]) -> list[list[dict]]:
+    """One subject's batches regrouped by which of their streams are silent (`silent_streams`), one list of
+    batches per pattern. Adapting to each list on its own keeps a dead stream's samples out of the statistics
+    that the same subject's live samples are normalised with, and gives the dead ones statistics of their own."""
+    groups: dict[tuple[bool, ...], list[dict]] = defaultdict(list)
+    for batch in batches:
+        silent = silent_streams(batch)  # (B, M)
+        for pattern in torch.unique(silent, dim=0):
+            groups[tuple(pattern.tolist())].append(_select_rows(batch, (silent == pattern).all(1)))
+    return [groups[pattern] for pattern in sorted(groups)]
+
+
 @torch.no_grad()
 def predict_by_subject(module: nn.Module, subjects: Iterable[list[dict]], adapt: bool) -> Iterator[tuple[dict, Any]]:
     """(batch, module(batch)) for every batch of every subject (`subjects` yields one list of batches per

@@ -33,13 +33,14 @@ from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_su
 from tqdm import tqdm
 
 from mumu import plots
-from mumu.adapt import by_subject, predict_by_subject
+from mumu.adapt import by_subject, predict_by_subject, split_by_condition
 from mumu.noise import NOISE_MODES, corrupt_batch, split_groups
 from pipeline.errors import MumuError
 
 # the clean pass plus three noisy conditions; value: which group to corrupt ("random" = p=0.5 per sample)
 CONDITIONS = {"clean": None, "noisy": "random", "noisy_visual": "visual", "noisy_non_visual": "non_visual"}
-DEFAULTS = {"noise": "drop", "noise_level": 1.0, "activities": "auto", "tsne_samples": 400, "seed": 0}
+DEFAULTS = {"noise": "drop", "noise_level": 1.0, "activities": "auto", "tsne_samples": 400, "seed": 0,
+            "adapt_by_condition": True}
 
 
 @dataclass
@@ -66,12 +67,14 @@ class Inference:
             cat([p.unimodal for p in parts]), cat([p.fused for p in parts]))
 
 
-def infer(run, corrupt: str | None = None, noise: str = "drop", level: float = 1.0, seed: int = 0) -> Inference:
+def infer(run, corrupt: str | None = None, noise: str = "drop", level: float = 1.0, seed: int = 0,
+          adapt_by_condition: bool = False) -> Inference:
     """Run a loaded run (`mumu.train.load_run`) over its test set, optionally corrupting the input.
 
     corrupt: None (clean), "random" (visual or non-visual group per sample, p = 0.5), "visual" or
     "non_visual" (that group in every sample). A run configured with adapt_bn adapts to each test subject's
-    inputs as they arrive, corrupted or not (mumu.adapt).
+    inputs as they arrive, corrupted or not (mumu.adapt); with `adapt_by_condition`, to each subject's samples
+    that share which streams are silent (`mumu.adapt.split_by_condition`), each such group on its own.
     """
     generator = torch.Generator().manual_seed(seed)
     tested = run.samples("test")
@@ -87,6 +90,8 @@ def infer(run, corrupt: str | None = None, noise: str = "drop", level: float = 1
 
     subjects = ([corrupted(batch) for batch in run.data.loader(samples)]
                 for samples in (by_subject(tested) if run.config.adapt_bn else [tested]))
+    if run.config.adapt_bn and adapt_by_condition:
+        subjects = (group for batches in subjects for group in split_by_condition(batches))
     for batch, out in predict_by_subject(run.module, subjects, run.config.adapt_bn):
         _collect(rows, attention, batch, out)
     if not rows["ids"]:
@@ -186,7 +191,8 @@ def write_confusion_csv(path: Path, result: Inference, activity_names: list[str]
     tmp.replace(path)
 
 
-def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, seed: int = 0):
+def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, seed: int = 0,
+                adapt_by_condition: bool = True):
     """Every `CONDITIONS` pass for each fold's best model. Returns ([{condition: Inference}] per fold,
     the last fold's loaded run)."""
     from mumu.train import load_run, run_splits
@@ -205,20 +211,26 @@ def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, se
             results = {}
             for name, group in CONDITIONS.items():
                 bar.set_postfix_str(f"{fold or 'test'} {name}")
-                results[name] = infer(run, group, noise, level, seed)
+                results[name] = infer(run, group, noise, level, seed, adapt_by_condition)
                 bar.update()
             per_fold.append(results)
     return per_fold, run
 
 
 def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str = "drop", noise_level: float = 1.0,
-                 activities: str = "auto", tsne_samples: int = 400, seed: int = 0) -> tuple[dict, list[dict], Path]:
-    """Evaluate RUN_DIR into OUT (default RUN_DIR/eval). Returns (metrics, per-class rows, OUT)."""
+                 activities: str = "auto", tsne_samples: int = 400, seed: int = 0,
+                 adapt_by_condition: bool = True) -> tuple[dict, list[dict], Path]:
+    """Evaluate RUN_DIR into OUT (default RUN_DIR/eval). Returns (metrics, per-class rows, OUT).
+
+    adapt_by_condition: for a run tested with AdaBN (train.adapt_bn), adapt to each subject's samples grouped
+    by which of their streams are silent, so that under per-sample noise the live samples are not normalised
+    with statistics of zeroed ones; False adapts to each subject's samples all together (as before 2026-11-30).
+    Clean inputs, and a group zeroed in every sample, give one group per subject: the same either way."""
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "eval"
     if noise not in NOISE_MODES:
         raise MumuError(f"unknown noise mode {noise!r}; choose one of {', '.join(NOISE_MODES)}")
-    per_fold, run = infer_folds(run_dir, noise, noise_level, seed)
+    per_fold, run = infer_folds(run_dir, noise, noise_level, seed, adapt_by_condition)
     folds = len(per_fold)
     results = {name: Inference.concat([f[name] for f in per_fold]) for name in CONDITIONS}
     first = per_fold[0]  # attention and t-SNE: one model (see module docstring)
@@ -228,7 +240,9 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
     class_groups = _class_groups(run.config.dataset, run.config.activity_table)
     metrics, per_class = compute_metrics(results, names, group_names, class_groups)
     metrics.update({"model": run.config.model, "dataset": run.config.dataset, "protocol": run.config.protocol,
-                    "folds": folds, "noise": {"mode": noise, "level": noise_level}})
+                    "folds": folds, "noise": {"mode": noise, "level": noise_level},
+                    "adaptation": (("subject and silent streams" if adapt_by_condition else "subject")
+                                   if run.config.adapt_bn else None)})
     if folds > 1:  # LOSO papers report the mean ± std over folds; the headline numbers above pool them
         scores = [headline_metrics(f["clean"].labels, f["clean"].preds) for f in per_fold]
         metrics["fold_mean"] = {}
@@ -309,6 +323,9 @@ def _evaluate_params(params: str | None) -> dict[str, Any]:
 @click.option("--activities", help="Activities in the attention plot, comma-separated, or auto.")
 @click.option("--tsne-samples", type=click.IntRange(10), help="At most this many test samples in the t-SNE.")
 @click.option("--seed", type=int, help="Seed of the noise and the t-SNE.")
+@click.option("--adapt-by-condition/--adapt-by-subject", default=None,
+              help="For a run tested with --adapt-bn: adapt to each subject's samples grouped by which streams are "
+                   "silent (default), or to each subject's samples all together.")
 def evaluate_command(run_dir: Path, out: Path | None, params: str, **options: Any) -> None:
     """Metrics (clean and noisy input) and the paper's plots for a finished training run.
 

@@ -10,9 +10,10 @@ import pytorch_lightning as pl
 import torch
 from click.testing import CliRunner
 
-from mumu.adapt import adapted_batchnorm, by_subject
+from mumu.adapt import adapted_batchnorm, by_subject, predict_by_subject, silent_streams, split_by_condition
 from mumu.data import SubjectBatchSampler
 from mumu.evaluate import evaluate_command
+from mumu.noise import corrupt_tensor
 from mumu.train import load_run, retest, train_once
 from pipeline.errors import MumuError
 from tests.test_data import tiny_demo  # noqa: F401  (session fixture: tiny demo dataset + feature cache)
@@ -113,6 +114,69 @@ def test_evaluate_adapts_as_the_test_did(adapted, tmp_path):
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(adapted.metrics["accuracy"], abs=1e-6)
     assert metrics["macro_f1"] == pytest.approx(adapted.metrics["macro_f1"], abs=1e-6)
+
+
+def zeroed(batch: dict, name: str, rows: torch.Tensor) -> dict:
+    """`batch` with modality `name` zeroed in the samples `rows` (B,) bool, as the noise study's drop does."""
+    x = dict(batch["x"])
+    x[name] = corrupt_tensor(x[name], batch["lengths"][name], rows, "drop", 1.0, torch.Generator().manual_seed(0))
+    return {**batch, "x": x}
+
+
+def test_adapting_by_silent_streams_keeps_zeroed_samples_out_of_the_live_samples_statistics(trained):
+    run = load_run(trained.run_dir)
+    batches = list(run.data.loader(by_subject(run.samples("test"))[0]))
+    assert len(batches) >= 2
+    # every other batch has its acceleration zeroed in every sample: the live batches are a subject of their own
+    noisy = [zeroed(b, "acc_phone", torch.full((len(b["sample_id"]),), i % 2 == 1)) for i, b in enumerate(batches)]
+    live, dead = noisy[0::2], noisy[1::2]
+    got = {}
+    for batch, out in predict_by_subject(run.module, split_by_condition(noisy), adapt=True):
+        got.update(zip(batch["sample_id"], out.logits))
+    assert len(got) == sum(len(b["sample_id"]) for b in batches)
+    for group in (live, dead):  # each condition is predicted with statistics of its own samples only
+        with adapted_batchnorm(run.module, group):
+            for b in group:
+                for sample_id, logits in zip(b["sample_id"], run.predict(b).logits):
+                    assert torch.allclose(got[sample_id], logits, atol=1e-5)
+    with adapted_batchnorm(run.module, noisy):  # adapting to the whole subject mixes the zeroed samples in
+        mixed = torch.cat([run.predict(b).logits for b in live])
+    assert not torch.allclose(mixed, torch.stack([got[i] for b in live for i in b["sample_id"]]), atol=1e-4)
+
+
+def test_split_by_condition_regroups_mixed_batches_without_losing_or_mixing_rows(trained):
+    run = load_run(trained.run_dir)
+    batches = list(run.data.loader(run.samples("test")))
+    noisy = [zeroed(b, "gyro", torch.arange(len(b["sample_id"])) % 2 == 0) for b in batches]
+    rows = {i: (b["label"][j], b["x"]["gyro"][j]) for b in noisy for j, i in enumerate(b["sample_id"])}
+    groups = split_by_condition(noisy)
+    assert len(groups) == 2
+    seen = []
+    for group in groups:
+        patterns = torch.cat([silent_streams(b) for b in group])
+        assert (patterns == patterns[0]).all()  # one condition per group
+        for b in group:
+            for j, sample_id in enumerate(b["sample_id"]):
+                label, gyro = rows[sample_id]
+                assert b["label"][j] == label and torch.equal(b["x"]["gyro"][j], gyro)
+                seen.append(sample_id)
+    assert sorted(seen) == sorted(rows)
+    gyro = sorted(noisy[0]["x"]).index("gyro")  # silent_streams orders modalities by name
+    silent = {i for g in groups for b in g for i, flag in zip(b["sample_id"], silent_streams(b)[:, gyro]) if flag}
+    assert silent == {i for b in noisy for j, i in enumerate(b["sample_id"]) if j % 2 == 0}
+
+
+def test_evaluate_records_how_it_adapts_and_whole_group_noise_is_the_same_either_way(adapted, tmp_path):
+    for mode in ("--adapt-by-condition", "--adapt-by-subject"):
+        result = CliRunner().invoke(evaluate_command, [str(adapted.run_dir), "--out", str(tmp_path / mode),
+                                                       "--params", "none", "--tsne-samples", "40", mode])
+        assert result.exit_code == 0, result.output
+    by_condition, by_subject_ = (json.loads((tmp_path / m / "metrics.json").read_text())
+                                 for m in ("--adapt-by-condition", "--adapt-by-subject"))
+    assert by_condition["adaptation"] == "subject and silent streams" and by_subject_["adaptation"] == "subject"
+    for condition in ("noisy_visual", "noisy_non_visual"):
+        assert by_condition[condition] == by_subject_[condition]
+    assert by_condition["accuracy"] == by_subject_["accuracy"]
 
 
 def test_retest_refuses_an_unfinished_run_and_its_own_directory(trained, tmp_path):
