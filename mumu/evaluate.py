@@ -68,7 +68,7 @@ class Inference:
 
 
 def infer(run, corrupt: str | None = None, noise: str = "drop", level: float = 1.0, seed: int = 0,
-          adapt_by_condition: bool = False) -> Inference:
+          adapt_by_condition: bool = True) -> Inference:
     """Run a loaded run (`mumu.train.load_run`) over its test set, optionally corrupting the input.
 
     corrupt: None (clean), "random" (visual or non-visual group per sample, p = 0.5), "visual" or
