@@ -17,6 +17,7 @@ import yaml
 
 from mumu.transforms import SensorTransform
 from pipeline.errors import MumuError
+from pipeline.params import read_params
 from pipeline.extract import ExtractSettings  # the settings a cache is built with; raw mode applies them
 
 MODELS = ("mumu", "b1", "b2", "b3")
@@ -179,13 +180,11 @@ def config_from_dict(values: dict[str, Any], origin: str = "settings") -> TrainC
 
 
 def resolve_config(params_path: str | Path | None = "params.yaml", **overrides: Any) -> TrainConfig:
-    """params.yaml (if it exists) + overrides (None values are ignored, so unset CLI options fall through)."""
+    """params.yaml (pipeline.params.read_params: `base` chains, the default file may be absent) + overrides
+    (None values are ignored, so unset CLI options fall through)."""
     values: dict[str, Any] = {}
-    if params_path is not None and Path(params_path).is_file():
-        try:
-            params = yaml.safe_load(Path(params_path).read_text()) or {}
-        except yaml.YAMLError as e:
-            raise MumuError(f"{params_path}: not valid YAML ({e})") from None
+    if params_path is not None:
+        params = read_params(params_path)
         values.update({k: v for k, v in params.items() if k in _TRAIN_KEYS})
         values.update(params.get("train") or {})
         values["extract"] = {k: v for k, v in (params.get("extract") or {}).items() if k in _EXTRACT_KEYS}

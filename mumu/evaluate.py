@@ -28,7 +28,6 @@ from typing import Any
 import click
 import numpy as np
 import torch
-import yaml
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 from tqdm import tqdm
 
@@ -36,6 +35,7 @@ from mumu import plots
 from mumu.adapt import by_subject, predict_by_subject, split_by_condition
 from mumu.noise import NOISE_MODES, corrupt_batch, split_groups
 from pipeline.errors import MumuError
+from pipeline.params import read_params
 
 # the clean pass plus three noisy conditions; value: which group to corrupt ("random" = p=0.5 per sample)
 CONDITIONS = {"clean": None, "noisy": "random", "noisy_visual": "visual", "noisy_non_visual": "non_visual"}
@@ -308,16 +308,15 @@ def _plot_tsne(result: Inference, modality_names: list[str], activity_names: lis
 
 
 def _evaluate_params(params: str | None) -> dict[str, Any]:
-    if params and Path(params).is_file():
-        return (yaml.safe_load(Path(params).read_text()) or {}).get("evaluate") or {}
-    return {}
+    return (read_params(params).get("evaluate") or {}) if params else {}
 
 
 @click.command("evaluate")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default RUN_DIR/eval).")
-@click.option("--params", default="params.yaml", show_default=True, help="Defaults come from its evaluate: block.")
+@click.option("--params", default="params.yaml", show_default=True,
+              help="Defaults come from its evaluate: block; none: no file.")
 @click.option("--noise", type=click.Choice(NOISE_MODES), help="drop: zero the features; gaussian: mix in noise.")
 @click.option("--noise-level", type=click.FloatRange(0, 1), help="Fraction of steps dropped / noise weight.")
 @click.option("--activities", help="Activities in the attention plot, comma-separated, or auto.")

@@ -183,7 +183,8 @@ def _models(value: str) -> list[str]:
 
 def common_options(f: Callable) -> Callable:
     options = [
-        click.option("--params", default="params.yaml", show_default=True, help="Base settings come from this file."),
+        click.option("--params", default="params.yaml", show_default=True,
+                     help="Base settings come from this file; none: no file."),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path),
                      help="Output folder (default runs/study-<name>)."),
         click.option("--quick", is_flag=True, help="A few minutes on the demo data: "

@@ -743,7 +743,8 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
 
 
 @click.command("train")
-@click.option("--params", default="params.yaml", show_default=True, help="Defaults come from this file.")
+@click.option("--params", default="params.yaml", show_default=True,
+              help="Defaults come from this file (`base:` chains resolved); none: no file.")
 @click.option("--dataset", help="demo | mmact | utd_mhad | ucsd_mit")
 @click.option("--data-root", help="Raw dataset root (for --from-raw).")
 @click.option("--cache", help="Feature cache (default cache/<dataset>.zarr).")

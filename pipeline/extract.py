@@ -41,6 +41,7 @@ from pipeline.decode import DecodeError, DecodeWorker, decode_visual
 from pipeline.errors import MumuError
 from pipeline.index import Sample, read_index
 from pipeline.modalities import ModalitySpec, select_modalities
+from pipeline.params import read_params
 from pipeline.sensors import SensorError, align_streams, cut_windows, read_sensor
 
 # Bump when the numbers extraction produces change for the same inputs and settings.
@@ -62,14 +63,12 @@ class ExtractSettings:
 
 
 def params_defaults(params_path: str | Path | None = None) -> dict:
-    """The ``extract:`` block plus top-level dataset/data_root/modalities from params.yaml."""
-    import yaml
-
-    path = Path(params_path) if params_path else (Path("params.yaml") if Path("params.yaml").is_file()
-                                                  else REPO_ROOT / "params.yaml")
-    if not path.is_file():
-        return {}
-    params = yaml.safe_load(path.read_text()) or {}
+    """The ``extract:`` block plus top-level dataset/data_root/modalities from params.yaml (`base` resolved)."""
+    if params_path is None:  # the working directory's params.yaml, else the repository's; neither is required
+        params_path = next((p for p in (Path("params.yaml"), REPO_ROOT / "params.yaml") if p.is_file()), None)
+        if params_path is None:
+            return {}
+    params = read_params(params_path)
     top = {k: params[k] for k in ("dataset", "data_root", "modalities") if k in params}
     return {**top, **(params.get("extract") or {})}
 
