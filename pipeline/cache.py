@@ -114,6 +114,16 @@ def remove_part(path: str | Path, name: str) -> None:
     shutil.rmtree(Path(path) / PARTS / name, ignore_errors=True)
 
 
+def update_part_attrs(path: str | Path, name: str, changes: dict) -> None:
+    """Replace some attributes of a complete part; its metadata file is swapped in one rename (kill-safe)."""
+    meta = Path(path) / PARTS / name / "zarr.json"
+    document = json.loads(meta.read_text())
+    document["attributes"] = {**document["attributes"], **changes}
+    tmp = meta.with_name(f".zarr.json.{uuid.uuid4().hex}")
+    tmp.write_text(json.dumps(document))
+    os.replace(tmp, meta)
+
+
 def write_part(path: str | Path, name: str, modalities: list[ModalitySpec], samples: list[Sample],
                arrays: dict[str, list[np.ndarray | None]], attrs: dict) -> bool:
     """Write one part: ``arrays[m][i]`` is sample i's visual (S, 2048) or sensor (S, W, C) array, or None.

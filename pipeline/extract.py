@@ -2,8 +2,9 @@
 
 Work is split into **parts**: fixed runs of ``part_size`` samples in index order. A part is the unit
 of scheduling, of writing (one writer, staged then renamed, see pipeline/cache.py) and of resuming:
-a rerun skips every part already in the cache whose samples and source files (path, size, mtime)
-are unchanged, and redoes the others. Frames of one part go through the backbone in the same
+a rerun skips every part already in the cache whose samples and source files are unchanged (the same
+path, size and mtime, or else the same bytes: a copied or moved dataset is not extracted again), and
+redoes the others. Frames of one part go through the backbone in the same
 batches whichever process runs it, so a dask run, a single-process run and a resumed run give
 identical bytes.
 
@@ -20,6 +21,7 @@ exactly what extraction feeds the backbone / stores) and `pipeline.backbone.Back
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import platform
@@ -182,17 +184,47 @@ class DecodePool:
 # one part: raw samples -> features -> zarr
 
 
-def source_stamps(sample: Sample, modalities: list[ModalitySpec]) -> dict[str, list | None]:
-    """{modality: [path, size, mtime_ns] or None}: what a rerun compares to decide a part is stale."""
+def source_stamps(sample: Sample, modalities: list[ModalitySpec], digest: bool = True) -> dict[str, list | None]:
+    """{modality: [path, size, mtime_ns, content digest] or None}: what a rerun compares to decide a part is
+    stale. digest=False leaves the digest out (None): the cheap look a rerun takes first."""
     stamps = {}
     for spec in modalities:
         path = sample.paths.get(spec.name)
         try:
-            st = os.stat(path) if path else None
-            stamps[spec.name] = [path, st.st_size, st.st_mtime_ns] if st else None
+            if not path:
+                stamps[spec.name] = None
+                continue
+            st = os.stat(path)
+            stamps[spec.name] = [path, st.st_size, st.st_mtime_ns, file_digest(path) if digest else None]
         except OSError:
-            stamps[spec.name] = [path, None, None]
+            stamps[spec.name] = [path, None, None, None]
     return stamps
+
+
+def file_digest(path: str) -> str:
+    """BLAKE2b-128 of the file's bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _same_source(stored: list | None, now: list | None) -> bool:
+    """Is a source file unchanged since it was extracted? The same path, size and mtime; or, when a copy, a
+    re-download or a move to another data root gave it a new mtime or path, the same bytes (caches written
+    before digests were recorded have none, and such a file counts as changed)."""
+    if stored is None or now is None:
+        return stored is None and now is None
+    if stored[:3] == now[:3]:
+        return True
+    digest = stored[3] if len(stored) > 3 else None
+    if digest is None or stored[1] != now[1]:
+        return False
+    try:
+        return file_digest(now[0]) == digest
+    except OSError:  # unreadable now: redo it, and extraction records why
+        return False
 
 
 class _BatchedBackbone:
@@ -265,15 +297,22 @@ def plan_parts(samples: list[Sample], part_size: int) -> list[tuple[str, list[Sa
 
 
 def pending_parts(cache_path: Path, plan: list[tuple[str, list[Sample]]], modalities: list[ModalitySpec]):
-    """Parts of the plan that are not in the cache, or whose samples or sources changed (removed)."""
+    """Parts of the plan that are not in the cache, or whose samples or sources changed (removed). A part whose
+    sources only have a new mtime or path (same bytes) is kept, and its stamps are brought up to date."""
     done = cache_store.read_part_attrs(cache_path)
     todo = []
     for name, samples in plan:
         attrs = done.get(name)
-        if attrs is not None:
-            same_samples = [s["sample_id"] for s in attrs["samples"]] == [s.sample_id for s in samples]
-            if same_samples and attrs["sources"] == {s.sample_id: source_stamps(s, modalities) for s in samples}:
+        if attrs is not None and [s["sample_id"] for s in attrs["samples"]] == [s.sample_id for s in samples]:
+            pairs = [(attrs["sources"].get(s.sample_id, {}).get(m), now)  # (stored, current) per source file
+                     for s in samples for m, now in source_stamps(s, modalities, digest=False).items()]
+            if all(_same_source(stored, now) for stored, now in pairs):
+                if any(stored and stored[:3] != now[:3] for stored, now in pairs):  # same bytes, new stamps
+                    cache_store.update_part_attrs(cache_path, name, {
+                        "sources": {s.sample_id: source_stamps(s, modalities) for s in samples},
+                        "samples": [dataclasses.asdict(s) for s in samples]})
                 continue
+        if attrs is not None:
             cache_store.remove_part(cache_path, name)  # stale: redo it
         todo.append((name, samples))
     return todo

@@ -2,7 +2,9 @@
 fingerprint refusal, resume after SIGKILL, dask == single process, real UTD-MHAD."""
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,6 +157,34 @@ def test_changed_source_redoes_only_its_part(dataset, tmp_path):
     after = read_part_attrs(tmp_path / "c.zarr")
     assert after["part-000000"] == before["part-000000"] and after["part-000001"] != before["part-000001"]
     assert np.all(FeatureCache(tmp_path / "c.zarr").read(samples[2].sample_id)["gyro"] == 1)
+
+
+def test_a_copied_or_moved_dataset_is_not_extracted_again(tmp_path):
+    samples, _ = make_dataset(tmp_path / "a", n_good=1)
+    specs = select_modalities("demo", MODALITIES)
+    run_extract(samples, "demo", specs, tmp_path / "c.zarr", SETTINGS, workers=0, show_progress=False)
+    cache = FeatureCache(tmp_path / "c.zarr")
+    before = {s.sample_id: cache.read(s.sample_id) for s in cache.samples}  # the usable samples, in memory
+    shutil.copytree(tmp_path / "a", tmp_path / "b", copy_function=shutil.copy)  # new mtimes, same bytes
+    moved = [dataclasses.replace(s, paths={m: p and p.replace(str(tmp_path / "a"), str(tmp_path / "b"))
+                                           for m, p in s.paths.items()}) for s in samples]
+    summary = run_extract(moved, "demo", specs, tmp_path / "c.zarr", SETTINGS, workers=0, show_progress=False)
+    # part-000000 (two clean samples) is kept; part-000001 lists a file that is missing in both places, and
+    # its recorded failure names the old path, so it is redone
+    assert (summary["parts"], summary["skipped_parts"]) == (1, 1)
+    assert summary["failures"]["sample2"].endswith(str(tmp_path / "b/missing_gyro.csv"))
+    after = FeatureCache(tmp_path / "c.zarr")
+    for sid, inputs in before.items():
+        for m, value in inputs.items():
+            assert (value is None and after.read(sid)[m] is None) or np.array_equal(value, after.read(sid)[m])
+    recorded = {sid: stamps["gyro"][0] for attrs in read_part_attrs(tmp_path / "c.zarr").values()
+                for sid, stamps in attrs["sources"].items()}
+    assert all(path.startswith(str(tmp_path / "b")) for path in recorded.values())  # the stamps follow the move
+    os.utime(moved[0].paths["gyro"], ns=(1, 1))  # a new mtime again, same bytes: still nothing to do
+    assert run_extract(moved, "demo", specs, tmp_path / "c.zarr", SETTINGS, workers=0, show_progress=False)["parts"] == 0
+    Path(moved[0].paths["gyro"]).write_bytes(Path(moved[0].paths["gyro"]).read_bytes()[::-1])  # same size, new bytes
+    summary = run_extract(moved, "demo", specs, tmp_path / "c.zarr", SETTINGS, workers=0, show_progress=False)
+    assert (summary["parts"], summary["skipped_parts"]) == (1, 1)
 
 
 def test_sigkill_then_rerun_equals_an_uninterrupted_run(dataset, tmp_path):
