@@ -27,6 +27,7 @@ GM_GATES = ("softmax", "sigmoid")  # mumu.fusion.GM_GATES
 GM_MERGES = ("sum", "concat")  # mumu.fusion.GM_MERGES
 FUSION_INITS = ("torch", "xavier")  # mumu.model.FUSION_INITS
 FUSION_NORMS = ("convex", "count")  # mumu.model.FUSION_NORMS
+MODALITY_DROPOUT_MODES = ("one", "down_to_one")  # mumu.model.MODALITY_DROPOUT_MODES
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class TrainConfig:
     max_pools: int = 0  # "sequence" encoder: max-pools by 2 along the steps after the first 0-2 conv blocks
     motion: bool = False  # "sequence" encoder: step-to-step differences of the input as extra channels
     modality_dropout: float = 0.0  # training: chance that a multimodal sample loses one modality
+    modality_dropout_mode: str = "one"  # one | down_to_one: it loses 1 to n-1 of its n modalities
     gm_heads: int = 1  # MuMu's GM-Fusion attention heads; 1 = eq. (7)
     gm_gate: str = "softmax"  # eq. (7)'s sigma: softmax over modalities | sigmoid, one gate per modality
     gm_merge: str = "sum"  # GM-Fusion output: sum of the weighted values (eq. 7) | concat, one slot per modality
@@ -132,7 +134,7 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.gm_heads < 1 or cfg.embed_dim % cfg.gm_heads:
         raise MumuError(f"gm_heads must be >= 1 and divide embed_dim ({cfg.embed_dim}), got {cfg.gm_heads}")
     for name, choices in (("gm_gate", GM_GATES), ("gm_merge", GM_MERGES), ("fusion_init", FUSION_INITS),
-                          ("fusion_norm", FUSION_NORMS)):
+                          ("fusion_norm", FUSION_NORMS), ("modality_dropout_mode", MODALITY_DROPOUT_MODES)):
         if getattr(cfg, name) not in choices:
             raise MumuError(f"unknown {name} {getattr(cfg, name)!r}; choose one of {', '.join(choices)}")
     if cfg.fusion_kl < 0:

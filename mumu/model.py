@@ -27,6 +27,7 @@ from pipeline.modalities import ModalitySpec
 ARCHS = ("mumu", "b1", "b2", "b3")
 FUSION_INITS = ("torch", "xavier")  # mumu.config.FUSION_INITS
 FUSION_NORMS = ("convex", "count")  # mumu.config.FUSION_NORMS
+MODALITY_DROPOUT_MODES = ("one", "down_to_one")  # mumu.config.MODALITY_DROPOUT_MODES
 SENSOR_ENCODERS = ("window", "sequence")
 
 
@@ -52,9 +53,10 @@ class MultimodalModel(nn.Module):
     """Encodes every modality (in `self.modalities` order) and hands (B, M, D) features to `fuse`."""
 
     def __init__(self, inputs: dict[str, ModalitySpec], embed_dim: int, dropout: float, pooling: str,
-                 modality_dropout: float = 0.0, **encoder_options):
+                 modality_dropout: float = 0.0, modality_dropout_mode: str = "one", **encoder_options):
         super().__init__()
         self.modality_dropout = modality_dropout
+        self.modality_dropout_mode = modality_dropout_mode
         self.modalities = list(inputs)
         self.specs = dict(inputs)
         self.encoders = nn.ModuleDict(
@@ -80,14 +82,23 @@ class MultimodalModel(nn.Module):
         return torch.stack(features, dim=1), present, temporal
 
     def drop_modalities(self, lengths: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Training only: with probability `modality_dropout`, a sample with two or more modalities loses one,
-        drawn uniformly among those present, so that no fusion can lean on a single modality."""
+        """Training only: with probability `modality_dropout`, a sample with two or more modalities loses some,
+        so that no fusion can lean on a single modality. Mode "one": it loses one, drawn uniformly among those
+        present. Mode "down_to_one": it loses 1 to n-1 of its n present ones (how many, then which, uniformly),
+        so that a model of three or more modalities also sees each one alone."""
         present = torch.stack([lengths[name] > 0 for name in self.modalities], dim=1)  # (B, M)
-        chosen = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0).argmax(1)  # (B,)
-        apply = (torch.rand(len(present), device=present.device) < self.modality_dropout) & (present.sum(1) >= 2)
+        n_present = present.sum(1)  # (B,)
+        if self.modality_dropout_mode == "one":
+            chosen = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0).argmax(1)  # (B,)
+            lost = nn.functional.one_hot(chosen, len(self.modalities)).bool()  # (B, M)
+        else:  # rank the present modalities in a random order; lose the first k, k uniform in 1..n-1
+            rank = torch.rand(present.shape, device=present.device).masked_fill(~present, 2.0).argsort(1).argsort(1)
+            k = 1 + (torch.rand(len(present), device=present.device) * (n_present - 1)).long()  # (B,)
+            lost = (rank < k[:, None]) & present
+        apply = (torch.rand(len(present), device=present.device) < self.modality_dropout) & (n_present >= 2)
         dropped = dict(lengths)
         for m, name in enumerate(self.modalities):
-            dropped[name] = lengths[name].masked_fill(apply & (chosen == m), 0)
+            dropped[name] = lengths[name].masked_fill(apply & lost[:, m], 0)
         return dropped
 
     def forward(self, x: dict[str, Tensor], lengths: dict[str, Tensor]) -> ModelOutput:
@@ -170,7 +181,8 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
                 embed_dim: int = 128, dropout: float = 0.2, *, window: int = 5, conv_channels: int = 64,
                 kernel_size: int = 3, lstm_layers: int = 1, fusion_heads: int = 2,
                 sensor_encoder: str = "window", max_pools: int = 0, motion: bool = False,
-                modality_dropout: float = 0.0, gm_heads: int = 1, gm_gate: str = "softmax",
+                modality_dropout: float = 0.0, modality_dropout_mode: str = "one", gm_heads: int = 1,
+                gm_gate: str = "softmax",
                 gm_merge: str = "sum", fusion_init: str = "torch", fusion_norm: str = "convex") -> MultimodalModel:
     """Build `arch` (mumu | b1 | b2 | b3) over `inputs`, whose order is the model's modality order.
 
@@ -179,7 +191,8 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
     conv_channels, kernel_size: the sensor encoder's conv width and temporal kernel (clamped to W for "window").
     max_pools: "sequence" only; max-pools by 2 along the steps after the first 0, 1 or 2 conv blocks.
     motion: "sequence" only; the step-to-step differences of each sensor input become extra input channels.
-    modality_dropout: training only; the chance that a multimodal sample loses one of its modalities.
+    modality_dropout: training only; the chance that a multimodal sample loses one of its modalities
+    (modality_dropout_mode "one"), or 1 to n-1 of its n ("down_to_one").
     fusion_heads: B3's attention heads; gm_heads: MuMu's GM-Fusion heads (1 = eq. 7). Both must divide embed_dim.
     gm_gate: MuMu's GM-Fusion weights, "softmax" over modalities or one "sigmoid" gate per modality.
     gm_merge: MuMu's GM-Fusion output, the "sum" of the weighted values (eq. 7) or their "concat" (one slot each).
@@ -202,12 +215,13 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
         raise MumuError(f"modality_dropout is a probability in [0, 1), got {modality_dropout}")
     options = dict(window=window, conv_channels=conv_channels, kernel_size=kernel_size, lstm_layers=lstm_layers,
                    sensor_encoder=sensor_encoder, max_pools=max_pools, motion=motion,
-                   modality_dropout=modality_dropout)
+                   modality_dropout=modality_dropout, modality_dropout_mode=modality_dropout_mode)
     for name, heads, used_by in (("fusion_heads", fusion_heads, "b3"), ("gm_heads", gm_heads, "mumu")):
         if arch == used_by and (heads < 1 or embed_dim % heads):
             raise MumuError(f"{name} must be >= 1 and divide embed_dim ({embed_dim}), got {heads}")
     for name, value, choices in (("gm_gate", gm_gate, GM_GATES), ("gm_merge", gm_merge, GM_MERGES),
-                                 ("fusion_init", fusion_init, FUSION_INITS), ("fusion_norm", fusion_norm, FUSION_NORMS)):
+                                 ("fusion_init", fusion_init, FUSION_INITS), ("fusion_norm", fusion_norm, FUSION_NORMS),
+                                 ("modality_dropout_mode", modality_dropout_mode, MODALITY_DROPOUT_MODES)):
         if value not in choices:
             raise MumuError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
     if arch == "mumu":

@@ -84,6 +84,7 @@ class MumuModule(pl.LightningModule):
                                  sensor_encoder=self.cfg.sensor_encoder, lstm_layers=self.cfg.lstm_layers,
                                  max_pools=self.cfg.max_pools, motion=self.cfg.motion,
                                  modality_dropout=self.cfg.modality_dropout,
+                                 modality_dropout_mode=self.cfg.modality_dropout_mode,
                                  gm_heads=self.cfg.gm_heads, gm_gate=self.cfg.gm_gate, gm_merge=self.cfg.gm_merge,
                                  fusion_init=self.cfg.fusion_init, fusion_norm=self.cfg.fusion_norm)
         with_groups = self.cfg.model == "mumu"
@@ -781,6 +782,8 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
 @click.option("--motion/--no-motion", default=None,
               help="Sequence sensor encoder: add the step-to-step differences of the input as channels.")
 @click.option("--modality-dropout", type=float, help="Training: chance that a multimodal sample loses one modality.")
+@click.option("--modality-dropout-mode", type=click.Choice(["one", "down_to_one"]),
+              help="What such a sample loses: one modality, or 1 to n-1 of its n (each stream also seen alone).")
 @click.option("--max-steps-visual", type=int, help="Segments per visual modality (sampled/padded).")
 @click.option("--max-steps-sensor", type=int, help="Windows per sensor modality (sampled/padded).")
 @click.option("--val-fraction", type=float)

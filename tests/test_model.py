@@ -255,6 +255,24 @@ def test_modality_dropout_drops_one_modality_per_sample_in_training_only():
         assert kept.sum(1).tolist() == [n - 1 if n >= 2 else n for n in present.sum(1).tolist()]
 
 
+def test_modality_dropout_down_to_one_shows_every_stream_alone_and_never_empties_a_sample():
+    full = {name: [STEPS[name]] * 64 for name in INPUTS}  # every sample has all three modalities
+    x, lengths = make_batch(batch=64, lengths=full)
+    kept_counts = {}
+    for mode in ("one", "down_to_one"):
+        net = model("mumu", modality_dropout=0.999, modality_dropout_mode=mode).train()
+        torch.manual_seed(0)
+        kept = net(x, lengths).attention["sm"] > 0  # (B, M)
+        kept_counts[mode] = kept.sum(1)
+        if mode == "down_to_one":
+            alone = kept[kept.sum(1) == 1].float().sum(0)  # (M,) how often each modality is the only one left
+            assert (alone > 0).all()
+    assert kept_counts["one"].tolist() == [2] * 64
+    assert set(kept_counts["down_to_one"].tolist()) == {1, 2}
+    with pytest.raises(MumuError, match="unknown modality_dropout_mode 'all'"):
+        model("mumu", modality_dropout=0.5, modality_dropout_mode="all")
+
+
 @pytest.mark.parametrize("gm_heads", [1, 4])
 def test_gm_fusion_weights_sum_to_one_over_present_modalities(gm_heads):
     x, lengths = make_batch()

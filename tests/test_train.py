@@ -218,6 +218,7 @@ def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path)
                          (dict(label_smoothing=1.0), "label_smoothing must be in"), (dict(time_crop=0.5), "time_crop"),
                          (dict(max_pools=3), "max_pools must be 0, 1 or 2"),
                          (dict(modality_dropout=1.0), "modality_dropout is a probability"),
+                         (dict(modality_dropout_mode="all"), "unknown modality_dropout_mode 'all'"),
                          (dict(ema_decay=1.0), "ema_decay is the per-step decay"),
                          (dict(select="val_loss"), "unknown select 'val_loss'"),
                          (dict(gm_gate="relu"), "unknown gm_gate 'relu'"),
