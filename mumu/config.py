@@ -17,8 +17,8 @@ import yaml
 
 from mumu.transforms import SensorTransform
 from pipeline.errors import MumuError
-from pipeline.params import read_params
 from pipeline.extract import ExtractSettings  # the settings a cache is built with; raw mode applies them
+from pipeline.params import read_params
 
 MODELS = ("mumu", "b1", "b2", "b3")
 SELECTIONS = ("macro_f1", "nll", "last")  # the keys of mumu.train.SELECTION_METRICS

@@ -304,13 +304,17 @@ def pending_parts(cache_path: Path, plan: list[tuple[str, list[Sample]]], modali
     for name, samples in plan:
         attrs = done.get(name)
         if attrs is not None and [s["sample_id"] for s in attrs["samples"]] == [s.sample_id for s in samples]:
-            pairs = [(attrs["sources"].get(s.sample_id, {}).get(m), now)  # (stored, current) per source file
-                     for s in samples for m, now in source_stamps(s, modalities, digest=False).items()]
-            if all(_same_source(stored, now) for stored, now in pairs):
-                if any(stored and stored[:3] != now[:3] for stored, now in pairs):  # same bytes, new stamps
+            now = {s.sample_id: source_stamps(s, modalities, digest=False) for s in samples}
+            pairs = {(sid, m): (attrs["sources"].get(sid, {}).get(m), stamp)  # (stored, current) per source file
+                     for sid, stamps in now.items() for m, stamp in stamps.items()}
+            if all(_same_source(stored, stamp) for stored, stamp in pairs.values()):
+                if any(stored and stored[:3] != stamp[:3] for stored, stamp in pairs.values()):
+                    # same bytes, new paths or mtimes: the stored digests still hold, so no file is hashed again
+                    for (sid, m), (stored, stamp) in pairs.items():
+                        if stamp is not None:
+                            now[sid][m] = [*stamp[:3], stored[3] if len(stored) > 3 else None]
                     cache_store.update_part_attrs(cache_path, name, {
-                        "sources": {s.sample_id: source_stamps(s, modalities) for s in samples},
-                        "samples": [dataclasses.asdict(s) for s in samples]})
+                        "sources": now, "samples": [dataclasses.asdict(s) for s in samples]})
                 continue
         if attrs is not None:
             cache_store.remove_part(cache_path, name)  # stale: redo it
