@@ -106,7 +106,7 @@ def collate(items: list[dict[str, np.ndarray]]):
 # ---------------------------------------------------------------- training
 def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int) -> dict:
     from mumu.data import step_sampler
-    from mumu.model import build_model
+    from mumu.model import build_model, lost_modalities
     from pipeline.modalities import select_modalities
 
     subjects = data["subject"]
@@ -137,7 +137,7 @@ def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int
     model = build_model(cfg["model"], inputs, 27, 4, embed_dim=cfg["embed_dim"], dropout=cfg["dropout"],
                         window=cfg["window"], conv_channels=cfg["conv_channels"], kernel_size=cfg["kernel_size"],
                         sensor_encoder=cfg["sensor_encoder"], lstm_layers=cfg["lstm_layers"],
-                        max_pools=cfg["max_pools"], modality_dropout=cfg["modality_dropout"], gm_heads=cfg["gm_heads"])
+                        max_pools=cfg["max_pools"], gm_heads=cfg["gm_heads"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     steps_per_epoch = int(np.ceil(len(idx["train"]) / cfg["batch_size"]))
     total = cfg["epochs"] * steps_per_epoch
@@ -170,6 +170,10 @@ def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int
         for j in range(0, len(order), cfg["batch_size"]):
             batch = order[j : j + cfg["batch_size"]]
             x, l = collate([sample(i, rng) for i in batch])
+            if cfg["modality_dropout"] > 0:
+                present = torch.stack([l[n] > 0 for n in model.modalities], dim=1)  # (B, M)
+                lost = lost_modalities(present, cfg["modality_dropout"])
+                l = {n: l[n].masked_fill(lost[:, m], 0) for m, n in enumerate(model.modalities)}
             out = model(x, l)
             loss = F.cross_entropy(out.logits, torch.from_numpy(labels[batch]), label_smoothing=cfg["label_smoothing"])
             if out.group_logits is not None and cfg["beta_aux"] > 0:

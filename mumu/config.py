@@ -15,19 +15,15 @@ from typing import Any
 
 import yaml
 
+from mumu.fusion import GM_GATES, GM_MERGES
+from mumu.model import (ARCHS, FUSION_INITS, FUSION_NORMS, MODALITY_DROPOUT_AS, MODALITY_DROPOUT_MODES,
+                        SENSOR_ENCODERS)
 from mumu.transforms import SensorTransform
 from pipeline.errors import MumuError
 from pipeline.extract import ExtractSettings  # the settings a cache is built with; raw mode applies them
 from pipeline.params import read_params
 
-MODELS = ("mumu", "b1", "b2", "b3")
 SELECTIONS = ("macro_f1", "nll", "last")  # the keys of mumu.train.SELECTION_METRICS
-SENSOR_ENCODERS = ("window", "sequence")  # mumu.model.SENSOR_ENCODERS
-GM_GATES = ("softmax", "sigmoid")  # mumu.fusion.GM_GATES
-GM_MERGES = ("sum", "concat")  # mumu.fusion.GM_MERGES
-FUSION_INITS = ("torch", "xavier")  # mumu.model.FUSION_INITS
-FUSION_NORMS = ("convex", "count")  # mumu.model.FUSION_NORMS
-MODALITY_DROPOUT_MODES = ("one", "down_to_one")  # mumu.model.MODALITY_DROPOUT_MODES
 
 
 @dataclass(frozen=True)
@@ -57,6 +53,7 @@ class TrainConfig:
     motion: bool = False  # "sequence" encoder: step-to-step differences of the input as extra channels
     modality_dropout: float = 0.0  # training: chance that a multimodal sample loses one modality
     modality_dropout_mode: str = "one"  # one | down_to_one: it loses 1 to n-1 of its n modalities
+    modality_dropout_as: str = "missing"  # missing: length 0 | silent: present, its raw inputs zeroed (mumu.noise)
     gm_heads: int = 1  # MuMu's GM-Fusion attention heads; 1 = eq. (7)
     gm_gate: str = "softmax"  # eq. (7)'s sigma: softmax over modalities | sigmoid, one gate per modality
     gm_merge: str = "sum"  # GM-Fusion output: sum of the weighted values (eq. 7) | concat, one slot per modality
@@ -115,8 +112,8 @@ _EXTRACT_KEYS = {f.name for f in dataclasses.fields(ExtractSettings)}
 
 
 def _validate(cfg: TrainConfig) -> TrainConfig:
-    if cfg.model not in MODELS:
-        raise MumuError(f"unknown model {cfg.model!r}; choose one of {', '.join(MODELS)}")
+    if cfg.model not in ARCHS:
+        raise MumuError(f"unknown model {cfg.model!r}; choose one of {', '.join(ARCHS)}")
     if cfg.source not in ("cache", "raw"):
         raise MumuError(f"source must be 'cache' or 'raw', not {cfg.source!r}")
     if cfg.sensor_encoder not in SENSOR_ENCODERS:
@@ -134,7 +131,8 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.gm_heads < 1 or cfg.embed_dim % cfg.gm_heads:
         raise MumuError(f"gm_heads must be >= 1 and divide embed_dim ({cfg.embed_dim}), got {cfg.gm_heads}")
     for name, choices in (("gm_gate", GM_GATES), ("gm_merge", GM_MERGES), ("fusion_init", FUSION_INITS),
-                          ("fusion_norm", FUSION_NORMS), ("modality_dropout_mode", MODALITY_DROPOUT_MODES)):
+                          ("fusion_norm", FUSION_NORMS), ("modality_dropout_mode", MODALITY_DROPOUT_MODES),
+                          ("modality_dropout_as", MODALITY_DROPOUT_AS)):
         if getattr(cfg, name) not in choices:
             raise MumuError(f"unknown {name} {getattr(cfg, name)!r}; choose one of {', '.join(choices)}")
     if cfg.fusion_kl < 0:

@@ -13,8 +13,8 @@ from torch import Tensor, nn
 
 from mumu.encoders import masked_softmax
 
-GM_GATES = ("softmax", "sigmoid")  # mumu.config.GM_GATES
-GM_MERGES = ("sum", "concat")  # mumu.config.GM_MERGES
+GM_GATES = ("softmax", "sigmoid")
+GM_MERGES = ("sum", "concat")
 
 
 def kl_from_uniform(weights: Tensor, present: Tensor) -> Tensor:

@@ -25,9 +25,10 @@ from pipeline.errors import MumuError
 from pipeline.modalities import ModalitySpec
 
 ARCHS = ("mumu", "b1", "b2", "b3")
-FUSION_INITS = ("torch", "xavier")  # mumu.config.FUSION_INITS
-FUSION_NORMS = ("convex", "count")  # mumu.config.FUSION_NORMS
-MODALITY_DROPOUT_MODES = ("one", "down_to_one")  # mumu.config.MODALITY_DROPOUT_MODES
+FUSION_INITS = ("torch", "xavier")
+FUSION_NORMS = ("convex", "count")
+MODALITY_DROPOUT_MODES = ("one", "down_to_one")  # how many modalities a dropped sample loses
+MODALITY_DROPOUT_AS = ("missing", "silent")  # how a lost modality looks: length 0, or present with zeroed inputs
 SENSOR_ENCODERS = ("window", "sequence")
 
 
@@ -49,14 +50,33 @@ def two_layer_head(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
 
 
+def lost_modalities(present: Tensor, p: float, mode: str = "one") -> Tensor:
+    """Modality dropout (training only): which modalities each sample loses, (B, M) bool, from presence (B, M).
+
+    With probability `p`, a sample with two or more present modalities loses some, so that no fusion can lean
+    on a single modality. Mode "one": it loses one, drawn uniformly among those present. Mode "down_to_one":
+    it loses 1 to n-1 of its n present ones (how many, then which, uniformly), so that a model of three or
+    more modalities also sees each one alone. A sample never loses its last modality."""
+    if mode not in MODALITY_DROPOUT_MODES:
+        raise MumuError(f"unknown modality_dropout_mode {mode!r}; choose one of {', '.join(MODALITY_DROPOUT_MODES)}")
+    n_present = present.sum(1)  # (B,)
+    if mode == "one":
+        chosen = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0).argmax(1)  # (B,)
+        lost = nn.functional.one_hot(chosen, present.shape[1]).bool()  # (B, M)
+    else:  # rank the present modalities in a random order; lose the first k, k uniform in 1..n-1
+        rank = torch.rand(present.shape, device=present.device).masked_fill(~present, 2.0).argsort(1).argsort(1)
+        k = 1 + (torch.rand(len(present), device=present.device) * (n_present - 1)).long()  # (B,)
+        lost = (rank < k[:, None]) & present
+    apply = (torch.rand(len(present), device=present.device) < p) & (n_present >= 2)  # (B,)
+    return lost & apply[:, None]
+
+
 class MultimodalModel(nn.Module):
     """Encodes every modality (in `self.modalities` order) and hands (B, M, D) features to `fuse`."""
 
     def __init__(self, inputs: dict[str, ModalitySpec], embed_dim: int, dropout: float, pooling: str,
-                 modality_dropout: float = 0.0, modality_dropout_mode: str = "one", **encoder_options):
+                 **encoder_options):
         super().__init__()
-        self.modality_dropout = modality_dropout
-        self.modality_dropout_mode = modality_dropout_mode
         self.modalities = list(inputs)
         self.specs = dict(inputs)
         self.encoders = nn.ModuleDict(
@@ -81,29 +101,7 @@ class MultimodalModel(nn.Module):
                 temporal[f"temporal:{name}"] = weights
         return torch.stack(features, dim=1), present, temporal
 
-    def drop_modalities(self, lengths: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Training only: with probability `modality_dropout`, a sample with two or more modalities loses some,
-        so that no fusion can lean on a single modality. Mode "one": it loses one, drawn uniformly among those
-        present. Mode "down_to_one": it loses 1 to n-1 of its n present ones (how many, then which, uniformly),
-        so that a model of three or more modalities also sees each one alone."""
-        present = torch.stack([lengths[name] > 0 for name in self.modalities], dim=1)  # (B, M)
-        n_present = present.sum(1)  # (B,)
-        if self.modality_dropout_mode == "one":
-            chosen = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0).argmax(1)  # (B,)
-            lost = nn.functional.one_hot(chosen, len(self.modalities)).bool()  # (B, M)
-        else:  # rank the present modalities in a random order; lose the first k, k uniform in 1..n-1
-            rank = torch.rand(present.shape, device=present.device).masked_fill(~present, 2.0).argsort(1).argsort(1)
-            k = 1 + (torch.rand(len(present), device=present.device) * (n_present - 1)).long()  # (B,)
-            lost = (rank < k[:, None]) & present
-        apply = (torch.rand(len(present), device=present.device) < self.modality_dropout) & (n_present >= 2)
-        dropped = dict(lengths)
-        for m, name in enumerate(self.modalities):
-            dropped[name] = lengths[name].masked_fill(apply & lost[:, m], 0)
-        return dropped
-
     def forward(self, x: dict[str, Tensor], lengths: dict[str, Tensor]) -> ModelOutput:
-        if self.training and self.modality_dropout > 0:
-            lengths = self.drop_modalities(lengths)
         xu, present, temporal = self.encode(x, lengths)
         out = self.fuse(xu, present)
         out.attention.update(temporal)
@@ -181,9 +179,8 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
                 embed_dim: int = 128, dropout: float = 0.2, *, window: int = 5, conv_channels: int = 64,
                 kernel_size: int = 3, lstm_layers: int = 1, fusion_heads: int = 2,
                 sensor_encoder: str = "window", max_pools: int = 0, motion: bool = False,
-                modality_dropout: float = 0.0, modality_dropout_mode: str = "one", gm_heads: int = 1,
-                gm_gate: str = "softmax",
-                gm_merge: str = "sum", fusion_init: str = "torch", fusion_norm: str = "convex") -> MultimodalModel:
+                gm_heads: int = 1, gm_gate: str = "softmax", gm_merge: str = "sum", fusion_init: str = "torch",
+                fusion_norm: str = "convex") -> MultimodalModel:
     """Build `arch` (mumu | b1 | b2 | b3) over `inputs`, whose order is the model's modality order.
 
     window: time steps per sensor window (W of the (B, S, W, J*A) input; params.yaml extract.sensor_window).
@@ -191,8 +188,6 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
     conv_channels, kernel_size: the sensor encoder's conv width and temporal kernel (clamped to W for "window").
     max_pools: "sequence" only; max-pools by 2 along the steps after the first 0, 1 or 2 conv blocks.
     motion: "sequence" only; the step-to-step differences of each sensor input become extra input channels.
-    modality_dropout: training only; the chance that a multimodal sample loses one of its modalities
-    (modality_dropout_mode "one"), or 1 to n-1 of its n ("down_to_one").
     fusion_heads: B3's attention heads; gm_heads: MuMu's GM-Fusion heads (1 = eq. 7). Both must divide embed_dim.
     gm_gate: MuMu's GM-Fusion weights, "softmax" over modalities or one "sigmoid" gate per modality.
     gm_merge: MuMu's GM-Fusion output, the "sum" of the weighted values (eq. 7) or their "concat" (one slot each).
@@ -211,17 +206,13 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
         raise MumuError(f"max_pools must be 0, 1 or 2 (pools after the first conv blocks), got {max_pools}")
     if motion and sensor_encoder != "sequence":
         raise MumuError("motion channels need the sequence sensor encoder (sensor_encoder: sequence)")
-    if not 0.0 <= modality_dropout < 1.0:
-        raise MumuError(f"modality_dropout is a probability in [0, 1), got {modality_dropout}")
     options = dict(window=window, conv_channels=conv_channels, kernel_size=kernel_size, lstm_layers=lstm_layers,
-                   sensor_encoder=sensor_encoder, max_pools=max_pools, motion=motion,
-                   modality_dropout=modality_dropout, modality_dropout_mode=modality_dropout_mode)
+                   sensor_encoder=sensor_encoder, max_pools=max_pools, motion=motion)
     for name, heads, used_by in (("fusion_heads", fusion_heads, "b3"), ("gm_heads", gm_heads, "mumu")):
         if arch == used_by and (heads < 1 or embed_dim % heads):
             raise MumuError(f"{name} must be >= 1 and divide embed_dim ({embed_dim}), got {heads}")
     for name, value, choices in (("gm_gate", gm_gate, GM_GATES), ("gm_merge", gm_merge, GM_MERGES),
-                                 ("fusion_init", fusion_init, FUSION_INITS), ("fusion_norm", fusion_norm, FUSION_NORMS),
-                                 ("modality_dropout_mode", modality_dropout_mode, MODALITY_DROPOUT_MODES)):
+                                 ("fusion_init", fusion_init, FUSION_INITS), ("fusion_norm", fusion_norm, FUSION_NORMS)):
         if value not in choices:
             raise MumuError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
     if arch == "mumu":

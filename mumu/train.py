@@ -41,12 +41,13 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from mumu.adapt import (BatchNormState, batchnorm_state, by_subject, load_batchnorm_state, predict_by_subject,
                         subject_batchnorm_state)
-from mumu.config import (FUSION_INITS, FUSION_NORMS, GM_GATES, GM_MERGES, SELECTIONS, TrainConfig, config_from_dict,
-                         load_config, resolve_config, save_config)
+from mumu.config import SELECTIONS, TrainConfig, config_from_dict, load_config, resolve_config, save_config
 from mumu.data import (FEATURE_DIM, CacheDataset, MumuDataModule, PadCollate, RawDataset, StepDataset, make_loader,
                        max_steps_for)
 from mumu.metrics import ActivityMetrics, headline, summarize_folds
-from mumu.model import ModelOutput, build_model
+from mumu.fusion import GM_GATES, GM_MERGES
+from mumu.model import (FUSION_INITS, FUSION_NORMS, MODALITY_DROPOUT_AS, MODALITY_DROPOUT_MODES, ModelOutput,
+                        build_model, lost_modalities)
 from mumu.transforms import SensorTransform
 from pipeline.errors import MumuError
 from pipeline.index import Sample
@@ -83,8 +84,6 @@ class MumuModule(pl.LightningModule):
                                  conv_channels=self.cfg.conv_channels, kernel_size=self.cfg.kernel_size,
                                  sensor_encoder=self.cfg.sensor_encoder, lstm_layers=self.cfg.lstm_layers,
                                  max_pools=self.cfg.max_pools, motion=self.cfg.motion,
-                                 modality_dropout=self.cfg.modality_dropout,
-                                 modality_dropout_mode=self.cfg.modality_dropout_mode,
                                  gm_heads=self.cfg.gm_heads, gm_gate=self.cfg.gm_gate, gm_merge=self.cfg.gm_merge,
                                  fusion_init=self.cfg.fusion_init, fusion_norm=self.cfg.fusion_norm)
         with_groups = self.cfg.model == "mumu"
@@ -121,8 +120,27 @@ class MumuModule(pl.LightningModule):
 
     def encoder_inputs(self, batch: dict) -> dict[str, torch.Tensor]:
         """x as the encoders see it: standardised features (padding is masked by the encoders)."""
-        x = self.features(batch)
+        return self.standardise(self.features(batch))
+
+    def standardise(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {name: (x[name] - getattr(self, f"mean_{name}")) / getattr(self, f"std_{name}") for name in self.specs}
+
+    def drop_modalities(self, x: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]
+                        ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Modality dropout (training): the modalities a sample loses (`mumu.model.lost_modalities`) become
+        missing (length 0, masked out of every fusion) or silent (still present, raw inputs zeroed: what the
+        noise study's dropped group looks like, `mumu.noise`)."""
+        names = list(self.specs)
+        present = torch.stack([lengths[name] > 0 for name in names], dim=1)  # (B, M)
+        lost = lost_modalities(present, self.cfg.modality_dropout, self.cfg.modality_dropout_mode)  # (B, M)
+        x, lengths = dict(x), dict(lengths)
+        for m, name in enumerate(names):
+            if self.cfg.modality_dropout_as == "missing":
+                lengths[name] = lengths[name].masked_fill(lost[:, m], 0)
+            else:
+                keep = (~lost[:, m]).to(x[name].dtype)  # (B,)
+                x[name] = x[name] * keep.view(-1, *[1] * (x[name].dim() - 1))
+        return x, lengths
 
     @torch.no_grad()
     def fit_input_norm(self, loader) -> None:
@@ -161,7 +179,10 @@ class MumuModule(pl.LightningModule):
         return self._backbone
 
     def forward(self, batch: dict) -> ModelOutput:
-        return self.model(self.encoder_inputs(batch), batch["lengths"])
+        x, lengths = self.features(batch), batch["lengths"]
+        if self.training and self.cfg.modality_dropout > 0:
+            x, lengths = self.drop_modalities(x, lengths)
+        return self.model(self.standardise(x), lengths)
 
     def loss(self, out: ModelOutput, batch: dict) -> torch.Tensor:
         loss = F.cross_entropy(out.logits.float(), batch["label"], label_smoothing=self.cfg.label_smoothing)  # L_t
@@ -782,8 +803,11 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
 @click.option("--motion/--no-motion", default=None,
               help="Sequence sensor encoder: add the step-to-step differences of the input as channels.")
 @click.option("--modality-dropout", type=float, help="Training: chance that a multimodal sample loses one modality.")
-@click.option("--modality-dropout-mode", type=click.Choice(["one", "down_to_one"]),
+@click.option("--modality-dropout-mode", type=click.Choice(MODALITY_DROPOUT_MODES),
               help="What such a sample loses: one modality, or 1 to n-1 of its n (each stream also seen alone).")
+@click.option("--modality-dropout-as", type=click.Choice(MODALITY_DROPOUT_AS),
+              help="How a lost modality looks: missing (masked out of the fusion), or silent (present, its raw "
+                   "inputs zeroed, as the noise study corrupts a group).")
 @click.option("--max-steps-visual", type=int, help="Segments per visual modality (sampled/padded).")
 @click.option("--max-steps-sensor", type=int, help="Windows per sensor modality (sampled/padded).")
 @click.option("--val-fraction", type=float)

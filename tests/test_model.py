@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mumu.fusion import GMFusion, kl_from_uniform
-from mumu.model import ARCHS, build_model
+from mumu.model import ARCHS, build_model, lost_modalities
 from pipeline.errors import MumuError
 from pipeline.modalities import ModalitySpec
 
@@ -242,35 +242,29 @@ def test_max_pools_quarter_the_temporal_weights_and_keep_padding_out():
     assert (w[0, 1] == 0) and (w[1] > 0).all() and (w[2] == 0).all() and (w[3] > 0).all()
 
 
-def test_modality_dropout_drops_one_modality_per_sample_in_training_only():
-    x, lengths = make_batch(batch=4)
+def test_modality_dropout_drops_one_modality_per_sample_and_never_the_last():
+    _, lengths = make_batch(batch=4)
     present = torch.stack([lengths[n] > 0 for n in INPUTS], dim=1)  # (B, M); samples 0, 1, 3 have >= 2
-    net = model("mumu", modality_dropout=0.999)
-    torch.testing.assert_close(net(x, lengths).attention["sm"] > 0, present)  # evaluation: nothing dropped
-    net.train()
+    assert not lost_modalities(present, 0.0).any()
     for seed in range(5):
         torch.manual_seed(seed)
-        kept = net(x, lengths).attention["sm"] > 0  # (B, M)
-        assert (kept <= present).all()
-        assert kept.sum(1).tolist() == [n - 1 if n >= 2 else n for n in present.sum(1).tolist()]
+        lost = lost_modalities(present, 0.999)  # (B, M)
+        assert (lost <= present).all()
+        assert lost.sum(1).tolist() == [1 if n >= 2 else 0 for n in present.sum(1).tolist()]
 
 
 def test_modality_dropout_down_to_one_shows_every_stream_alone_and_never_empties_a_sample():
-    full = {name: [STEPS[name]] * 64 for name in INPUTS}  # every sample has all three modalities
-    x, lengths = make_batch(batch=64, lengths=full)
-    kept_counts = {}
+    present = torch.ones(64, len(INPUTS), dtype=torch.bool)  # every sample has all three modalities
+    kept = {}
     for mode in ("one", "down_to_one"):
-        net = model("mumu", modality_dropout=0.999, modality_dropout_mode=mode).train()
         torch.manual_seed(0)
-        kept = net(x, lengths).attention["sm"] > 0  # (B, M)
-        kept_counts[mode] = kept.sum(1)
-        if mode == "down_to_one":
-            alone = kept[kept.sum(1) == 1].float().sum(0)  # (M,) how often each modality is the only one left
-            assert (alone > 0).all()
-    assert kept_counts["one"].tolist() == [2] * 64
-    assert set(kept_counts["down_to_one"].tolist()) == {1, 2}
+        kept[mode] = present & ~lost_modalities(present, 0.999, mode)  # (B, M)
+    alone = kept["down_to_one"][kept["down_to_one"].sum(1) == 1].float().sum(0)  # (M,) times each is left alone
+    assert (alone > 0).all()
+    assert kept["one"].sum(1).tolist() == [2] * 64
+    assert set(kept["down_to_one"].sum(1).tolist()) == {1, 2}
     with pytest.raises(MumuError, match="unknown modality_dropout_mode 'all'"):
-        model("mumu", modality_dropout=0.5, modality_dropout_mode="all")
+        lost_modalities(present, 0.5, "all")
 
 
 @pytest.mark.parametrize("gm_heads", [1, 4])
@@ -383,8 +377,6 @@ def test_fusion_kl_keeps_the_fusion_weights_near_equal_while_mumu_learns():
 def test_bad_pooling_and_dropout_options_are_clear_errors():
     with pytest.raises(MumuError, match="max_pools must be 0, 1 or 2"):
         model("mumu", sensor_encoder="sequence", max_pools=3)
-    with pytest.raises(MumuError, match="modality_dropout is a probability"):
-        model("mumu", modality_dropout=1.0)
     with pytest.raises(MumuError, match="motion channels need the sequence sensor encoder"):
         model("mumu", sensor_encoder="window", motion=True)
     with pytest.raises(MumuError, match="gm_heads must be >= 1 and divide embed_dim"):
