@@ -9,6 +9,7 @@ Layout::
     CACHE/parts/part-000007/<m>/values    visual (N, 2048) float16 | sensor (N, W, C) float32
     CACHE/parts/part-000007/<m>/offsets   (n_samples + 1,) int64: sample i is values[off[i]:off[i+1]]
     CACHE/.staging/, CACHE/.lock          work in progress, the writer lock (not part of the data)
+    CACHE/.readers                        readers' shared lock: parts are never deleted under a reader
 
 A part is written by one process into ``.staging`` and renamed into ``parts/`` when complete,
 so a part is either absent or whole (one writer per shard; a kill leaves only staging debris).
@@ -35,6 +36,7 @@ ATTRS_KEY = "mumu_cache"
 PARTS = "parts"
 STAGING = ".staging"
 LOCK = ".lock"
+READERS = ".readers"
 TARGET_CHUNK_BYTES = 1 << 19  # 512 KiB uncompressed: a few samples per chunk, cheap random reads
 
 
@@ -43,11 +45,13 @@ TARGET_CHUNK_BYTES = 1 << 19  # 512 KiB uncompressed: a few samples per chunk, c
 
 
 class CacheLock:
-    """Exclusive writer lock on a cache (flock: released by the kernel even after SIGKILL)."""
+    """Exclusive writer lock on a cache (flock: released by the kernel even after SIGKILL). Adding parts
+    needs nothing more; a writer about to delete or replace data calls `exclude_readers` first."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._file = None
+        self._readers = None
 
     def __enter__(self) -> CacheLock:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -59,22 +63,57 @@ class CacheLock:
             raise MumuError(f"{self.path} is being written by another extract process; wait for it to finish") from None
         return self
 
+    def exclude_readers(self) -> None:
+        """Refuse, changing nothing, while any process reads the cache (`FeatureCache` holds a shared lock on
+        CACHE/.readers), and keep new readers out until this writer ends."""
+        if self._readers is not None:
+            return
+        readers = open(self.path / READERS, "a+")
+        try:
+            fcntl.flock(readers, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            readers.close()
+            raise MumuError(f"{self.path}: this extract would redo or delete parts, but another process is reading "
+                            "the cache (a training or evaluation run); no part was redone or deleted. Run extract again when "
+                            "it has finished, or extract into another --cache") from None
+        self._readers = readers
+
     def __exit__(self, *exc) -> None:
-        fcntl.flock(self._file, fcntl.LOCK_UN)
-        self._file.close()
+        for handle in (self._readers, self._file):
+            if handle is not None:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
 
 
-def prepare_cache(path: str | Path, header: dict, overwrite: bool, rebuild_if_changed: bool = False) -> None:
+def _hold_read_lock(path: Path):
+    """A shared lock on CACHE/.readers, held while the returned file stays open (None: a cache written before
+    the readers' lock existed, or one in a place this process cannot write, is read without it)."""
+    try:
+        handle = open(path / READERS, "r")
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise MumuError(f"{path} is being rebuilt by extract (parts are being redone or deleted); run again when "
+                        "it has finished") from None
+    return handle
+
+
+def prepare_cache(path: str | Path, header: dict, overwrite: bool, rebuild_if_changed: bool = False,
+                  lock: CacheLock | None = None) -> None:
     """Create the root group, or check that an existing cache was built with the same fingerprint.
 
-    ``header`` = {dataset, modalities, fingerprint, provenance}. Call while holding `CacheLock`.
+    ``header`` = {dataset, modalities, fingerprint, provenance}. Call while holding `CacheLock` (``lock``:
+    a rebuild first excludes readers through it).
     ``rebuild_if_changed``: rebuild a cache whose fingerprint differs instead of refusing (for
     pipelines such as dvc.yaml, where a settings change must rebuild and an interruption resume).
     """
     import zarr
 
     path = Path(path)
-    contents = [e for e in path.iterdir() if e.name != LOCK] if path.is_dir() else []
+    contents = [e for e in path.iterdir() if e.name not in (LOCK, READERS)] if path.is_dir() else []
     # A non-empty folder that is not a mumu cache raises here: nothing is ever deleted from it.
     existing = _read_header(path, check_format=False) if contents else None
     if existing is not None and not overwrite:
@@ -87,12 +126,16 @@ def prepare_cache(path: str | Path, header: dict, overwrite: bool, rebuild_if_ch
                             f"use another --cache or --overwrite to rebuild it")
         if not differences:
             zarr.open_group(str(path), mode="a", zarr_format=3).require_group(PARTS)  # a kill may have beaten it
+            (path / READERS).touch()  # a cache from before the readers' lock gets one
             return
-    for entry in contents:  # rebuild everything but the lock we hold
+    if contents and lock is not None:
+        lock.exclude_readers()
+    for entry in contents:  # rebuild everything but the locks
         shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     # The header goes into zarr.json in one write, so a kill never leaves a cache without one.
     root = zarr.create_group(str(path), zarr_format=3, attributes={ATTRS_KEY: {"format": FORMAT_VERSION, **header}})
     root.create_group(PARTS)
+    (path / READERS).touch()  # created with the cache, so that readers never add a file to it
 
 
 def part_name(index: int) -> str:
@@ -198,6 +241,7 @@ class FeatureCache:
         self.path = Path(path)
         if not (self.path / "zarr.json").is_file():
             raise MumuError(f"{self.path}: no feature cache here; run `python cli.py extract --cache {self.path}`")
+        self._read_lock = _hold_read_lock(self.path)  # released when this object is garbage-collected
         header = _read_header(self.path)
         self.dataset: str = header["dataset"]
         self.fingerprint: dict = header["fingerprint"]

@@ -296,11 +296,13 @@ def plan_parts(samples: list[Sample], part_size: int) -> list[tuple[str, list[Sa
     return [(cache_store.part_name(i // part_size), samples[i:i + part_size]) for i in range(0, len(samples), part_size)]
 
 
-def pending_parts(cache_path: Path, plan: list[tuple[str, list[Sample]]], modalities: list[ModalitySpec]):
-    """Parts of the plan that are not in the cache, or whose samples or sources changed (removed). A part whose
-    sources only have a new mtime or path (same bytes) is kept, and its stamps are brought up to date."""
+def pending_parts(cache_path: Path, plan: list[tuple[str, list[Sample]]], modalities: list[ModalitySpec]
+                  ) -> tuple[list[tuple[str, list[Sample]]], list[str]]:
+    """(parts of the plan to compute, the existing ones among them: stale, their samples or sources changed).
+    A part whose sources only have a new mtime or path (same bytes) is kept, and its stamps are brought up to
+    date."""
     done = cache_store.read_part_attrs(cache_path)
-    todo = []
+    todo, stale = [], []
     for name, samples in plan:
         attrs = done.get(name)
         if attrs is not None and [s["sample_id"] for s in attrs["samples"]] == [s.sample_id for s in samples]:
@@ -317,9 +319,9 @@ def pending_parts(cache_path: Path, plan: list[tuple[str, list[Sample]]], modali
                         "sources": now, "samples": [dataclasses.asdict(s) for s in samples]})
                 continue
         if attrs is not None:
-            cache_store.remove_part(cache_path, name)  # stale: redo it
+            stale.append(name)
         todo.append((name, samples))
-    return todo
+    return todo, stale
 
 
 def fingerprint(dataset: str, modalities: list[ModalitySpec], settings: ExtractSettings, weights_hash: str) -> dict:
@@ -440,14 +442,18 @@ def run_extract(samples: list[Sample], dataset: str, modalities: list[ModalitySp
     cache_path = Path(cache_path)
     weights_hash = state_dict_hash(load_state_dict(settings.weights))
     started = time.monotonic()
-    with cache_store.CacheLock(cache_path):
+    with cache_store.CacheLock(cache_path) as lock:
         header = {"dataset": dataset, "modalities": [dataclasses.asdict(m) for m in modalities],
                   "fingerprint": fingerprint(dataset, modalities, settings, weights_hash),
                   "provenance": provenance(index_path, settings)}
-        cache_store.prepare_cache(cache_path, header, overwrite, rebuild_if_changed)
+        cache_store.prepare_cache(cache_path, header, overwrite, rebuild_if_changed, lock)
         cache_store.clear_staging(cache_path)
         plan = plan_parts(samples, settings.part_size)
-        todo = pending_parts(cache_path, plan, modalities)
+        todo, stale = pending_parts(cache_path, plan, modalities)
+        if stale:  # never under a reader: a training run reading the cache would see parts vanish
+            lock.exclude_readers()
+            for name in stale:
+                cache_store.remove_part(cache_path, name)
         total = sum(len(s) for _, s in todo)
         bar = tqdm(total=total, unit="sample", desc="extract", disable=not show_progress or not total,
                    dynamic_ncols=True)

@@ -89,6 +89,21 @@ def test_second_writer_is_locked_out(tmp_path):
         pass
 
 
+def test_a_rebuild_waits_for_readers_and_readers_wait_for_a_rebuild(tmp_path):
+    make_cache(tmp_path / "c.zarr", np.random.default_rng(0))
+    reader = FeatureCache(tmp_path / "c.zarr")
+    with CacheLock(tmp_path / "c.zarr") as lock:
+        with pytest.raises(MumuError, match="another process is reading the cache"):
+            prepare_cache(tmp_path / "c.zarr", header(frame_stride=2), overwrite=True, lock=lock)
+    assert len(read_part_attrs(tmp_path / "c.zarr")) == 2 and len(reader) == 3  # nothing deleted
+    del reader
+    with CacheLock(tmp_path / "c.zarr") as lock:
+        prepare_cache(tmp_path / "c.zarr", header(frame_stride=2), overwrite=True, lock=lock)
+        with pytest.raises(MumuError, match="being rebuilt by extract"):
+            FeatureCache(tmp_path / "c.zarr")
+    assert len(FeatureCache(tmp_path / "c.zarr")) == 0  # readable again once the writer has finished
+
+
 def test_not_a_cache_is_a_clear_error(tmp_path):
     with pytest.raises(MumuError, match="no feature cache here"):
         FeatureCache(tmp_path / "nothing.zarr")

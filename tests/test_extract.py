@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from pipeline.backbone import Backbone
 from pipeline.cache import FeatureCache, read_part_attrs
 from pipeline.extract import ExtractSettings, extract_command, load_raw_sample, run_extract
+from pipeline.errors import MumuError
 from pipeline.index import Sample, write_index
 from pipeline.modalities import select_modalities
 from tests.test_decode import write_mp4
@@ -159,12 +160,30 @@ def test_changed_source_redoes_only_its_part(dataset, tmp_path):
     assert np.all(FeatureCache(tmp_path / "c.zarr").read(samples[2].sample_id)["gyro"] == 1)
 
 
+def test_extract_never_redoes_a_part_under_a_reader(tmp_path):
+    samples, _ = make_dataset(tmp_path, n_good=1)
+    specs = select_modalities("demo", MODALITIES)
+    run_extract(samples, "demo", specs, tmp_path / "c.zarr", SETTINGS, workers=0, show_progress=False)
+    reader = FeatureCache(tmp_path / "c.zarr")  # e.g. a training run, reading lazily
+    before = read_part_attrs(tmp_path / "c.zarr")
+    write_mmact_csv(Path(samples[2].paths["gyro"]), T0, 50, np.ones((60, 3)))  # part-000001 is now stale
+    with pytest.raises(MumuError, match="another process is reading the cache.*no part was redone or deleted"):
+        run_extract(samples, "demo", specs, tmp_path / "c.zarr", SETTINGS, workers=0, show_progress=False)
+    assert read_part_attrs(tmp_path / "c.zarr") == before
+    assert all(reader.read(s.sample_id) for s in reader.samples)  # every sample it listed is still there
+    del reader
+    summary = run_extract(samples, "demo", specs, tmp_path / "c.zarr", SETTINGS, workers=0, show_progress=False)
+    assert summary["parts"] == 1
+    assert np.all(FeatureCache(tmp_path / "c.zarr").read(samples[2].sample_id)["gyro"] == 1)
+
+
 def test_a_copied_or_moved_dataset_is_not_extracted_again(tmp_path):
     samples, _ = make_dataset(tmp_path / "a", n_good=1)
     specs = select_modalities("demo", MODALITIES)
     run_extract(samples, "demo", specs, tmp_path / "c.zarr", SETTINGS, workers=0, show_progress=False)
     cache = FeatureCache(tmp_path / "c.zarr")
     before = {s.sample_id: cache.read(s.sample_id) for s in cache.samples}  # the usable samples, in memory
+    del cache  # a reader open on the cache would keep extract from redoing part-000001
     shutil.copytree(tmp_path / "a", tmp_path / "b", copy_function=shutil.copy)  # new mtimes, same bytes
     moved = [dataclasses.replace(s, paths={m: p and p.replace(str(tmp_path / "a"), str(tmp_path / "b"))
                                            for m, p in s.paths.items()}) for s in samples]
@@ -177,6 +196,7 @@ def test_a_copied_or_moved_dataset_is_not_extracted_again(tmp_path):
     for sid, inputs in before.items():
         for m, value in inputs.items():
             assert (value is None and after.read(sid)[m] is None) or np.array_equal(value, after.read(sid)[m])
+    del after
     recorded = {sid: stamps["gyro"][0] for attrs in read_part_attrs(tmp_path / "c.zarr").values()
                 for sid, stamps in attrs["sources"].items()}
     assert all(path.startswith(str(tmp_path / "b")) for path in recorded.values())  # the stamps follow the move
