@@ -78,6 +78,10 @@ def infer(run, corrupt: str | None = None, noise: str = "drop", level: float = 1
     """
     generator = torch.Generator().manual_seed(seed)
     tested = run.samples("test")
+    if corrupt is not None and noise == "mean" and run.module.raw_visual and any(s.visual for s in run.data.specs):
+        raise MumuError(f"{run.run_dir} reads raw frames; noise 'mean' sets cached features to their training "
+                        "mean, so it needs a run trained from the cache (--from-cache)")
+    fills = {spec.name: getattr(run.module, f"mean_{spec.name}") for spec in run.data.specs}  # noise "mean"
     rows: dict[str, list] = {k: [] for k in ("ids", "labels", "groups", "preds", "group_preds", "uni", "fused")}
     attention: dict[str, list] = {}
 
@@ -86,7 +90,7 @@ def infer(run, corrupt: str | None = None, noise: str = "drop", level: float = 1
             return batch
         n = len(batch["sample_id"])
         return corrupt_batch(batch, run.data.specs, noise, level, generator,
-                             groups=None if corrupt == "random" else [corrupt] * n)[0]
+                             groups=None if corrupt == "random" else [corrupt] * n, fills=fills)[0]
 
     subjects = ([corrupted(batch) for batch in run.data.loader(samples)]
                 for samples in (by_subject(tested) if run.config.adapt_bn else [tested]))
@@ -317,7 +321,8 @@ def _evaluate_params(params: str | None) -> dict[str, Any]:
               help="Output folder (default RUN_DIR/eval).")
 @click.option("--params", default="params.yaml", show_default=True,
               help="Defaults come from its evaluate: block; none: no file.")
-@click.option("--noise", type=click.Choice(NOISE_MODES), help="drop: zero the features; gaussian: mix in noise.")
+@click.option("--noise", type=click.Choice(NOISE_MODES),
+              help="drop: zero the features; mean: set them to the training mean; gaussian: mix in noise.")
 @click.option("--noise-level", type=click.FloatRange(0, 1), help="Fraction of steps dropped / noise weight.")
 @click.option("--activities", help="Activities in the attention plot, comma-separated, or auto.")
 @click.option("--tsne-samples", type=click.IntRange(10), help="At most this many test samples in the t-SNE.")

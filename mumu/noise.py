@@ -8,6 +8,12 @@ modality group and corrupt the raw (cached) features of every modality in that g
   Lengths are left unchanged on purpose: the model still sees the modality as present, so the fusion
   has to learn from the features that they carry no signal. (Length 0 would mean "missing", which
   the model masks out of the fusion by construction and so tests nothing.)
+- ``mean``: as ``drop``, but a hit step is set to the training set's mean of each feature (the value the
+  model's input standardisation maps to 0) instead of zero. The stream still carries no signal, and its
+  values stay inside the range seen in training. Zero is not such a value for every stream: averaged
+  ResNet-50 features are positive, and with random-init weights their spread is so small that a zeroed
+  step lies ~19 standard deviations from the training data in every one of the 2048 features (UTD-MHAD
+  depth, docs/results.md), which tests an out-of-range input more than a dropped stream.
 - ``gaussian``: ``x <- (1 - level) * x + level * std(x) * N(0, 1)`` on the valid steps, where std(x)
   is the feature's standard deviation over that sample's valid steps, so one level means the same
   signal-to-noise ratio for ResNet features and for accelerometer values in m/s^2.
@@ -24,8 +30,8 @@ import torch
 from pipeline.errors import MumuError
 from pipeline.modalities import ModalitySpec
 
-NoiseMode = Literal["drop", "gaussian"]
-NOISE_MODES = ("drop", "gaussian")
+NoiseMode = Literal["drop", "mean", "gaussian"]
+NOISE_MODES = ("drop", "mean", "gaussian")
 GROUPS = ("visual", "non_visual")
 # Sensor-kind modalities that are nevertheless measured by a camera.
 CAMERA_DERIVED = {"skeleton", "mocap"}
@@ -52,11 +58,12 @@ def choose_groups(num_samples: int, generator: torch.Generator) -> list[str]:
 
 def corrupt_tensor(
     x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, mode: NoiseMode, level: float,
-    generator: torch.Generator,
+    generator: torch.Generator, fill: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Corrupt the valid steps of the samples ``rows`` (bool (B,)) of one padded modality tensor.
 
-    x: (B, S, ...) padded features; lengths: (B,) valid steps. Returns a new tensor, x untouched.
+    x: (B, S, ...) padded features; lengths: (B,) valid steps; fill: mode "mean" only, the training mean
+    per feature (last axis of x). Returns a new tensor, x untouched.
     """
     if mode not in NOISE_MODES:
         raise MumuError(f"unknown noise mode {mode!r}; choose one of {', '.join(NOISE_MODES)}")
@@ -65,9 +72,11 @@ def corrupt_tensor(
     out = x.clone()
     steps = torch.arange(x.shape[1], device=x.device)
     valid = (steps[None, :] < lengths[:, None].to(x.device)) & rows[:, None].to(x.device)  # (B, S)
-    if mode == "drop":
+    if mode in ("drop", "mean"):
         hit = valid & (torch.rand(valid.shape, generator=generator).to(x.device) < level)
-        out[hit] = 0
+        if mode == "mean" and fill is None:
+            raise MumuError("noise mode 'mean' needs the training means of the features (fill)")
+        out[hit] = 0 if mode == "drop" else fill.to(device=x.device, dtype=x.dtype)
         return out
     for b in torch.nonzero(rows).flatten().tolist():
         n = int(lengths[b])
@@ -83,12 +92,13 @@ def corrupt_tensor(
 
 def corrupt_batch(
     batch: dict, specs: list[ModalitySpec], mode: NoiseMode, level: float, generator: torch.Generator,
-    groups: list[str] | None = None,
+    groups: list[str] | None = None, fills: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict, list[str]]:
     """Corrupt one modality group per sample of a batch.
 
     batch: the training batch format, dict(x={name: (B, S, ...)}, lengths={name: (B,)}, ...).
     groups: the group to corrupt per sample; None draws them with p=0.5 (see `choose_groups`).
+    fills: mode "mean" only, {modality: training mean per feature}.
     Returns (new batch with corrupted copies of x, the group corrupted per sample).
     """
     num = len(next(iter(batch["lengths"].values())))
@@ -101,5 +111,6 @@ def corrupt_batch(
             continue
         for name in names:
             if name in x:
-                x[name] = corrupt_tensor(x[name], batch["lengths"][name], rows, mode, level, generator)
+                x[name] = corrupt_tensor(x[name], batch["lengths"][name], rows, mode, level, generator,
+                                         (fills or {}).get(name))
     return {**batch, "x": x}, groups

@@ -17,6 +17,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
+from mumu.noise import NOISE_MODES
 from mumu.significance import TEST_NAME, pairwise_aso, significantly_better
 from pipeline.errors import MumuError
 from pipeline.modalities import select_modalities
@@ -208,8 +209,8 @@ def study_command() -> None:
 @study_command.command("noise")
 @common_options
 @click.option("--models", default=",".join(MODELS), show_default=True, help="Models to compare.")
-@click.option("--noise", type=click.Choice(["drop", "gaussian"]), default="drop", show_default=True,
-              help="drop: zero the features; gaussian: mix in noise.")
+@click.option("--noise", type=click.Choice(NOISE_MODES), default="drop", show_default=True,
+              help="drop: zero the features; mean: set them to the training mean; gaussian: mix in noise.")
 @click.option("--noise-level", type=click.FloatRange(0, 1), default=1.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise draws.")
 def noise_command(params, out, quick, max_epochs, cache, models, noise, noise_level, seed) -> None:

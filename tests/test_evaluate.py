@@ -10,7 +10,8 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from mumu.evaluate import evaluate_command
+from mumu.evaluate import evaluate_command, infer
+from mumu.train import load_run
 from mumu.plots import plot_attention
 from tests.test_data import tiny_demo  # noqa: F401  (session fixture: tiny demo dataset + feature cache)
 
@@ -48,6 +49,24 @@ def test_clean_metrics_match_the_training_run(trained_run, evaluated):
     for condition in ("noisy", "noisy_visual", "noisy_non_visual"):
         assert metrics[condition]["n_samples"] == n and 0 <= metrics[condition]["macro_f1"] <= 1
     assert sum(g["n_samples"] for g in metrics["per_group"].values()) == n
+
+
+def test_noise_mean_changes_only_the_noisy_conditions(trained_run, evaluated, tmp_path):
+    out = tmp_path / "eval-mean"
+    result = CliRunner().invoke(evaluate_command, [str(trained_run.run_dir), "--out", str(out), "--params", "none",
+                                                   "--tsne-samples", "40", "--noise", "mean"])
+    assert result.exit_code == 0, result.output
+    drop = json.loads((evaluated[0] / "metrics.json").read_text())
+    mean = json.loads((out / "metrics.json").read_text())
+    assert mean["noise"] == {"mode": "mean", "level": 1.0} and drop["noise"]["mode"] == "drop"
+    assert mean["accuracy"] == drop["accuracy"]
+    # the corrupted group reaches the model as its training mean: its unimodal features are those of a
+    # sample whose every step is that mean, and differ from those of zeroed steps
+    run = load_run(trained_run.run_dir)
+    visual = [m for m, spec in enumerate(run.data.specs) if spec.visual]
+    by_mode = {mode: infer(run, "visual", mode).unimodal[:, visual] for mode in ("drop", "mean")}  # (N, V, D)
+    assert not np.allclose(by_mode["drop"], by_mode["mean"])
+    assert np.allclose(by_mode["mean"], by_mode["mean"][:1], atol=1e-5)  # the same constant input in every sample
 
 
 def test_per_class_rows_and_confusion_csv_cover_the_test_set(trained_run, evaluated):

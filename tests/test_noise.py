@@ -63,6 +63,21 @@ def test_partial_drop_and_gaussian_touch_only_valid_steps():
         assert torch.equal(noisy["x"]["rgb_cam1"], batch["x"]["rgb_cam1"])
 
 
+def test_mean_sets_the_chosen_steps_to_the_training_mean_and_hits_what_drop_hits():
+    batch = make_batch()
+    fills = {spec.name: torch.full((2048,) if spec.visual else (spec.channels,), 0.25) for spec in DEMO}
+    dropped, groups = corrupt_batch(batch, DEMO, "drop", 0.5, torch.Generator().manual_seed(0))
+    filled, same_groups = corrupt_batch(batch, DEMO, "mean", 0.5, torch.Generator().manual_seed(0), fills=fills)
+    assert same_groups == groups
+    for name, clean in batch["x"].items():
+        hit = (dropped["x"][name] != clean).flatten(2).any(-1)  # (B, S) the steps drop zeroed
+        steps = filled["x"][name].flatten(2)  # (B, S, F)
+        assert (steps[hit] == 0.25).all()
+        assert torch.equal(filled["x"][name][~hit], clean[~hit])  # every other step, padding included
+    with pytest.raises(MumuError, match="needs the training means"):
+        corrupt_batch(batch, DEMO, "mean", 1.0, torch.Generator().manual_seed(0))
+
+
 def test_same_seed_same_corruption_and_level_zero_is_clean():
     batch = make_batch()
     a, ga = corrupt_batch(batch, DEMO, "gaussian", 0.5, torch.Generator().manual_seed(3))
