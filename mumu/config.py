@@ -53,7 +53,7 @@ class TrainConfig:
     motion: bool = False  # "sequence" encoder: step-to-step differences of the input as extra channels
     modality_dropout: float = 0.0  # training: chance that a multimodal sample loses one modality
     modality_dropout_mode: str = "one"  # one | down_to_one: it loses 1 to n-1 of its n modalities
-    modality_dropout_as: str = "missing"  # missing: length 0 | silent: present, its raw inputs zeroed (mumu.noise)
+    modality_dropout_as: str = "missing"  # missing: length 0 | zeros / mean: present, inputs as noise drop / mean
     gm_heads: int = 1  # MuMu's GM-Fusion attention heads; 1 = eq. (7)
     gm_gate: str = "softmax"  # eq. (7)'s sigma: softmax over modalities | sigmoid, one gate per modality
     gm_merge: str = "sum"  # GM-Fusion output: sum of the weighted values (eq. 7) | concat, one slot per modality

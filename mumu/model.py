@@ -28,7 +28,8 @@ ARCHS = ("mumu", "b1", "b2", "b3")
 FUSION_INITS = ("torch", "xavier")
 FUSION_NORMS = ("convex", "count")
 MODALITY_DROPOUT_MODES = ("one", "down_to_one")  # how many modalities a dropped sample loses
-MODALITY_DROPOUT_AS = ("missing", "silent")  # how a lost modality looks: length 0, or present with zeroed inputs
+# how a lost modality looks: length 0, or present with its inputs set as the noise study's "drop" / "mean" modes do
+MODALITY_DROPOUT_AS = ("missing", "zeros", "mean")
 SENSOR_ENCODERS = ("window", "sequence")
 
 

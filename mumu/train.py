@@ -44,10 +44,11 @@ from mumu.adapt import (BatchNormState, batchnorm_state, by_subject, load_batchn
 from mumu.config import SELECTIONS, TrainConfig, config_from_dict, load_config, resolve_config, save_config
 from mumu.data import (FEATURE_DIM, CacheDataset, MumuDataModule, PadCollate, RawDataset, StepDataset, make_loader,
                        max_steps_for)
-from mumu.metrics import ActivityMetrics, headline, summarize_folds
 from mumu.fusion import GM_GATES, GM_MERGES
+from mumu.metrics import ActivityMetrics, headline, summarize_folds
 from mumu.model import (FUSION_INITS, FUSION_NORMS, MODALITY_DROPOUT_AS, MODALITY_DROPOUT_MODES, ModelOutput,
                         build_model, lost_modalities)
+from mumu.noise import corrupt_tensor
 from mumu.transforms import SensorTransform
 from pipeline.errors import MumuError
 from pipeline.index import Sample
@@ -128,18 +129,20 @@ class MumuModule(pl.LightningModule):
     def drop_modalities(self, x: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]
                         ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Modality dropout (training): the modalities a sample loses (`mumu.model.lost_modalities`) become
-        missing (length 0, masked out of every fusion) or silent (still present, raw inputs zeroed: what the
-        noise study's dropped group looks like, `mumu.noise`)."""
+        missing (length 0, masked out of every fusion) or stay present with every valid step zeroed ("zeros")
+        or set to the training mean ("mean"): exactly what the noise study's "drop" / "mean" modes do
+        (`mumu.noise.corrupt_tensor`)."""
         names = list(self.specs)
         present = torch.stack([lengths[name] > 0 for name in names], dim=1)  # (B, M)
         lost = lost_modalities(present, self.cfg.modality_dropout, self.cfg.modality_dropout_mode)  # (B, M)
         x, lengths = dict(x), dict(lengths)
+        kind = self.cfg.modality_dropout_as
         for m, name in enumerate(names):
-            if self.cfg.modality_dropout_as == "missing":
+            if kind == "missing":
                 lengths[name] = lengths[name].masked_fill(lost[:, m], 0)
-            else:
-                keep = (~lost[:, m]).to(x[name].dtype)  # (B,)
-                x[name] = x[name] * keep.view(-1, *[1] * (x[name].dim() - 1))
+            else:  # level 1: every valid step, so the generator's draws decide nothing
+                x[name] = corrupt_tensor(x[name], lengths[name], lost[:, m], "drop" if kind == "zeros" else "mean",
+                                         1.0, torch.Generator(), getattr(self, f"mean_{name}"))
         return x, lengths
 
     @torch.no_grad()
@@ -806,8 +809,8 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
 @click.option("--modality-dropout-mode", type=click.Choice(MODALITY_DROPOUT_MODES),
               help="What such a sample loses: one modality, or 1 to n-1 of its n (each stream also seen alone).")
 @click.option("--modality-dropout-as", type=click.Choice(MODALITY_DROPOUT_AS),
-              help="How a lost modality looks: missing (masked out of the fusion), or silent (present, its raw "
-                   "inputs zeroed, as the noise study corrupts a group).")
+              help="How a lost modality looks: missing (masked out of the fusion), or present with its inputs "
+                   "zeroed (zeros) or set to the training mean (mean), as the noise study's drop / mean modes.")
 @click.option("--max-steps-visual", type=int, help="Segments per visual modality (sampled/padded).")
 @click.option("--max-steps-sensor", type=int, help="Windows per sensor modality (sampled/padded).")
 @click.option("--val-fraction", type=float)

@@ -219,7 +219,7 @@ def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path)
                          (dict(max_pools=3), "max_pools must be 0, 1 or 2"),
                          (dict(modality_dropout=1.0), "modality_dropout is a probability"),
                          (dict(modality_dropout_mode="all"), "unknown modality_dropout_mode 'all'"),
-                         (dict(modality_dropout_as="zeros"), "unknown modality_dropout_as 'zeros'"),
+                         (dict(modality_dropout_as="silent"), "unknown modality_dropout_as 'silent'"),
                          (dict(ema_decay=1.0), "ema_decay is the per-step decay"),
                          (dict(select="val_loss"), "unknown select 'val_loss'"),
                          (dict(gm_gate="relu"), "unknown gm_gate 'relu'"),
@@ -251,8 +251,10 @@ def test_fusion_kl_adds_its_weighted_term_to_mumus_training_loss(tiny_demo):  # 
     torch.testing.assert_close(losses[2.0] - losses[0.0], 2.0 * out.fusion_kl)
 
 
-def test_modality_dropout_as_silent_zeroes_the_lost_streams_and_keeps_them_in_the_fusion(tiny_demo):  # noqa: F811
-    """A silent lost stream is what the noise study's dropped group is: present, raw inputs zeroed."""
+@pytest.mark.parametrize("kind", ["zeros", "mean"])
+def test_modality_dropout_keeps_a_lost_stream_present_as_the_noise_study_corrupts_it(tiny_demo, kind):  # noqa: F811
+    """A lost stream stays in the fusion, every valid step zeroed or set to the training mean, as the noise
+    study's "drop" / "mean" modes leave a corrupted group."""
     from mumu.train import MumuModule, prepare_data
 
     data = prepare_data(tiny_demo.config())
@@ -260,26 +262,30 @@ def test_modality_dropout_as_silent_zeroes_the_lost_streams_and_keeps_them_in_th
     names = [s.name for s in data.specs]
     present = torch.stack([batch["lengths"][n] > 0 for n in names], dim=1)  # (B, M)
     modules, outs = {}, {}
-    for kind in ("missing", "silent"):
+    for as_ in ("missing", kind):
         torch.manual_seed(0)  # same weights for both
-        cfg = tiny_demo.config(modality_dropout=0.99, modality_dropout_as=kind, dropout=0.0)
-        modules[kind] = module = MumuModule(cfg.to_dict(), [vars(s) for s in data.specs], data.activity_names,
-                                            data.group_names).train()
+        cfg = tiny_demo.config(modality_dropout=0.99, modality_dropout_as=as_, dropout=0.0)
+        modules[as_] = module = MumuModule(cfg.to_dict(), [vars(s) for s in data.specs], data.activity_names,
+                                           data.group_names)
+        module.fit_input_norm(data.loader(data.samples[:8], batch_size=8))  # training means that are not 0
+        module.train()
         for layer in module.modules():  # per-sample outputs: BatchNorm with its running statistics
             if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
                 layer.eval()
         torch.manual_seed(1)  # same draw of lost modalities for both
         with torch.no_grad():
-            outs[kind] = module(batch)
+            outs[as_] = module(batch)
     lost = present & (outs["missing"].attention["sm"] == 0)  # (B, M) what the draw removed
     assert lost.any(1).sum() >= 4
-    assert torch.equal(outs["silent"].attention["sm"] > 0, present)  # silent streams stay in the fusion
-    zeroed = {**batch, "x": {n: batch["x"][n] * (~lost[:, m]).view(-1, *[1] * (batch["x"][n].dim() - 1))
-                             for m, n in enumerate(names)}}
+    assert torch.equal(outs[kind].attention["sm"] > 0, present)  # the lost streams stay in the fusion
+    x = {n: batch["x"][n].clone() for n in names}
+    for m, n in enumerate(names):
+        for b in lost[:, m].nonzero().flatten().tolist():
+            x[n][b, :batch["lengths"][n][b]] = 0 if kind == "zeros" else getattr(modules[kind], f"mean_{n}")
     with torch.no_grad():
-        expected = modules["silent"].eval()(zeroed)
-    torch.testing.assert_close(outs["silent"].logits, expected.logits)
-    assert not torch.allclose(outs["silent"].logits, outs["missing"].logits)
+        expected = modules[kind].eval()({**batch, "x": x})
+    torch.testing.assert_close(outs[kind].logits, expected.logits)
+    assert not torch.allclose(outs[kind].logits, outs["missing"].logits)
 
 
 def test_train_command_prints_the_headline(tiny_demo, tmp_path):  # noqa: F811
