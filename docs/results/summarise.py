@@ -6,7 +6,9 @@ Each RUN_DIR is a `cli.py train` output (one seed; LOSO runs have fold_s<N>/ fol
 fold's metrics.json and the run's predictions.csv, and writes into docs/results/:
 - NAME.json: per run and fold top-1 accuracy, macro-F1 and test NLL (and, for runs tested with --adapt-bn, the
   validation subject's adapted top-1), mean +- std over folds of each run,
-  and over all (fold, seed) pairs; clean vs noisy metrics where `cli.py evaluate RUN_DIR` has run; per-class and per-subject accuracy over the pooled test predictions;
+  and over all (fold, seed) pairs; clean vs noisy metrics where `cli.py evaluate RUN_DIR` has run (RUN_DIR/eval;
+  RUN_DIR/eval-mean for `--noise mean --out RUN_DIR/eval-mean`), per run and averaged over the runs;
+  per-class and per-subject accuracy over the pooled test predictions;
   the most frequent confusions;
 - NAME_confusion.png: the pooled confusion matrix (rows = true activity, row-normalised).
 Folds still running are listed as missing, never counted.
@@ -43,14 +45,27 @@ def predictions(run_dir: Path, finished: list[str]) -> list[dict]:
     return rows
 
 
-def noise_metrics(run_dir: Path) -> dict | None:
-    """Clean vs noisy top-1 / macro-F1 from `cli.py evaluate RUN_DIR` (RUN_DIR/eval/metrics.json), if run."""
-    path = run_dir / "eval" / "metrics.json"
+EVAL_DIRS = {"noise": "eval", "noise_mean": "eval-mean"}  # key in NAME.json: folder of `cli.py evaluate` output
+
+
+def noise_metrics(run_dir: Path, eval_dir: str = "eval") -> dict | None:
+    """Clean vs noisy top-1 / macro-F1 from `cli.py evaluate RUN_DIR` (RUN_DIR/EVAL_DIR/metrics.json), if run."""
+    path = run_dir / eval_dir / "metrics.json"
     if not path.is_file():
         return None
     m = json.loads(path.read_text())
     parts = {"clean": m} | {k: m[k] for k in ("noisy", "noisy_visual", "noisy_non_visual") if k in m}
     return {"noise": m.get("noise")} | {k: {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"]} for k, v in parts.items()}
+
+
+def noise_over_runs(per_run: list[dict | None]) -> dict:
+    """Mean top-1 per condition over the runs that were evaluated (all in the same noise mode)."""
+    done = [m for m in per_run if m]
+    if not done:
+        return {}
+    conditions = [k for k in done[0] if k != "noise"]
+    return {"noise": done[0]["noise"], "runs": len(done),
+            **{c: mean_std([m[c]["accuracy"] for m in done if c in m]) for c in conditions}}
 
 
 def mean_std(values: list[float]) -> dict:
@@ -68,7 +83,8 @@ def main(name: str, run_dirs: list[str]) -> None:
         val_acc = {f: m["adapted_val_accuracy"] for f, m in folds.items() if "adapted_val_accuracy" in m}
         runs[str(run)] = {"accuracy": acc, "macro_f1": f1, "nll": nll, "adapted_val_accuracy": val_acc,
                           "accuracy_over_folds": mean_std(list(acc.values())),
-                          "macro_f1_over_folds": mean_std(list(f1.values())), "noise": noise_metrics(run)}
+                          "macro_f1_over_folds": mean_std(list(f1.values())),
+                          **{key: noise_metrics(run, folder) for key, folder in EVAL_DIRS.items()}}
         all_acc += acc.values()
         all_f1 += f1.values()
         all_nll += nll.values()
@@ -92,6 +108,7 @@ def main(name: str, run_dirs: list[str]) -> None:
         "per_class_accuracy": {c: round(float(np.mean(v)), 4) for c, v in sorted(per_class.items())},
         "per_subject_accuracy": {s: round(float(np.mean(v)), 4) for s, v in sorted(per_subject.items())},
         "top_confusions": confusions.most_common(15),
+        **{f"{key}_over_runs": noise_over_runs([r[key] for r in runs.values()]) for key in EVAL_DIRS},
     }
     (OUT / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     if rows:
