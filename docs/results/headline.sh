@@ -39,8 +39,11 @@ for protocol in loso odd_even; do
   for model in mumu b1 b2 b3; do
     dirs=()
     for seed in $SEEDS; do dirs+=("runs/ls2-${runs[$model]}-$protocol-seed$seed"); done
-    for dir in "${dirs[@]}"; do  # noise study, adapted per subject and per pattern of silent streams (16 s)
+    for dir in "${dirs[@]}"; do  # noise study, adapted per subject and per pattern of silent streams (16 s each):
+      # the corrupted group zeroed (drop, the paper's), and set to its training mean (mean)
       [ -f "$dir/eval/metrics.json" ] || python cli.py evaluate "$dir" --params params/utd_mhad.yaml --tsne-samples 100
+      [ -f "$dir/eval-mean/metrics.json" ] || python cli.py evaluate "$dir" --params params/utd_mhad.yaml \
+        --tsne-samples 100 --noise mean --out "$dir/eval-mean"
     done
     python docs/results/summarise.py "headline/${model}_si_${protocol}_adabn" "${dirs[@]}"
   done
