@@ -51,6 +51,7 @@ class TrainConfig:
     lstm_layers: int = 1  # per modality; 0 = none (pooling reads the step embeddings)
     max_pools: int = 0  # "sequence" encoder: max-pools by 2 along the steps after the first 0-2 conv blocks
     motion: bool = False  # "sequence" encoder: step-to-step differences of the input as extra channels
+    visual_norm: bool = False  # LayerNorm over each visual step's 2048 features before the encoder's projection
     modality_dropout: float = 0.0  # training: chance that a multimodal sample loses one modality
     modality_dropout_mode: str = "one"  # one | down_to_one: it loses 1 to n-1 of its n modalities
     modality_dropout_as: str = "missing"  # missing: length 0 | zeros / mean: present, inputs as noise drop / mean

@@ -1,7 +1,7 @@
 """Unimodal Feature Encoders (UFE, paper §3.3): per-step embedding -> LSTM (optional) -> temporal pooling.
 
 Step embeddings, one shared sequence model:
-- visual (video / depth): a cached 2048-d ResNet-50 feature per step -> Linear -> ReLU -> Dropout;
+- visual (video / depth): a cached 2048-d ResNet-50 feature per step -> (LayerNorm) -> Linear -> ReLU -> Dropout;
 - sensor / skeleton, `sensor_encoder="window"`: a co-occurrence-style 2-conv encoder inside each window of
   W time steps (J joints, A attributes), as in the HAMLET/MuMu code;
 - sensor / skeleton, `sensor_encoder="sequence"`: HCN-style convolutions along the step axis, across windows,
@@ -55,11 +55,16 @@ class KeylessAttention(nn.Module):
 
 
 class VisualStepEmbedding(nn.Module):
-    """(B, S, 2048) cached ResNet-50 features -> (B, S, D)."""
+    """(B, S, 2048) cached ResNet-50 features -> (B, S, D).
 
-    def __init__(self, in_dim: int, dim: int, dropout: float):
+    norm: a LayerNorm over each step's features first, so that a step far outside the training range (a
+    zeroed random-init ResNet feature lies ~19 standard deviations out) reaches the projection at the
+    scale of any other step."""
+
+    def __init__(self, in_dim: int, dim: int, dropout: float, norm: bool = False):
         super().__init__()
-        self.proj = nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU(), nn.Dropout(dropout))
+        layers = [nn.LayerNorm(in_dim)] if norm else []
+        self.proj = nn.Sequential(*layers, nn.Linear(in_dim, dim), nn.ReLU(), nn.Dropout(dropout))
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         return self.proj(x), mask  # (B, S, D); a per-step op, so padded steps cannot leak into valid ones
@@ -168,11 +173,12 @@ class UnimodalEncoder(nn.Module):
 
     def __init__(self, spec: ModalitySpec, dim: int, dropout: float, pooling: Pooling, window: int = 5,
                  conv_channels: int = 64, kernel_size: int = 3, lstm_layers: int = 1, visual_dim: int = 2048,
-                 sensor_encoder: SensorEncoder = "window", max_pools: int = 0, motion: bool = False):
+                 sensor_encoder: SensorEncoder = "window", max_pools: int = 0, motion: bool = False,
+                 visual_norm: bool = False):
         super().__init__()
         self.spec, self.window, self.visual_dim = spec, window, visual_dim
         if spec.visual:
-            self.embed: nn.Module = VisualStepEmbedding(visual_dim, dim, dropout)
+            self.embed: nn.Module = VisualStepEmbedding(visual_dim, dim, dropout, visual_norm)
         elif sensor_encoder == "sequence":
             self.embed = SensorSequenceEmbedding(spec, window, dim, dropout, conv_channels, kernel_size, max_pools,
                                                  motion)

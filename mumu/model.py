@@ -179,7 +179,7 @@ class SelfAttentionBaseline(MultimodalModel):
 def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, num_groups: int,
                 embed_dim: int = 128, dropout: float = 0.2, *, window: int = 5, conv_channels: int = 64,
                 kernel_size: int = 3, lstm_layers: int = 1, fusion_heads: int = 2,
-                sensor_encoder: str = "window", max_pools: int = 0, motion: bool = False,
+                sensor_encoder: str = "window", max_pools: int = 0, motion: bool = False, visual_norm: bool = False,
                 gm_heads: int = 1, gm_gate: str = "softmax", gm_merge: str = "sum", fusion_init: str = "torch",
                 fusion_norm: str = "convex") -> MultimodalModel:
     """Build `arch` (mumu | b1 | b2 | b3) over `inputs`, whose order is the model's modality order.
@@ -189,6 +189,7 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
     conv_channels, kernel_size: the sensor encoder's conv width and temporal kernel (clamped to W for "window").
     max_pools: "sequence" only; max-pools by 2 along the steps after the first 0, 1 or 2 conv blocks.
     motion: "sequence" only; the step-to-step differences of each sensor input become extra input channels.
+    visual_norm: a LayerNorm over each visual step's features before its projection.
     fusion_heads: B3's attention heads; gm_heads: MuMu's GM-Fusion heads (1 = eq. 7). Both must divide embed_dim.
     gm_gate: MuMu's GM-Fusion weights, "softmax" over modalities or one "sigmoid" gate per modality.
     gm_merge: MuMu's GM-Fusion output, the "sum" of the weighted values (eq. 7) or their "concat" (one slot each).
@@ -208,7 +209,7 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
     if motion and sensor_encoder != "sequence":
         raise MumuError("motion channels need the sequence sensor encoder (sensor_encoder: sequence)")
     options = dict(window=window, conv_channels=conv_channels, kernel_size=kernel_size, lstm_layers=lstm_layers,
-                   sensor_encoder=sensor_encoder, max_pools=max_pools, motion=motion)
+                   sensor_encoder=sensor_encoder, max_pools=max_pools, motion=motion, visual_norm=visual_norm)
     for name, heads, used_by in (("fusion_heads", fusion_heads, "b3"), ("gm_heads", gm_heads, "mumu")):
         if arch == used_by and (heads < 1 or embed_dim % heads):
             raise MumuError(f"{name} must be >= 1 and divide embed_dim ({embed_dim}), got {heads}")

@@ -85,6 +85,7 @@ class MumuModule(pl.LightningModule):
                                  conv_channels=self.cfg.conv_channels, kernel_size=self.cfg.kernel_size,
                                  sensor_encoder=self.cfg.sensor_encoder, lstm_layers=self.cfg.lstm_layers,
                                  max_pools=self.cfg.max_pools, motion=self.cfg.motion,
+                                 visual_norm=self.cfg.visual_norm,
                                  gm_heads=self.cfg.gm_heads, gm_gate=self.cfg.gm_gate, gm_merge=self.cfg.gm_merge,
                                  fusion_init=self.cfg.fusion_init, fusion_norm=self.cfg.fusion_norm)
         with_groups = self.cfg.model == "mumu"
@@ -805,6 +806,8 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
               help="MuMu: weight of KL(fusion weights || equal weights) in the loss; 0 = the paper's loss.")
 @click.option("--motion/--no-motion", default=None,
               help="Sequence sensor encoder: add the step-to-step differences of the input as channels.")
+@click.option("--visual-norm/--no-visual-norm", default=None,
+              help="LayerNorm over each visual step's features (video, depth) before the encoder's projection.")
 @click.option("--modality-dropout", type=float, help="Training: chance that a multimodal sample loses one modality.")
 @click.option("--modality-dropout-mode", type=click.Choice(MODALITY_DROPOUT_MODES),
               help="What such a sample loses: one modality, or 1 to n-1 of its n (each stream also seen alone).")

@@ -374,6 +374,16 @@ def test_fusion_kl_keeps_the_fusion_weights_near_equal_while_mumu_learns():
     assert accuracy == {0.0: 1.0, 5.0: 1.0}
 
 
+def test_visual_norm_gives_a_step_far_out_of_range_the_scale_of_any_other():
+    x, lengths = make_batch()
+    far = dict(x, rgb=x["rgb"].float() * 40 - 20)  # every visual step 40x wider and shifted far off
+    for norm, same in ((False, False), (True, True)):
+        net = model("mumu", visual_norm=norm)
+        rgb = list(INPUTS).index("rgb")
+        a, b = net(x, lengths).unimodal[:, rgb], net(far, lengths).unimodal[:, rgb]  # (B, D)
+        assert torch.allclose(a, b, atol=1e-3) == same
+
+
 def test_bad_pooling_and_dropout_options_are_clear_errors():
     with pytest.raises(MumuError, match="max_pools must be 0, 1 or 2"):
         model("mumu", sensor_encoder="sequence", max_pools=3)

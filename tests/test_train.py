@@ -198,7 +198,7 @@ def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path)
     """The options params/utd_mhad.yaml uses (sequence encoder with max-pools, no LSTM, modality dropout,
     one-cycle schedule, label smoothing)."""
     options = dict(sensor_encoder="sequence", kernel_size=5, lstm_layers=0, max_pools=2, modality_dropout=0.3,
-                   warmup=0.3, label_smoothing=0.1, ema_decay=0.9)
+                   warmup=0.3, label_smoothing=0.1, ema_decay=0.9, visual_norm=True)
     cfg = tiny_demo.config(tmp_path / "seq", max_epochs=1, **options)
     train_once(cfg, progress=False)
     loaded = load_run(cfg.run_dir)
