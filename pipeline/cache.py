@@ -74,8 +74,8 @@ class CacheLock:
         except BlockingIOError:
             readers.close()
             raise MumuError(f"{self.path}: this extract would redo or delete parts, but another process is reading "
-                            "the cache (a training or evaluation run); no part was redone or deleted. Run extract again when "
-                            "it has finished, or extract into another --cache") from None
+                            "the cache (a training or evaluation run); no part was redone or deleted. Run extract "
+                            "again when it has finished, or extract into another --cache") from None
         self._readers = readers
 
     def __exit__(self, *exc) -> None:
@@ -87,9 +87,9 @@ class CacheLock:
 
 def _hold_read_lock(path: Path):
     """A shared lock on CACHE/.readers, held while the returned file stays open (None: a cache written before
-    the readers' lock existed, or one in a place this process cannot write, is read without it)."""
+    the readers' lock existed has no such file, and is read without it until its next extract)."""
     try:
-        handle = open(path / READERS, "r")
+        handle = open(path / READERS, "r")  # read-only: readers never create a file in the cache
     except OSError:
         return None
     try:
