@@ -69,13 +69,13 @@ def corrupt_tensor(
         raise MumuError(f"unknown noise mode {mode!r}; choose one of {', '.join(NOISE_MODES)}")
     if not 0.0 <= level <= 1.0:
         raise MumuError(f"noise level must lie in [0, 1], got {level}")
+    if mode == "mean" and fill is None:
+        raise MumuError("noise mode 'mean' needs the training means of the features (fill)")
     out = x.clone()
     steps = torch.arange(x.shape[1], device=x.device)
     valid = (steps[None, :] < lengths[:, None].to(x.device)) & rows[:, None].to(x.device)  # (B, S)
     if mode in ("drop", "mean"):
         hit = valid & (torch.rand(valid.shape, generator=generator).to(x.device) < level)
-        if mode == "mean" and fill is None:
-            raise MumuError("noise mode 'mean' needs the training means of the features (fill)")
         out[hit] = 0 if mode == "drop" else fill.to(device=x.device, dtype=x.dtype)
         return out
     for b in torch.nonzero(rows).flatten().tolist():
