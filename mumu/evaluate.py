@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 from mumu import plots
 from mumu.adapt import by_subject, predict_by_subject, split_by_condition
-from mumu.noise import NOISE_MODES, corrupt_batch, split_groups
+from mumu.noise import corrupt_batch, split_groups
+from mumu.noise_modes import NOISE_MODES
 from pipeline.errors import MumuError
 from pipeline.params import read_params
 

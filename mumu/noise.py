@@ -23,15 +23,12 @@ camera or optical markers) form the visual group; wearable sensors (IMU, EMG) th
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
+from mumu.noise_modes import NOISE_MODES, NoiseMode
 from pipeline.errors import MumuError
 from pipeline.modalities import ModalitySpec
 
-NoiseMode = Literal["drop", "mean", "gaussian"]
-NOISE_MODES = ("drop", "mean", "gaussian")
 GROUPS = ("visual", "non_visual")
 # Sensor-kind modalities that are nevertheless measured by a camera.
 CAMERA_DERIVED = {"skeleton", "mocap"}
@@ -56,6 +53,21 @@ def choose_groups(num_samples: int, generator: torch.Generator) -> list[str]:
     return ["visual" if c else "non_visual" for c in coin.tolist()]
 
 
+def valid_steps(x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """(B, S) bool: the valid (unpadded) steps of the samples ``rows`` (bool (B,)) of padded x (B, S, ...)."""
+    steps = torch.arange(x.shape[1], device=x.device)
+    return (steps[None, :] < lengths[:, None].to(x.device)) & rows[:, None].to(x.device)
+
+
+def blank_steps(x: torch.Tensor, hit: torch.Tensor, mode: NoiseMode, fill: torch.Tensor | None = None
+                ) -> torch.Tensor:
+    """A copy of x with the steps ``hit`` ((B, S) bool) set to zero ("drop") or to ``fill``, the training
+    mean of each feature ("mean"). No randomness: modality dropout uses it to blank whole streams."""
+    out = x.clone()
+    out[hit] = 0 if mode == "drop" else fill.to(device=x.device, dtype=x.dtype)
+    return out
+
+
 def corrupt_tensor(
     x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, mode: NoiseMode, level: float,
     generator: torch.Generator, fill: torch.Tensor | None = None,
@@ -71,13 +83,11 @@ def corrupt_tensor(
         raise MumuError(f"noise level must lie in [0, 1], got {level}")
     if mode == "mean" and fill is None:
         raise MumuError("noise mode 'mean' needs the training means of the features (fill)")
-    out = x.clone()
-    steps = torch.arange(x.shape[1], device=x.device)
-    valid = (steps[None, :] < lengths[:, None].to(x.device)) & rows[:, None].to(x.device)  # (B, S)
     if mode in ("drop", "mean"):
+        valid = valid_steps(x, lengths, rows)  # (B, S)
         hit = valid & (torch.rand(valid.shape, generator=generator).to(x.device) < level)
-        out[hit] = 0 if mode == "drop" else fill.to(device=x.device, dtype=x.dtype)
-        return out
+        return blank_steps(x, hit, mode, fill)
+    out = x.clone()
     for b in torch.nonzero(rows).flatten().tolist():
         n = int(lengths[b])
         if n == 0:

@@ -17,7 +17,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from mumu.noise import NOISE_MODES
+from mumu.noise_modes import NOISE_MODES
 from mumu.significance import TEST_NAME, pairwise_aso, significantly_better
 from pipeline.errors import MumuError
 from pipeline.modalities import select_modalities

@@ -48,7 +48,7 @@ from mumu.fusion import GM_GATES, GM_MERGES
 from mumu.metrics import ActivityMetrics, headline, summarize_folds
 from mumu.model import (FUSION_INITS, FUSION_NORMS, MODALITY_DROPOUT_AS, MODALITY_DROPOUT_MODES, ModelOutput,
                         build_model, lost_modalities)
-from mumu.noise import corrupt_tensor
+from mumu.noise import blank_steps, valid_steps
 from mumu.transforms import SensorTransform
 from pipeline.errors import MumuError
 from pipeline.index import Sample
@@ -132,7 +132,7 @@ class MumuModule(pl.LightningModule):
         """Modality dropout (training): the modalities a sample loses (`mumu.model.lost_modalities`) become
         missing (length 0, masked out of every fusion) or stay present with every valid step zeroed ("zeros")
         or set to the training mean ("mean"): exactly what the noise study's "drop" / "mean" modes do
-        (`mumu.noise.corrupt_tensor`)."""
+        at level 1 (`mumu.noise.blank_steps`)."""
         names = list(self.specs)
         present = torch.stack([lengths[name] > 0 for name in names], dim=1)  # (B, M)
         lost = lost_modalities(present, self.cfg.modality_dropout, self.cfg.modality_dropout_mode)  # (B, M)
@@ -141,9 +141,10 @@ class MumuModule(pl.LightningModule):
         for m, name in enumerate(names):
             if kind == "missing":
                 lengths[name] = lengths[name].masked_fill(lost[:, m], 0)
-            else:  # level 1: every valid step, so the generator's draws decide nothing
-                x[name] = corrupt_tensor(x[name], lengths[name], lost[:, m], "drop" if kind == "zeros" else "mean",
-                                         1.0, torch.Generator(), getattr(self, f"mean_{name}"))
+            else:
+                hit = valid_steps(x[name], lengths[name], lost[:, m])  # (B, S)
+                fill = getattr(self, f"mean_{name}")
+                x[name] = blank_steps(x[name], hit, "drop" if kind == "zeros" else "mean", fill)
         return x, lengths
 
     @torch.no_grad()

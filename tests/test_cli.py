@@ -30,6 +30,16 @@ def test_every_command_has_help(name):
     assert "Usage:" in result.stdout
 
 
+@pytest.mark.parametrize("name", ["demo-data", "index", "extract", "cache-info", "study"])
+def test_help_of_commands_that_need_no_model_does_not_load_torch(name):
+    # -X importtime lists every module imported; torch alone takes seconds to import
+    result = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "cli.py"), name, "--help"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "torch" not in imported
+
+
 def test_user_error_is_one_line_without_traceback(tmp_path):
     result = run_cli("cache-info", str(tmp_path / "no-such-cache.zarr"))
     assert result.returncode != 0
