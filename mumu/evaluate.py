@@ -122,10 +122,10 @@ def _collect(rows: dict[str, list], attention: dict[str, list], batch: dict, out
             attention.setdefault(key, []).append(out.attention[key].float().numpy())  # (B, M)
 
 
-def headline_metrics(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:
-    """Macro-F1 over the classes present in labels or predictions (as torchmetrics' macro F1 in
-    training) and top-1 accuracy."""
-    return {"macro_f1": float(f1_score(labels, preds, average="macro", zero_division=0)),
+def headline_metrics(labels: np.ndarray, preds: np.ndarray, classes: np.ndarray | None = None) -> dict[str, float]:
+    """Macro-F1 and top-1 accuracy. Macro-F1 averages over `classes`, by default those present in labels or
+    predictions (as torchmetrics' macro F1 in training)."""
+    return {"macro_f1": float(f1_score(labels, preds, labels=classes, average="macro", zero_division=0)),
             "accuracy": float(accuracy_score(labels, preds)), "n_samples": int(len(labels))}
 
 
@@ -144,8 +144,10 @@ def compute_metrics(results: dict[str, Inference], activity_names: list[str], gr
     metrics["per_group"] = {}
     for g, name in enumerate(group_names):
         rows = clean.groups == g
-        if rows.any():
-            metrics["per_group"][name] = headline_metrics(clean.labels[rows], clean.preds[rows])
+        if rows.any():  # macro-F1 over the group's own classes: a sample predicted as another group's
+            # class is a miss of its own class, not a class of this group with F1 0
+            metrics["per_group"][name] = headline_metrics(clean.labels[rows], clean.preds[rows],
+                                                          classes=np.unique(clean.labels[rows]))
     precision, recall, f1, support = precision_recall_fscore_support(
         clean.labels, clean.preds, labels=range(k), zero_division=0)
     per_class = [{"activity": name, "group": group_names[class_groups[i]], "f1": float(f1[i]),

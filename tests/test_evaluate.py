@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from mumu.evaluate import evaluate_command, infer
+from mumu.evaluate import Inference, compute_metrics, evaluate_command, infer
 from mumu.train import load_run
 from mumu.plots import plot_attention
 from tests.test_data import tiny_demo  # noqa: F401  (session fixture: tiny demo dataset + feature cache)
@@ -111,3 +111,16 @@ def test_a_run_that_has_not_written_a_split_yet_is_one_clear_line(trained_run, t
     result = CliRunner().invoke(evaluate_command, [str(started), "--params", "none"])
     assert result.exit_code != 0
     assert "no split yet" in result.output and "Traceback" not in result.output
+
+
+def test_per_group_macro_f1_averages_over_the_groups_own_classes():
+    # group "a" = classes 0, 1; group "b" = classes 2, 3. One sample of class 1 is predicted as class 2.
+    labels, preds = np.array([0, 0, 1, 1, 2, 3]), np.array([0, 0, 1, 2, 2, 3])
+    groups = np.array([0, 0, 0, 0, 1, 1])
+    clean = Inference(sample_ids=list("uvwxyz"), labels=labels, groups=groups, preds=preds, group_preds=None,
+                      attention={}, unimodal=np.zeros((6, 2, 4)), fused=np.zeros((6, 4)))
+    metrics, _ = compute_metrics({"clean": clean}, ["c0", "c1", "c2", "c3"], ["a", "b"], [0, 0, 1, 1])
+    # class 0: F1 1; class 1: precision 1, recall 0.5, F1 2/3; class 2 is not one of group a's classes
+    assert metrics["per_group"]["a"]["macro_f1"] == pytest.approx((1 + 2 / 3) / 2)
+    assert metrics["per_group"]["a"]["accuracy"] == pytest.approx(0.75)
+    assert metrics["per_group"]["b"]["macro_f1"] == pytest.approx(1.0)
