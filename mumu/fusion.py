@@ -95,17 +95,21 @@ class GMFusion(nn.Module):
 
 class ModalitySelfAttention(nn.Module):
     """B3 (HAMLET-like): multi-head self-attention among the modality tokens, keys masked to the present
-    modalities, then the mean over present tokens. Unlike HAMLET's code, the mask is applied, so a missing
-    modality cannot influence the result."""
+    modalities, then the mean over present tokens. As in HAMLET's code, each modality's tokens pass a
+    BatchNorm and a ReLU before and after the attention: without them a token of a much larger scale (a
+    2048-d depth stream's, say) saturates the softmax and the fusion stops learning. Unlike HAMLET's code,
+    the mask is applied, so a missing modality cannot influence the result."""
 
-    def __init__(self, dim: int, heads: int, dropout: float):
+    def __init__(self, dim: int, heads: int, dropout: float, modalities: int):
         super().__init__()
+        self.pre = nn.Sequential(nn.BatchNorm1d(modalities), nn.ReLU())  # BatchNorm1d(M): one scale per modality
         self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.post = nn.Sequential(nn.ReLU(), nn.Dropout(dropout))
+        self.post = nn.Sequential(nn.BatchNorm1d(modalities), nn.ReLU(), nn.Dropout(dropout))
 
     def forward(self, xu: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
         # xu: (B, M, D), present: (B, M) -> merged (B, D), weights (B, M) averaged over present queries
-        tokens, weights = self.attention(xu, xu, xu, key_padding_mask=~present, need_weights=True,
+        tokens = self.pre(xu)  # (B, M, D)
+        tokens, weights = self.attention(tokens, tokens, tokens, key_padding_mask=~present, need_weights=True,
                                          average_attn_weights=True)  # (B, M, D), (B, M_query, M_key)
         tokens = self.post(tokens)
         share = present.to(xu.dtype) / present.sum(1, keepdim=True)  # (B, M): 1/|present| on present tokens

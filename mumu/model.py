@@ -7,7 +7,7 @@ All four share `UnimodalEncoder`; they differ in temporal pooling and in how mod
 | mumu | keyless attention | SM-Fusion -> X_aux -> F_aux; GM-Fusion -> W_f[X_c; X_aux] -> F_t | yes |
 | b1   | last valid state  | concatenation -> two-FC head                          | no         |
 | b2   | keyless attention | concatenation -> two-FC head (Keyless)                | no         |
-| b3   | keyless attention | masked self-attention across modalities, mean over present (HAMLET-like) | no |
+| b3   | keyless attention | BatchNorm, masked self-attention across modalities, mean over present (HAMLET-like) | no |
 
 A missing modality (length 0) has an all-zero unimodal feature. The attention fusions mask it out of their
 softmax; the concatenation baselines keep its slot as zeros (there is no softmax to mask).
@@ -168,7 +168,7 @@ class SelfAttentionBaseline(MultimodalModel):
     def __init__(self, inputs, num_classes: int, embed_dim: int, dropout: float, fusion_heads: int = 2,
                  **options):
         super().__init__(inputs, embed_dim, dropout, "keyless", **options)
-        self.fusion = ModalitySelfAttention(embed_dim, fusion_heads, dropout)
+        self.fusion = ModalitySelfAttention(embed_dim, fusion_heads, dropout, len(inputs))
         self.head = two_layer_head(embed_dim, embed_dim, num_classes, dropout)
 
     def fuse(self, xu: Tensor, present: Tensor) -> ModelOutput:

@@ -542,7 +542,7 @@ def _retest_split(data: RunData, split: SampleSplit, source: Path, fold_dir: Pat
         link = fold_dir / "checkpoints"
         if not link.exists():
             link.symlink_to((source / "checkpoints").resolve(), target_is_directory=True)
-    module = MumuModule.load_from_checkpoint(source / "checkpoints" / "best.ckpt", map_location="cpu")
+    module = load_module(source / "checkpoints" / "best.ckpt")
     trainer = pl.Trainer(**_trainer_options(data.cfg, fold_dir, progress, resuming=False))
     return _test_split(trainer, module, data, split, fold_dir, selection)
 
@@ -748,6 +748,19 @@ def finished_folds(run_dir: str | Path) -> list[str]:
             if fold is not None and (Path(run_dir) / fold / "metrics.json").is_file()]
 
 
+def load_module(ckpt: Path) -> MumuModule:
+    """The trained module of a checkpoint; one that does not fit the model this code builds (trained by an
+    earlier version whose layers differ) is a clear error, not a state-dict traceback."""
+    try:
+        return MumuModule.load_from_checkpoint(ckpt, map_location="cpu")
+    except RuntimeError as e:
+        if "state_dict" not in str(e):
+            raise
+        raise MumuError(f"{ckpt} does not fit the model this version of mumu builds "
+                        f"({str(e).splitlines()[0].strip()} ...); it was trained by an earlier version "
+                        f"(B3 gained BatchNorm layers on 2026-11-30): train the run again") from None
+
+
 def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "best.ckpt") -> LoadedRun:
     """Load RUN_DIR (or RUN_DIR/<fold> for loso; default: the first fold) with its best checkpoint."""
     run_dir = Path(run_dir)
@@ -759,7 +772,7 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
     ckpt = fold_dir / "checkpoints" / checkpoint
     if not ckpt.is_file():
         raise MumuError(f"{ckpt} does not exist; has `python cli.py train --out {run_dir}` finished?")
-    module = MumuModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    module = load_module(ckpt).eval()
     data = prepare_data(cfg)
     split = json.loads((fold_dir / "split.json").read_text())
     return LoadedRun(module, cfg, data, split, fold_dir)

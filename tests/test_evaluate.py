@@ -113,6 +113,21 @@ def test_a_run_that_has_not_written_a_split_yet_is_one_clear_line(trained_run, t
     assert "no split yet" in result.output and "Traceback" not in result.output
 
 
+def test_a_checkpoint_from_an_earlier_model_version_is_one_clear_line(trained_run, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(trained_run.run_dir, old, ignore=shutil.ignore_patterns("eval*"))
+    ckpt = old / "checkpoints" / "best.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    dropped = next(iter(state["state_dict"]))  # as if the layer had not existed when the run trained
+    del state["state_dict"][dropped]
+    torch.save(state, ckpt)
+    result = CliRunner().invoke(evaluate_command, [str(old), "--params", "none"])
+    assert result.exit_code != 0
+    assert str(ckpt) in result.output and "earlier version" in result.output and "Traceback" not in result.output
+
+
 def test_per_group_macro_f1_averages_over_the_groups_own_classes():
     # group "a" = classes 0, 1; group "b" = classes 2, 3. One sample of class 1 is predicted as class 2.
     labels, preds = np.array([0, 0, 1, 1, 2, 3]), np.array([0, 0, 1, 2, 2, 3])

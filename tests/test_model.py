@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from mumu.fusion import GMFusion, kl_from_uniform
+from mumu.fusion import GMFusion, ModalitySelfAttention, kl_from_uniform
 from mumu.model import ARCHS, build_model, lost_modalities
 from pipeline.errors import MumuError
 from pipeline.modalities import ModalitySpec
@@ -399,3 +399,18 @@ def test_bad_pooling_and_dropout_options_are_clear_errors():
         model("mumu", fusion_init="zeros")
     with pytest.raises(MumuError, match="unknown fusion_norm 'sum'; choose one of convex, count"):
         model("mumu", fusion_norm="sum")
+
+
+def test_b3_fusion_is_not_ruled_by_a_stream_of_a_larger_scale():
+    """B3 normalises each modality's tokens (as HAMLET does) before its self-attention: a stream whose
+    features are 100x larger (a 2048-d depth stream's, say) gets the same weights and output in training."""
+    torch.manual_seed(0)
+    fusion = ModalitySelfAttention(dim=16, heads=2, dropout=0.0, modalities=3).train()
+    xu = torch.randn(8, 3, 16)  # (B, M, D)
+    present = torch.ones(8, 3, dtype=torch.bool)
+    louder = xu.clone()
+    louder[:, 0] *= 100
+    merged, weights = fusion(xu, present)
+    merged_louder, weights_louder = fusion(louder, present)
+    torch.testing.assert_close(weights_louder, weights, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(merged_louder, merged, atol=1e-4, rtol=1e-3)
