@@ -98,7 +98,8 @@ class ModalitySelfAttention(nn.Module):
     modalities, then the mean over present tokens. As in HAMLET's code, each modality's tokens pass a
     BatchNorm and a ReLU before and after the attention: without them a token of a much larger scale (a
     2048-d depth stream's, say) saturates the softmax and the fusion stops learning. Unlike HAMLET's code,
-    the mask is applied, so a missing modality cannot influence the result."""
+    the mask is applied, so a missing modality's (zero) token is never attended to or averaged in; it does
+    enter the BatchNorm's batch statistics in training (and in test-time adaptation), as in HAMLET."""
 
     def __init__(self, dim: int, heads: int, dropout: float, modalities: int):
         super().__init__()
