@@ -597,7 +597,7 @@ def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callb
     trainer = pl.Trainer(**_trainer_options(cfg, fold_dir, progress, resuming=ckpt_path is not None),
                          callbacks=[checkpoint, last, *callbacks])
     if ckpt_path:
-        _check_readable(ckpt_path)
+        _check_resumable(ckpt_path, module)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     # loaded by hand: with ckpt_path, the EMA callback would restore the raw weights
     best = torch.load(checkpoint.best_model_path, map_location=module.device, weights_only=False)
@@ -632,13 +632,17 @@ def _test_split(trainer: pl.Trainer, module: MumuModule, data: RunData, split: S
     return metrics
 
 
-def _check_readable(ckpt_path: str) -> None:
-    """A checkpoint cut short by a kill is reported as such, not as a pickle traceback."""
+def _check_resumable(ckpt_path: str, module: MumuModule) -> None:
+    """A checkpoint cut short by a kill, or one of a model whose layers this version no longer builds, is
+    reported as such, not as a pickle or state-dict traceback."""
     try:
-        torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise MumuError(f"cannot resume from {ckpt_path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                         f"use --overwrite to start afresh") from None
+    if set(state.get("state_dict", {})) != set(module.state_dict()):
+        raise MumuError(f"cannot resume from {ckpt_path}: its layers differ from the model this version of mumu "
+                        f"builds (it was trained by an earlier version); use --overwrite to start afresh")
 
 
 def _trainer_options(cfg: TrainConfig, fold_dir: Path, progress: bool, resuming: bool) -> dict:

@@ -123,6 +123,18 @@ def test_same_seed_same_metrics_and_resume_after_a_kill_matches(tiny_demo, tmp_p
         train_once(tiny_demo.config(tmp_path / "c", lr=0.5), progress=False)
 
 
+def test_resuming_a_checkpoint_of_an_earlier_model_version_is_a_clear_error(tiny_demo, tmp_path):  # noqa: F811
+    cfg = tiny_demo.config(tmp_path / "run")
+    with pytest.raises(SystemExit):
+        train_once(cfg, callbacks=[KillAtSecondEpoch()], progress=False)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=False)
+    del state["state_dict"][next(iter(state["state_dict"]))]  # as if the layer had not existed then
+    torch.save(state, last)
+    with pytest.raises(MumuError, match="earlier version.*--overwrite"):
+        train_once(cfg, progress=False)
+
+
 def test_a_killed_run_resumes_from_its_last_finished_epoch_not_its_best(tiny_demo, tmp_path):  # noqa: F811
     """With lr 0 validation never improves, so the tested epoch stays the first; a kill before the last epoch
     must still resume there, not redo every epoch since the best one."""
