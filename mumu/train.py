@@ -641,8 +641,13 @@ def _check_resumable(ckpt_path: str, module: MumuModule) -> None:
         raise MumuError(f"cannot resume from {ckpt_path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                         f"use --overwrite to start afresh") from None
     if set(state.get("state_dict", {})) != set(module.state_dict()):
-        raise MumuError(f"cannot resume from {ckpt_path}: its layers differ from the model this version of mumu "
-                        f"builds (it was trained by an earlier version); use --overwrite to start afresh")
+        raise _from_earlier_version(ckpt_path)
+
+
+def _from_earlier_version(ckpt: str | Path) -> MumuError:
+    """The one error for a checkpoint whose layers differ from the model this code builds, on load or resume."""
+    return MumuError(f"{ckpt} holds a model whose layers differ from the one this version of mumu builds (it was "
+                     f"trained by an earlier version); train the run again, with --overwrite")
 
 
 def _trainer_options(cfg: TrainConfig, fold_dir: Path, progress: bool, resuming: bool) -> dict:
@@ -760,9 +765,7 @@ def load_module(ckpt: Path) -> MumuModule:
     except RuntimeError as e:
         if "state_dict" not in str(e):
             raise
-        raise MumuError(f"{ckpt} does not fit the model this version of mumu builds "
-                        f"({str(e).splitlines()[0].strip()} ...); it was trained by an earlier version "
-                        f"(B3 gained BatchNorm layers on 2026-11-30): train the run again") from None
+        raise _from_earlier_version(ckpt) from None
 
 
 def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "best.ckpt") -> LoadedRun:
