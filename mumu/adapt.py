@@ -17,6 +17,7 @@ import torch
 from pytorch_lightning.utilities import move_data_to_device
 from torch import Tensor, nn
 
+from mumu.noise import valid_steps
 from pipeline.index import Sample
 
 BatchNormState = dict[str, tuple[Tensor, Tensor, Tensor]]  # layer name -> running mean, var, batches tracked
@@ -93,7 +94,7 @@ def silent_streams(batch: dict) -> Tensor:
     flags = []
     for name in sorted(batch["x"]):
         x, lengths = batch["x"][name], batch["lengths"][name]
-        valid = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])[..., None]  # (B, S, 1)
+        valid = valid_steps(x, lengths)[..., None]  # (B, S, 1)
         flat = x.flatten(2).float()  # (B, S, F)
         highest = flat.masked_fill(~valid, float("-inf")).amax(1)  # (B, F)
         lowest = flat.masked_fill(~valid, float("inf")).amin(1)

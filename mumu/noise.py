@@ -53,10 +53,11 @@ def choose_groups(num_samples: int, generator: torch.Generator) -> list[str]:
     return ["visual" if c else "non_visual" for c in coin.tolist()]
 
 
-def valid_steps(x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """(B, S) bool: the valid (unpadded) steps of the samples ``rows`` (bool (B,)) of padded x (B, S, ...)."""
-    steps = torch.arange(x.shape[1], device=x.device)
-    return (steps[None, :] < lengths[:, None].to(x.device)) & rows[:, None].to(x.device)
+def valid_steps(x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, S) bool: the valid (unpadded) steps of padded x (B, S, ...), of every sample or of the samples
+    ``rows`` (bool (B,)) only."""
+    valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None].to(x.device)
+    return valid if rows is None else valid & rows[:, None].to(x.device)
 
 
 def blank_steps(x: torch.Tensor, hit: torch.Tensor, mode: NoiseMode, fill: torch.Tensor | None = None

@@ -154,7 +154,7 @@ class MumuModule(pl.LightningModule):
         for batch in loader:
             x = self.features(batch)
             for name, spec in self.specs.items():
-                valid = torch.arange(x[name].shape[1])[None, :] < batch["lengths"][name][:, None]  # (B, S)
+                valid = valid_steps(x[name], batch["lengths"][name])  # (B, S)
                 steps = x[name][valid]  # (N, 2048) or (N, W, C)
                 sums[name].append(steps.reshape(-1, steps.shape[-1]).double())
         for name, chunks in sums.items():
@@ -167,7 +167,7 @@ class MumuModule(pl.LightningModule):
 
     def _frames_to_features(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # frames (B, S, H, W, 3) uint8 -> features (B, S, 2048); padded steps stay zero
-        valid = torch.arange(frames.shape[1], device=frames.device)[None, :] < lengths[:, None]  # (B, S)
+        valid = valid_steps(frames, lengths)  # (B, S)
         features = torch.zeros(frames.shape[:2] + (FEATURE_DIM,), device=frames.device)
         if valid.any():
             computed = self.backbone(frames[valid].cpu().numpy()).astype(np.float16)  # as the cache stores it
