@@ -17,7 +17,7 @@ import torch
 from pytorch_lightning.utilities import move_data_to_device
 from torch import Tensor, nn
 
-from mumu.noise import valid_steps
+from mumu.data import valid_steps
 from pipeline.index import Sample
 
 BatchNormState = dict[str, tuple[Tensor, Tensor, Tensor]]  # layer name -> running mean, var, batches tracked

@@ -183,6 +183,13 @@ class RawDataset(StepDataset):
         return self.take_steps(load_raw_sample(sample, to_load, self.settings).inputs, choose)
 
 
+def valid_steps(x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, S) bool: the valid (unpadded) steps of padded x (B, S, ...), of every sample or of the samples
+    ``rows`` (bool (B,)) only."""
+    valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None].to(x.device)
+    return valid if rows is None else valid & rows[:, None].to(x.device)
+
+
 class PadCollate:
     """Stacks items into a batch, zero-padding every modality to its configured number of steps."""
 

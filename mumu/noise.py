@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from mumu.data import valid_steps
 from mumu.noise_modes import NOISE_MODES, NoiseMode
 from pipeline.errors import MumuError
 from pipeline.modalities import ModalitySpec
@@ -51,13 +52,6 @@ def choose_groups(num_samples: int, generator: torch.Generator) -> list[str]:
     """One group per sample, visual or non-visual with probability 0.5 each."""
     coin = torch.rand(num_samples, generator=generator) < 0.5
     return ["visual" if c else "non_visual" for c in coin.tolist()]
-
-
-def valid_steps(x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, S) bool: the valid (unpadded) steps of padded x (B, S, ...), of every sample or of the samples
-    ``rows`` (bool (B,)) only."""
-    valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None].to(x.device)
-    return valid if rows is None else valid & rows[:, None].to(x.device)
 
 
 def blank_steps(x: torch.Tensor, hit: torch.Tensor, mode: NoiseMode, fill: torch.Tensor | None = None

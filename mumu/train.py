@@ -43,12 +43,12 @@ from mumu.adapt import (BatchNormState, batchnorm_state, by_subject, load_batchn
                         subject_batchnorm_state)
 from mumu.config import SELECTIONS, TrainConfig, config_from_dict, load_config, resolve_config, save_config
 from mumu.data import (FEATURE_DIM, CacheDataset, MumuDataModule, PadCollate, RawDataset, StepDataset, make_loader,
-                       max_steps_for)
+                       max_steps_for, valid_steps)
 from mumu.fusion import GM_GATES, GM_MERGES
 from mumu.metrics import ActivityMetrics, headline, summarize_folds
 from mumu.model import (FUSION_INITS, FUSION_NORMS, MODALITY_DROPOUT_AS, MODALITY_DROPOUT_MODES, ModelOutput,
                         build_model, lost_modalities)
-from mumu.noise import blank_steps, valid_steps
+from mumu.noise import blank_steps
 from mumu.transforms import SensorTransform
 from pipeline.errors import MumuError
 from pipeline.index import Sample
