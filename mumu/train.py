@@ -635,13 +635,23 @@ def _test_split(trainer: pl.Trainer, module: MumuModule, data: RunData, split: S
 def _check_resumable(ckpt_path: str, module: MumuModule) -> None:
     """A checkpoint cut short by a kill, or one of a model whose layers this version no longer builds, is
     reported as such, not as a pickle or state-dict traceback."""
-    try:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise MumuError(f"cannot resume from {ckpt_path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                        f"use --overwrite to start afresh") from None
-    if set(state.get("state_dict", {})) != set(module.state_dict()):
+    state = _read_checkpoint(ckpt_path, "cannot resume from", "use --overwrite to start afresh")
+    if not _layers_match(state.get("state_dict", {}), module):
         raise _from_earlier_version(ckpt_path)
+
+
+def _read_checkpoint(path: str | Path, failure: str, advice: str) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        reason = str(e).splitlines()[0] if str(e) else ""
+        raise MumuError(f"{failure} {path} ({type(e).__name__}: {reason}); {advice}") from None
+
+
+def _layers_match(state_dict: dict[str, torch.Tensor], module: torch.nn.Module) -> bool:
+    """True when the saved tensors are exactly the module's, by name and shape."""
+    own = module.state_dict()
+    return set(state_dict) == set(own) and all(state_dict[k].shape == own[k].shape for k in own)
 
 
 def _from_earlier_version(ckpt: str | Path) -> MumuError:
@@ -760,12 +770,12 @@ def finished_folds(run_dir: str | Path) -> list[str]:
 def load_module(ckpt: Path) -> MumuModule:
     """The trained module of a checkpoint; one that does not fit the model this code builds (trained by an
     earlier version whose layers differ) is a clear error, not a state-dict traceback."""
-    try:
-        return MumuModule.load_from_checkpoint(ckpt, map_location="cpu")
-    except RuntimeError as e:
-        if "state_dict" not in str(e):
-            raise
-        raise _from_earlier_version(ckpt) from None
+    state = _read_checkpoint(ckpt, "cannot read", "train the run again, with --overwrite")
+    module = MumuModule(**state["hyper_parameters"])
+    if not _layers_match(state["state_dict"], module):
+        raise _from_earlier_version(ckpt)
+    module.load_state_dict(state["state_dict"])
+    return module
 
 
 def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "best.ckpt") -> LoadedRun:

@@ -113,19 +113,40 @@ def test_a_run_that_has_not_written_a_split_yet_is_one_clear_line(trained_run, t
     assert "no split yet" in result.output and "Traceback" not in result.output
 
 
-def test_a_checkpoint_from_an_earlier_model_version_is_one_clear_line(trained_run, tmp_path):
+def _drop_first_layer(state: dict) -> None:
+    del state["state_dict"][next(iter(state["state_dict"]))]  # as if the layer had not existed then
+
+
+def _widen_first_layer(state: dict) -> None:
+    name = next(iter(state["state_dict"]))
+    state["state_dict"][name] = torch.zeros(*state["state_dict"][name].shape[:-1], 1 + state["state_dict"][name].shape[-1])
+
+
+@pytest.mark.parametrize("change", [_drop_first_layer, _widen_first_layer])
+def test_a_checkpoint_from_an_earlier_model_version_is_one_clear_line(trained_run, tmp_path, change):
     import shutil
 
     old = tmp_path / "old"
     shutil.copytree(trained_run.run_dir, old, ignore=shutil.ignore_patterns("eval*"))
     ckpt = old / "checkpoints" / "best.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    dropped = next(iter(state["state_dict"]))  # as if the layer had not existed when the run trained
-    del state["state_dict"][dropped]
+    change(state)
     torch.save(state, ckpt)
     result = CliRunner().invoke(evaluate_command, [str(old), "--params", "none"])
     assert result.exit_code != 0
     assert str(ckpt) in result.output and "earlier version" in result.output and "Traceback" not in result.output
+
+
+def test_a_truncated_checkpoint_is_one_clear_line(trained_run, tmp_path):
+    import shutil
+
+    cut = tmp_path / "cut"
+    shutil.copytree(trained_run.run_dir, cut, ignore=shutil.ignore_patterns("eval*"))
+    ckpt = cut / "checkpoints" / "best.ckpt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    result = CliRunner().invoke(evaluate_command, [str(cut), "--params", "none"])
+    assert result.exit_code != 0
+    assert f"cannot read {ckpt}" in result.output and "Traceback" not in result.output
 
 
 def test_per_group_macro_f1_averages_over_the_groups_own_classes():
