@@ -482,13 +482,16 @@ def _finish_run(run_dir: Path, fold_metrics: dict[str, dict]) -> RunResult:
     return RunResult(run_dir, metrics, fold_metrics)
 
 
-TEST_SETTINGS = ("adapt_bn",)  # what `retest` may change: settings of the test alone, not of the trained weights
+# what `retest` may change: settings of the test alone, not of the trained weights. select: only "last", since a
+# run keeps the checkpoints of its selected epoch and of its last one
+TEST_SETTINGS = ("adapt_bn", "select")
 
 
 def retest(run_dir: str | Path, out: str | Path, progress: bool = True, **test_settings: Any) -> RunResult:
-    """Test a finished training run's selected checkpoints again with other test-time settings (adapt_bn),
-    writing OUT in a training run's layout (config.yaml, [fold_*/]metrics.json, predictions.csv), each split's
-    checkpoints/ a link to RUN_DIR's. A split already tested in OUT is skipped, so a killed retest resumes."""
+    """Test a finished training run's selected checkpoints again with other test-time settings (adapt_bn), or its
+    last epoch's (select="last": what training with `select: last` would have tested), writing OUT in a training
+    run's layout (config.yaml, [fold_*/]metrics.json, predictions.csv; each split's checkpoints/best.ckpt a link to
+    the tested checkpoint of RUN_DIR). A split already tested in OUT is skipped, so a killed retest resumes."""
     run_dir, out = Path(run_dir), Path(out)
     unknown = set(test_settings) - set(TEST_SETTINGS)
     if unknown:
@@ -496,6 +499,9 @@ def retest(run_dir: str | Path, out: str | Path, progress: bool = True, **test_s
     if out.resolve() == run_dir.resolve():
         raise MumuError(f"--out {out} is the run itself; retest writes a new run directory beside it")
     trained = load_config(run_dir / "config.yaml")
+    if test_settings.get("select") not in (None, "last", trained.select):
+        raise MumuError(f"{run_dir} kept the checkpoints of the epoch it selected by {trained.select} and of its last "
+                        f"epoch; testing the epoch {test_settings['select']} would select means training again")
     cfg = trained.replace(out=str(out), **{k: v for k, v in test_settings.items() if v is not None})
     _check_same_settings(out, cfg, explicit_resume=False)
     data = prepare_data(cfg)
@@ -533,16 +539,22 @@ def _retest_split(data: RunData, split: SampleSplit, source: Path, fold_dir: Pat
     if sorted(tested) != sorted(s.sample_id for s in split.test):
         raise MumuError(f"{source}: its test samples differ from the split the cache gives now; was the cache "
                         f"rebuilt since training?")
-    trained_metrics = json.loads((source / "metrics.json").read_text())
-    selection = {k: trained_metrics.get(k) for k in ("selected_by", "selected_epoch", "selected_val_score")}
+    tested_ckpt = source / "checkpoints" / ("last.ckpt" if data.cfg.select == "last" else "best.ckpt")
+    state = _read_checkpoint(tested_ckpt, "cannot read", "train the run again, with --overwrite")
+    module = _module_from(state, tested_ckpt)
+    if data.cfg.select == "last":
+        selection = {"selected_by": "last epoch", "selected_epoch": state["epoch"], "selected_val_score": None}
+    else:
+        trained_metrics = json.loads((source / "metrics.json").read_text())
+        selection = {k: trained_metrics.get(k) for k in ("selected_by", "selected_epoch", "selected_val_score")}
     if _is_launcher():
         fold_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / "split.json", fold_dir / "split.json")
         save_config(data.cfg, fold_dir / "config.yaml")
-        link = fold_dir / "checkpoints"
+        (fold_dir / "checkpoints").mkdir(exist_ok=True)
+        link = fold_dir / "checkpoints" / "best.ckpt"  # what `evaluate` and `load_run` read: the tested one
         if not link.exists():
-            link.symlink_to((source / "checkpoints").resolve(), target_is_directory=True)
-    module = load_module(source / "checkpoints" / "best.ckpt")
+            link.symlink_to(tested_ckpt.resolve())
     trainer = pl.Trainer(**_trainer_options(data.cfg, fold_dir, progress, resuming=False))
     return _test_split(trainer, module, data, split, fold_dir, selection)
 
@@ -770,7 +782,10 @@ def finished_folds(run_dir: str | Path) -> list[str]:
 def load_module(ckpt: Path) -> MumuModule:
     """The trained module of a checkpoint; one that does not fit the model this code builds (trained by an
     earlier version whose layers differ) is a clear error, not a state-dict traceback."""
-    state = _read_checkpoint(ckpt, "cannot read", "train the run again, with --overwrite")
+    return _module_from(_read_checkpoint(ckpt, "cannot read", "train the run again, with --overwrite"), ckpt)
+
+
+def _module_from(state: dict, ckpt: Path) -> MumuModule:
     module = MumuModule(**state["hyper_parameters"])
     if not _layers_match(state["state_dict"], module):
         raise _from_earlier_version(ckpt)
@@ -892,14 +907,17 @@ def train_command(params: str, from_cache: bool | None, resume: str | None, over
 @click.option("--out", required=True, help="New run directory for the retested results.")
 @click.option("--adapt-bn/--no-adapt-bn", default=None,
               help="Re-estimate BatchNorm statistics on each test subject's inputs (AdaBN; no labels used).")
-def retest_command(run_dir: str, out: str, adapt_bn: bool | None) -> None:
+@click.option("--select", type=click.Choice(["last"]), default=None,
+              help="Test the last epoch's weights instead of the epoch the run selected on validation "
+                   "(what training with `select: last` would have tested).")
+def retest_command(run_dir: str, out: str, adapt_bn: bool | None, select: str | None) -> None:
     """Test a finished training run again with other test-time settings, without retraining.
 
-    Reads RUN_DIR's config and best checkpoints and writes OUT like a training run (config.yaml,
-    metrics.json, predictions.csv; checkpoints/ link to RUN_DIR's), so `cli.py evaluate OUT` and the
-    result scripts read it as they read RUN_DIR.
+    Reads RUN_DIR's config and selected (or, with --select last, last) checkpoints and writes OUT like a
+    training run (config.yaml, metrics.json, predictions.csv; checkpoints/best.ckpt links to the tested one),
+    so `cli.py evaluate OUT` and the result scripts read it as they read RUN_DIR.
     """
-    result = retest(run_dir, out, adapt_bn=adapt_bn)
+    result = retest(run_dir, out, adapt_bn=adapt_bn, select=select)
     if _is_launcher():
         _print_summary(result)
 

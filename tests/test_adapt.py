@@ -179,6 +179,29 @@ def test_evaluate_records_how_it_adapts_and_whole_group_noise_is_the_same_either
     assert by_condition["accuracy"] == by_subject_["accuracy"]
 
 
+def test_retesting_the_last_epoch_matches_training_with_select_last(trained, tmp_path):
+    selected = json.loads((trained.run_dir / "metrics.json").read_text())["selected_epoch"]
+    assert selected != trained.max_epochs - 1  # otherwise best and last are one checkpoint and this tests nothing
+    train_once(trained.replace(out=str(tmp_path / "direct"), select="last"), progress=False)
+    result = retest(trained.run_dir, tmp_path / "last", progress=False, select="last")
+    direct, retested = test_probabilities(tmp_path / "direct"), test_probabilities(tmp_path / "last")
+    assert direct.keys() == retested.keys()
+    for sample_id, probs in retested.items():
+        assert direct[sample_id] == pytest.approx(probs, abs=1e-6)
+    assert result.metrics["selected_by"] == "last epoch" and result.metrics["selected_epoch"] == trained.max_epochs - 1
+    # evaluate reads the tested checkpoint, not the one the run selected
+    evaluated = CliRunner().invoke(evaluate_command, [str(tmp_path / "last"), "--out", str(tmp_path / "eval"),
+                                                      "--params", "none", "--tsne-samples", "40"])
+    assert evaluated.exit_code == 0, evaluated.output
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(result.metrics["accuracy"], abs=1e-6)
+
+
+def test_retest_cannot_select_an_epoch_the_run_did_not_keep(trained, tmp_path):
+    with pytest.raises(MumuError, match="training again"):
+        retest(trained.run_dir, tmp_path / "out", progress=False, select="nll")
+
+
 def test_retest_refuses_an_unfinished_run_and_its_own_directory(trained, tmp_path):
     with pytest.raises(MumuError, match="is the run itself"):
         retest(trained.run_dir, trained.run_dir, progress=False, adapt_bn=True)
