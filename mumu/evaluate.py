@@ -33,8 +33,8 @@ from tqdm import tqdm
 
 from mumu import plots
 from mumu.adapt import by_subject, predict_by_subject, split_by_condition
-from mumu.noise import corrupt_batch, split_groups
-from mumu.noise_modes import NOISE_MODES
+from mumu.noise import check_noise, corrupt_batch, split_groups
+from mumu.noise_modes import LEVEL_HELP, NOISE_HELP, NOISE_MODES
 from pipeline.errors import MumuError
 from pipeline.params import read_params
 
@@ -235,8 +235,7 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
     Clean inputs, and a group zeroed in every sample, give one group per subject: the same either way."""
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "eval"
-    if noise not in NOISE_MODES:
-        raise MumuError(f"unknown noise mode {noise!r}; choose one of {', '.join(NOISE_MODES)}")
+    check_noise(noise, noise_level)
     per_fold, run = infer_folds(run_dir, noise, noise_level, seed, adapt_by_condition)
     folds = len(per_fold)
     results = {name: Inference.concat([f[name] for f in per_fold]) for name in CONDITIONS}
@@ -325,8 +324,8 @@ def _evaluate_params(params: str | None) -> dict[str, Any]:
 @click.option("--params", default="params.yaml", show_default=True,
               help="Defaults come from its evaluate: block; none: no file.")
 @click.option("--noise", type=click.Choice(NOISE_MODES),
-              help="drop: zero the features; mean: set them to the training mean; gaussian: mix in noise.")
-@click.option("--noise-level", type=click.FloatRange(0, 1), help="Fraction of steps dropped / noise weight.")
+              help=NOISE_HELP)
+@click.option("--noise-level", type=click.FloatRange(0, 1), help=LEVEL_HELP)
 @click.option("--activities", help="Activities in the attention plot, comma-separated, or auto.")
 @click.option("--tsne-samples", type=click.IntRange(10), help="At most this many test samples in the t-SNE.")
 @click.option("--seed", type=int, help="Seed of the noise and the t-SNE.")

@@ -14,6 +14,9 @@ modality group and corrupt the raw (cached) features of every modality in that g
   ResNet-50 features are positive, and with random-init weights their spread is so small that a zeroed
   step lies ~19 standard deviations from the training data in every one of the 2048 features (UTD-MHAD
   depth, docs/results.md), which tests an out-of-range input more than a dropped stream.
+- ``shift``: the group's valid steps are delayed by ``round(level * n)`` of the sample's n steps, its first
+  step held until then, as if its clock ran late against the other group's (the paper's "misaligned" data,
+  which it shows in attention plots but does not measure). Deterministic; ``level`` must be below 1.
 - ``gaussian``: ``x <- (1 - level) * x + level * std(x) * N(0, 1)`` on the valid steps, where std(x)
   is the feature's standard deviation over that sample's valid steps, so one level means the same
   signal-to-noise ratio for ResNet features and for accelerometer values in m/s^2.
@@ -63,6 +66,17 @@ def blank_steps(x: torch.Tensor, hit: torch.Tensor, mode: NoiseMode, fill: torch
     return out
 
 
+def check_noise(mode: str, level: float) -> None:
+    """A clear error for an unknown mode or a level outside what the mode accepts."""
+    if mode not in NOISE_MODES:
+        raise MumuError(f"unknown noise mode {mode!r}; choose one of {', '.join(NOISE_MODES)}")
+    if not 0.0 <= level <= 1.0:
+        raise MumuError(f"noise level must lie in [0, 1], got {level}")
+    if mode == "shift" and level >= 1.0:
+        raise MumuError(f"noise 'shift' delays a stream by a fraction of its duration; the level must be below 1 "
+                        f"(e.g. --noise-level 0.25), got {level}")
+
+
 def corrupt_tensor(
     x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, mode: NoiseMode, level: float,
     generator: torch.Generator, fill: torch.Tensor | None = None,
@@ -72,16 +86,15 @@ def corrupt_tensor(
     x: (B, S, ...) padded features; lengths: (B,) valid steps; fill: mode "mean" only, the training mean
     per feature (last axis of x). Returns a new tensor, x untouched.
     """
-    if mode not in NOISE_MODES:
-        raise MumuError(f"unknown noise mode {mode!r}; choose one of {', '.join(NOISE_MODES)}")
-    if not 0.0 <= level <= 1.0:
-        raise MumuError(f"noise level must lie in [0, 1], got {level}")
+    check_noise(mode, level)
     if mode == "mean" and fill is None:
         raise MumuError("noise mode 'mean' needs the training means of the features (fill)")
     if mode in ("drop", "mean"):
         valid = valid_steps(x, lengths, rows)  # (B, S)
         hit = valid & (torch.rand(valid.shape, generator=generator).to(x.device) < level)
         return blank_steps(x, hit, mode, fill)
+    if mode == "shift":
+        return delayed(x, lengths, rows, level)
     out = x.clone()
     for b in torch.nonzero(rows).flatten().tolist():
         n = int(lengths[b])
@@ -93,6 +106,17 @@ def corrupt_tensor(
         noise = torch.randn(clean.shape, generator=generator).to(x.device) * std
         out[b, :n] = ((1 - level) * clean + level * noise).to(x.dtype)
     return out
+
+
+def delayed(x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, fraction: float) -> torch.Tensor:
+    """x (B, S, ...) with the valid steps of the samples ``rows`` delayed by round(fraction * length) steps (at
+    most length - 1), the first step repeated before them; padding and other samples as they were."""
+    lengths = lengths.to(x.device)
+    delay = (fraction * lengths.double()).round().long().clamp(max=(lengths - 1).clamp(min=0))  # (B,)
+    delay = delay * rows.to(x.device)
+    steps = torch.arange(x.shape[1], device=x.device)[None, :]  # (1, S)
+    source = torch.where(steps < lengths[:, None], (steps - delay[:, None]).clamp(min=0), steps)  # (B, S)
+    return x[torch.arange(len(x), device=x.device)[:, None], source]
 
 
 def corrupt_batch(

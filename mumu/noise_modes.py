@@ -4,5 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-NoiseMode = Literal["drop", "mean", "gaussian"]
-NOISE_MODES: tuple[str, ...] = ("drop", "mean", "gaussian")
+NoiseMode = Literal["drop", "mean", "gaussian", "shift"]
+NOISE_MODES: tuple[str, ...] = ("drop", "mean", "gaussian", "shift")
+NOISE_HELP = ("drop: zero the features; mean: set them to the training mean; gaussian: mix in noise; "
+              "shift: delay the group by a fraction of the sample's duration (misaligned clocks).")
+LEVEL_HELP = "Fraction of steps dropped / noise weight / fraction of the duration shifted (below 1)."

@@ -17,7 +17,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from mumu.noise_modes import NOISE_MODES
+from mumu.noise_modes import LEVEL_HELP, NOISE_HELP, NOISE_MODES
 from mumu.significance import TEST_NAME, pairwise_aso, significantly_better
 from pipeline.errors import MumuError
 from pipeline.modalities import select_modalities
@@ -90,8 +90,9 @@ def run_noise_study(study: Study, models: list[str], noise: str, level: float, s
     """Table 6: each model on clean input, with the visual group and with the non-visual group corrupted,
     and with one of the two picked per sample (p = 0.5)."""
     from mumu.evaluate import CONDITIONS, Inference, headline_metrics, infer_folds
-    from mumu.noise import split_groups
+    from mumu.noise import check_noise, split_groups
 
+    check_noise(noise, level)  # before any training
     trained = study.train({m: study.config(m, model=m) for m in models})
     results, rows = {}, []
     for model in tqdm(models, desc="noisy test passes", unit="model"):
@@ -210,8 +211,8 @@ def study_command() -> None:
 @common_options
 @click.option("--models", default=",".join(MODELS), show_default=True, help="Models to compare.")
 @click.option("--noise", type=click.Choice(NOISE_MODES), default="drop", show_default=True,
-              help="drop: zero the features; mean: set them to the training mean; gaussian: mix in noise.")
-@click.option("--noise-level", type=click.FloatRange(0, 1), default=1.0, show_default=True)
+              help=NOISE_HELP)
+@click.option("--noise-level", type=click.FloatRange(0, 1), default=1.0, show_default=True, help=LEVEL_HELP)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise draws.")
 def noise_command(params, out, quick, max_epochs, cache, models, noise, noise_level, seed) -> None:
     """Noise robustness (Table 6): clean vs noisy visual vs noisy non-visual input, for each model."""

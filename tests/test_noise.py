@@ -91,3 +91,36 @@ def test_same_seed_same_corruption_and_level_zero_is_clean():
 def test_bad_settings_are_user_errors(mode, level):
     with pytest.raises(MumuError, match="noise"):
         corrupt_batch(make_batch(4), DEMO, mode, level, torch.Generator().manual_seed(0))
+
+
+def test_shift_delays_the_chosen_group_and_holds_its_first_step():
+    batch = make_batch()
+    groups = ["visual" if b % 2 else "non_visual" for b in range(64)]
+    noisy, _ = corrupt_batch(batch, DEMO, "shift", 0.5, torch.Generator().manual_seed(0), groups=groups)
+    members = split_groups(DEMO)
+    for b, group in enumerate(groups):
+        for name, clean in batch["x"].items():
+            n = int(batch["lengths"][name][b])
+            if name not in members[group] or n == 0:
+                assert torch.equal(noisy["x"][name][b], clean[b]), (b, name)
+                continue
+            delay = min(round(0.5 * n), n - 1)
+            expected = [clean[b, 0]] * delay + [clean[b, t] for t in range(n - delay)]
+            assert torch.equal(noisy["x"][name][b, :n], torch.stack(expected)), (b, name, n)
+            assert torch.equal(noisy["x"][name][b, n:], clean[b, n:])  # padding stays padding
+    assert noisy["lengths"] is batch["lengths"]
+
+
+def test_shift_needs_a_level_below_one():
+    with pytest.raises(MumuError, match="below 1"):
+        corrupt_batch(make_batch(), DEMO, "shift", 1.0, torch.Generator().manual_seed(0))
+
+
+def test_evaluate_refuses_a_whole_duration_shift_before_reading_the_run(tmp_path):
+    from click.testing import CliRunner
+
+    from mumu.evaluate import evaluate_command
+
+    result = CliRunner().invoke(evaluate_command, [str(tmp_path / "no-run"), "--params", "none", "--noise", "shift"])
+    assert result.exit_code != 0
+    assert "level must be below 1" in result.output and "Traceback" not in result.output
