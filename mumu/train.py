@@ -500,8 +500,9 @@ def retest(run_dir: str | Path, out: str | Path, progress: bool = True, **test_s
         raise MumuError(f"--out {out} is the run itself; retest writes a new run directory beside it")
     trained = load_config(run_dir / "config.yaml")
     if test_settings.get("select") not in (None, "last", trained.select):
-        raise MumuError(f"{run_dir} kept the checkpoints of the epoch it selected by {trained.select} and of its last "
-                        f"epoch; testing the epoch {test_settings['select']} would select means training again")
+        raise MumuError(f"{run_dir} kept only the epoch its rule ({trained.select}) selected and its last epoch; "
+                        f"selecting by {test_settings['select']} needs training again with --select "
+                        f"{test_settings['select']}")
     cfg = trained.replace(out=str(out), **{k: v for k, v in test_settings.items() if v is not None})
     _check_same_settings(out, cfg, explicit_resume=False)
     data = prepare_data(cfg)

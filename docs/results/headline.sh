@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every row of docs/results.md "Headline": real UTD-MHAD, Skeleton + Inertial, LOSO and odd_even, seeds 0-9.
 # MuMu with params/utd_mhad_headline.yaml; B1, B2 and B3 with the recipe (params/utd_mhad.yaml) and the same
-# label smoothing and test-time adaptation. Then the noise study of every run, the result files under
+# label smoothing and test-time adaptation. Then the noise study of every run (zeroed, training mean, and
+# delayed by a quarter and a half of the duration), the result files under
 # docs/results/headline/ and the significance tests.
 #
 #   bash docs/results/headline.sh        # all of it: 40 LOSO runs (~6 min each, two side by side on a
@@ -44,6 +45,10 @@ for protocol in loso odd_even; do
       [ -f "$dir/eval/metrics.json" ] || python cli.py evaluate "$dir" --params params/utd_mhad.yaml --tsne-samples 100
       [ -f "$dir/eval-mean/metrics.json" ] || python cli.py evaluate "$dir" --params params/utd_mhad.yaml \
         --tsne-samples 100 --noise mean --out "$dir/eval-mean"
+      for level in 25 50; do  # the group delayed by a quarter / half of each sample's duration (shift)
+        [ -f "$dir/eval-shift$level/metrics.json" ] || python cli.py evaluate "$dir" --params params/utd_mhad.yaml \
+          --tsne-samples 100 --noise shift --noise-level "0.$level" --out "$dir/eval-shift$level"
+      done
     done
     python docs/results/summarise.py "headline/${model}_si_${protocol}_adabn" "${dirs[@]}"
   done

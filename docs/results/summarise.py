@@ -7,7 +7,8 @@ fold's metrics.json and the run's predictions.csv, and writes into docs/results/
 - NAME.json: per run and fold top-1 accuracy, macro-F1 and test NLL (and, for runs tested with --adapt-bn, the
   validation subject's adapted top-1), mean +- std over folds of each run,
   and over all (fold, seed) pairs; clean vs noisy metrics where `cli.py evaluate RUN_DIR` has run (RUN_DIR/eval;
-  RUN_DIR/eval-mean for `--noise mean --out RUN_DIR/eval-mean`), per run and averaged over the runs;
+  RUN_DIR/eval-mean for `--noise mean --out RUN_DIR/eval-mean`, RUN_DIR/eval-shift25 and eval-shift50 for
+  `--noise shift --noise-level 0.25 / 0.5`), per run and averaged over the runs;
   per-class and per-subject accuracy over the pooled test predictions;
   the most frequent confusions;
 - NAME_confusion.png: the pooled confusion matrix (rows = true activity, row-normalised).
@@ -45,7 +46,8 @@ def predictions(run_dir: Path, finished: list[str]) -> list[dict]:
     return rows
 
 
-EVAL_DIRS = {"noise": "eval", "noise_mean": "eval-mean"}  # key in NAME.json: folder of `cli.py evaluate` output
+# key in NAME.json: folder of `cli.py evaluate` output (drop, mean, shift 0.25 and 0.5; docs/results/headline.sh)
+EVAL_DIRS = {"noise": "eval", "noise_mean": "eval-mean", "noise_shift25": "eval-shift25", "noise_shift50": "eval-shift50"}
 
 
 def noise_metrics(run_dir: Path, eval_dir: str = "eval") -> dict | None:
