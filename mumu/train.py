@@ -541,7 +541,7 @@ def _retest_split(data: RunData, split: SampleSplit, source: Path, fold_dir: Pat
         raise MumuError(f"{source}: its test samples differ from the split the cache gives now; was the cache "
                         f"rebuilt since training?")
     tested_ckpt = source / "checkpoints" / ("last.ckpt" if data.cfg.select == "last" else "best.ckpt")
-    state = _read_checkpoint(tested_ckpt, "cannot read", "train the run again, with --overwrite")
+    state = _read_trained(tested_ckpt)
     module = _module_from(state, tested_ckpt)
     if data.cfg.select == "last":
         selection = {"selected_by": "last epoch", "selected_epoch": state["epoch"], "selected_val_score": None}
@@ -783,7 +783,12 @@ def finished_folds(run_dir: str | Path) -> list[str]:
 def load_module(ckpt: Path) -> MumuModule:
     """The trained module of a checkpoint; one that does not fit the model this code builds (trained by an
     earlier version whose layers differ) is a clear error, not a state-dict traceback."""
-    return _module_from(_read_checkpoint(ckpt, "cannot read", "train the run again, with --overwrite"), ckpt)
+    return _module_from(_read_trained(ckpt), ckpt)
+
+
+def _read_trained(ckpt: Path) -> dict:
+    """A finished run's checkpoint (unreadable: a clear error), for testing or evaluating it."""
+    return _read_checkpoint(ckpt, "cannot read", "train the run again, with --overwrite")
 
 
 def _module_from(state: dict, ckpt: Path) -> MumuModule:
