@@ -53,10 +53,7 @@ def run() -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C inside a command into Abort
         click.echo("interrupted: rerun the same command to resume", err=True)
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - the last line of defence against raw tracebacks

@@ -1,8 +1,10 @@
 """The command line as a user meets it: help everywhere, one-line errors, no tracebacks."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,20 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "no-such-cache.zarr" in result.stderr
+
+
+def test_ctrl_c_inside_a_command_says_how_to_resume(tmp_path):
+    """Ctrl-C while a command runs (here: while `train` loads torch) ends with the resume hint, no traceback."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "train", "--params", "none", "--dataset", "demo",
+                             "--cache", str(tmp_path / "none.zarr"), "--out", str(tmp_path / "run")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline and "libtorch" not in maps.read_text():
+        time.sleep(0.01)  # torch's library is mapped: the command is being loaded inside the CLI
+    assert proc.poll() is None, "the command ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted: rerun the same command to resume" in stderr
+    assert "Traceback" not in stderr
