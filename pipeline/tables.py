@@ -70,7 +70,12 @@ def read_csv_rows(path: Path, required: list[str], kind: str, hint: str = "") ->
         missing = [c for c in required if c not in columns]
         if missing:
             raise MumuError(f"{path}: not {'an' if kind[0] in 'aeiou' else 'a'} {kind} (missing columns {', '.join(missing)})")
-        return columns, list(enumerate(reader, start=2))
+        rows = list(enumerate(reader, start=2))
+    for line, row in rows:  # DictReader pads a short row with None and keeps a long row's extras under None
+        if None in row or None in row.values():
+            cells = len(row) - (None in row) + len(row.get(None, [])) - sum(v is None for v in row.values())
+            raise MumuError(f"{path}:{line}: {cells} cells where the header has {len(columns)}")
+    return columns, rows
 
 
 def table_path(dataset: str) -> Path:

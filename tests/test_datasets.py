@@ -216,6 +216,25 @@ def test_a_broken_table_is_reported_with_its_path(tmp_path):
         load_table("demo", bad)
 
 
+@pytest.mark.parametrize("edit, cells", [(lambda row: row.rsplit(",", 2)[0], 5),  # the last two cells lost
+                                          (lambda row: row + ",extra", 8)])
+def test_a_row_with_the_wrong_number_of_cells_names_its_line(tmp_path, mmact_root, edit, cells):
+    """A hand-edited table or index with a short or long row: an error naming file and line, for both readers."""
+    table = tmp_path / "demo.csv"
+    lines = table_path("demo").read_text().splitlines()
+    lines[3] = edit(lines[3])
+    table.write_text("\n".join(lines) + "\n")
+    with pytest.raises(MumuError, match=rf"demo\.csv:4: {cells} cells where the header has 7"):
+        load_table("demo", table)
+    result = build_index("mmact", mmact_root)
+    write_index(result.samples, tmp_path / "index.csv", result.modalities)
+    lines = (tmp_path / "index.csv").read_text().splitlines()
+    lines[2] = lines[2].rsplit(",", 1)[0]
+    (tmp_path / "index.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(MumuError, match=r"index\.csv:3: \d+ cells where the header has \d+"):
+        read_index(tmp_path / "index.csv")
+
+
 def test_a_label_missing_from_the_table_skips_its_files(tmp_path):
     root = write_utd_mhad(tmp_path / "utd", actions=(1, 27), subjects=(1,), trials=(1,))
     trimmed = tmp_path / "utd_mhad.csv"
