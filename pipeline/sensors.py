@@ -173,6 +173,8 @@ def read_sensor(dataset: str, modality: str, path: str | Path, channels: int, ra
         raise SensorError(f"no sensor parser for dataset {dataset!r}")
     if stream.values.shape[1] != channels:
         raise SensorError(f"{stream.values.shape[1]} channels, expected {channels}")
+    if not np.isfinite(stream.values).any():  # refused here, so the sample's other streams are still aligned
+        raise SensorError("the stream has no finite value")
     return stream
 
 

@@ -126,6 +126,19 @@ def test_bad_inputs_are_recorded_and_the_rest_continues(dataset):
     assert dataset["summary"]["unusable"] == ["sample4"]
 
 
+def test_an_all_nan_stream_is_missing_and_the_others_are_kept(tmp_path):
+    """One sensor file with no finite value loses that modality only, with a reason naming the file."""
+    acc, gyro = tmp_path / "s_acc.csv", tmp_path / "s_gyro.csv"
+    write_mmact_csv(acc, T0, 100, np.full((100, 3), np.nan))
+    write_mmact_csv(gyro, T0, 50, np.random.default_rng(0).normal(size=(50, 3)))
+    sample = Sample("s", "demo", subject=1, activity="walk", activity_id=0, group="g", group_id=0, session=1,
+                    scene=1, views=[], paths={"acc_phone": str(acc), "gyro": str(gyro)})
+    raw = load_raw_sample(sample, select_modalities("demo", "acc_phone,gyro"), SETTINGS)
+    assert raw.inputs["acc_phone"] is None
+    assert raw.problems == {"acc_phone": "s_acc.csv: the stream has no finite value"}
+    assert raw.inputs["gyro"].shape == (10, 5, 3)  # 50 steps at 50 Hz, windows of 5
+
+
 def test_rerun_is_a_no_op_and_strict_fails_on_recorded_failures(dataset):
     parts = dataset["cache"] / "parts"
     before = {p.name: p.stat().st_mtime_ns for p in parts.glob("part-*")}
