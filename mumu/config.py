@@ -9,6 +9,7 @@ then explicit overrides (CLI options). The resolved object is written to RUN_DIR
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from mumu.model import (ARCHS, FUSION_INITS, FUSION_NORMS, MODALITY_DROPOUT_AS, 
 from mumu.transforms import SensorTransform
 from pipeline.errors import MumuError
 from pipeline.extract import ExtractSettings  # the settings a cache is built with; raw mode applies them
+from pipeline.modalities import select_modalities
 from pipeline.params import read_params
 
 SELECTIONS = ("macro_f1", "nll", "last")  # the keys of mumu.train.SELECTION_METRICS
@@ -123,7 +125,12 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
                  "kernel_size"):
         if getattr(cfg, name) < 1:
             raise MumuError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    SensorTransform.from_params(cfg.transforms)  # MumuError for bad transform settings
+    SensorTransform.from_params(cfg.transforms).check_against(select_modalities(cfg.dataset, "all"), cfg.dataset)
+    if not re.fullmatch(r"auto|\d+(,\d+)*,?", cfg.devices):
+        raise MumuError(f"devices is 'auto', a device count (2) or device ids separated by commas (0,1), got "
+                        f"{cfg.devices!r}")
+    if cfg.num_nodes < 1:
+        raise MumuError(f"num_nodes must be >= 1, got {cfg.num_nodes}")
     if cfg.lstm_layers < 0:
         raise MumuError(f"lstm_layers must be >= 0 (0 = no LSTM), got {cfg.lstm_layers}")
     if cfg.model == "b1" and cfg.lstm_layers == 0:  # B1 is defined by its last-LSTM-state pooling
@@ -172,8 +179,9 @@ def config_from_dict(values: dict[str, Any], origin: str = "settings") -> TrainC
     if unknown:
         raise MumuError(f"{origin}: unknown extract setting(s) {', '.join(sorted(unknown))}")
     flat = {k: v for k, v in values.items() if k != "extract"}
-    if "devices" in flat:
-        flat["devices"] = str(flat["devices"])
+    if "devices" in flat:  # a YAML list of device ids means what "0,1" does
+        devices = flat["devices"]
+        flat["devices"] = ",".join(map(str, devices)) if isinstance(devices, list) else str(devices)
     try:
         return _validate(TrainConfig(**flat, extract=ExtractSettings(**extract)))
     except TypeError as e:

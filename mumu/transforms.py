@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import MumuError
+from pipeline.modalities import ModalitySpec
 
 Windows = dict[str, "np.ndarray | torch.Tensor | None"]
 
@@ -97,6 +98,21 @@ class SensorTransform:
         except (KeyError, TypeError, ValueError) as e:
             raise MumuError(f"train.transforms: {type(e).__name__}: {e} (keys: skeleton {{modality, centre_joint, "
                             "scale_joints}}, augment {rotate_deg, scale, jitter})") from None
+
+    def check_against(self, specs: list[ModalitySpec], dataset: str) -> None:
+        """MumuError unless the skeleton frame names one of the dataset's xyz-joint modalities, and joints it has."""
+        if self.skeleton is None:
+            return
+        frame, by_name = self.skeleton, {s.name: s for s in specs}
+        spec = by_name.get(frame.modality)
+        if spec is None or spec.visual or spec.attributes != frame.attributes:
+            xyz = [s.name for s in specs if not s.visual and s.attributes == frame.attributes]
+            raise MumuError(f"train.transforms.skeleton.modality: {dataset} has no skeleton modality "
+                            f"{frame.modality!r} (xyz-joint modalities: {', '.join(xyz) or 'none'})")
+        for joint in (frame.centre_joint, *(frame.scale_joints or ())):
+            if not 0 <= joint < spec.joints:
+                raise MumuError(f"train.transforms.skeleton: joint {joint} is not one of {frame.modality}'s "
+                                f"{spec.joints} joints (0-based, 0..{spec.joints - 1})")
 
     @property
     def identity(self) -> bool:

@@ -91,3 +91,21 @@ def test_a_mistyped_params_file_is_an_error_not_a_silent_default_run(tmp_path, m
     monkeypatch.chdir(tmp_path)  # no params.yaml here: the default file may be absent
     assert resolve_config().dataset == "demo"
     assert resolve_config("none").dataset == "demo"  # --params none: no file at all
+
+
+@pytest.mark.parametrize("skeleton, message", [
+    ({"modality": "skeletn", "centre_joint": 3}, r"utd_mhad has no skeleton modality 'skeletn' \(xyz-joint modalities: skeleton"),
+    ({"modality": "skeleton", "centre_joint": 20}, r"joint 20 is not one of skeleton's 20 joints"),
+    ({"modality": "skeleton", "centre_joint": 3, "scale_joints": [1, -1]}, r"joint -1 is not one of"),
+])
+def test_a_skeleton_frame_the_dataset_cannot_have_is_refused_before_training(tmp_path, skeleton, message):
+    """A misspelt modality used to switch the body frame off silently; a joint out of range failed mid-loading."""
+    params = write(tmp_path / "p.yaml", f"dataset: utd_mhad\ntrain:\n  transforms:\n    skeleton: {skeleton}\n")
+    with pytest.raises(MumuError, match=message):
+        resolve_config(params)
+
+
+def test_devices_are_checked_and_a_yaml_list_means_device_ids(tmp_path):
+    assert resolve_config(write(tmp_path / "p.yaml", "train:\n  devices: [0, 1]\n")).devices == "0,1"
+    with pytest.raises(MumuError, match=r"devices is 'auto', a device count \(2\) or device ids .* got 'two'"):
+        resolve_config(None, devices="two")
