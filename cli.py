@@ -45,12 +45,23 @@ def main() -> None:
     """
 
 
+def _without_worker_traceback(message: str) -> str:
+    """An error raised in a DataLoader worker comes back with its traceback inside the message ("Caught X in
+    DataLoader worker process 0.\nOriginal Traceback ..."): keep the error's own text, from its last line."""
+    head, marker, traceback = message.partition("Original Traceback (most recent call last):")
+    if not marker:
+        return message
+    last = traceback.rstrip().splitlines()[-1]  # "pipeline.errors.MumuError: the message"
+    return last.partition(": ")[2] or last
+
+
 def run() -> None:
     """Entry point: user errors (MumuError) print one line; anything unexpected prints one line too,
     with the traceback only when MUMU_DEBUG=1."""
     try:
         main(standalone_mode=False)
     except click.ClickException as e:
+        e.message = _without_worker_traceback(e.message)
         e.show()
         sys.exit(e.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C inside a command into Abort
@@ -59,7 +70,8 @@ def run() -> None:
     except Exception as e:  # noqa: BLE001 - the last line of defence against raw tracebacks
         if os.environ.get("MUMU_DEBUG"):
             raise
-        click.echo(f"Error: {type(e).__name__}: {e} (set MUMU_DEBUG=1 for the traceback)", err=True)
+        click.echo(f"Error: {type(e).__name__}: {_without_worker_traceback(str(e))} (set MUMU_DEBUG=1 for the "
+                   "traceback)", err=True)
         sys.exit(1)
 
 

@@ -281,9 +281,15 @@ class FeatureCache:
                             + (f" (extraction failed: {reason})" if reason else "")) from None
         out = {}
         for spec in self.modalities:
-            offsets, values = self._modality(part, spec.name)
-            start, stop = int(offsets[position]), int(offsets[position + 1])
-            out[spec.name] = values[start:stop] if stop > start else None
+            try:
+                offsets, values = self._modality(part, spec.name)
+                start, stop = int(offsets[position]), int(offsets[position + 1])
+                out[spec.name] = values[start:stop] if stop > start else None
+            except Exception as e:  # noqa: BLE001 - whatever zarr or the codec raises, the cure is the same
+                reason = (str(e).splitlines() or [""])[0]
+                raise MumuError(f"{self.path / PARTS / part}: {spec.name} of {sample_id!r} cannot be read "
+                                f"({type(e).__name__}: {reason}); the part is damaged: delete that folder and rerun "
+                                "the same `cli.py extract` to redo it") from None
         return out
 
     def stored_bytes(self) -> dict[str, int]:

@@ -64,3 +64,32 @@ def test_ctrl_c_inside_a_command_says_how_to_resume(tmp_path):
     assert proc.returncode == 130, stderr
     assert "interrupted: rerun the same command to resume" in stderr
     assert "Traceback" not in stderr
+
+
+def test_an_error_inside_a_loader_worker_is_one_line_without_its_traceback(tmp_path):
+    """torch re-raises a DataLoader worker's error with the worker's traceback inside the message; the CLI
+    prints the error's own text only (a damaged cache part, say, met first in a worker)."""
+    script = tmp_path / "worker_error.py"
+    script.write_text(f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import click, torch
+import cli
+from pipeline.errors import MumuError
+
+class Broken(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+    def __getitem__(self, i):
+        raise MumuError("cache/x.zarr/parts/part-000001: gyro cannot be read")
+
+@click.command()
+def load():
+    list(torch.utils.data.DataLoader(Broken(), num_workers=1))
+
+cli.COMMANDS["load"] = ("__main__:load", "iterate a loader whose worker fails")
+cli.run()
+""")
+    result = subprocess.run([sys.executable, str(script), "load"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "Error: cache/x.zarr/parts/part-000001: gyro cannot be read"

@@ -4,6 +4,9 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -15,6 +18,8 @@ from mumu.train import finished_folds, load_run, train_command, train_once
 from pipeline.errors import MumuError
 from pipeline.tables import table_path
 from tests.test_data import tiny_demo  # noqa: F401  (session fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CHANCE = 1 / 6  # six demo activities
 
@@ -361,3 +366,25 @@ def test_activity_table_sets_the_auxiliary_groups_without_reextraction(tiny_demo
                                                      *shipped[2:]])
     with pytest.raises(MumuError, match=r"activity table .*swapped.csv: sample \S+ is activity [01] \('carrying_"):
         train_once(tiny_demo.config(tmp_path / "bad", modalities="acc_phone,gyro", activity_table=swapped))
+
+
+def test_a_damaged_cache_part_is_one_line_naming_it_also_from_a_loader_worker(tiny_demo, tmp_path):  # noqa: F811
+    """Bytes of a cache chunk overwritten (a bad disk, a half-copied cache): training stops with one line that
+    names the part and the cure, even when the read fails in a DataLoader worker process."""
+    cache = tmp_path / "demo.zarr"
+    shutil.copytree(tiny_demo.cache, cache)
+    for chunk in (cache / "parts").glob("part-*/acc_phone/values/c/**/*"):
+        if chunk.is_file():
+            chunk.write_bytes(b"not a chunk" * 10)
+    params = tmp_path / "params.yaml"
+    params.write_text("extract:\n  image_size: 32\n")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "train", "--params", str(params), "--dataset", "demo", "--cache",
+         str(cache), "--protocol", "cross_session", "--modalities", "acc_phone,gyro", "--max-epochs", "1",
+         "--embed-dim", "16", "--max-steps-sensor", "6", "--num-workers", "1", "--accelerator", "cpu",
+         "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    error = result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert error.startswith("Error: ") and "/parts/part-" in error and "acc_phone of" in error, error
+    assert "delete that folder and rerun the same `cli.py extract`" in error
