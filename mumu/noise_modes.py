@@ -6,6 +6,7 @@ from typing import Literal
 
 NoiseMode = Literal["drop", "mean", "gaussian", "shift"]
 NOISE_MODES: tuple[str, ...] = ("drop", "mean", "gaussian", "shift")
-NOISE_HELP = ("drop: zero the features; mean: set them to the training mean; gaussian: mix in noise; "
+NOISE_HELP = ("drop: zero the inputs (black frames in a run trained from raw frames); mean: set them to the "
+              "training mean; gaussian: mix in noise (pixels clipped to 0-255); "
               "shift: delay the group by a fraction of the sample's duration (misaligned clocks).")
 LEVEL_HELP = "Fraction of steps dropped / noise weight / fraction of the duration shifted (below 1)."
