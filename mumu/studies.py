@@ -189,7 +189,7 @@ def common_options(f: Callable) -> Callable:
                      help="Base settings come from this file; none: no file."),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path),
                      help="Output folder (default runs/study-<name>)."),
-        click.option("--quick", is_flag=True, help="A few minutes on the demo data: "
+        click.option("--quick", is_flag=True, help="A quick try on the --params dataset (minutes on the demo): "
                      + ", ".join(f"{k}={v}" for k, v in QUICK.items()) + ", fewer runs."),
         click.option("--max-epochs", type=click.IntRange(1), help="Override train.max_epochs for every run."),
         click.option("--cache", help="Feature cache (default cache/<dataset>.zarr)."),
@@ -222,7 +222,7 @@ def noise_command(params, out, quick, max_epochs, cache, models, noise, noise_le
 
 @study_command.command("modalities")
 @common_options
-@click.option("--model", type=click.Choice(MODELS), default="mumu", show_default=True)
+@click.option("--model", type=click.Choice(MODELS), default="mumu", show_default=True, help="The model trained on each combination.")
 def modalities_command(params, out, quick, max_epochs, cache, model) -> None:
     """Modality combinations (Table 5): one model trained and tested on each combination."""
     study = Study("modalities", params, out, quick, {"max_epochs": max_epochs, "cache": cache})

@@ -307,7 +307,7 @@ class FeatureCache:
 
 @click.command("cache-info")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--failures", "show_failures", default=10, show_default=True, help="How many failures to list.")
+@click.option("--failures", "show_failures", type=click.IntRange(0), default=10, show_default=True, help="How many failures to list.")
 def cache_info_command(path: Path, show_failures: int) -> None:
     """Summarise the feature cache at PATH: samples, modalities, segments, bytes, failures, provenance."""
     cache = FeatureCache(path)

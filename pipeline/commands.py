@@ -10,8 +10,8 @@ import click
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data/demo"), show_default=True,
               help="Folder to write the demo dataset into (MMAct layout).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
-@click.option("--subjects", "n_subjects", type=click.IntRange(1), default=6, show_default=True)
-@click.option("--sessions", "n_sessions", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--subjects", "n_subjects", type=click.IntRange(1), default=6, show_default=True, help="Subjects to write.")
+@click.option("--sessions", "n_sessions", type=click.IntRange(1), default=2, show_default=True, help="Sessions per subject.")
 @click.option("--frames", "n_frames", type=click.IntRange(1), default=36, show_default=True, help="Frames per video (15 fps).")
 @click.option("--frame-size", type=click.IntRange(16), default=112, show_default=True, help="Square frame side in pixels (even).")
 def demo_data(out: Path, seed: int, n_subjects: int, n_sessions: int, n_frames: int, frame_size: int) -> None:
@@ -31,7 +31,8 @@ def demo_data(out: Path, seed: int, n_subjects: int, n_sessions: int, n_frames: 
 
 
 @click.command("index")
-@click.option("--dataset", required=True, type=click.Choice(["demo", "mmact", "utd_mhad", "ucsd_mit"]))
+@click.option("--dataset", required=True, type=click.Choice(["demo", "mmact", "utd_mhad", "ucsd_mit"]),
+              help="Which dataset layout to read at --data-root.")
 @click.option("--data-root", required=True, type=click.Path(path_type=Path), help="The raw dataset folder.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Index CSV to write [default: cache/<dataset>/index.csv]; a JSON report goes beside it.")

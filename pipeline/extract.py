@@ -27,7 +27,6 @@ import os
 import platform
 import queue
 import subprocess
-import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -519,33 +518,35 @@ _DEFAULTS = params_defaults()
 @click.option("--weights", default=_DEFAULTS.get("weights", "random"), show_default=True,
               help="imagenet | random | PATH to a ResNet-50 state_dict.")
 @click.option("--device", default="auto", show_default=True, help="cpu | cuda | cuda:N | auto (cuda when available).")
-@click.option("--batch-size", type=int, default=_DEFAULTS.get("batch_size", 32), show_default=True,
+@click.option("--batch-size", type=click.IntRange(1), default=_DEFAULTS.get("batch_size", 32), show_default=True,
               help="Frames per backbone batch.")
-@click.option("--workers", type=int, default=_DEFAULTS.get("workers", 2), show_default=True,
+@click.option("--workers", type=click.IntRange(0), default=_DEFAULTS.get("workers", 2), show_default=True,
               help="dask worker processes on a local cluster; 0 = run in this process.")
 @click.option("--scheduler", default=None, help="tcp://HOST:PORT of an existing dask scheduler (instead of a local cluster).")
-@click.option("--limit", type=int, default=None, help="Only the first N samples of the index (a quick try).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N samples of the index (a quick try).")
 @click.option("--strict", is_flag=True, help="Exit non-zero when any sample had a failure.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing cache at --cache and rebuild it.")
 @click.option("--rebuild-if-changed", is_flag=True,
               help="Rebuild an existing cache only when it was built with other settings (dvc.yaml uses this).")
-@click.option("--image-size", type=int, default=_DEFAULTS.get("image_size", 112), show_default=True,
+@click.option("--image-size", type=click.IntRange(16), default=_DEFAULTS.get("image_size", 112), show_default=True,
               help="Frames are resized to this square size inside the decoder.")
-@click.option("--frame-stride", type=int, default=_DEFAULTS.get("frame_stride", 3), show_default=True,
+@click.option("--frame-stride", type=click.IntRange(1), default=_DEFAULTS.get("frame_stride", 3), show_default=True,
               help="Visual sampling: window 1, every N-th frame.")
-@click.option("--sensor-window", type=int, default=_DEFAULTS.get("sensor_window", 5), show_default=True,
+@click.option("--sensor-window", type=click.IntRange(1), default=_DEFAULTS.get("sensor_window", 5), show_default=True,
               help="Time steps per sensor window.")
-@click.option("--sensor-stride", type=int, default=_DEFAULTS.get("sensor_stride", 5), show_default=True,
+@click.option("--sensor-stride", type=click.IntRange(1), default=_DEFAULTS.get("sensor_stride", 5), show_default=True,
               help="Time steps between sensor window starts.")
-@click.option("--sensor-rate", type=float, default=_DEFAULTS.get("sensor_rate_hz", 50.0), show_default=True,
+@click.option("--sensor-rate", type=click.FloatRange(0, min_open=True), default=_DEFAULTS.get("sensor_rate_hz", 50.0), show_default=True,
               help="Common time base (Hz) for a sample's sensor streams.")
-@click.option("--part-size", type=int, default=_DEFAULTS.get("part_size", 32), show_default=True,
+@click.option("--part-size", type=click.IntRange(1), default=_DEFAULTS.get("part_size", 32), show_default=True,
               help="Samples per part: the unit of work, writing and resume.")
-@click.option("--decode-timeout", type=float, default=_DEFAULTS.get("decode_timeout_s", 120.0), show_default=True,
+@click.option("--decode-timeout", type=click.FloatRange(0, min_open=True), default=_DEFAULTS.get("decode_timeout_s", 120.0), show_default=True,
               help="Seconds before a hung decoder is killed and the input recorded as failed.")
-def extract_command(dataset, data_root, index_path, cache_path, modalities, weights, device, batch_size, workers,
-                    scheduler, limit, strict, overwrite, rebuild_if_changed, image_size, frame_stride, sensor_window,
-                    sensor_stride, sensor_rate, part_size, decode_timeout) -> None:
+def extract_command(dataset: str, data_root: Path | None, index_path: Path | None, cache_path: Path | None,
+                    modalities: str, weights: str, device: str, batch_size: int, workers: int, scheduler: str | None,
+                    limit: int | None, strict: bool, overwrite: bool, rebuild_if_changed: bool, image_size: int,
+                    frame_stride: int, sensor_window: int, sensor_stride: int, sensor_rate: float, part_size: int,
+                    decode_timeout: float) -> None:
     """Turn a sample index into a feature cache: frames -> frozen ResNet-50 (float16, 2048-d),
     sensors -> windows. Resumable: rerun after an interruption to finish; a complete cache is skipped."""
     for option, value in [("--batch-size", batch_size), ("--image-size", image_size), ("--frame-stride", frame_stride),
