@@ -93,3 +93,13 @@ cli.run()
     result = subprocess.run([sys.executable, str(script), "load"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == "Error: cache/x.zarr/parts/part-000001: gyro cannot be read"
+
+
+@pytest.mark.parametrize("args, option", [(("extract", "--limit", "-5"), "--limit"),
+                                          (("extract", "--decode-timeout", "0"), "--decode-timeout"),
+                                          (("cache-info", "x.zarr", "--failures", "-1"), "--failures"),
+                                          (("train", "--max-epochs", "0"), "--max-epochs")])
+def test_a_number_out_of_range_is_refused_before_any_work(args, option):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert f"Invalid value for '{option}'" in result.stderr and "Traceback" not in result.stderr
