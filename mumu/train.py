@@ -38,6 +38,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_only
+from torch.utils.data import DataLoader
 
 from mumu.adapt import (BatchNormState, batchnorm_state, by_subject, load_batchnorm_state, predict_by_subject,
                         subject_batchnorm_state)
@@ -330,7 +331,7 @@ class RunData:
         return CacheDataset(self.cfg.cache_path, samples, self.specs, self.max_steps, train, self.cfg.seed, transform,
                             self.cfg.time_crop)
 
-    def loader(self, samples: list[Sample], batch_size: int | None = None, num_workers: int = 0):
+    def loader(self, samples: list[Sample], batch_size: int | None = None, num_workers: int = 0) -> DataLoader:
         """An evaluation DataLoader (deterministic sampling, in order) over `samples`."""
         return make_loader(self.dataset(samples, train=False), self.collate(), batch_size or self.cfg.batch_size,
                            shuffle=False, seed=self.cfg.seed, num_workers=num_workers)
@@ -747,16 +748,12 @@ class LoadedRun:
     split: dict[str, list[str]]  # part -> sample ids
     run_dir: Path
 
-    @property
-    def model(self):
-        return self.module.model
-
     def samples(self, part: str = "test") -> list[Sample]:
         by_id = {s.sample_id: s for s in self.data.samples}
         return [by_id[i] for i in self.split[part]]
 
-    def test_loader(self, batch_size: int | None = None, part: str = "test"):
-        return self.data.loader(self.samples(part), batch_size)
+    def test_loader(self, part: str = "test") -> DataLoader:
+        return self.data.loader(self.samples(part))
 
     @torch.no_grad()
     def predict(self, batch: dict) -> ModelOutput:
@@ -799,7 +796,7 @@ def _module_from(state: dict, ckpt: Path) -> MumuModule:
     return module
 
 
-def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "best.ckpt") -> LoadedRun:
+def load_run(run_dir: str | Path, fold: str | None = None) -> LoadedRun:
     """Load RUN_DIR (or RUN_DIR/<fold> for loso; default: the first fold) with its best checkpoint."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.yaml")
@@ -807,7 +804,7 @@ def load_run(run_dir: str | Path, fold: str | None = None, checkpoint: str = "be
     if not splits:
         raise MumuError(f"{run_dir} is not a finished training run (no split.json)")
     fold_dir = run_dir if splits == [None] else run_dir / (fold or splits[0])
-    ckpt = fold_dir / "checkpoints" / checkpoint
+    ckpt = fold_dir / "checkpoints" / "best.ckpt"
     if not ckpt.is_file():
         raise MumuError(f"{ckpt} does not exist; has `python cli.py train --out {run_dir}` finished?")
     module = load_module(ckpt).eval()

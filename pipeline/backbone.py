@@ -77,8 +77,6 @@ class Backbone:
     processed in chunks of ``batch_size``; the result depends only on the frames and the chunking.
     """
 
-    name = "resnet50"
-
     def __init__(self, weights: str = "random", device: str = "cpu", batch_size: int = 32):
         self.weights = weights
         self.device = torch.device(device)

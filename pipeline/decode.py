@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-VIDEO_DECODERS = ("decord", "pyav")
 STARTUP_TIMEOUT_S = 300.0  # a decode worker that has not imported its decoders by then is not starting
 
 
