@@ -22,6 +22,7 @@ from mumu.model import (ARCHS, FUSION_INITS, FUSION_NORMS, MODALITY_DROPOUT_AS, 
 from mumu.transforms import SensorTransform
 from pipeline.errors import MumuError
 from pipeline.extract import ExtractSettings  # the settings a cache is built with; raw mode applies them
+from pipeline.files import write_text
 from pipeline.modalities import select_modalities
 from pipeline.params import read_params
 
@@ -204,11 +205,7 @@ def resolve_config(params_path: str | Path | None = "params.yaml", **overrides: 
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    tmp.replace(path)
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def load_config(path: str | Path) -> TrainConfig:

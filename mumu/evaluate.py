@@ -20,7 +20,6 @@ embeddings of different models do not share a space.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from mumu.adapt import by_subject, predict_by_subject, split_by_condition
 from mumu.noise import check_noise, corrupt_batch, split_groups
 from mumu.noise_modes import LEVEL_HELP, NOISE_HELP, NOISE_MODES
 from pipeline.errors import MumuError
+from pipeline.files import replaced_whole, write_json
 from pipeline.params import read_params
 
 # the clean pass plus three noisy conditions; value: which group to corrupt ("random" = p=0.5 per sample)
@@ -189,13 +189,11 @@ def mean_weights(result: Inference, activities: list[int], model: str) -> dict[s
 
 
 def write_confusion_csv(path: Path, result: Inference, activity_names: list[str]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
+    with replaced_whole(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["actual", "predicted"])
         for label, pred in zip(result.labels, result.preds):
             writer.writerow([activity_names[label], activity_names[pred]])
-    tmp.replace(path)
 
 
 def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, seed: int = 0,
@@ -284,15 +282,9 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
     _plot_tsne(first["clean"], modality_names, names, figures / "tsne.png", where, tsne_samples, seed)
 
     write_confusion_csv(out / "confusion.csv", clean, names)
-    _write_json(out / "per_class.json", {"per_class": per_class})
-    _write_json(out / "metrics.json", metrics)  # last: marks a complete evaluation
+    write_json(out / "per_class.json", {"per_class": per_class})
+    write_json(out / "metrics.json", metrics)  # last: marks a complete evaluation
     return metrics, per_class, out
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def _class_groups(dataset: str, table: str | None) -> list[int]:

@@ -52,6 +52,7 @@ from mumu.model import (FUSION_INITS, FUSION_NORMS, MODALITY_DROPOUT_AS, MODALIT
 from mumu.noise import blank_steps
 from mumu.transforms import SensorTransform
 from pipeline.errors import MumuError
+from pipeline.files import replaced_whole, write_json
 from pipeline.index import Sample
 from pipeline.modalities import ModalitySpec, select_modalities
 from pipeline.tables import ActivityTable, load_table
@@ -478,7 +479,7 @@ def _finish_run(run_dir: Path, fold_metrics: dict[str, dict]) -> RunResult:
         return RunResult(run_dir, next(iter(fold_metrics.values())), fold_metrics)
     metrics = summarize_folds(fold_metrics)
     if _is_launcher():
-        _write_json(run_dir / "metrics.json", {**metrics, "f1": "macro-F1 over each fold's whole test set"})
+        write_json(run_dir / "metrics.json", {**metrics, "f1": "macro-F1 over each fold's whole test set"})
         _merge_predictions(run_dir, list(fold_metrics))
     return RunResult(run_dir, metrics, fold_metrics)
 
@@ -581,7 +582,7 @@ def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callb
         return json.loads(metrics_path.read_text())
     cfg = data.cfg
     if _is_launcher():
-        _write_json(fold_dir / "split.json", {part: [s.sample_id for s in getattr(split, part)]
+        write_json(fold_dir / "split.json", {part: [s.sample_id for s in getattr(split, part)]
                                               for part in ("train", "val", "test")})
     last = fold_dir / "checkpoints" / "last.ckpt"
     ckpt_path = resume or (str(last) if last.is_file() else None)
@@ -642,7 +643,7 @@ def _test_split(trainer: pl.Trainer, module: MumuModule, data: RunData, split: S
     if _is_launcher():
         subject_of = {s.sample_id: s.subject for s in split.test}
         _write_predictions(fold_dir / "predictions.csv", results["predictions"], subject_of, data, split.name)
-        _write_json(fold_dir / "metrics.json", metrics)  # last: its presence marks the split as finished
+        write_json(fold_dir / "metrics.json", metrics)  # last: its presence marks the split as finished
     return metrics
 
 
@@ -699,13 +700,6 @@ def _trainer_options(cfg: TrainConfig, fold_dir: Path, progress: bool, resuming:
     )
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def _prediction_columns(activity_names: list[str]) -> list[str]:
     return (["sample_id", "subject", "fold", "label", "pred", "label_name", "pred_name", "group", "group_pred"]
             + [f"p:{name}" for name in activity_names])
@@ -714,24 +708,20 @@ def _prediction_columns(activity_names: list[str]) -> list[str]:
 def _write_predictions(path: Path, predictions: list[dict], subjects: dict[str, int], data: RunData,
                        fold: str) -> None:
     names = data.activity_names
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
+    with replaced_whole(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(_prediction_columns(names))
         for p in predictions:
             writer.writerow([p["sample_id"], subjects[p["sample_id"]], fold, p["label"], p["pred"], names[p["label"]],
                              names[p["pred"]], p["group"], "" if p["group_pred"] is None else p["group_pred"]]
                             + [f"{v:.6f}" for v in p["probs"]])
-    tmp.replace(path)
 
 
 def _merge_predictions(run_dir: Path, folds: list[str]) -> None:
-    tmp = run_dir / "predictions.tmp"
-    with open(tmp, "w", newline="") as out:
+    with replaced_whole(run_dir / "predictions.csv") as tmp, open(tmp, "w", newline="") as out:
         for i, fold in enumerate(folds):
             lines = (run_dir / fold / "predictions.csv").read_text().splitlines(keepends=True)
             out.writelines(lines if i == 0 else lines[1:])
-    tmp.replace(run_dir / "predictions.csv")
 
 
 # --------------------------------------------------------------------------------------------------

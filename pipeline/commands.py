@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from pipeline.files import write_json
+
 
 @click.command("demo-data")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data/demo"), show_default=True,
@@ -52,7 +54,7 @@ def index(dataset: str, data_root: Path, out: Path | None, table: Path | None, s
     write_index(result.samples, out, result.modalities)
     report = out.with_name(out.stem + "_report.json")
     counts = result.counts()
-    _write_json(report, {
+    write_json(report, {
         "dataset": dataset, "data_root": str(result.data_root), "table": str(result.table.path), "index": str(out),
         **counts,
         "skipped_files": [{"path": s.path, "reason": s.reason} for s in result.skipped],
@@ -81,12 +83,3 @@ def _summary(result, counts: dict) -> str:
     examples = ", ".join(Path(p).name for p in result.unknown[:3])
     lines.append(f"unknown files ignored: {len(result.unknown)}" + (f" (e.g. {examples})" if examples else ""))
     return "\n".join(lines)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)  # never a half-written report

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import MumuError
+from pipeline.files import replaced_whole, write_json, write_text
 
 # activity -> (group, scene, sensor variant). Scene 3 is MMAct's desk scene.
 DEMO_ACTIVITIES: dict[str, tuple[str, int, int]] = {
@@ -116,7 +117,7 @@ def _check_or_write_settings(path: Path, config: DemoConfig) -> None:
                 "choose another --out or delete the folder"
             )
         return
-    _atomic_write_text(path, json.dumps(wanted, indent=2) + "\n")
+    write_json(path, wanted)
 
 
 def _file_stem(subject: int, session: int, activity: str) -> str:
@@ -195,9 +196,7 @@ def render_video(group: str, config: DemoConfig, subject: int, rng: np.random.Ge
 def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
     import av  # imported here: only the demo writer needs PyAV
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with av.open(str(tmp), mode="w", format="mp4") as container:
+    with replaced_whole(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
@@ -209,7 +208,6 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())  # flush
-    tmp.replace(path)
 
 
 # --------------------------------------------------------------------------------- sensors
@@ -249,10 +247,4 @@ def _write_sensor_csv(path: Path, t0: datetime, rate: float, values: np.ndarray)
         if stamp.microsecond:  # MMAct writes whole seconds without a fraction
             text += f".{stamp.microsecond // 1000:03d}"
         lines.append(f"{text},{x:.5f},{y:.5f},{z:.5f}\n")
-    _atomic_write_text(path, "".join(lines))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text(path, "".join(lines))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import MumuError
+from pipeline.files import replaced_whole
 from pipeline.tables import read_csv_rows
 
 FIELDS = [
@@ -39,10 +40,7 @@ class Sample:
 
 
 def write_index(samples: list[Sample], path: str | Path, modalities: list[str]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with replaced_whole(path) as tmp, open(tmp, "w", newline="") as f:  # a reader never sees half an index
         writer = csv.writer(f)
         writer.writerow(FIELDS + [f"path:{m}" for m in modalities])
         for s in samples:
@@ -50,7 +48,6 @@ def write_index(samples: list[Sample], path: str | Path, modalities: list[str]) 
             row[FIELDS.index("views")] = ";".join(s.views)
             row = ["" if v is None else v for v in row]
             writer.writerow(row + [s.paths.get(m) or "" for m in modalities])
-    tmp.replace(path)  # atomic: a reader never sees a half-written index
 
 
 def read_index(path: str | Path) -> list[Sample]:
