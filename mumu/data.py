@@ -29,11 +29,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from mumu.encoders import step_mask
 from pipeline.errors import MumuError
 from pipeline.index import Sample
 from pipeline.modalities import ModalitySpec
 
-FEATURE_DIM = 2048  # ResNet-50 global-average-pooled features
 MEMO_BYTES = 512 * 2**20  # per CacheDataset (and per worker): samples kept in memory once read
 
 
@@ -186,7 +186,7 @@ class RawDataset(StepDataset):
 def valid_steps(x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
     """(B, S) bool: the valid (unpadded) steps of padded x (B, S, ...), of every sample or of the samples
     ``rows`` (bool (B,)) only."""
-    valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None].to(x.device)
+    valid = step_mask(lengths.to(x.device), x.shape[1])
     return valid if rows is None else valid & rows[:, None].to(x.device)
 
 

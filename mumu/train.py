@@ -43,18 +43,18 @@ from torch.utils.data import DataLoader
 from mumu.adapt import (BatchNormState, batchnorm_state, by_subject, load_batchnorm_state, predict_by_subject,
                         subject_batchnorm_state)
 from mumu.config import SELECTIONS, TrainConfig, config_from_dict, load_config, resolve_config, save_config
-from mumu.data import (FEATURE_DIM, CacheDataset, MumuDataModule, PadCollate, RawDataset, StepDataset, make_loader,
+from mumu.data import (CacheDataset, MumuDataModule, PadCollate, RawDataset, StepDataset, make_loader,
                        max_steps_for, valid_steps)
 from mumu.fusion import GM_GATES, GM_MERGES
 from mumu.metrics import ActivityMetrics, headline, summarize_folds
-from mumu.model import (FUSION_INITS, FUSION_NORMS, MODALITY_DROPOUT_AS, MODALITY_DROPOUT_MODES, ModelOutput,
+from mumu.model import (ARCHS, FUSION_INITS, FUSION_NORMS, MODALITY_DROPOUT_AS, MODALITY_DROPOUT_MODES, ModelOutput,
                         build_model, lost_modalities)
 from mumu.noise import blank_steps
 from mumu.transforms import SensorTransform
 from pipeline.errors import MumuError
 from pipeline.files import replaced_whole, write_json
 from pipeline.index import Sample
-from pipeline.modalities import ModalitySpec, select_modalities
+from pipeline.modalities import FEATURE_DIM, ModalitySpec, select_modalities
 from pipeline.tables import ActivityTable, load_table
 
 # train.select -> (logged metric, mode) of the checkpoint that is tested; None: the last epoch's
@@ -815,7 +815,7 @@ def load_run(run_dir: str | Path, fold: str | None = None) -> LoadedRun:
 @click.option("--cache", help="Feature cache (default cache/<dataset>.zarr).")
 @click.option("--from-cache/--from-raw", "from_cache", default=None,
               help="Train from the feature cache (default) or decode/window the raw data on the fly.")
-@click.option("--model", type=click.Choice(["mumu", "b1", "b2", "b3"]), help="MuMu or a Table 7 baseline.")
+@click.option("--model", type=click.Choice(ARCHS), help="MuMu or a Table 7 baseline.")
 @click.option("--modalities", help="Comma-separated subset of the dataset's modalities, or all.")
 @click.option("--activity-table", type=click.Path(dir_okay=False),
               help="Activity table (CSV) whose groups the auxiliary task learns "

@@ -17,8 +17,8 @@ import torch
 import torchvision
 
 from pipeline.errors import MumuError
+from pipeline.modalities import FEATURE_DIM
 
-FEATURE_DIM = 2048
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_WEIGHTS = torchvision.models.ResNet50_Weights.IMAGENET1K_V2

@@ -29,7 +29,7 @@ import numpy as np
 
 from pipeline.errors import MumuError
 from pipeline.index import Sample
-from pipeline.modalities import ModalitySpec
+from pipeline.modalities import FEATURE_DIM, ModalitySpec
 
 FORMAT_VERSION = 1
 ATTRS_KEY = "mumu_cache"
@@ -183,7 +183,7 @@ def write_part(path: str | Path, name: str, modalities: list[ModalitySpec], samp
     group.attrs.update({**attrs, "samples": [dataclasses.asdict(s) for s in samples]})
     for spec in modalities:
         per_sample = arrays[spec.name]
-        trailing = (2048,) if spec.visual else None
+        trailing = (FEATURE_DIM,) if spec.visual else None
         present = [a for a in per_sample if a is not None]
         if trailing is None:
             trailing = present[0].shape[1:] if present else (1, spec.channels)

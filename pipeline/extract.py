@@ -41,7 +41,7 @@ from pipeline import cache as cache_store
 from pipeline.decode import DecodeError, DecodeWorker, decode_visual
 from pipeline.errors import MumuError
 from pipeline.index import Sample, read_index
-from pipeline.modalities import ModalitySpec, select_modalities
+from pipeline.modalities import FEATURE_DIM, ModalitySpec, select_modalities
 from pipeline.params import read_params
 from pipeline.sensors import SensorError, align_streams, cut_windows, read_sensor
 
@@ -248,7 +248,7 @@ class _BatchedBackbone:
         if self.waiting:
             self.features.append(self.backbone(np.concatenate(self.waiting)))
             self.waiting = []
-        return np.concatenate(self.features) if self.features else np.zeros((0, 2048), np.float32)
+        return np.concatenate(self.features) if self.features else np.zeros((0, FEATURE_DIM), np.float32)
 
 
 def extract_part(name: str, raws: Iterable[RawSample], modalities: list[ModalitySpec], backbone,
@@ -327,7 +327,7 @@ def fingerprint(dataset: str, modalities: list[ModalitySpec], settings: ExtractS
     weights = settings.weights if settings.weights in ("imagenet", "random") else "file"
     return {
         "dataset": dataset, "modalities": [m.name for m in modalities], "backbone": "resnet50",
-        "weights": weights, "weights_hash": weights_hash, "feature_dim": 2048, "feature_dtype": "float16",
+        "weights": weights, "weights_hash": weights_hash, "feature_dim": FEATURE_DIM, "feature_dtype": "float16",
         "image_size": settings.image_size, "frame_stride": settings.frame_stride, "frame_window": 1,
         "sensor_window": settings.sensor_window, "sensor_stride": settings.sensor_stride,
         "sensor_rate_hz": float(settings.sensor_rate_hz),

@@ -16,6 +16,7 @@ from typing import Literal
 from pipeline.errors import MumuError
 
 Kind = Literal["video", "depth", "sensor"]
+FEATURE_DIM = 2048  # a visual step: one ResNet-50 global-average-pooled feature vector
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,9 @@ class SensorStream:
 # parsers
 
 
-def _parse_mmact_time(text: str) -> float:
+def parse_mmact_time(text: str) -> float:
+    """An MMAct timestamp (20181016_13:39:52.123, or whole seconds without the fraction) in seconds; ValueError
+    when it is not one."""
     text = text.strip()
     if "." not in text:  # whole seconds are written without a fraction
         text += ".0"
@@ -70,7 +72,7 @@ def read_mmact_csv(path: str | Path, rate_hz: float | None, channels: int = 3) -
             if not record or not "".join(record).strip():
                 continue
             try:
-                t = _parse_mmact_time(record[0])
+                t = parse_mmact_time(record[0])
                 values = [float(v) if v.strip() else np.nan for v in record[1:1 + channels]]
             except ValueError:
                 bad_rows += 1

@@ -10,12 +10,12 @@ import struct
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
 from pipeline.errors import MumuError
 from pipeline.index import Sample
+from pipeline.sensors import parse_mmact_time
 from pipeline.tables import Activity, ActivityTable
 
 
@@ -230,7 +230,7 @@ def check_mmact_csv(path: Path) -> str | None:
         return f"first row has {len(fields)} columns, expected 4 (timestamp,x,y,z): {line[:60]!r}"
     stamp = fields[0].strip()
     try:
-        datetime.strptime(stamp, "%Y%m%d_%H:%M:%S.%f" if "." in stamp else "%Y%m%d_%H:%M:%S")
+        parse_mmact_time(stamp)
         [float(v) for v in fields[1:]]
     except ValueError:
         return f"first row is not timestamp,x,y,z (timestamp like 20181016_13:39:52.123): {line[:60]!r}"
