@@ -315,7 +315,7 @@ def make_loader(dataset: StepDataset, collate: PadCollate, batch_size: int, shuf
 
 
 class MumuDataModule(pl.LightningDataModule):
-    """Train / val / test loaders for one split, from either source (`dataset_factory` builds them).
+    """Train / val / test loaders for one split, from either source (`make_dataset` builds them).
 
     test_groups, val_groups: the test (validation) samples in groups, one DataLoader per group (the module
     learns which group a batch is from by its dataloader_idx: mumu.adapt adapts to each subject); None = one

@@ -14,7 +14,8 @@ RUN_DIR/metrics.json holds the mean ± std and per-fold values, RUN_DIR/predicti
 
 Loss: L_t + beta_aux * L_aux (cross-entropy on activities and, for MuMu, on activity groups), plus
 fusion_kl * KL(MuMu's fusion weights || equal weights) when train.fusion_kl > 0 (not in the paper).
-AdamW, cosine learning-rate decay over all steps; bf16 mixed precision on GPU.
+AdamW; the learning rate decays by a cosine over all steps, or with warmup > 0 follows a one-cycle schedule
+(warm-up to lr, then cosine down); bf16 mixed precision on GPU.
 Reproducibility: the shuffling and the sequence sampling are seeded by (seed, epoch), dropout by
 (seed, epoch, batch), and on CPU Lightning's deterministic mode is on, so the same seed gives the
 same metrics whatever the number of DataLoader workers, and a run that was killed and resumed from
@@ -212,10 +213,10 @@ class MumuModule(pl.LightningModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["label"]), sync_dist=True)
         return loss
 
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> dict:
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        if self.cfg.warmup > 0:  # one cycle: linear warm-up to lr, then cosine annealing
+        if self.cfg.warmup > 0:  # one cycle: up to lr over the warm-up, then down to ~0 (both cosine-shaped)
             scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.cfg.lr, total_steps=total_steps,
                                                             pct_start=self.cfg.warmup, anneal_strategy="cos")
         else:
