@@ -22,7 +22,7 @@ skeleton body frame, training-time augmentation) draws from the same generator.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -33,6 +33,11 @@ from mumu.encoders import step_mask
 from pipeline.errors import MumuError
 from pipeline.index import Sample
 from pipeline.modalities import ModalitySpec
+
+if TYPE_CHECKING:
+    from pipeline.extract import ExtractSettings
+
+Transform = Callable[[dict, "np.random.Generator | None"], dict]  # one sample's windows -> transformed (mumu.transforms)
 
 MEMO_BYTES = 512 * 2**20  # per CacheDataset (and per worker): samples kept in memory once read
 
@@ -75,8 +80,7 @@ class StepDataset(Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], modalities: Sequence[ModalitySpec], max_steps: dict[str, int],
-                 train: bool, seed: int, transform: Callable[[dict, np.random.Generator | None], dict] | None = None,
-                 time_crop: float = 0.0):
+                 train: bool, seed: int, transform: Transform | None = None, time_crop: float = 0.0):
         self.samples = list(samples)
         self.modalities = list(modalities)
         self.max_steps = dict(max_steps)
@@ -123,7 +127,8 @@ class StepDataset(Dataset):
 class CacheDataset(StepDataset):
     """Reads one sample at a time from the zarr feature cache (through its offsets)."""
 
-    def __init__(self, cache_path: str | Path, samples, modalities, max_steps, train: bool, seed: int, transform=None,
+    def __init__(self, cache_path: str | Path, samples: Sequence[Sample], modalities: Sequence[ModalitySpec],
+                 max_steps: dict[str, int], train: bool, seed: int, transform: Transform | None = None,
                  time_crop: float = 0.0):
         super().__init__(samples, modalities, max_steps, train, seed, transform, time_crop)
         self.cache_path = str(cache_path)
@@ -153,7 +158,7 @@ class CacheDataset(StepDataset):
             self._cache = FeatureCache(self.cache_path)
         return self._cache
 
-    def load(self, sample, choose):
+    def load(self, sample: Sample, choose: Callable[[str, int], np.ndarray]) -> dict[str, torch.Tensor | None]:
         # visual (S, 2048) float16 -> float32; sensor (S, W, C) float32
         return self.take_steps(self._read(sample.sample_id), choose, dtype=np.float32)
 
@@ -168,12 +173,13 @@ class RawDataset(StepDataset):
     only the selected visual modalities are decoded.
     """
 
-    def __init__(self, samples, modalities, max_steps, train: bool, seed: int, settings, transform=None,
+    def __init__(self, samples: Sequence[Sample], modalities: Sequence[ModalitySpec], max_steps: dict[str, int],
+                 train: bool, seed: int, settings: ExtractSettings, transform: Transform | None = None,
                  time_crop: float = 0.0):
         super().__init__(samples, modalities, max_steps, train, seed, transform, time_crop)
-        self.settings = settings  # pipeline.extract.ExtractSettings
+        self.settings = settings
 
-    def load(self, sample, choose):
+    def load(self, sample: Sample, choose: Callable[[str, int], np.ndarray]) -> dict[str, torch.Tensor | None]:
         from pipeline.extract import load_raw_sample
         from pipeline.modalities import dataset_modalities
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -37,6 +37,9 @@ from mumu.noise_modes import LEVEL_HELP, NOISE_HELP, NOISE_MODES
 from pipeline.errors import MumuError
 from pipeline.files import replaced_whole, write_json
 from pipeline.params import read_params
+
+if TYPE_CHECKING:  # mumu.train loads Lightning: imported where a run is loaded
+    from mumu.train import LoadedRun
 
 # the clean pass plus three noisy conditions; value: which group to corrupt ("random" = p=0.5 per sample)
 CONDITIONS = {"clean": None, "noisy": "random", "noisy_visual": "visual", "noisy_non_visual": "non_visual"}
@@ -68,7 +71,7 @@ class Inference:
             cat([p.unimodal for p in parts]), cat([p.fused for p in parts]))
 
 
-def infer(run, corrupt: str | None = None, noise: str = "drop", level: float = 1.0, seed: int = 0,
+def infer(run: LoadedRun, corrupt: str | None = None, noise: str = "drop", level: float = 1.0, seed: int = 0,
           adapt_by_condition: bool = True) -> Inference:
     """Run a loaded run (`mumu.train.load_run`) over its test set, optionally corrupting the input.
 
@@ -197,7 +200,7 @@ def write_confusion_csv(path: Path, result: Inference, activity_names: list[str]
 
 
 def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, seed: int = 0,
-                adapt_by_condition: bool = True):
+                adapt_by_condition: bool = True) -> tuple[list[dict[str, Inference]], LoadedRun]:
     """Every `CONDITIONS` pass for each fold's best model. Returns ([{condition: Inference}] per fold,
     the last fold's loaded run)."""
     from mumu.train import load_run, run_splits

@@ -115,7 +115,7 @@ class MultimodalModel(nn.Module):
 class MuMu(MultimodalModel):
     """Auxiliary task (SM-Fusion -> activity group) guides the target task (GM-Fusion -> activity)."""
 
-    def __init__(self, inputs, num_classes: int, num_groups: int, embed_dim: int, dropout: float, gm_heads: int = 1,
+    def __init__(self, inputs: dict[str, ModalitySpec], num_classes: int, num_groups: int, embed_dim: int, dropout: float, gm_heads: int = 1,
                  gm_gate: str = "softmax", gm_merge: str = "sum", fusion_init: str = "torch",
                  fusion_norm: str = "convex", **options):
         super().__init__(inputs, embed_dim, dropout, "keyless", **options)
@@ -152,7 +152,8 @@ class ConcatBaseline(MultimodalModel):
 
     `fused` is the head's (B, D) hidden layer, since the concatenation itself is (B, M*D)."""
 
-    def __init__(self, inputs, num_classes: int, embed_dim: int, dropout: float, pooling: str, **options):
+    def __init__(self, inputs: dict[str, ModalitySpec], num_classes: int, embed_dim: int, dropout: float, pooling: str,
+                 **options):
         super().__init__(inputs, embed_dim, dropout, pooling, **options)
         self.hidden = nn.Sequential(nn.Linear(len(inputs) * embed_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout))
         self.out = nn.Linear(embed_dim, num_classes)
@@ -165,7 +166,7 @@ class ConcatBaseline(MultimodalModel):
 class SelfAttentionBaseline(MultimodalModel):
     """B3: keyless temporal attention, then masked multi-head self-attention across modality tokens."""
 
-    def __init__(self, inputs, num_classes: int, embed_dim: int, dropout: float, fusion_heads: int = 2,
+    def __init__(self, inputs: dict[str, ModalitySpec], num_classes: int, embed_dim: int, dropout: float, fusion_heads: int = 2,
                  **options):
         super().__init__(inputs, embed_dim, dropout, "keyless", **options)
         self.fusion = ModalitySelfAttention(embed_dim, fusion_heads, dropout, len(inputs))

@@ -19,6 +19,7 @@ built on del Barrio, Cuesta-Albertos & Matrán (2018). Written here from the pap
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.stats import norm
 
 ALPHA = 0.05
@@ -36,7 +37,7 @@ def _quantiles(sorted_scores: np.ndarray, t: np.ndarray) -> np.ndarray:
     return sorted_scores[..., index]
 
 
-def violation_ratio(scores_a, scores_b, dt: float = 0.005) -> np.ndarray | float:
+def violation_ratio(scores_a: ArrayLike, scores_b: ArrayLike, dt: float = 0.005) -> np.ndarray | float:
     """eps_W2 of A over B. scores_*: (n,) or a batch (R, n) of score samples. Returns float or (R,)."""
     t = np.arange(0.0, 1.0, dt)
     a = _quantiles(np.sort(np.asarray(scores_a, dtype=float), axis=-1), t)
@@ -49,7 +50,7 @@ def violation_ratio(scores_a, scores_b, dt: float = 0.005) -> np.ndarray | float
     return float(ratio) if np.ndim(ratio) == 0 else ratio
 
 
-def aso(scores_a, scores_b, alpha: float = ALPHA, num_samples: int = 1000, num_bootstrap: int = 1000,
+def aso(scores_a: ArrayLike, scores_b: ArrayLike, alpha: float = ALPHA, num_samples: int = 1000, num_bootstrap: int = 1000,
         seed: int = 0) -> float:
     """eps_min of "A is better than B" (upper bound on the violation ratio at confidence 1 - alpha)."""
     a = np.sort(np.asarray(scores_a, dtype=float))

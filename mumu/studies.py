@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 import numpy as np
@@ -21,6 +21,9 @@ from mumu.noise_modes import LEVEL_HELP, NOISE_HELP, NOISE_MODES
 from mumu.significance import TEST_NAME, pairwise_aso, significantly_better
 from pipeline.errors import MumuError
 from pipeline.modalities import select_modalities
+
+if TYPE_CHECKING:  # torch loads only when a study runs, not for --help
+    from mumu.config import TrainConfig
 
 MODELS = ("b1", "b2", "b3", "mumu")
 MODEL_NAMES = {"b1": "B1 non-attention", "b2": "B2 unimodal attention (Keyless)",
@@ -54,7 +57,7 @@ class Study:
         overrides = {**(QUICK if quick else {}), **{k: v for k, v in overrides.items() if v is not None}}
         self.base = resolve_config(params, **overrides)  # TrainConfig shared by every run of the study
 
-    def config(self, run_name: str, **changes: Any):
+    def config(self, run_name: str, **changes: Any) -> TrainConfig:
         """The base config with `changes`, training into OUT/runs/<run_name>. B1 keeps one LSTM layer where
         the settings have none (the UTD recipe): its pooling is the last LSTM state, which defines it."""
         cfg = self.base.replace(out=str(self.out / "runs" / run_name), **changes)
@@ -214,7 +217,8 @@ def study_command() -> None:
               help=NOISE_HELP)
 @click.option("--noise-level", type=click.FloatRange(0, 1), default=1.0, show_default=True, help=LEVEL_HELP)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise draws.")
-def noise_command(params, out, quick, max_epochs, cache, models, noise, noise_level, seed) -> None:
+def noise_command(params: str, out: Path | None, quick: bool, max_epochs: int | None, cache: str | None, models: str,
+                  noise: str, noise_level: float, seed: int) -> None:
     """Noise robustness (Table 6): clean vs noisy visual vs noisy non-visual input, for each model."""
     study = Study("noise", params, out, quick, {"max_epochs": max_epochs, "cache": cache})
     study.finish(run_noise_study(study, _models(models), noise, noise_level, seed))
@@ -223,7 +227,8 @@ def noise_command(params, out, quick, max_epochs, cache, models, noise, noise_le
 @study_command.command("modalities")
 @common_options
 @click.option("--model", type=click.Choice(MODELS), default="mumu", show_default=True, help="The model trained on each combination.")
-def modalities_command(params, out, quick, max_epochs, cache, model) -> None:
+def modalities_command(params: str, out: Path | None, quick: bool, max_epochs: int | None, cache: str | None,
+                       model: str) -> None:
     """Modality combinations (Table 5): one model trained and tested on each combination."""
     study = Study("modalities", params, out, quick, {"max_epochs": max_epochs, "cache": cache})
     study.finish(run_modalities_study(study, model))
@@ -233,7 +238,8 @@ def modalities_command(params, out, quick, max_epochs, cache, model) -> None:
 @common_options
 @click.option("--models", default=",".join(MODELS), show_default=True, help="Models to compare.")
 @click.option("--seeds", type=click.IntRange(2), help=f"Number of seeds (default 5; --quick: {QUICK_SEEDS}).")
-def ablation_command(params, out, quick, max_epochs, cache, models, seeds) -> None:
+def ablation_command(params: str, out: Path | None, quick: bool, max_epochs: int | None, cache: str | None,
+                     models: str, seeds: int | None) -> None:
     """Ablation (Table 7): B1, B2, B3 and MuMu over N seeds, mean ± std, ASO significance per pair."""
     study = Study("ablation", params, out, quick, {"max_epochs": max_epochs, "cache": cache})
     n = seeds or (QUICK_SEEDS if quick else 5)

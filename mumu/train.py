@@ -31,7 +31,7 @@ import random
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import click
 import numpy as np
@@ -57,6 +57,9 @@ from pipeline.files import replaced_whole, write_json
 from pipeline.index import Sample
 from pipeline.modalities import FEATURE_DIM, ModalitySpec, select_modalities
 from pipeline.tables import ActivityTable, load_table
+
+if TYPE_CHECKING:
+    from pipeline.backbone import Backbone
 
 # train.select -> (logged metric, mode) of the checkpoint that is tested; None: the last epoch's
 SELECTION_METRICS = {"macro_f1": ("val/macro_f1", "max"), "nll": ("val/nll", "min"), "last": (None, "min")}
@@ -151,7 +154,7 @@ class MumuModule(pl.LightningModule):
         return x, lengths
 
     @torch.no_grad()
-    def fit_input_norm(self, loader) -> None:
+    def fit_input_norm(self, loader: Iterable[dict]) -> None:
         """Per-feature mean and std over the valid steps of `loader` (training samples)."""
         sums: dict[str, list[torch.Tensor]] = {name: [] for name in self.specs}
         for batch in loader:
@@ -178,7 +181,7 @@ class MumuModule(pl.LightningModule):
         return features
 
     @property
-    def backbone(self):
+    def backbone(self) -> Backbone:
         """The frozen ResNet-50 of the raw path (pipeline.backbone.Backbone), built on first use where the
         module lives; it is not a submodule, so it never enters the checkpoint or the optimiser."""
         if self._backbone is None or self._backbone.device != self.device:

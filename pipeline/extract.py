@@ -32,7 +32,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import click
 import numpy as np
@@ -44,6 +44,9 @@ from pipeline.index import Sample, read_index
 from pipeline.modalities import FEATURE_DIM, ModalitySpec, select_modalities
 from pipeline.params import read_params
 from pipeline.sensors import SensorError, align_streams, cut_windows, read_sensor
+
+if TYPE_CHECKING:  # torch and torchvision load only where frames are encoded
+    from pipeline.backbone import Backbone
 
 # Bump when the numbers extraction produces change for the same inputs and settings.
 CODE_VERSION = "extract-1"
@@ -251,7 +254,7 @@ class _BatchedBackbone:
         return np.concatenate(self.features) if self.features else np.zeros((0, FEATURE_DIM), np.float32)
 
 
-def extract_part(name: str, raws: Iterable[RawSample], modalities: list[ModalitySpec], backbone,
+def extract_part(name: str, raws: Iterable[RawSample], modalities: list[ModalitySpec], backbone: Backbone,
                  cache_path: str | Path) -> dict:
     """Compute and write one part; returns {samples, frames} for the progress bar."""
     batched = _BatchedBackbone(backbone)
