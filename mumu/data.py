@@ -35,6 +35,7 @@ from pipeline.index import Sample
 from pipeline.modalities import ModalitySpec
 
 if TYPE_CHECKING:
+    from pipeline.cache import FeatureCache
     from pipeline.extract import ExtractSettings
 
 Transform = Callable[[dict, "np.random.Generator | None"], dict]  # one sample's windows -> transformed (mumu.transforms)
@@ -152,7 +153,7 @@ class CacheDataset(StepDataset):
         return arrays
 
     @property
-    def cache(self):
+    def cache(self) -> FeatureCache:
         if self._cache is None:
             from pipeline.cache import FeatureCache
             self._cache = FeatureCache(self.cache_path)

@@ -62,7 +62,7 @@ class Inference:
 
     @staticmethod
     def concat(parts: list["Inference"]) -> "Inference":
-        def cat(values):
+        def cat(values: list[np.ndarray | None]) -> np.ndarray | None:
             return None if values[0] is None else np.concatenate(values)
         return Inference(
             [i for p in parts for i in p.sample_ids], cat([p.labels for p in parts]), cat([p.groups for p in parts]),
