@@ -317,7 +317,8 @@ def _evaluate_params(params: str | None) -> dict[str, Any]:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default RUN_DIR/eval).")
 @click.option("--params", default="params.yaml", show_default=True,
-              help="Defaults come from its evaluate: block; none: no file.")
+              help="Options left out come from this file's evaluate: block (none: no file), else "
+                   + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in DEFAULTS.items()) + ".")
 @click.option("--noise", type=click.Choice(NOISE_MODES),
               help=NOISE_HELP)
 @click.option("--noise-level", type=click.FloatRange(0, 1), help=LEVEL_HELP)

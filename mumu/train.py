@@ -813,7 +813,8 @@ def load_run(run_dir: str | Path, fold: str | None = None) -> LoadedRun:
 
 @click.command("train")
 @click.option("--params", default="params.yaml", show_default=True,
-              help="Defaults come from this file (`base:` chains resolved); none: no file.")
+              help="Options left out come from this file (its top level and train: block, `base:` chains "
+                   "resolved; none: no file), else mumu's defaults; RUN_DIR/config.yaml records every value used.")
 @click.option("--dataset", help="demo | mmact | utd_mhad | ucsd_mit")
 @click.option("--data-root", help="Raw dataset root (for --from-raw).")
 @click.option("--cache", help="Feature cache (default cache/<dataset>.zarr).")
