@@ -65,6 +65,14 @@ class ExtractSettings:
     part_size: int = 32  # samples per part (unit of work, writing and resuming)
     decode_timeout_s: float = 120.0  # per visual input; longer -> decoder killed, input recorded as failed
 
+    def __post_init__(self) -> None:  # values from a params file never pass click's range checks
+        for name in ("image_size", "frame_stride", "sensor_window", "sensor_stride", "batch_size", "part_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise MumuError(f"extract.{name} must be a whole number >= 1, got {getattr(self, name)!r}")
+        for name in ("sensor_rate_hz", "decode_timeout_s"):
+            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
+                raise MumuError(f"extract.{name} must be a number > 0, got {getattr(self, name)!r}")
+
 
 def params_defaults(params_path: str | Path | None = None) -> dict:
     """The ``extract:`` block plus top-level dataset/data_root/modalities from params.yaml (`base` resolved)."""
@@ -503,76 +511,80 @@ def _load_samples(dataset: str, data_root: Path, index: Path | None) -> list[Sam
     return samples
 
 
-_DEFAULTS = params_defaults()
+# An option left out takes its value from --params (see `params_defaults`), else from here.
+BUILT_IN = {"dataset": "demo", "modalities": "all", "workers": 2, **dataclasses.asdict(ExtractSettings())}
+_PARAMS_KEY = {"sensor_rate": "sensor_rate_hz", "decode_timeout": "decode_timeout_s"}  # option -> params key
+
+
+def _from_params(key: str, **options: object) -> dict:
+    """click.option keywords for a setting that params can give: no click default (None = left out), and help
+    that says where the value then comes from."""
+    return dict(default=None, show_default=f"params, else {BUILT_IN[_PARAMS_KEY.get(key, key)]}", **options)
 
 
 @click.command("extract")
-@click.option("--dataset", default=_DEFAULTS.get("dataset", "demo"), show_default=True,
-              help="demo | mmact | utd_mhad | ucsd_mit")
+@click.option("--params", default="params.yaml", show_default=True,
+              help="Options left out come from this file (its dataset, data_root, modalities and extract: block; "
+                   "none: no file), else the built-in values shown below.")
+@click.option("--dataset", **_from_params("dataset", help="demo | mmact | utd_mhad | ucsd_mit"))
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
               help="Raw dataset root, to build the index when --index is not given  "
-                   "[default: params.yaml data_root for its dataset, else data/<dataset>]")
+                   "[default: params data_root for its dataset, else data/<dataset>]")
 @click.option("--index", "index_path", type=click.Path(path_type=Path), default=None,
               help="Sample index CSV from `cli.py index` (default: build it from --data-root).")
 @click.option("--cache", "cache_path", type=click.Path(path_type=Path), default=None,
               help="Output zarr store  [default: cache/<dataset>.zarr]")
-@click.option("--modalities", default=_DEFAULTS.get("modalities", "all"), show_default=True,
-              help="Comma-separated subset of the dataset's modalities, or all.")
-@click.option("--weights", default=_DEFAULTS.get("weights", "random"), show_default=True,
-              help="imagenet | random | PATH to a ResNet-50 state_dict.")
+@click.option("--modalities", **_from_params("modalities", help="Comma-separated subset of the dataset's modalities, or all."))
+@click.option("--weights", **_from_params("weights", help="imagenet | random | PATH to a ResNet-50 state_dict."))
 @click.option("--device", default="auto", show_default=True, help="cpu | cuda | cuda:N | auto (cuda when available).")
-@click.option("--batch-size", type=click.IntRange(1), default=_DEFAULTS.get("batch_size", 32), show_default=True,
-              help="Frames per backbone batch.")
-@click.option("--workers", type=click.IntRange(0), default=_DEFAULTS.get("workers", 2), show_default=True,
-              help="dask worker processes on a local cluster; 0 = run in this process.")
+@click.option("--batch-size", **_from_params("batch_size", type=click.IntRange(1), help="Frames per backbone batch."))
+@click.option("--workers", **_from_params("workers", type=click.IntRange(0),
+                                          help="dask worker processes on a local cluster; 0 = run in this process."))
 @click.option("--scheduler", default=None, help="tcp://HOST:PORT of an existing dask scheduler (instead of a local cluster).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N samples of the index (a quick try).")
 @click.option("--strict", is_flag=True, help="Exit non-zero when any sample had a failure.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing cache at --cache and rebuild it.")
 @click.option("--rebuild-if-changed", is_flag=True,
               help="Rebuild an existing cache only when it was built with other settings (dvc.yaml uses this).")
-@click.option("--image-size", type=click.IntRange(16), default=_DEFAULTS.get("image_size", 112), show_default=True,
-              help="Frames are resized to this square size inside the decoder.")
-@click.option("--frame-stride", type=click.IntRange(1), default=_DEFAULTS.get("frame_stride", 3), show_default=True,
-              help="Visual sampling: window 1, every N-th frame.")
-@click.option("--sensor-window", type=click.IntRange(1), default=_DEFAULTS.get("sensor_window", 5), show_default=True,
-              help="Time steps per sensor window.")
-@click.option("--sensor-stride", type=click.IntRange(1), default=_DEFAULTS.get("sensor_stride", 5), show_default=True,
-              help="Time steps between sensor window starts.")
-@click.option("--sensor-rate", type=click.FloatRange(0, min_open=True), default=_DEFAULTS.get("sensor_rate_hz", 50.0), show_default=True,
-              help="Common time base (Hz) for a sample's sensor streams.")
-@click.option("--part-size", type=click.IntRange(1), default=_DEFAULTS.get("part_size", 32), show_default=True,
-              help="Samples per part: the unit of work, writing and resume.")
-@click.option("--decode-timeout", type=click.FloatRange(0, min_open=True), default=_DEFAULTS.get("decode_timeout_s", 120.0), show_default=True,
-              help="Seconds before a hung decoder is killed and the input recorded as failed.")
-def extract_command(dataset: str, data_root: Path | None, index_path: Path | None, cache_path: Path | None,
-                    modalities: str, weights: str, device: str, batch_size: int, workers: int, scheduler: str | None,
-                    limit: int | None, strict: bool, overwrite: bool, rebuild_if_changed: bool, image_size: int,
-                    frame_stride: int, sensor_window: int, sensor_stride: int, sensor_rate: float, part_size: int,
-                    decode_timeout: float) -> None:
+@click.option("--image-size", **_from_params("image_size", type=click.IntRange(16),
+                                             help="Frames are resized to this square size inside the decoder."))
+@click.option("--frame-stride", **_from_params("frame_stride", type=click.IntRange(1),
+                                               help="Visual sampling: window 1, every N-th frame."))
+@click.option("--sensor-window", **_from_params("sensor_window", type=click.IntRange(1), help="Time steps per sensor window."))
+@click.option("--sensor-stride", **_from_params("sensor_stride", type=click.IntRange(1),
+                                                help="Time steps between sensor window starts."))
+@click.option("--sensor-rate", **_from_params("sensor_rate", type=click.FloatRange(0, min_open=True),
+                                              help="Common time base (Hz) for a sample's sensor streams."))
+@click.option("--part-size", **_from_params("part_size", type=click.IntRange(1),
+                                            help="Samples per part: the unit of work, writing and resume."))
+@click.option("--decode-timeout", **_from_params("decode_timeout", type=click.FloatRange(0, min_open=True),
+                                                 help="Seconds before a hung decoder is killed and the input recorded as failed."))
+def extract_command(params: str, data_root: Path | None, index_path: Path | None, cache_path: Path | None,
+                    device: str, scheduler: str | None, limit: int | None, strict: bool, overwrite: bool,
+                    rebuild_if_changed: bool, **options: object) -> None:
     """Turn a sample index into a feature cache: frames -> frozen ResNet-50 (float16, 2048-d),
     sensors -> windows. Resumable: rerun after an interruption to finish; a complete cache is skipped."""
-    for option, value in [("--batch-size", batch_size), ("--image-size", image_size), ("--frame-stride", frame_stride),
-                          ("--sensor-window", sensor_window), ("--sensor-stride", sensor_stride),
-                          ("--part-size", part_size)]:
-        if value < 1:
-            raise MumuError(f"{option} must be at least 1, got {value}")
-    if workers < 0:
-        raise MumuError(f"--workers must be 0 or more, got {workers}")
+    from_file = {} if params == "none" else params_defaults(None if params == "params.yaml" else params)
+    value = {}  # params key -> the option given, else the file's value, else the built-in one
+    for option, given in options.items():
+        key = _PARAMS_KEY.get(option, option)
+        value[key] = given if given is not None else from_file.get(key, BUILT_IN[key])
+    dataset, workers = value["dataset"], value["workers"]
+    if not isinstance(workers, int) or workers < 0:
+        raise MumuError(f"extract.workers must be 0 (this process) or more, got {workers!r}")
     if device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    specs = select_modalities(dataset, modalities)
+    specs = select_modalities(dataset, value["modalities"])
     if data_root is None:
-        data_root = Path(_DEFAULTS["data_root"]) if dataset == _DEFAULTS.get("dataset") and _DEFAULTS.get("data_root") \
+        data_root = Path(from_file["data_root"]) if dataset == from_file.get("dataset") and from_file.get("data_root") \
             else Path("data") / dataset
     samples = _load_samples(dataset, data_root, index_path)
     if limit is not None:
         samples = samples[:limit]
     cache_path = cache_path or Path("cache") / f"{dataset}.zarr"
-    settings = ExtractSettings(image_size, frame_stride, sensor_window, sensor_stride, sensor_rate, weights,
-                               batch_size, part_size, decode_timeout)
+    settings = ExtractSettings(**{field.name: value[field.name] for field in dataclasses.fields(ExtractSettings)})
     summary = run_extract(samples, dataset, specs, cache_path, settings, device, workers, scheduler, overwrite,
                           str(index_path) if index_path else None, rebuild_if_changed=rebuild_if_changed)
     rate = summary["frames"] / summary["seconds"] if summary["seconds"] else 0.0

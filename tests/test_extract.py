@@ -160,6 +160,23 @@ def test_different_settings_are_refused(dataset):
     assert "--overwrite" in result.output
 
 
+def test_settings_come_from_a_params_file_and_options_override_them(dataset, tmp_path):
+    """`extract --params FILE` reads the recipe's extract: block (the same settings: the cache is complete); an
+    option still wins over the file; a bad value in the file is refused with its key."""
+    params = tmp_path / "recipe.yaml"
+    params.write_text(f"dataset: demo\nmodalities: {MODALITIES}\nextract:\n  image_size: 32\n  frame_stride: 3\n"
+                      "  batch_size: 4\n  part_size: 2\n  weights: random\n  workers: 0\n")
+    args = ["--params", str(params), "--index", str(dataset["index"]), "--cache", str(dataset["cache"])]
+    same = CliRunner().invoke(extract_command, args)
+    assert same.exit_code == 0, same.output
+    assert "extracted 0 samples in 0 parts (3 parts already complete)" in same.output
+    other = CliRunner().invoke(extract_command, args + ["--frame-stride", "2"])
+    assert other.exit_code == 2 and "frame_stride: cache has 3, now 2" in other.output
+    params.write_text(params.read_text().replace("part_size: 2", "part_size: 0"))
+    bad = CliRunner().invoke(extract_command, args)
+    assert bad.exit_code == 2 and "extract.part_size must be a whole number >= 1, got 0" in bad.output
+
+
 def test_changed_source_redoes_only_its_part(dataset, tmp_path):
     samples, _ = make_dataset(tmp_path, n_good=1)
     specs = select_modalities("demo", MODALITIES)
