@@ -5,6 +5,7 @@ import csv
 import hashlib
 import json
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 
 from mumu.adapt import adapted_batchnorm, by_subject, predict_by_subject, silent_streams, split_by_condition
 from mumu.data import SubjectBatchSampler
-from mumu.evaluate import evaluate_command
+from mumu.evaluate import evaluate_command, infer
 from mumu.noise import corrupt_tensor
 from mumu.train import load_run, retest, train_once
 from pipeline.errors import MumuError
@@ -177,6 +178,12 @@ def test_evaluate_records_how_it_adapts_and_whole_group_noise_is_the_same_either
     for condition in ("noisy_visual", "noisy_non_visual"):
         assert by_condition[condition] == by_subject_[condition]
     assert by_condition["accuracy"] == by_subject_["accuracy"]
+    # where each sample draws its corrupted group, the two modes adapt to different sets of samples
+    run = load_run(adapted.run_dir)
+    per_condition, per_subject = (infer(run, "random", adapt_by_condition=mode) for mode in (True, False))
+    order = [per_subject.sample_ids.index(i) for i in per_condition.sample_ids]  # grouped differently
+    assert sorted(per_condition.sample_ids) == sorted(per_subject.sample_ids)
+    assert not np.allclose(per_condition.fused, per_subject.fused[order], atol=1e-4)
 
 
 def test_retesting_the_last_epoch_matches_training_with_select_last(trained, tmp_path):

@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -43,8 +45,8 @@ def ran_stages(result: subprocess.CompletedProcess) -> set[str]:
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
     """The repository's tracked files (as they are in the working tree) in a new git repo, tiny params."""
-    if shutil.which("dvc") is None or shutil.which("git") is None:
-        pytest.skip("the dvc and git executables are needed (pip install -r requirements.txt)")
+    missing = [tool for tool in ("dvc", "git") if shutil.which(tool) is None]
+    assert not missing, f"{' and '.join(missing)} not found: pip install -r requirements.txt installs dvc (pinned)"
     root = tmp_path_factory.mktemp("clone")
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, text=True,
                              check=True).stdout.split("\0")
@@ -61,6 +63,19 @@ def clone(tmp_path_factory) -> Path:
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-q", "-m", "fresh clone"], root)
     return root
+
+
+@contextmanager
+def changed_params(clone: Path, section: str, key: str, change) -> Iterator[None]:
+    """params.yaml with one setting changed, restored afterwards (the stages it touched are then stale)."""
+    original = (clone / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params[section][key] = change(params[section][key])
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        yield
+    finally:
+        (clone / "params.yaml").write_text(original)
 
 
 @pytest.fixture(scope="module")
@@ -83,33 +98,33 @@ def test_repro_from_nothing_leaves_metrics_and_plots(clone, first_repro):
 
 
 def test_second_repro_does_nothing(clone, first_repro):
+    run(["dvc", "repro"], clone)  # whatever ran before (in any order), bring it up to date
     again = run(["dvc", "repro"], clone)
     assert ran_stages(again) == set()
     assert "up to date" in again.stdout
 
 
 def test_training_parameter_change_does_not_re_extract(clone, first_repro):
+    run(["dvc", "repro"], clone)  # up to date, whatever ran before
     cache_meta = clone / "cache/demo.zarr/zarr.json"
     before = cache_meta.stat().st_mtime_ns
-    params = yaml.safe_load((clone / "params.yaml").read_text())
-    params["train"]["lr"] = params["train"]["lr"] * 2
-    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = run(["dvc", "status", "--json"], clone)
-    assert set(json.loads(status.stdout)) == {"train"}  # evaluate follows once train's output changes
-    rerun = run(["dvc", "repro"], clone)
-    assert ran_stages(rerun) == {"train", "evaluate"}
-    assert cache_meta.stat().st_mtime_ns == before
+    with changed_params(clone, "train", "lr", lambda lr: lr * 2):
+        status = run(["dvc", "status", "--json"], clone)
+        assert set(json.loads(status.stdout)) == {"train"}  # evaluate follows once train's output changes
+        rerun = run(["dvc", "repro"], clone)
+        assert ran_stages(rerun) == {"train", "evaluate"}
+        assert cache_meta.stat().st_mtime_ns == before
 
 
 def test_extraction_parameter_change_rebuilds_the_cache(clone, first_repro):
-    params = yaml.safe_load((clone / "params.yaml").read_text())
-    params["extract"]["image_size"] = 48
-    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert "extract" in json.loads(run(["dvc", "status", "--json"], clone).stdout)
-    # the persisted cache was built at 32 px: extract must rebuild it, not refuse or mix the two
-    rerun = run(["dvc", "repro", "--single-item", "extract"], clone)
-    assert ran_stages(rerun) == {"extract"}
     from pipeline.cache import FeatureCache
 
-    cache = FeatureCache(clone / "cache/demo.zarr")
-    assert cache.fingerprint["image_size"] == 48 and len(cache.samples) == 18
+    run(["dvc", "repro", "--single-item", "extract"], clone)  # the cache up to date, whatever ran before
+    assert FeatureCache(clone / "cache/demo.zarr").fingerprint["image_size"] == 32
+    with changed_params(clone, "extract", "image_size", lambda _: 48):
+        assert "extract" in json.loads(run(["dvc", "status", "--json"], clone).stdout)
+        # the persisted cache was built at 32 px: extract must rebuild it, not refuse or mix the two
+        rerun = run(["dvc", "repro", "--single-item", "extract"], clone)
+        assert ran_stages(rerun) == {"extract"}
+        cache = FeatureCache(clone / "cache/demo.zarr")
+        assert cache.fingerprint["image_size"] == 48 and len(cache.samples) == 18

@@ -90,12 +90,18 @@ def test_figures_are_written_and_summary_says_where(evaluated):
     assert str(out) in output and "macro-F1" in output and "noisy visual" in output
 
 
-def test_attention_plot_marks_corrupted_modalities(tmp_path):
+def test_attention_plot_marks_corrupted_modalities_in_red(tmp_path):
     weights = {"SM-Fusion": np.array([[0.7, 0.3]]), "GM-Fusion": np.array([[0.4, 0.6]])}
-    path = plot_attention(["carrying_heavy"], ["rgb_cam1", "gyro"],
-                          [("clean input", weights, []), ("noisy non-visual", weights, ["gyro"])],
-                          tmp_path / "a.png", "test")
-    assert path.stat().st_size > 5000
+
+    def red_pixels(corrupted: list[str]) -> int:
+        path = plot_attention(["carrying_heavy"], ["rgb_cam1", "gyro"],
+                              [("clean input", weights, []), ("noisy non-visual", weights, corrupted)],
+                              tmp_path / "a.png", "test")
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB")).astype(int)
+        return int(((rgb[..., 0] > 180) & (rgb[..., 1] < 60) & (rgb[..., 2] < 60)).sum())  # the bars are blue, orange
+
+    assert red_pixels(["gyro"]) > 20 and red_pixels([]) == 0
 
 
 def test_not_a_run_directory_is_one_clear_line(tmp_path):

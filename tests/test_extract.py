@@ -23,6 +23,7 @@ from pipeline.extract import ExtractSettings, extract_command, load_raw_sample, 
 from pipeline.errors import MumuError
 from pipeline.index import Sample, write_index
 from pipeline.modalities import select_modalities
+from tests.fixtures import write_utd_mhad
 from tests.test_decode import write_mp4
 from tests.test_sensors import T0, write_mmact_csv
 
@@ -30,7 +31,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MODALITIES = "rgb_cam1,acc_phone,gyro"
 SETTINGS = ExtractSettings(image_size=32, frame_stride=3, batch_size=4, part_size=2, weights="random",
                            decode_timeout_s=60)
-CLI_SETTINGS = ["--modalities", MODALITIES, "--image-size", "32", "--frame-stride", "3", "--batch-size", "4",
+CLI_SETTINGS = ["--params", "none",  # these tests set every setting: no params.yaml of the working directory
+                "--modalities", MODALITIES, "--image-size", "32", "--frame-stride", "3", "--batch-size", "4",
                 "--part-size", "2", "--weights", "random", "--dataset", "demo"]
 
 
@@ -246,7 +248,8 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(dataset, tmp_path):
     try:
         deadline = time.monotonic() + 240
         while not (cache / "parts" / "part-000001").exists():  # kill after the second part, mid-run
-            assert proc.poll() is None and time.monotonic() < deadline, "extract ended before it could be killed"
+            assert proc.poll() is None, "extract ended before it could be killed"
+            assert time.monotonic() < deadline, "extract wrote no second part in 240 s"  # not hang the suite
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -271,6 +274,29 @@ def test_two_dask_workers_give_the_same_bytes_as_one_process(dataset, tmp_path):
                 workers=2, show_progress=False)
     assert len(read_part_attrs(tmp_path / "dask.zarr")) == 3
     assert_same_caches(tmp_path / "dask.zarr", dataset["cache"])
+
+
+def test_utd_mhad_depth_skeleton_inertial_from_files_like_the_release(tmp_path):
+    """Depth through the backbone, skeleton and inertial windowed on the inertial clock, one cache: the real-copy
+    test below, on files written like the release (so it runs without the data)."""
+    import scipy.io
+
+    from pipeline.datasets import build_index
+
+    root = write_utd_mhad(tmp_path / "utd", actions=(1, 27), subjects=(1,), trials=(1,))
+    (root / "Skeleton/a27_s1_t1_skeleton.mat").unlink()  # a sequence with a stream missing
+    specs = select_modalities("utd_mhad", "depth,skeleton,inertial")
+    samples = build_index("utd_mhad", root).samples
+    run_extract(samples, "utd_mhad", specs, tmp_path / "utd.zarr", SETTINGS, workers=0, show_progress=False)
+    cache = FeatureCache(tmp_path / "utd.zarr")
+    first = cache.read("a1_s1_t1")
+    steps = scipy.io.loadmat(root / "Inertial/a1_s1_t1_inertial.mat")["d_iner"].shape[0]  # 50 Hz
+    frames = scipy.io.loadmat(root / "Depth/a1_s1_t1_depth.mat")["d_depth"].shape[2]
+    assert first["depth"].shape == (-(-frames // 3), 2048)
+    assert first["inertial"].shape == (steps // 5, 5, 6) and first["skeleton"].shape == (steps // 5, 5, 60)
+    assert cache.read("a27_s1_t1")["skeleton"] is None and cache.read("a27_s1_t1")["depth"] is not None
+    direct = Backbone("random", "cpu", 4)(load_raw_sample(samples[0], specs, SETTINGS).inputs["depth"])
+    np.testing.assert_allclose(first["depth"].astype(np.float32), direct, rtol=2e-3, atol=2e-3)
 
 
 def test_real_utd_mhad_depth_skeleton_inertial(utd_root, tmp_path):

@@ -100,9 +100,10 @@ def test_same_seed_same_corruption_and_level_zero_is_clean():
     assert all(torch.allclose(clean["x"][k], batch["x"][k]) for k in batch["x"])
 
 
-@pytest.mark.parametrize("mode, level", [("blur", 0.5), ("drop", 1.5)])
-def test_bad_settings_are_user_errors(mode, level):
-    with pytest.raises(MumuError, match="noise"):
+@pytest.mark.parametrize("mode, level, message", [("blur", 0.5, "unknown noise mode 'blur'; choose one of drop"),
+                                                  ("drop", 1.5, r"noise level must lie in \[0, 1\], got 1.5")])
+def test_bad_settings_are_user_errors(mode, level, message):
+    with pytest.raises(MumuError, match=message):
         corrupt_batch(make_batch(4), DEMO, mode, level, torch.Generator().manual_seed(0))
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from mumu.config import resolve_config
-from mumu.evaluate import _evaluate_params
 from pipeline.errors import MumuError
 from pipeline.extract import params_defaults
+from pipeline.params import read_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def test_a_variant_holds_only_its_changes_and_every_reader_sees_the_merged_setti
     assert (cfg.extract.image_size, cfg.extract.sensor_rate_hz) == (64, 50)
     assert params_defaults(variant) == {"dataset": "utd_mhad", "modalities": "skeleton", "image_size": 64,
                                         "sensor_rate_hz": 50}
-    assert _evaluate_params(str(variant)) == {"noise_level": 1.0}
+    assert read_params(variant)["evaluate"] == {"noise_level": 1.0}  # what evaluate reads
     assert resolve_config(variant, beta_aux=0.3).beta_aux == 0.3  # the command line still wins
 
 

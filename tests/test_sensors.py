@@ -91,6 +91,25 @@ def test_ucsd_mit_csv_layout(tmp_path):
         read_time_csv(tmp_path / "emg.csv", channels=3, rate_hz=200)
 
 
+def test_utd_mhad_inertial_and_skeleton_files_like_the_release_on_one_time_base(tmp_path):
+    """The real-copy checks below, on .mat files written like the release (so they run without the data)."""
+    rng = np.random.default_rng(0)
+    raw_iner, raw_skel = rng.normal(size=(100, 6)), rng.normal(size=(20, 3, 38))  # 2 s at 50 Hz; ~19 fps
+    scipy.io.savemat(tmp_path / "a1_s1_t1_inertial.mat", {"d_iner": raw_iner})
+    scipy.io.savemat(tmp_path / "a1_s1_t1_skeleton.mat", {"d_skel": raw_skel})
+    inertial = read_sensor("utd_mhad", "inertial", tmp_path / "a1_s1_t1_inertial.mat", 6, 50)
+    skeleton = read_sensor("utd_mhad", "skeleton", tmp_path / "a1_s1_t1_skeleton.mat", 60, None)
+    np.testing.assert_allclose(inertial.values, raw_iner, rtol=1e-6)
+    np.testing.assert_allclose(skeleton.values[7].reshape(20, 3), raw_skel[:, :, 7], rtol=1e-6)  # joint-major
+    aligned = align_streams({"inertial": inertial, "skeleton": skeleton}, rate_hz=50)
+    assert aligned["inertial"].shape == (100, 6) and aligned["skeleton"].shape == (100, 60)  # the inertial clock
+    np.testing.assert_allclose(aligned["skeleton"][[0, -1]], skeleton.values[[0, -1]], rtol=1e-6)  # stretched over it
+    assert len(align_streams({"skeleton": skeleton}, rate_hz=50)["skeleton"]) == int(37 / 19 * 50) + 1  # alone: ~19 Hz
+    scipy.io.savemat(tmp_path / "bad_skeleton.mat", {"d_skel": raw_skel[:, :2]})
+    with pytest.raises(SensorError, match=r"d_skel has shape \(20, 2, 38\), expected \(20, 3, T\)"):
+        read_sensor("utd_mhad", "skeleton", tmp_path / "bad_skeleton.mat", 60, None)
+
+
 def test_real_utd_mhad_inertial_and_skeleton_on_one_time_base(utd_root):
     inertial = read_utd_inertial(utd_root / "Inertial" / "a1_s1_t1_inertial.mat")
     skeleton = read_utd_skeleton(utd_root / "Skeleton" / "a1_s1_t1_skeleton.mat")
