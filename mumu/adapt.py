@@ -47,6 +47,10 @@ def load_batchnorm_state(module: nn.Module, state: BatchNormState) -> None:
             buffer.copy_(value)
 
 
+def _train_mode_if_fed(layer: nn.Module, args: tuple) -> None:
+    layer.train(args[0].numel() > 0)
+
+
 @torch.no_grad()
 def subject_batchnorm_state(module: nn.Module, batches: Iterable[dict]) -> BatchNormState:
     """The BatchNorm statistics of `module` re-estimated on `batches` (one subject's inputs, labels unused):
@@ -63,13 +67,17 @@ def subject_batchnorm_state(module: nn.Module, batches: Iterable[dict]) -> Batch
     for m in layers.values():
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches
-        m.train()
+    # An encoder whose modality is missing from a whole batch passes BatchNorm an empty input; in training mode
+    # that would still count as a batch of the average. Such a call runs in evaluation mode instead.
+    hooks = [m.register_forward_pre_hook(_train_mode_if_fed) for m in layers.values()]
     try:
         device = next(module.parameters()).device
         for batch in batches:
             module(move_data_to_device(batch, device))
         adapted = batchnorm_state(module)
     finally:
+        for hook in hooks:
+            hook.remove()
         for name, m in layers.items():
             m.momentum = momenta[name]
         module.train(was_training)

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch import nn
 from click.testing import CliRunner
 
-from mumu.adapt import adapted_batchnorm, by_subject, predict_by_subject, silent_streams, split_by_condition
+from mumu.adapt import (adapted_batchnorm, by_subject, predict_by_subject, silent_streams, split_by_condition,
+                        subject_batchnorm_state)
 from mumu.data import SubjectBatchSampler
 from mumu.evaluate import evaluate_command, infer
 from mumu.noise import corrupt_tensor
@@ -279,3 +281,29 @@ def test_validating_adapted_selects_on_the_adapted_loss_and_leaves_training_alon
         assert torch.equal(value, adapted_weights[name]), name
     logged = (tmp_path / "adapted" / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert "val/nll" in logged  # one series, not one per validation subject
+
+
+def test_a_batch_without_the_modality_does_not_count_in_its_adapted_statistics():
+    """MMAct sensors are missing in whole batches at times: such a batch passes the modality's BatchNorm layers an
+    empty input, which must neither dilute the subject's statistics nor replace the trained ones."""
+    from mumu.encoders import MaskedConvBlock
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = MaskedConvBlock(2, 2, 3)
+
+        def forward(self, batch: dict) -> torch.Tensor:
+            return self.block(batch["x"], batch["mask"])
+
+    encoder = Encoder().eval()
+    encoder.block.norm.running_mean.fill_(5.0)  # trained statistics
+    torch.manual_seed(0)
+    missing = {"x": torch.zeros(4, 2, 6), "mask": torch.zeros(4, 6, dtype=torch.bool)}
+    live = {"x": torch.randn(4, 2, 6) * 3 + 7, "mask": torch.ones(4, 6, dtype=torch.bool)}
+    alone = subject_batchnorm_state(encoder, [live])["block.norm"]
+    with_missing = subject_batchnorm_state(encoder, [missing, live, missing])["block.norm"]
+    for a, b in zip(alone[:2], with_missing[:2]):
+        torch.testing.assert_close(a, b)
+    only_missing = subject_batchnorm_state(encoder, [missing])["block.norm"]
+    assert torch.equal(only_missing[0], torch.full((2,), 5.0))  # never fed: the trained statistics stay
