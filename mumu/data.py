@@ -57,10 +57,12 @@ def step_indices(n: int, length: int, rng: np.random.Generator | None,
 
 
 def step_sampler(rng: np.random.Generator | None, time_crop: float) -> Callable[[int, int], np.ndarray]:
-    """One sample's step choice, `(n, length) -> step_indices`, the same for all of its modalities.
+    """One sample's step choice, `(n, length) -> step_indices`, called once per modality.
 
-    rng None: bin centres (evaluation). time_crop 0: one random step per bin. time_crop > 0: bin centres
-    over one random crop of the sample, cutting up to `time_crop` at each end."""
+    rng None: bin centres (evaluation), the same for every modality. time_crop 0: one random step per bin,
+    drawn anew for each modality (jitter, so two streams on one time base see neighbouring, not identical,
+    steps in training). time_crop > 0: bin centres over one random crop of the sample, the same crop for
+    every modality, cutting up to `time_crop` at each end."""
     if rng is None or time_crop <= 0:
         return lambda n, length: step_indices(n, length, rng)
     cut = rng.uniform(0.0, time_crop, size=2)
