@@ -62,7 +62,7 @@ class TrainConfig:
     gm_gate: str = "softmax"  # eq. (7)'s sigma: softmax over modalities | sigmoid, one gate per modality
     gm_merge: str = "sum"  # GM-Fusion output: sum of the weighted values (eq. 7) | concat, one slot per modality
     fusion_init: str = "torch"  # MuMu's GM-Fusion projections and W_f: torch's default | xavier (keeps the scale)
-    fusion_norm: str = "convex"  # MuMu's fusion weights sum to 1 (eqs. 2, 7) | count: to the present modalities
+    fusion_norm: str = "convex"  # eqs. 2, 7 | count: X_aux and X_c times the number of present modalities
     fusion_kl: float = 0.0  # MuMu: weight of a loss term pulling its fusion weights toward equal weights
     dropout: float = 0.2
     beta_aux: float = 0.5

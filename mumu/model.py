@@ -42,7 +42,7 @@ class ModelOutput:
     # "sm" (B, M) SM-Fusion alpha; "gm" (B, M) GM-Fusion / B3 weights; "temporal:<name>" (B, S'), S' < S when
     # the sequence encoder max-pools
     attention: dict[str, Tensor] = field(default_factory=dict)
-    # MuMu: mean KL of its SM- and GM-Fusion weights (each GM head, softmax gate) from uniform weights; () scalar
+    # MuMu: KL from uniform weights of SM-Fusion's plus of GM-Fusion's (each head, softmax gate), batch means; ()
     fusion_kl: Tensor | None = None
 
 
@@ -133,8 +133,8 @@ class MuMu(MultimodalModel):
                 nn.init.xavier_uniform_(layer.weight)
 
     def fuse(self, xu: Tensor, present: Tensor) -> ModelOutput:
-        # "count": weights that sum to the number of present modalities, so a sample that lost one carries
-        # less evidence, as B2's zero-filled slot does, instead of looking like a complete sample.
+        # "count": X_aux (also as GM-Fusion's query and F_aux's input) and X_c scaled by the number of present
+        # modalities, so a sample that lost one carries less evidence, as B2's zero-filled slot does.
         scale = present.sum(1, keepdim=True).to(xu.dtype) if self.fusion_norm == "count" else 1.0  # (B, 1)
         x_aux, alpha = self.sm_fusion(xu, present)  # (B, D), (B, M)
         x_aux = x_aux * scale
@@ -195,8 +195,9 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
     gm_gate: MuMu's GM-Fusion weights, "softmax" over modalities or one "sigmoid" gate per modality.
     gm_merge: MuMu's GM-Fusion output, the "sum" of the weighted values (eq. 7) or their "concat" (one slot each).
     fusion_init: MuMu's GM-Fusion projections and W_f, torch's default init or "xavier" (scale-preserving).
-    fusion_norm: MuMu's SM- and GM-Fusion weights sum to 1 ("convex", eqs. 2 and 7) or to the number of
-    present modalities ("count"); the reported attention weights are the convex ones either way.
+    fusion_norm: "convex" (eqs. 2 and 7), or "count": X_aux and X_c are multiplied by the number of present
+    modalities, as if their weights summed to it. X_aux is so scaled before it is GM-Fusion's query and F_aux's
+    input too, which sharpens the GM softmax by that factor; "gm" reports the weights so computed.
     num_groups is used by MuMu only.
     """
     if arch not in ARCHS:

@@ -845,7 +845,8 @@ def load_run(run_dir: str | Path, fold: str | None = None) -> LoadedRun:
 @click.option("--fusion-init", type=click.Choice(FUSION_INITS),
               help="Init of MuMu's GM-Fusion projections and W_f: torch's default, or xavier (keeps the scale).")
 @click.option("--fusion-norm", type=click.Choice(FUSION_NORMS),
-              help="MuMu's fusion weights sum to 1 (convex, eqs. 2 and 7) or to the number of present modalities.")
+              help="MuMu's fused features as eqs. 2 and 7 (convex), or times the number of present modalities "
+                   "(count; the scaled X_aux is also GM-Fusion's query).")
 @click.option("--fusion-kl", type=float,
               help="MuMu: weight of KL(fusion weights || equal weights) in the loss; 0 = the paper's loss.")
 @click.option("--motion/--no-motion", default=None,
