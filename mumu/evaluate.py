@@ -210,8 +210,9 @@ def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, se
         raise MumuError(f"{run_dir} is not a training run directory (no config.yaml); "
                         f"run `python cli.py train --out {run_dir}` first")
     folds = run_splits(run_dir)
-    if not folds:
-        raise MumuError(f"{run_dir} has no split yet (no split.json); let `python cli.py train --out {run_dir}` finish")
+    if not folds or not (run_dir / "metrics.json").is_file():  # written last, when every fold has finished
+        raise MumuError(f"{run_dir} has not finished training (no metrics.json); rerun its `python cli.py train "
+                        f"--out {run_dir}` to finish it, then evaluate")
     per_fold = []
     with tqdm(total=len(folds) * len(CONDITIONS), desc="evaluate", unit="pass") as bar:
         for fold in folds:
@@ -237,6 +238,7 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "eval"
     check_noise(noise, noise_level)
+    (out / "metrics.json").unlink(missing_ok=True)  # written last: present only beside a complete evaluation
     per_fold, run = infer_folds(run_dir, noise, noise_level, seed, adapt_by_condition)
     folds = len(per_fold)
     results = {name: Inference.concat([f[name] for f in per_fold]) for name in CONDITIONS}

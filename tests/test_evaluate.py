@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -166,3 +167,20 @@ def test_per_group_macro_f1_averages_over_the_groups_own_classes():
     assert metrics["per_group"]["a"]["macro_f1"] == pytest.approx((1 + 2 / 3) / 2)
     assert metrics["per_group"]["a"]["accuracy"] == pytest.approx(0.75)
     assert metrics["per_group"]["b"]["macro_f1"] == pytest.approx(1.0)
+
+
+def test_an_unfinished_run_is_refused_and_a_failed_evaluation_leaves_no_complete_looking_metrics(trained_run,
+                                                                                                  tmp_path):
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(trained_run.run_dir, unfinished)
+    (unfinished / "metrics.json").unlink()  # as if training had been killed after an early best.ckpt
+    result = CliRunner().invoke(evaluate_command, [str(unfinished), "--params", "none"])
+    assert result.exit_code == 2 and "has not finished training (no metrics.json)" in result.output
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"accuracy": 0.99}')  # an earlier evaluation, other settings
+    (out / "plots").write_text("a file where the plots folder goes: this evaluation fails midway")
+    failed = CliRunner().invoke(evaluate_command, [str(trained_run.run_dir), "--out", str(out), "--params", "none",
+                                                   "--tsne-samples", "40"])
+    assert failed.exit_code != 0
+    assert not (out / "metrics.json").exists()
