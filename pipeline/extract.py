@@ -385,7 +385,7 @@ _WORKER_STATE: dict = {}  # per dask worker process: the backbone and decode poo
 def _dask_part_task(name, samples, modalities, settings, cache_path, device, weights_hash, torch_threads) -> dict:
     from pipeline.backbone import Backbone
 
-    key = (settings, device, torch_threads)
+    key = (settings, tuple(modalities), device, torch_threads, weights_hash)  # a worker may serve several extracts
     if _WORKER_STATE.get("key") != key:
         import torch
 

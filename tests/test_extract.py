@@ -299,6 +299,22 @@ def test_utd_mhad_depth_skeleton_inertial_from_files_like_the_release(tmp_path):
     np.testing.assert_allclose(first["depth"].astype(np.float32), direct, rtol=2e-3, atol=2e-3)
 
 
+def test_one_dask_cluster_serves_extracts_of_other_modalities(dataset, tmp_path):
+    """A long-lived cluster (`--scheduler`) keeps its workers between extracts: the second, of other modalities,
+    must get what a run of its own gives, not the first's decoders."""
+    from dask.distributed import LocalCluster
+
+    sensors = select_modalities("demo", "acc_phone,gyro")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        run_extract(dataset["samples"], "demo", select_modalities("demo", "rgb_cam1"), tmp_path / "video.zarr",
+                    SETTINGS, scheduler=cluster.scheduler_address, show_progress=False)
+        run_extract(dataset["samples"], "demo", sensors, tmp_path / "sensors.zarr", SETTINGS,
+                    scheduler=cluster.scheduler_address, show_progress=False)
+    run_extract(dataset["samples"], "demo", sensors, tmp_path / "alone.zarr", SETTINGS, workers=0, show_progress=False)
+    assert_same_caches(tmp_path / "sensors.zarr", tmp_path / "alone.zarr")
+    assert FeatureCache(tmp_path / "sensors.zarr").failures == FeatureCache(tmp_path / "alone.zarr").failures
+
+
 def test_real_utd_mhad_depth_skeleton_inertial(utd_root, tmp_path):
     specs = select_modalities("utd_mhad", "depth,skeleton,inertial")
     samples = []
