@@ -256,6 +256,11 @@ class FeatureCache:
             for position, fields in enumerate(attrs["samples"]):
                 if fields["sample_id"] in attrs["unusable"]:
                     continue  # every modality failed: nothing to read
+                if fields["sample_id"] in self._where:
+                    first = self._where[fields["sample_id"]][0]
+                    raise MumuError(f"{self.path}: sample {fields['sample_id']!r} is in both {first} and {name}; rerun "
+                                    "`cli.py extract` on its whole index (without --limit) to drop the parts an "
+                                    "earlier, longer index left")
                 self.samples.append(Sample(**fields))
                 self._where[fields["sample_id"]] = (name, position)
         self._arrays: dict[tuple[str, str], tuple[np.ndarray, object]] = {}

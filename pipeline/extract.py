@@ -439,8 +439,11 @@ def _run_dask(todo, modalities, settings, cache_path, device, workers, scheduler
 def run_extract(samples: list[Sample], dataset: str, modalities: list[ModalitySpec], cache_path: str | Path,
                 settings: ExtractSettings, device: str = "cpu", workers: int = 0, scheduler: str | None = None,
                 overwrite: bool = False, index_path: str | None = None, show_progress: bool = True,
-                rebuild_if_changed: bool = False) -> dict:
+                rebuild_if_changed: bool = False, whole_index: bool = True) -> dict:
     """Extract ``samples`` into the cache (only parts not already complete).
+
+    whole_index: ``samples`` is the whole index, so parts beyond its plan (left by a longer index) are removed:
+    their samples left the index or moved into earlier parts. False (``--limit``) keeps them.
 
     Returns {done, parts, skipped_parts, frames, seconds} for this run and {failures, unusable} for all
     of ``samples``.
@@ -460,6 +463,8 @@ def run_extract(samples: list[Sample], dataset: str, modalities: list[ModalitySp
         cache_store.clear_staging(cache_path)
         plan = plan_parts(samples, settings.part_size)
         todo, stale = pending_parts(cache_path, plan, modalities)
+        if whole_index:
+            stale += sorted(set(cache_store.read_part_attrs(cache_path)) - {name for name, _ in plan})
         if stale:  # never under a reader: a training run reading the cache would see parts vanish
             lock.exclude_readers()
             for name in stale:
@@ -586,7 +591,8 @@ def extract_command(params: str, data_root: Path | None, index_path: Path | None
     cache_path = cache_path or Path("cache") / f"{dataset}.zarr"
     settings = ExtractSettings(**{field.name: value[field.name] for field in dataclasses.fields(ExtractSettings)})
     summary = run_extract(samples, dataset, specs, cache_path, settings, device, workers, scheduler, overwrite,
-                          str(index_path) if index_path else None, rebuild_if_changed=rebuild_if_changed)
+                          str(index_path) if index_path else None, rebuild_if_changed=rebuild_if_changed,
+                          whole_index=limit is None)
     rate = summary["frames"] / summary["seconds"] if summary["seconds"] else 0.0
     click.echo(f"{cache_path}: extracted {summary['done']} samples in {summary['parts']} parts "
                f"({summary['skipped_parts']} parts already complete), {summary['frames']} frames "

@@ -333,3 +333,26 @@ def test_real_utd_mhad_depth_skeleton_inertial(utd_root, tmp_path):
     assert [s.sample_id for s in cache.samples] == ["a1_s1_t1"]
     direct = Backbone("random", "cpu", 4)(load_raw_sample(samples[0], specs, SETTINGS).inputs["depth"])
     np.testing.assert_allclose(first["depth"].astype(np.float32), direct, rtol=2e-3, atol=2e-3)
+
+
+def test_a_shorter_index_leaves_no_old_parts_behind(dataset, tmp_path):
+    """Samples removed from the index (a bad recording dropped): the next extract regroups the rest into fewer
+    parts and removes the longer index's last parts, whose samples would otherwise be read twice or stale."""
+    specs = select_modalities("demo", "acc_phone,gyro")
+    cache = tmp_path / "c.zarr"
+    run_extract(dataset["samples"], "demo", specs, cache, SETTINGS, workers=0, show_progress=False)  # 3 parts
+    limited = run_extract(dataset["samples"][:2], "demo", specs, cache, SETTINGS, workers=0, show_progress=False,
+                          whole_index=False)  # --limit 2: the parts beyond it are kept
+    assert limited["parts"] == 0 and len(read_part_attrs(cache)) == 3
+    shorter = [s for s in dataset["samples"] if s.sample_id != "sample1"]
+    run_extract(shorter, "demo", specs, cache, SETTINGS, workers=0, show_progress=False)
+    assert sorted(read_part_attrs(cache)) == ["part-000000", "part-000001", "part-000002"]  # 5 samples in parts of 2
+    ids = [s.sample_id for s in FeatureCache(cache).samples]
+    assert "sample1" not in ids and len(ids) == len(set(ids))
+    run_extract(shorter[:4], "demo", specs, cache, SETTINGS, workers=0, show_progress=False)  # the whole index now
+    assert sorted(read_part_attrs(cache)) == ["part-000000", "part-000001"]
+    run_extract(dataset["samples"], "demo", specs, cache, SETTINGS, workers=0, show_progress=False)
+    run_extract(dataset["samples"][2:], "demo", specs, cache, SETTINGS, workers=0, show_progress=False,
+                whole_index=False)  # two samples fewer under --limit: the old last part repeats two samples
+    with pytest.raises(MumuError, match=r"sample 'sample5' is in both part-000001 and part-000002; rerun"):
+        FeatureCache(cache)
