@@ -462,12 +462,12 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
     _check_same_settings(run_dir, cfg, explicit_resume=resume is not None)
     data = prepare_data(cfg)
     splits = split_samples(data)
-    if _is_launcher():
-        save_config(cfg, run_dir / "config.yaml")
     several = len(splits) > 1
-    if several and resume is not None:
+    if several and resume is not None:  # refused before anything is written
         raise MumuError(f"--resume PATH is ambiguous with {len(splits)} splits; rerun without it and every "
                         f"unfinished split resumes from its own last.ckpt")
+    if _is_launcher():
+        save_config(cfg, run_dir / "config.yaml")
     fold_metrics: dict[str, dict] = {}
     for split in splits:
         fold_dir = run_dir / split.name if several else run_dir
@@ -573,11 +573,12 @@ def _is_launcher() -> bool:
 
 def _check_same_settings(run_dir: Path, cfg: TrainConfig, explicit_resume: bool) -> None:
     existing = run_dir / "config.yaml"
-    if explicit_resume or not existing.is_file():
+    if not existing.is_file() or load_config(existing).model_settings() == cfg.model_settings():
         return
-    if load_config(existing).model_settings() != cfg.model_settings():
-        raise MumuError(f"{run_dir} holds a run with different settings (see {existing}); use another --out, "
-                        f"or --overwrite to replace it")
+    if explicit_resume and not (run_dir / "metrics.json").is_file():
+        return  # continuing an unfinished run from a chosen checkpoint under new settings: the user's call
+    raise MumuError(f"{run_dir} holds a {'finished ' if explicit_resume else ''}run with different settings (see "
+                    f"{existing}); use another --out, or --overwrite to replace it")
 
 
 def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callbacks: list, progress: bool) -> dict:

@@ -126,6 +126,11 @@ def test_same_seed_same_metrics_and_resume_after_a_kill_matches(tiny_demo, tmp_p
     assert EpochsRun.epochs == []
     with pytest.raises(MumuError, match="different settings"):
         train_once(tiny_demo.config(tmp_path / "c", lr=0.5), progress=False)
+    written = (tmp_path / "c/config.yaml").read_text()
+    with pytest.raises(MumuError, match="holds a finished run with different settings"):  # nor with --resume PATH
+        train_once(tiny_demo.config(tmp_path / "c", lr=0.5), resume=str(tmp_path / "c/checkpoints/last.ckpt"),
+                   progress=False)
+    assert (tmp_path / "c/config.yaml").read_text() == written  # the finished run's settings still describe it
 
 
 def test_resuming_a_checkpoint_of_an_earlier_model_version_is_a_clear_error(tiny_demo, tmp_path):  # noqa: F811
@@ -388,3 +393,4 @@ def test_a_damaged_cache_part_is_one_line_naming_it_also_from_a_loader_worker(ti
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
     assert error.startswith("Error: ") and "/parts/part-" in error and "acc_phone of" in error, error
     assert "delete that folder and rerun the same `cli.py extract`" in error
+
