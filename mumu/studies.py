@@ -20,6 +20,7 @@ from tqdm import tqdm
 from mumu.noise_modes import LEVEL_HELP, NOISE_HELP, NOISE_MODES
 from mumu.significance import TEST_NAME, pairwise_aso, significantly_better
 from pipeline.errors import MumuError
+from pipeline.files import write_text
 from pipeline.modalities import select_modalities
 
 if TYPE_CHECKING:  # torch loads only when a study runs, not for --help
@@ -78,10 +79,9 @@ class Study:
         table = markdown_table(headers, rows)
         settings = {k: v for k, v in self.base.to_dict().items() if k not in ("out",)}
         text = "\n\n".join([f"# {title}", table, *notes]) + "\n"
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "table.md").write_text(text)
+        write_text(self.out / "table.md", text)
         payload = {"study": self.name, "quick": self.quick, "settings": settings, "f1": "macro-F1", **results}
-        (self.out / "results.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        write_text(self.out / "results.json", json.dumps(payload, indent=2, default=str) + "\n")
         return text
 
     def finish(self, text: str) -> None:
@@ -107,7 +107,8 @@ def run_noise_study(study: Study, models: list[str], noise: str, level: float, s
         r = results[model]
         rows.append([MODEL_NAMES[model]] + [pct(r[c]["macro_f1"]) for c in CONDITIONS])
     groups = split_groups(select_modalities(study.base.dataset, study.base.modalities))
-    notes = [f"F1: macro-F1 (%) on the test set ({study.base.dataset}, {study.base.protocol}). "
+    notes = [f"F1: macro-F1 (%) on the test set ({study.base.dataset}, {study.base.protocol}; with several folds, "
+             "over the test predictions of every fold pooled). "
              f"Noise: `{noise}` at level {level:g} on the raw (cached) features of the corrupted group "
              f"(see mumu/noise.py). Visual group: {', '.join(groups['visual']) or 'none'}; "
              f"non-visual group: {', '.join(groups['non_visual']) or 'none'}. "
@@ -147,7 +148,8 @@ def run_modalities_study(study: Study, model: str) -> str:
     results = {name: {"modalities": name.split("+"), "macro_f1": r.metrics["macro_f1"],
                       "accuracy": r.metrics["accuracy"]} for name, r in trained.items()}
     notes = [f"Model {MODEL_NAMES[model]}; macro-F1 and top-1 accuracy (%) on the test set "
-             f"({study.base.dataset}, {study.base.protocol}); one training run per combination."]
+             f"({study.base.dataset}, {study.base.protocol}; with several folds, the mean over folds of each "
+             "fold's macro-F1); one training run per combination."]
     return study.write(f"Modality combinations (Table 5), {study.base.dataset}", ["modalities", "macro-F1", "accuracy"],
                        rows, {"model": model, "results": results}, notes)
 
@@ -164,7 +166,8 @@ def run_ablation_study(study: Study, models: list[str], seeds: list[int]) -> str
                                                                           for b in better[m]) or "none"]
             for m in models]
     notes = [f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); mean ± std (population) of macro-F1 and "
-             f"top-1 accuracy (%) on the test set ({study.base.dataset}, {study.base.protocol}).",
+             f"top-1 accuracy (%) on the test set ({study.base.dataset}, {study.base.protocol}; with several folds, a "
+             "seed's score is the mean over folds of each fold's macro-F1).",
              f"Significance: {TEST_NAME}, on the per-seed macro-F1 scores, no correction for multiple "
              "comparisons. eps_min for every ordered pair is in results.json."
              + (" With fewer than 5 seeds the test has little power." if len(seeds) < 5 else "")]

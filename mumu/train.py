@@ -483,8 +483,9 @@ def _finish_run(run_dir: Path, fold_metrics: dict[str, dict]) -> RunResult:
         return RunResult(run_dir, next(iter(fold_metrics.values())), fold_metrics)
     metrics = summarize_folds(fold_metrics)
     if _is_launcher():
-        write_json(run_dir / "metrics.json", {**metrics, "f1": "macro-F1 over each fold's whole test set"})
         _merge_predictions(run_dir, list(fold_metrics))
+        # last: its presence marks the whole run as finished (evaluate and the studies read it so)
+        write_json(run_dir / "metrics.json", {**metrics, "f1": "macro-F1 over each fold's whole test set"})
     return RunResult(run_dir, metrics, fold_metrics)
 
 
