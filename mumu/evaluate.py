@@ -326,7 +326,7 @@ def _evaluate_params(params: str | None) -> dict[str, Any]:
 @click.option("--noise-level", type=click.FloatRange(0, 1), help=LEVEL_HELP)
 @click.option("--activities", help="Activities in the attention plot, comma-separated, or auto.")
 @click.option("--tsne-samples", type=click.IntRange(10), help="At most this many test samples in the t-SNE.")
-@click.option("--seed", type=int, help="Seed of the noise and the t-SNE.")
+@click.option("--seed", type=int, help="Seed of the noise and the t-SNE. The noise is drawn batch by batch, so the same seed corrupts the same samples alike only under the same batch size and test-time adaptation.")
 @click.option("--adapt-by-condition/--adapt-by-subject", default=None,
               help="For a run tested with --adapt-bn: adapt to each subject's samples grouped by which streams are "
                    "silent (default), or to each subject's samples all together.")
