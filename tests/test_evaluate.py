@@ -117,7 +117,7 @@ def test_a_run_that_has_not_written_a_split_yet_is_one_clear_line(trained_run, t
     (started / "config.yaml").write_bytes((trained_run.run_dir / "config.yaml").read_bytes())
     result = CliRunner().invoke(evaluate_command, [str(started), "--params", "none"])
     assert result.exit_code != 0
-    assert "no split yet" in result.output and "Traceback" not in result.output
+    assert "has not finished training" in result.output and "Traceback" not in result.output
 
 
 def _drop_first_layer(state: dict) -> None:
