@@ -620,12 +620,13 @@ def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callb
     if ckpt_path:
         _check_resumable(ckpt_path, module)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    # loaded by hand: with ckpt_path, the EMA callback would restore the raw weights
-    best = torch.load(checkpoint.best_model_path, map_location=module.device, weights_only=False)
+    # loaded by hand: with ckpt_path, the EMA callback would restore the raw weights. By its place, not by the
+    # callback's best_model_path: a run moved between a kill and its resume restores the old place's path.
+    best = torch.load(fold_dir / "checkpoints" / "best.ckpt", map_location=module.device, weights_only=False)
     module.load_state_dict(best["state_dict"])
-    score = checkpoint.best_model_score
+    score = best["callbacks"][checkpoint.state_key]["best_model_score"] if monitor else None
     selection = {"selected_by": monitor or "last epoch", "selected_epoch": best["epoch"],
-                 "selected_val_score": None if monitor is None else float(score)}
+                 "selected_val_score": None if score is None else float(score)}
     return _test_split(trainer, module, data, split, fold_dir, selection)
 
 

@@ -80,6 +80,23 @@ class KillAtSecondEpoch(pl.Callback):  # dies as the second epoch starts, after 
             raise SystemExit("killed")
 
 
+def test_a_run_moved_after_a_kill_finishes_in_its_new_place(tiny_demo, tmp_path):  # noqa: F811
+    """Killed after its last epoch but before its test, then moved (a full disk, a copy to another machine): the
+    rerun at the new place tests its own best checkpoint and matches an uninterrupted run."""
+    class KillBeforeTest(pl.Callback):
+        def on_test_start(self, trainer, module):
+            raise SystemExit("killed")
+
+    whole = train_once(tiny_demo.config(tmp_path / "whole"), progress=False)
+    with pytest.raises(SystemExit):
+        train_once(tiny_demo.config(tmp_path / "before"), callbacks=[KillBeforeTest()], progress=False)
+    shutil.move(tmp_path / "before", tmp_path / "after")
+    moved = train_once(tiny_demo.config(tmp_path / "after"), progress=False)
+    assert moved.metrics["selected_epoch"] == whole.metrics["selected_epoch"]
+    assert moved.metrics["selected_val_score"] == pytest.approx(whole.metrics["selected_val_score"])
+    assert moved.metrics["macro_f1"] == whole.metrics["macro_f1"]
+
+
 def test_analyses_see_only_folds_that_finished(learned_run, tmp_path):
     """A fold still training already has a best.ckpt (from an early epoch) but no metrics.json yet; the
     result scripts (finished_folds) must leave it out, and still load the finished one."""
