@@ -16,11 +16,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mumu.train import finished_folds, load_run  # noqa: E402
+from mumu.train import finished_folds  # noqa: E402
+from summarise import unadapted_run  # noqa: E402
 
 
 def fold_weights(run_dir: Path, fold: str) -> tuple[list[str], float, torch.Tensor, torch.Tensor]:
-    run = load_run(run_dir, fold=fold)
+    run = unadapted_run(run_dir, fold)
     sm, gm, correct, total = [], [], 0, 0
     with torch.no_grad():
         for batch in run.test_loader():

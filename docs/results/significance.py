@@ -57,13 +57,16 @@ def main(out: str, names: list[str]) -> None:
     scores = {name: scores_of(r) for name, r in runs.items()}
     eps = pairwise_aso(scores)
     subjects = {name: subject_means(r) for name, r in runs.items()}
+    # one fold (odd_even: its test subjects pooled, its validation subject drawn per seed) leaves no subjects to pair
+    by_subject = all(len(folds) > 1 for folds in subjects.values())
     paired = {f"{a} vs {b}": paired_by_subject(subjects[a], subjects[b])
-              for i, a in enumerate(names) for b in names[i + 1:]}
+              for i, a in enumerate(names) for b in names[i + 1:]} if by_subject else {}
     # Under LOSO every subject is once a fold's validation subject and once its test subject, so the validation
     # top-1 is a second estimate of accuracy on unseen subjects (optimistic: it also picked the epoch).
     validation = {name: subject_means(r, "adapted_val_accuracy") for name, r in runs.items()}
     paired_validation = {f"{a} vs {b}": paired_by_subject(validation[a], validation[b])
-                         for i, a in enumerate(names) for b in names[i + 1:] if validation[a] and validation[b]}
+                         for i, a in enumerate(names) for b in names[i + 1:]
+                         if validation[a] and validation[b]} if by_subject else {}
     summary = {"test": TEST_NAME, "score": "top-1 accuracy per (fold, seed)",
                "n": {k: len(v) for k, v in scores.items()}, "eps_min": eps,
                "significantly_better_than": significantly_better(eps),

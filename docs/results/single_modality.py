@@ -24,12 +24,13 @@ import torch
 RESULTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(RESULTS.parents[1]))
 
-from mumu.train import finished_folds, load_run  # noqa: E402
+from mumu.train import finished_folds  # noqa: E402
+from summarise import unadapted_run  # noqa: E402
 
 
 def fold_rows(run_dir: Path, fold: str) -> tuple[list[str], list[dict]]:
     """One dict per test sample: label, fused and single-modality predictions, fusion weights."""
-    run = load_run(run_dir, fold=fold)
+    run = unadapted_run(run_dir, fold)
     modalities = run.module.model.modalities
     if len(modalities) != 2:
         raise SystemExit(f"{run_dir}: {len(modalities)} modalities; this script compares two")

@@ -35,6 +35,18 @@ def fold_metrics(run_dir: Path) -> dict[str, dict]:
     return {p.parent.name if p.parent != run_dir else "all": json.loads(p.read_text()) for p in folds}
 
 
+def unadapted_run(run_dir: Path, fold: str):
+    """`mumu.train.load_run` for the probes that predict the test set in one pass, without test-time adaptation:
+    a run tested with adapt_bn is refused, since their numbers would not be the ones it reported."""
+    from mumu.train import load_run
+
+    run = load_run(run_dir, fold=fold)
+    if run.config.adapt_bn:
+        raise SystemExit(f"{run_dir} was tested with adapt_bn (each subject's BatchNorm statistics); this probe "
+                         "predicts without adaptation, so it reads runs trained without --adapt-bn only")
+    return run
+
+
 def predictions(run_dir: Path, finished: list[str]) -> list[dict]:
     """Test predictions of the finished folds (a LOSO run's merged file appears only at its end)."""
     files = [run_dir / f / "predictions.csv" for f in finished if f != "all"] or [run_dir / "predictions.csv"]
@@ -78,12 +90,16 @@ def main(name: str, run_dirs: list[str]) -> None:
     runs, all_acc, all_f1, all_nll, rows = {}, [], [], [], []
     for run in map(Path, run_dirs):
         folds = fold_metrics(run)
+        missing = sorted(p.parent.name for p in run.glob("fold_*/split.json") if p.parent.name not in folds)
+        if missing:  # started, not finished: never counted
+            print(f"{run}: {', '.join(missing)} still training, left out", file=sys.stderr)
         acc = {f: m["accuracy"] for f, m in folds.items()}
         f1 = {f: m["macro_f1"] for f, m in folds.items()}
         nll = {f: m["nll"] for f, m in folds.items() if "nll" in m}  # runs from before test NLL was logged lack it
         # the validation subject's top-1 under AdaBN (runs tested with --adapt-bn since the eleventh search)
         val_acc = {f: m["adapted_val_accuracy"] for f, m in folds.items() if "adapted_val_accuracy" in m}
         runs[str(run)] = {"accuracy": acc, "macro_f1": f1, "nll": nll, "adapted_val_accuracy": val_acc,
+                          **({"missing": missing} if missing else {}),
                           "accuracy_over_folds": mean_std(list(acc.values())),
                           "macro_f1_over_folds": mean_std(list(f1.values())),
                           **{key: noise_metrics(run, folder) for key, folder in EVAL_DIRS.items()}}

@@ -25,7 +25,7 @@ RESULTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(RESULTS.parents[1]))
 
 from mumu.adapt import by_subject, predict_by_subject  # noqa: E402
-from mumu.train import load_run, run_splits  # noqa: E402
+from mumu.train import finished_folds, load_run  # noqa: E402
 
 TEMPERATURES = torch.logspace(-1, 1, 121)  # 0.1 .. 10
 
@@ -50,7 +50,7 @@ def scaled_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float
 def variant_scores(pattern: str) -> dict:
     folds = []
     for run_dir in sorted(glob(pattern)):
-        for fold in run_splits(run_dir):
+        for fold in finished_folds(run_dir):  # never a fold still training
             logits, labels = validation_logits(run_dir, fold)
             plain, scaled, temperature = scaled_nll(logits, labels)
             folds.append({"run": run_dir, "fold": fold, "nll": plain, "scaled_nll": scaled,

@@ -22,7 +22,8 @@ sys.path.insert(0, str(RESULTS.parents[1]))
 
 import mumu.fusion as fusion  # noqa: E402
 from mumu.encoders import masked_softmax  # noqa: E402
-from mumu.train import finished_folds, load_run  # noqa: E402
+from mumu.train import finished_folds  # noqa: E402
+from summarise import unadapted_run  # noqa: E402
 
 
 def uniform_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -59,7 +60,7 @@ def main(out: str, run_dirs: list[str]) -> None:
     for run_dir in map(Path, run_dirs):
         totals = {(part, mode): [0, 0, 0.0] for part in ("val", "test") for mode in MODES}
         for fold in finished_folds(run_dir):
-            run = load_run(run_dir, fold=fold)
+            run = unadapted_run(run_dir, fold)
             if run.config.model != "mumu":
                 raise SystemExit(f"{run_dir}: a {run.config.model} run; this script replaces MuMu's fusion weights")
             for part in ("val", "test"):
