@@ -411,3 +411,31 @@ def test_a_damaged_cache_part_is_one_line_naming_it_also_from_a_loader_worker(ti
     assert error.startswith("Error: ") and "/parts/part-" in error and "acc_phone of" in error, error
     assert "delete that folder and rerun the same `cli.py extract`" in error
 
+
+
+def test_resume_path_with_several_splits_is_refused_before_anything_is_written(tmp_path):
+    """LOSO resumes each unfinished fold from its own last.ckpt; one --resume PATH for all of them is refused, and
+    the run's config.yaml (an earlier, unfinished run) is left as it was."""
+    from mumu.config import resolve_config, save_config
+    from pipeline.datasets import build_index
+    from pipeline.extract import ExtractSettings, run_extract
+    from pipeline.modalities import dataset_modalities
+    from tests.fixtures import write_ucsd_mit
+
+    root = write_ucsd_mit(tmp_path / "ucsd")
+    settings = ExtractSettings(weights="random", sensor_window=2, sensor_stride=2)
+    run_extract(build_index("ucsd_mit", root).samples, "ucsd_mit", dataset_modalities("ucsd_mit"),
+                tmp_path / "ucsd.zarr", settings, show_progress=False)
+
+    def config(lr: float):
+        return resolve_config(None, dataset="ucsd_mit", cache=str(tmp_path / "ucsd.zarr"), protocol="loso", lr=lr,
+                              accelerator="cpu", num_workers=0, extract={"sensor_window": 2, "sensor_stride": 2},
+                              out=str(tmp_path / "run"))
+
+    save_config(config(0.01), tmp_path / "run" / "config.yaml")
+    before = (tmp_path / "run" / "config.yaml").read_text()
+    checkpoint = tmp_path / "some.ckpt"
+    checkpoint.write_bytes(b"")
+    with pytest.raises(MumuError, match="--resume PATH is ambiguous with 3 splits"):
+        train_once(config(0.5), resume=str(checkpoint), progress=False)
+    assert (tmp_path / "run" / "config.yaml").read_text() == before
