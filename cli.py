@@ -48,7 +48,7 @@ def main() -> None:
 def _without_worker_traceback(message: str) -> str:
     """An error raised in a DataLoader worker comes back with its traceback inside the message ("Caught X in
     DataLoader worker process 0.\nOriginal Traceback ..."): keep the error's own text, from its last line."""
-    head, marker, traceback = message.partition("Original Traceback (most recent call last):")
+    _, marker, traceback = message.partition("Original Traceback (most recent call last):")
     if not marker:
         return message
     last = traceback.rstrip().splitlines()[-1]  # "pipeline.errors.MumuError: the message"

@@ -73,7 +73,7 @@ def read_csv_rows(path: Path, required: list[str], kind: str, hint: str = "") ->
         rows = list(enumerate(reader, start=2))
     for line, row in rows:  # DictReader pads a short row with None and keeps a long row's extras under None
         if None in row or None in row.values():
-            cells = len(row) - (None in row) + len(row.get(None, [])) - sum(v is None for v in row.values())
+            cells = sum(row[c] is not None for c in columns) + len(row.get(None, []))
             raise MumuError(f"{path}:{line}: {cells} cells where the header has {len(columns)}")
     return columns, rows
 
