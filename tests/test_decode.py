@@ -49,8 +49,8 @@ def test_every_third_frame_resized_in_the_decoder(tmp_path):
 
 @pytest.mark.parametrize("content, reason", [
     (b"", "cannot"),
-    (b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000), "cannot"),
-])
+    (b"\x00\x00\x00\x18ftypmp42" + np.random.default_rng(0).bytes(2000), "cannot"),
+], ids=["empty", "mp4-header-then-garbage"])  # stable ids: pytest-xdist workers must collect the same tests
 def test_corrupt_or_empty_video_is_a_decode_error(tmp_path, content, reason):
     path = tmp_path / "bad.mp4"
     path.write_bytes(content)
@@ -104,7 +104,7 @@ def test_a_slow_starting_worker_does_not_eat_into_the_decode_timeout(tmp_path, m
     slow = tmp_path / "slow_start"
     slow.mkdir()
     (slow / "sitecustomize.py").write_text("import time\ntime.sleep(3)\n")
-    monkeypatch.setenv("PYTHONPATH", str(slow))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(slow), os.environ.get("PYTHONPATH")])))
     write_mp4(tmp_path / "ok.mp4", n_frames=6)
     with DecodeWorker(timeout_s=2) as worker:
         assert worker.decode(str(tmp_path / "ok.mp4"), "video", 3, 32).shape == (2, 32, 32, 3)

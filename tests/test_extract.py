@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.backbone import Backbone
-from pipeline.cache import FeatureCache, read_part_attrs
+from pipeline.cache import FeatureCache, cache_info_command, read_part_attrs
 from pipeline.extract import ExtractSettings, extract_command, load_raw_sample, run_extract
 from pipeline.errors import MumuError
 from pipeline.index import Sample, write_index
@@ -33,7 +33,8 @@ SETTINGS = ExtractSettings(image_size=32, frame_stride=3, batch_size=4, part_siz
                            decode_timeout_s=60)
 CLI_SETTINGS = ["--params", "none",  # these tests set every setting: no params.yaml of the working directory
                 "--modalities", MODALITIES, "--image-size", "32", "--frame-stride", "3", "--batch-size", "4",
-                "--part-size", "2", "--weights", "random", "--dataset", "demo"]
+                "--part-size", "2", "--weights", "random", "--dataset", "demo",
+                "--device", "cpu"]  # the references are extracted on the CPU; on a GPU machine auto would differ
 
 
 def _write_zero_frame_mp4(path: Path) -> None:
@@ -103,6 +104,8 @@ def test_cache_equals_backbone_on_decoded_frames(dataset):
     cache = FeatureCache(dataset["cache"])
     backbone = Backbone("random", "cpu", batch_size=4)
     assert cache.fingerprint["weights_hash"] == backbone.weights_hash
+    info = CliRunner().invoke(cache_info_command, [str(dataset["cache"])])
+    assert "frame features computed in: float32 on cpu (3 parts)" in info.output, info.output
     for sample in dataset["samples"][:2]:
         raw = load_raw_sample(sample, specs, SETTINGS)
         stored = cache.read(sample.sample_id)
