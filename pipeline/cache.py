@@ -5,7 +5,7 @@ Layout::
     CACHE/zarr.json                       root group; attrs["mumu_cache"] = format, fingerprint,
                                           provenance, dataset, modalities
     CACHE/parts/part-000007/zarr.json     one group per part (a fixed run of samples in index order);
-                                          attrs: samples, sources, failures, frames
+                                          attrs: samples, sources, failures, frames, frame_features
     CACHE/parts/part-000007/<m>/values    visual (N, 2048) float16 | sensor (N, W, C) float32
     CACHE/parts/part-000007/<m>/offsets   (n_samples + 1,) int64: sample i is values[off[i]:off[i+1]]
     CACHE/.staging/, CACHE/.lock          work in progress, the writer lock (not part of the data)
@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -328,6 +329,8 @@ def cache_info_command(path: Path, show_failures: int) -> None:
         unit = "segments" if spec.visual else "windows"
         click.echo(f"  {spec.name:<12} {spec.kind:<6} {present:>6} samples  {steps:>8} {unit}  "
                    f"{sizes[spec.name] / 2**20:8.2f} MiB")
+    computed = Counter(attrs.get("frame_features", "not recorded") for attrs in cache.parts.values())
+    click.echo("frame features computed in: " + ", ".join(f"{how} ({n} parts)" for how, n in sorted(computed.items())))
     for sample_id, reason in list(cache.failures.items())[:show_failures]:
         click.echo(f"  failed {sample_id}: {reason}")
     if len(cache.failures) > show_failures:

@@ -121,3 +121,4 @@ def test_cache_info_summarises(tmp_path):
     assert "307 segments" in result.output and "14 windows" in result.output
     assert "failed s3: rgb: s3.avi: the video has no frames" in result.output
     assert '"frame_stride": 3' in result.output and '"git_commit": "x"' in result.output
+    assert "frame features computed in: not recorded (2 parts)" in result.output  # parts written without it
