@@ -1,7 +1,7 @@
 """Extraction throughput on the same clips: decode only, backbone only, end to end, and the ratio.
 
     python benchmarks/bench_extract.py                      # CPU defaults: 4 clips 640x480, 112 px
-    python benchmarks/bench_extract.py --device cuda --clips 16 --width 1920 --height 1080 \
+    python benchmarks/bench_extract.py --device cuda --clips 16 --repeat 8 --width 1920 --height 1080 \
         --image-size 224 --batch-size 256
 
 Frames are counted after sampling (every ``--stride``-th frame): one frame = one backbone input.
@@ -52,6 +52,8 @@ def write_clip(path: Path, n_frames: int, width: int, height: int, seed: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="samples per clip (decoded anew each time): many samples without writing many clips")
     parser.add_argument("--frames", type=int, default=180, help="source frames per clip")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
@@ -67,14 +69,13 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench_extract_"))
     started = time.monotonic()
-    samples = []
-    for i in range(args.clips):
-        clip = work / f"clip{i}.mp4"
+    clips = [work / f"clip{i}.mp4" for i in range(args.clips)]
+    for i, clip in enumerate(clips):
         write_clip(clip, args.frames, args.width, args.height, seed=i)
-        samples.append(Sample(f"clip{i}", "demo", subject=1, activity="a", activity_id=0, group="g", group_id=0,
-                              paths={"rgb_cam1": str(clip)}))
+    samples = [Sample(f"clip{i}-{r}", "demo", subject=1, activity="a", activity_id=0, group="g", group_id=0,
+                      paths={"rgb_cam1": str(clip)}) for r in range(args.repeat) for i, clip in enumerate(clips)]
     print(f"wrote {args.clips} clips of {args.frames} frames {args.width}x{args.height} in "
-          f"{time.monotonic() - started:.1f} s ({work})")
+          f"{time.monotonic() - started:.1f} s ({work}); {len(samples)} samples")
     specs = select_modalities("demo", "rgb_cam1")
     settings = ExtractSettings(image_size=args.image_size, frame_stride=args.stride, batch_size=args.batch_size,
                                part_size=args.part_size, weights=args.weights)
