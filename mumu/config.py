@@ -64,6 +64,7 @@ class TrainConfig:
     fusion_init: str = "torch"  # MuMu's GM-Fusion projections and W_f: torch's default | xavier (keeps the scale)
     fusion_norm: str = "convex"  # eqs. 2, 7 | count: X_aux and X_c times the number of present modalities
     fusion_kl: float = 0.0  # MuMu: weight of a loss term pulling its fusion weights toward equal weights
+    unimodal_aux: float = 0.0  # weight of the mean activity loss of per-modality classifiers (not in the paper)
     dropout: float = 0.2
     beta_aux: float = 0.5
     lr: float = 1e-3  # AdamW; the peak of the one-cycle schedule when warmup > 0
@@ -146,6 +147,8 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
             raise MumuError(f"unknown {name} {getattr(cfg, name)!r}; choose one of {', '.join(choices)}")
     if cfg.fusion_kl < 0:
         raise MumuError(f"fusion_kl is a loss weight, >= 0, got {cfg.fusion_kl}")
+    if cfg.unimodal_aux < 0:
+        raise MumuError(f"unimodal_aux is a loss weight, >= 0, got {cfg.unimodal_aux}")
     if cfg.fusion_kl > 0 and cfg.gm_gate != "softmax":
         raise MumuError("fusion_kl pulls softmax fusion weights toward equal ones; gm_gate sigmoid has no softmax "
                         "(use gm_gate: softmax, or fusion_kl: 0)")

@@ -44,6 +44,8 @@ class ModelOutput:
     attention: dict[str, Tensor] = field(default_factory=dict)
     # MuMu: KL from uniform weights of SM-Fusion's plus of GM-Fusion's (each head, softmax gate), batch means; ()
     fusion_kl: Tensor | None = None
+    unimodal_logits: Tensor | None = None  # (B, M, K) each modality's own activity logits (unimodal heads only)
+    present: Tensor | None = None  # (B, M) bool: the modalities the model saw (after modality dropout)
 
 
 def two_layer_head(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
@@ -76,13 +78,16 @@ class MultimodalModel(nn.Module):
     """Encodes every modality (in `self.modalities` order) and hands (B, M, D) features to `fuse`."""
 
     def __init__(self, inputs: dict[str, ModalitySpec], embed_dim: int, dropout: float, pooling: str,
-                 **encoder_options):
+                 unimodal_classes: int = 0, **encoder_options):
         super().__init__()
         self.modalities = list(inputs)
         self.specs = dict(inputs)
         self.encoders = nn.ModuleDict(
             {name: UnimodalEncoder(spec, embed_dim, dropout, pooling, **encoder_options)
              for name, spec in inputs.items()})
+        # unimodal_classes > 0: a linear activity classifier on each modality's own feature (train.unimodal_aux)
+        self.unimodal_heads = nn.ModuleDict(
+            {name: nn.Linear(embed_dim, unimodal_classes) for name in inputs}) if unimodal_classes else None
 
     def encode(self, x: dict[str, Tensor], lengths: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """-> unimodal features (B, M, D), presence (B, M) bool, temporal weights per modality (B, S)."""
@@ -106,6 +111,10 @@ class MultimodalModel(nn.Module):
         xu, present, temporal = self.encode(x, lengths)
         out = self.fuse(xu, present)
         out.attention.update(temporal)
+        out.present = present
+        if self.unimodal_heads is not None:
+            out.unimodal_logits = torch.stack(
+                [self.unimodal_heads[name](xu[:, i]) for i, name in enumerate(self.modalities)], dim=1)  # (B, M, K)
         return out
 
     def fuse(self, xu: Tensor, present: Tensor) -> ModelOutput:
@@ -182,7 +191,7 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
                 kernel_size: int = 3, lstm_layers: int = 1, fusion_heads: int = 2,
                 sensor_encoder: str = "window", max_pools: int = 0, motion: bool = False, visual_norm: bool = False,
                 gm_heads: int = 1, gm_gate: str = "softmax", gm_merge: str = "sum", fusion_init: str = "torch",
-                fusion_norm: str = "convex") -> MultimodalModel:
+                fusion_norm: str = "convex", unimodal_heads: bool = False) -> MultimodalModel:
     """Build `arch` (mumu | b1 | b2 | b3) over `inputs`, whose order is the model's modality order.
 
     window: time steps per sensor window (W of the (B, S, W, J*A) input; params.yaml extract.sensor_window).
@@ -198,6 +207,7 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
     fusion_norm: "convex" (eqs. 2 and 7), or "count": X_aux and X_c are multiplied by the number of present
     modalities, as if their weights summed to it. X_aux is so scaled before it is GM-Fusion's query and F_aux's
     input too, which sharpens the GM softmax by that factor; "gm" reports the weights so computed.
+    unimodal_heads: a linear activity classifier on each modality's feature (`unimodal_logits`), for a loss term.
     num_groups is used by MuMu only.
     """
     if arch not in ARCHS:
@@ -211,7 +221,8 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
     if motion and sensor_encoder != "sequence":
         raise MumuError("motion channels need the sequence sensor encoder (sensor_encoder: sequence)")
     options = dict(window=window, conv_channels=conv_channels, kernel_size=kernel_size, lstm_layers=lstm_layers,
-                   sensor_encoder=sensor_encoder, max_pools=max_pools, motion=motion, visual_norm=visual_norm)
+                   sensor_encoder=sensor_encoder, max_pools=max_pools, motion=motion, visual_norm=visual_norm,
+                   unimodal_classes=num_classes if unimodal_heads else 0)
     for name, heads, used_by in (("fusion_heads", fusion_heads, "b3"), ("gm_heads", gm_heads, "mumu")):
         if arch == used_by and (heads < 1 or embed_dim % heads):
             raise MumuError(f"{name} must be >= 1 and divide embed_dim ({embed_dim}), got {heads}")

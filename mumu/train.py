@@ -13,7 +13,9 @@ With several splits (loso) each split gets a subdirectory RUN_DIR/<split>/ with 
 RUN_DIR/metrics.json holds the mean ± std and per-fold values, RUN_DIR/predictions.csv all folds.
 
 Loss: L_t + beta_aux * L_aux (cross-entropy on activities and, for MuMu, on activity groups), plus
-fusion_kl * KL(MuMu's fusion weights || equal weights) when train.fusion_kl > 0 (not in the paper).
+fusion_kl * KL(MuMu's fusion weights || equal weights) when train.fusion_kl > 0, and unimodal_aux * the mean
+activity loss of one linear classifier per modality (over the modalities present) when train.unimodal_aux > 0
+(neither is in the paper).
 AdamW; the learning rate decays by a cosine over all steps, or with warmup > 0 follows a one-cycle schedule
 (warm-up to lr, then cosine down); bf16 mixed precision on GPU.
 Reproducibility: the shuffling and the sequence sampling are seeded by (seed, epoch), dropout by
@@ -93,7 +95,8 @@ class MumuModule(pl.LightningModule):
                                  max_pools=self.cfg.max_pools, motion=self.cfg.motion,
                                  visual_norm=self.cfg.visual_norm,
                                  gm_heads=self.cfg.gm_heads, gm_gate=self.cfg.gm_gate, gm_merge=self.cfg.gm_merge,
-                                 fusion_init=self.cfg.fusion_init, fusion_norm=self.cfg.fusion_norm)
+                                 fusion_init=self.cfg.fusion_init, fusion_norm=self.cfg.fusion_norm,
+                                 unimodal_heads=self.cfg.unimodal_aux > 0)
         with_groups = self.cfg.model == "mumu"
         self.val_metrics = ActivityMetrics(len(activity_names), len(group_names), with_groups)
         self.test_metrics = ActivityMetrics(len(activity_names), len(group_names), with_groups)
@@ -201,6 +204,10 @@ class MumuModule(pl.LightningModule):
             loss = loss + self.cfg.beta_aux * F.cross_entropy(out.group_logits.float(), batch["group"])  # L_aux
         if out.fusion_kl is not None and self.cfg.fusion_kl > 0:
             loss = loss + self.cfg.fusion_kl * out.fusion_kl
+        if out.unimodal_logits is not None and self.cfg.unimodal_aux > 0:
+            labels = batch["label"][:, None].expand(out.present.shape)  # (B, M)
+            loss = loss + self.cfg.unimodal_aux * F.cross_entropy(
+                out.unimodal_logits[out.present].float(), labels[out.present], label_smoothing=self.cfg.label_smoothing)
         return loss
 
     # ---- training
@@ -852,6 +859,9 @@ def load_run(run_dir: str | Path, fold: str | None = None) -> LoadedRun:
                    "(count; the scaled X_aux is also GM-Fusion's query).")
 @click.option("--fusion-kl", type=float,
               help="MuMu: weight of KL(fusion weights || equal weights) in the loss; 0 = the paper's loss.")
+@click.option("--unimodal-aux", type=click.FloatRange(0),
+              help="Weight of the activity loss of a linear classifier on each modality's own feature (mean over "
+                   "the modalities present); 0 = the paper's loss.")
 @click.option("--motion/--no-motion", default=None,
               help="Sequence sensor encoder: add the step-to-step differences of the input as channels.")
 @click.option("--visual-norm/--no-visual-norm", default=None,

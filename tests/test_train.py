@@ -290,6 +290,28 @@ def test_fusion_kl_adds_its_weighted_term_to_mumus_training_loss(tiny_demo):  # 
     torch.testing.assert_close(losses[2.0] - losses[0.0], 2.0 * out.fusion_kl)
 
 
+def test_unimodal_aux_adds_each_present_modalitys_own_activity_loss(tiny_demo, tmp_path):  # noqa: F811
+    from mumu.train import MumuModule, prepare_data
+
+    cfg = tiny_demo.config(tmp_path / "run", unimodal_aux=0.5, max_epochs=1)
+    data = prepare_data(cfg)
+    batch = next(iter(data.loader(data.samples[:4], batch_size=4)))
+    batch["lengths"]["gyro"][0] = 0  # the first sample lacks its gyroscope: no gyro classifier loss for it
+    module = MumuModule(cfg.to_dict(), [vars(s) for s in data.specs], data.activity_names, data.group_names).eval()
+    with torch.no_grad():
+        out = module(batch)
+        loss = module.loss(out, batch)
+    assert out.unimodal_logits.shape == (4, 3, 6)  # (B, M, K): rgb_cam1, acc_phone, gyro
+    pairs = [(b, m) for b in range(4) for m in range(3) if not (b == 0 and m == 2)]  # the 11 present
+    own = torch.stack([torch.nn.functional.cross_entropy(out.unimodal_logits[b, m], batch["label"][b])
+                       for b, m in pairs]).mean()
+    expected = (torch.nn.functional.cross_entropy(out.logits, batch["label"])
+                + cfg.beta_aux * torch.nn.functional.cross_entropy(out.group_logits, batch["group"]) + 0.5 * own)
+    torch.testing.assert_close(loss, expected)
+    run = train_once(cfg, progress=False)  # the heads train, are saved and load with the run
+    assert load_run(cfg.run_dir).module.model.unimodal_heads is not None and run.metrics["n_samples"] > 0
+
+
 @pytest.mark.parametrize("kind", ["zeros", "mean"])
 def test_modality_dropout_keeps_a_lost_stream_present_as_the_noise_study_corrupts_it(tiny_demo, kind):  # noqa: F811
     """A lost stream stays in the fusion, every valid step zeroed or set to the training mean, as the noise
