@@ -1,7 +1,7 @@
 """Extraction throughput on the same clips: decode only, backbone only, end to end, and the ratio.
 
     python benchmarks/bench_extract.py                      # CPU defaults: 4 clips 640x480, 112 px
-    python benchmarks/bench_extract.py --device cuda --clips 16 --repeat 8 --width 1920 --height 1080 \
+    python benchmarks/bench_extract.py --device cuda --clips 16 --repeat 3 --width 1920 --height 1080 \
         --image-size 224 --batch-size 256
 
 Frames are counted after sampling (every ``--stride``-th frame): one frame = one backbone input.
