@@ -329,8 +329,9 @@ def cache_info_command(path: Path, show_failures: int) -> None:
         unit = "segments" if spec.visual else "windows"
         click.echo(f"  {spec.name:<12} {spec.kind:<6} {present:>6} samples  {steps:>8} {unit}  "
                    f"{sizes[spec.name] / 2**20:8.2f} MiB")
-    computed = Counter(attrs.get("frame_features", "not recorded") for attrs in cache.parts.values())
-    click.echo("frame features computed in: " + ", ".join(f"{how} ({n} parts)" for how, n in sorted(computed.items())))
+    if any(spec.visual for spec in cache.modalities):
+        computed = Counter(attrs.get("frame_features", "not recorded") for attrs in cache.parts.values())
+        click.echo("frame features computed in: " + ", ".join(f"{how} ({n} parts)" for how, n in sorted(computed.items())))
     for sample_id, reason in list(cache.failures.items())[:show_failures]:
         click.echo(f"  failed {sample_id}: {reason}")
     if len(cache.failures) > show_failures:

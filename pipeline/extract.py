@@ -293,8 +293,9 @@ def extract_part(name: str, raws: Iterable[RawSample], modalities: list[Modality
             arrays[spec.name].append(value)
     frames = int(sum(len(a) for spec in modalities if spec.visual for a in arrays[spec.name] if a is not None))
     attrs = {"sources": {s.sample_id: source_stamps(s, modalities) for s in samples}, "failures": failures,
-             "unusable": unusable, "sensor_missing_fraction": missing, "frames": frames,
-             "frame_features": backbone.arithmetic}
+             "unusable": unusable, "sensor_missing_fraction": missing, "frames": frames}
+    if any(spec.visual for spec in modalities):  # a sensor-only cache has no frame features to describe
+        attrs["frame_features"] = backbone.arithmetic
     cache_store.write_part(cache_path, name, modalities, samples, arrays, attrs)
     return {"samples": len(samples), "frames": frames}
 

@@ -131,6 +131,14 @@ def test_bad_inputs_are_recorded_and_the_rest_continues(dataset):
     assert dataset["summary"]["unusable"] == ["sample4"]
 
 
+def test_cache_info_describes_frame_features_only_where_there_are_frames(dataset, tmp_path):
+    sensors_only = tmp_path / "sensors.zarr"
+    run_extract(dataset["samples"], "demo", select_modalities("demo", "acc_phone,gyro"), sensors_only, SETTINGS,
+                workers=0, show_progress=False)
+    info = CliRunner().invoke(cache_info_command, [str(sensors_only)])
+    assert info.exit_code == 0 and "acc_phone" in info.output and "frame features" not in info.output, info.output
+
+
 def test_an_all_nan_stream_is_missing_and_the_others_are_kept(tmp_path):
     """One sensor file with no finite value loses that modality only, with a reason naming the file."""
     acc, gyro = tmp_path / "s_acc.csv", tmp_path / "s_gyro.csv"
