@@ -5,6 +5,7 @@ cross_subject / cross_session / odd_even, one per held-out subject for loso):
 
     RUN_DIR/config.yaml                 resolved settings
     RUN_DIR/checkpoints/best.ckpt       the tested epoch, by `train.select` (+ last.ckpt, to resume)
+    RUN_DIR/inputs.json                 hashes of the code and the data the run began with
     RUN_DIR/split.json                  the sample ids of train / val / test
     RUN_DIR/metrics.json                test macro-F1, top-1 accuracy, group accuracy, per-class F1
     RUN_DIR/predictions.csv             one row per test sample
@@ -23,11 +24,14 @@ Reproducibility: the shuffling and the sequence sampling are seeded by (seed, ep
 same metrics whatever the number of DataLoader workers, and a run that was killed and resumed from
 last.ckpt gives the same metrics as one that was not.
 Interrupt-safe: rerunning the same command resumes an unfinished split from its last.ckpt and
-skips splits whose metrics.json already exists.
+skips splits whose metrics.json already exists. RUN_DIR/inputs.json records the code and the data a run
+began with; `--restart-if-changed` (the DVC stage's) starts a run afresh when its settings, code or data
+differ from those, and otherwise resumes it.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import random
 import shutil
@@ -450,11 +454,15 @@ class RunResult:
 
 
 def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool = False,
-               callbacks: list[pl.Callback] | None = None, progress: bool = True) -> RunResult:
+               restart_if_changed: bool = False, callbacks: list[pl.Callback] | None = None,
+               progress: bool = True) -> RunResult:
     """Train and test `cfg` on every split of its protocol, writing the run directory.
 
     resume: a checkpoint path to continue from (default: RUN_DIR[/split]/checkpoints/last.ckpt when
     it exists and was made with the same settings). overwrite: start afresh, deleting RUN_DIR.
+    restart_if_changed: start afresh (deleting RUN_DIR) when RUN_DIR holds a run begun with other settings,
+    code or data (`run_inputs`); a run begun with the same ones resumes. Without it, other settings are an
+    error and other code or data a warning.
     callbacks: extra Lightning callbacks (e.g. for studies).
     """
     run_dir = cfg.run_dir
@@ -464,10 +472,23 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
         torch.set_num_threads(cfg.cpu_threads)
     if resume is not None and not Path(resume).is_file():
         raise MumuError(f"--resume {resume}: no such checkpoint")
+    if resume is not None and restart_if_changed:
+        raise MumuError("--resume and --restart-if-changed contradict each other (one continues a run, the other "
+                        "may start it afresh); choose one")
     if overwrite and _is_launcher() and run_dir.exists():
         shutil.rmtree(run_dir)
-    _check_same_settings(run_dir, cfg, explicit_resume=resume is not None)
+    if not restart_if_changed:
+        _check_same_settings(run_dir, cfg, explicit_resume=resume is not None)
     data = prepare_data(cfg)
+    inputs = run_inputs(data)
+    changed = _changes_since_start(run_dir, cfg, inputs) if _is_launcher() else []
+    if changed and restart_if_changed:
+        click.echo(f"{run_dir}: its {' and '.join(changed)} changed since it began; starting it afresh", err=True)
+        shutil.rmtree(run_dir)
+    elif set(changed) & {"code", "data"} and (run_dir / INPUTS).is_file():
+        click.echo(f"warning: {run_dir}: its {' and '.join(c for c in changed if c != 'settings')} changed since it "
+                   f"began; its finished splits are kept and the others resume (--overwrite or "
+                   f"--restart-if-changed starts afresh)", err=True)
     splits = split_samples(data)
     several = len(splits) > 1
     if several and resume is not None:  # refused before anything is written
@@ -475,6 +496,8 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
                         f"unfinished split resumes from its own last.ckpt")
     if _is_launcher():
         save_config(cfg, run_dir / "config.yaml")
+        if not (run_dir / INPUTS).is_file():  # what the run began with; a resume keeps the first record
+            write_json(run_dir / INPUTS, inputs)
     fold_metrics: dict[str, dict] = {}
     for split in splits:
         fold_dir = run_dir / split.name if several else run_dir
@@ -577,6 +600,56 @@ def _retest_split(data: RunData, split: SampleSplit, source: Path, fold_dir: Pat
 def _is_launcher() -> bool:
     """True in the process that writes files: rank 0 (Lightning sets the rank env vars for DDP children)."""
     return rank_zero_only.rank == 0
+
+
+INPUTS = "inputs.json"
+CODE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_inputs(data: RunData) -> dict[str, str]:
+    """What a run learns from besides its settings, each as a short hash: "code", the sources and tables of
+    mumu/ and pipeline/ and cli.py; "data", the feature cache's build (fingerprint, creation time) and every
+    part's samples and source-file contents, or for raw training each source file's size and mtime."""
+    code = hashlib.sha256()
+    files = sorted(p for package in ("mumu", "pipeline") for p in (CODE_ROOT / package).rglob("*")
+                   if p.suffix in (".py", ".csv") and "__pycache__" not in p.parts) + [CODE_ROOT / "cli.py"]
+    for path in files:
+        if path.is_file():
+            code.update(f"{path.relative_to(CODE_ROOT)}\0".encode() + path.read_bytes())
+    if data.cfg.source == "cache":
+        from pipeline.cache import FeatureCache
+        cache = FeatureCache(data.cfg.cache_path)
+        # a source stamp is [path, size, mtime_ns, digest]: its size and digest say what the features came from
+        parts = {name: [attrs["samples"], attrs["unusable"],
+                        {sid: {m: stamp and [stamp[1], *stamp[3:]] for m, stamp in stamps.items()}
+                         for sid, stamps in attrs["sources"].items()}]
+                 for name, attrs in cache.parts.items()}
+        record = [cache.fingerprint, cache.provenance.get("created"), parts]
+    else:
+        record = [[s.sample_id, s.subject, s.activity_id,
+                   {m: p and _size_and_mtime(p) for m, p in sorted(s.paths.items())}] for s in data.samples]
+    data_hash = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode())
+    return {"code": code.hexdigest()[:16], "data": data_hash.hexdigest()[:16]}
+
+
+def _size_and_mtime(path: str) -> list[int] | None:
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _changes_since_start(run_dir: Path, cfg: TrainConfig, inputs: dict[str, str]) -> list[str]:
+    """Which of "settings", "code", "data" differ between this call and the run RUN_DIR holds (none when RUN_DIR
+    holds no run). A run from before inputs.json was recorded counts as begun with other code and data."""
+    existing = run_dir / "config.yaml"
+    if not existing.is_file():
+        return []
+    recorded = run_dir / INPUTS
+    began = json.loads(recorded.read_text()) if recorded.is_file() else {}
+    changed = ["settings"] if load_config(existing).model_settings() != cfg.model_settings() else []
+    return changed + [what for what in ("code", "data") if began.get(what) != inputs[what]]
 
 
 def _check_same_settings(run_dir: Path, cfg: TrainConfig, explicit_resume: bool) -> None:
@@ -895,7 +968,12 @@ def load_run(run_dir: str | Path, fold: str | None = None) -> LoadedRun:
               help="Resume from a checkpoint PATH; `--resume` alone requires RUN_DIR/checkpoints/last.ckpt. "
                    "(An unfinished run with the same settings resumes automatically anyway.)")
 @click.option("--overwrite", is_flag=True, help="Delete RUN_DIR and start afresh.")
-def train_command(params: str, from_cache: bool | None, resume: str | None, overwrite: bool, **options: Any) -> None:
+@click.option("--restart-if-changed", is_flag=True,
+              help="Start afresh when RUN_DIR holds a run begun with other settings, code (mumu/, pipeline/) or "
+                   "data (the cache's contents); otherwise resume it. For pipelines (dvc.yaml), where a change "
+                   "must retrain and an interruption resume.")
+def train_command(params: str, from_cache: bool | None, resume: str | None, overwrite: bool,
+                  restart_if_changed: bool, **options: Any) -> None:
     """Train MuMu or a baseline on a protocol's splits and test it.
 
     Writes RUN_DIR/config.yaml, checkpoints/best.ckpt (the epoch chosen by --select), metrics.json and
@@ -909,7 +987,7 @@ def train_command(params: str, from_cache: bool | None, resume: str | None, over
         if not last:
             raise MumuError(f"--resume: no checkpoint under {cfg.run_dir}/**/checkpoints/last.ckpt to resume from")
         resume = None  # the automatic resume picks each split's last.ckpt
-    result = train_once(cfg, resume=resume, overwrite=overwrite)
+    result = train_once(cfg, resume=resume, overwrite=overwrite, restart_if_changed=restart_if_changed)
     if _is_launcher():
         _print_summary(result)
 

@@ -1,14 +1,17 @@
 """`dvc repro` end to end in a fresh copy of the repository, on a tiny demo configuration.
 
 Checks what a user relies on: the pipeline runs from nothing, leaves metrics and plots, a second
-`dvc repro` does nothing, and a training-parameter change retrains without re-extracting.
+`dvc repro` does nothing, a training-parameter change retrains without re-extracting, and a `dvc repro`
+killed during training resumes the run when repeated, while a code change trains it afresh.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,10 +33,12 @@ TINY = {
 }
 
 
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+       "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+
 def run(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
 
@@ -128,3 +133,41 @@ def test_extraction_parameter_change_rebuilds_the_cache(clone, first_repro):
         assert ran_stages(rerun) == {"extract"}
         cache = FeatureCache(clone / "cache/demo.zarr")
         assert cache.fingerprint["image_size"] == 48 and len(cache.samples) == 18
+
+
+def test_killed_training_resumes_under_repro_and_a_code_change_trains_afresh(clone, first_repro):
+    import torch
+
+    run(["dvc", "repro"], clone)  # up to date, whatever ran before
+    run_dir = clone / "runs/demo"
+    last = run_dir / "checkpoints/last.ckpt"
+    with changed_params(clone, "train", "max_epochs", lambda _: 30):
+        shutil.rmtree(run_dir)
+        repro = subprocess.Popen(["dvc", "repro"], cwd=clone, env=ENV, start_new_session=True,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 600
+        while not last.is_file() and repro.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(repro.pid, signal.SIGKILL)  # dvc, its shell and the training, mid-run
+        repro.wait()
+        assert last.is_file() and not (run_dir / "metrics.json").exists(), "the kill came before or after training"
+        killed_at = torch.load(last, weights_only=False)["epoch"]
+        assert killed_at < 29
+
+        again = run(["dvc", "repro"], clone)
+        assert ran_stages(again) == {"train", "evaluate"}
+        assert "afresh" not in again.stdout + again.stderr
+        assert list((run_dir / "logs").glob("metrics-until-resume-*.csv"))  # the epochs before the kill: kept
+        assert torch.load(last, weights_only=False)["epoch"] == 29
+        assert run(["dvc", "status", "--json"], clone).stdout.strip() == "{}"
+
+        model_code = clone / "mumu/model.py"
+        original = model_code.read_text()
+        model_code.write_text(original + "# an edit\n")
+        try:
+            rerun = run(["dvc", "repro"], clone)
+            assert ran_stages(rerun) == {"train", "evaluate"}
+            assert "its code changed since it began; starting it afresh" in rerun.stdout + rerun.stderr
+            assert not list((run_dir / "logs").glob("metrics-until-resume-*.csv"))
+        finally:
+            model_code.write_text(original)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -461,3 +463,60 @@ def test_resume_path_with_several_splits_is_refused_before_anything_is_written(t
     with pytest.raises(MumuError, match="--resume PATH is ambiguous with 3 splits"):
         train_once(config(0.5), resume=str(checkpoint), progress=False)
     assert (tmp_path / "run" / "config.yaml").read_text() == before
+
+
+def test_restart_if_changed_resumes_the_same_run_and_starts_a_changed_one_afresh(tiny_demo, tmp_path, capsys):  # noqa: F811
+    """The DVC stage's mode: a killed run resumes and a finished one is kept, while other settings or other cache
+    contents start the run afresh. A source file with a new mtime but the same bytes changes nothing; without the
+    flag, changed data is a warning and the finished run is kept."""
+    from pipeline.datasets import build_index
+    from pipeline.extract import ExtractSettings, run_extract
+    from pipeline.modalities import select_modalities
+    from tests.test_data import IMAGE_SIZE
+
+    root = shutil.copytree(tiny_demo.root, tmp_path / "demo")
+    cache = tmp_path / "sensors.zarr"
+
+    def extract() -> None:
+        gc.collect()  # the finished training's cache readers let go (a training command's do at its exit)
+        run_extract(build_index("demo", root).samples, "demo", select_modalities("demo", "acc_phone,gyro"), cache,
+                    ExtractSettings(image_size=IMAGE_SIZE, weights="random", part_size=16), show_progress=False)
+
+    class EpochsRun(pl.Callback):
+        epochs: list[int] = []
+
+        def on_train_epoch_start(self, trainer, module):
+            self.epochs.append(trainer.current_epoch)
+
+    def train(restart: bool = True, **overrides) -> list[int]:
+        """Train into the one run directory; the epochs this call ran."""
+        EpochsRun.epochs = []
+        cfg = tiny_demo.config(tmp_path / "run", data_root=str(root), cache=str(cache), modalities="acc_phone,gyro",
+                               **overrides)
+        train_once(cfg, restart_if_changed=restart, callbacks=[EpochsRun()], progress=False)
+        return EpochsRun.epochs
+
+    extract()
+    with pytest.raises(SystemExit):
+        train_once(tiny_demo.config(tmp_path / "run", data_root=str(root), cache=str(cache), modalities="acc_phone,gyro"),
+                   restart_if_changed=True, callbacks=[KillAtSecondEpoch()], progress=False)
+    assert train() == [1]  # resumed after the kill: only the missing epoch
+    assert train() == []  # finished: kept
+    capsys.readouterr()
+
+    csv_files = sorted((root / "sensors" / "acc_phone_clip").rglob("*.csv"))
+    os.utime(csv_files[0], ns=(10**18, 10**18))  # new mtime, same bytes: the cache keeps the part, the run too
+    extract()
+    assert train() == []
+    assert "afresh" not in capsys.readouterr().err
+
+    shutil.copyfile(csv_files[1], csv_files[0])  # other bytes: extract recomputes that part
+    extract()
+    assert train(restart=False) == []  # the plain command warns and keeps the finished run
+    assert "data changed since it began" in capsys.readouterr().err
+    assert train() == [0, 1]
+    assert "its data changed since it began; starting it afresh" in capsys.readouterr().err
+
+    assert train(lr=0.5) == [0, 1]  # other settings: afresh, not refused
+    assert "its settings changed" in capsys.readouterr().err
+    assert load_run(tmp_path / "run").config.lr == 0.5
