@@ -333,7 +333,7 @@ def _evaluate_params(params: str | None) -> dict[str, Any]:
 def evaluate_command(run_dir: Path, out: Path | None, params: str, **options: Any) -> None:
     """Metrics (clean and noisy input) and the paper's plots for a finished training run.
 
-    Writes metrics.json, confusion.csv and plots/ (confusion matrix, per-class F1, attention weights
+    Writes metrics.json, per_class.json, confusion.csv and plots/ (confusion matrix, per-class F1, attention weights
     clean vs noisy, t-SNE) into OUT, default RUN_DIR/eval.
     """
     settings = {**DEFAULTS, **_evaluate_params(params), **{k: v for k, v in options.items() if v is not None}}

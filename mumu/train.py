@@ -58,6 +58,7 @@ from mumu.model import (ARCHS, FUSION_INITS, FUSION_NORMS, MODALITY_DROPOUT_AS, 
                         build_model, lost_modalities)
 from mumu.noise import blank_steps
 from mumu.transforms import SensorTransform
+from pipeline.codebase import REPO_ROOT, imported_sources
 from pipeline.errors import MumuError
 from pipeline.files import replaced_whole, write_json
 from pipeline.index import Sample
@@ -603,19 +604,23 @@ def _is_launcher() -> bool:
 
 
 INPUTS = "inputs.json"
-CODE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def training_code() -> list[Path]:
+    """The source files training can run, with the dataset adapters (loaded by name) and the label tables it
+    reads: what `run_inputs` hashes, and what dvc.yaml's train stage must depend on (tested)."""
+    adapters = (REPO_ROOT / "pipeline" / "datasets").glob("*.py")
+    tables = (REPO_ROOT / "pipeline" / "tables").glob("*.csv")
+    return sorted({*imported_sources("mumu.train"), *adapters, *tables})
 
 
 def run_inputs(data: RunData) -> dict[str, str]:
-    """What a run learns from besides its settings, each as a short hash: "code", the sources and tables of
-    mumu/ and pipeline/ and cli.py; "data", the feature cache's build (fingerprint, creation time) and every
-    part's samples and source-file contents, or for raw training each source file's size and mtime."""
+    """What a run learns from besides its settings, each as a short hash: "code", `training_code()`; "data", the
+    feature cache's build (fingerprint, creation time) and every part's samples and source-file contents, or for
+    raw training each source file's size and mtime."""
     code = hashlib.sha256()
-    files = sorted(p for package in ("mumu", "pipeline") for p in (CODE_ROOT / package).rglob("*")
-                   if p.suffix in (".py", ".csv") and "__pycache__" not in p.parts) + [CODE_ROOT / "cli.py"]
-    for path in files:
-        if path.is_file():
-            code.update(f"{path.relative_to(CODE_ROOT)}\0".encode() + path.read_bytes())
+    for path in training_code():
+        code.update(f"{path.relative_to(REPO_ROOT)}\0".encode() + path.read_bytes())
     if data.cfg.source == "cache":
         from pipeline.cache import FeatureCache
         cache = FeatureCache(data.cfg.cache_path)
@@ -897,7 +902,8 @@ def load_run(run_dir: str | Path, fold: str | None = None) -> LoadedRun:
 @click.command("train")
 @click.option("--params", default="params.yaml", show_default=True,
               help="Options left out come from this file (its top level and train: block, `base:` chains "
-                   "resolved; none: no file), else mumu's defaults; RUN_DIR/config.yaml records every value used.")
+                   "resolved; none: no file), else mumu's defaults; its extract: block must match the cache's "
+                   "settings. RUN_DIR/config.yaml records every value used.")
 @click.option("--dataset", help="demo | mmact | utd_mhad | ucsd_mit")
 @click.option("--data-root", help="Raw dataset root (for --from-raw).")
 @click.option("--cache", help="Feature cache (default cache/<dataset>.zarr).")
@@ -965,7 +971,8 @@ def load_run(run_dir: str | Path, fold: str | None = None) -> LoadedRun:
 @click.option("--strategy", help="Lightning strategy, e.g. ddp.")
 @click.option("--out", help="Run directory (default runs/<dataset>-<model>-<protocol>-seed<N>).")
 @click.option("--resume", is_flag=False, flag_value="last", default=None,
-              help="Resume from a checkpoint PATH; `--resume` alone requires RUN_DIR/checkpoints/last.ckpt. "
+              help="Resume from a checkpoint PATH; `--resume` alone requires a last.ckpt in RUN_DIR (or in a "
+                   "fold's folder of it). "
                    "(An unfinished run with the same settings resumes automatically anyway.)")
 @click.option("--overwrite", is_flag=True, help="Delete RUN_DIR and start afresh.")
 @click.option("--restart-if-changed", is_flag=True,

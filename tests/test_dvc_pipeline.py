@@ -83,6 +83,25 @@ def changed_params(clone: Path, section: str, key: str, change) -> Iterator[None
         (clone / "params.yaml").write_text(original)
 
 
+def test_every_stage_depends_on_the_code_its_command_can_run():
+    """DVC reruns a stage only when one of its deps changed: a source file a stage's command can run (imports,
+    lazy ones too) that is not a dep would leave that stage's outputs stale yet "up to date" after an edit."""
+    from mumu.train import training_code
+    from pipeline.codebase import imported_sources
+
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    code = {"demo_data": imported_sources("pipeline.commands"), "index": imported_sources("pipeline.commands"),
+            "extract": imported_sources("pipeline.extract"), "train": training_code(),
+            # what evaluate runs of the training code reaches it through its dep on the run directory
+            "evaluate": sorted(set(imported_sources("mumu.evaluate")) - set(training_code()))}
+    assert {path.name for path in code["train"]} >= {"model.py", "encoders.py", "utd_mhad.py", "utd_mhad.csv"}
+    for stage, files in code.items():
+        deps = [d for d in stages[stage]["deps"] if not d.startswith("$")]
+        missing = [str(f.relative_to(REPO_ROOT)) for f in files if f.stat().st_size  # DVC warns on empty deps
+                   and not any(f == REPO_ROOT / d or (REPO_ROOT / d) in f.parents for d in deps)]
+        assert not missing, f"dvc.yaml stage {stage} lacks deps {missing}"
+
+
 @pytest.fixture(scope="module")
 def first_repro(clone):
     return run(["dvc", "repro"], clone)
