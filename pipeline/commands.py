@@ -47,24 +47,20 @@ def index(dataset: str, data_root: Path, out: Path | None, table: Path | None, s
     Prints samples per activity, group and subject, missing modalities, and skipped files with the reason.
     """
     from pipeline.datasets import build_index
-    from pipeline.index import write_index
+    from pipeline.index import index_report_path, write_index
 
     result = build_index(dataset, data_root, strict=strict, table=table)
     out = out or Path("cache") / dataset / "index.csv"
     write_index(result.samples, out, result.modalities)
-    report = out.with_name(out.stem + "_report.json")
-    counts = result.counts()
-    write_json(report, {
-        "dataset": dataset, "data_root": str(result.data_root), "table": str(result.table.path), "index": str(out),
-        **counts,
-        "skipped_files": [{"path": s.path, "reason": s.reason} for s in result.skipped],
-        "unknown_file_list": result.unknown,
-    })
-    click.echo(_summary(result, counts))
+    report = index_report_path(out)
+    write_json(report, result.report(str(out)))
+    click.echo(_summary(result, result.counts(), report))
     click.echo(f"index:  {out}\nreport: {report}")
 
 
-def _summary(result, counts: dict) -> str:
+def _summary(result, counts: dict, report: Path) -> str:
+    from pipeline.datasets.base import skipped_lines
+
     n = counts["samples"]
     lines = [f"{n} {result.dataset} samples under {result.data_root}",
              "per group:    " + ", ".join(f"{g} {c}" for g, c in counts["per_group"].items()),
@@ -76,10 +72,7 @@ def _summary(result, counts: dict) -> str:
     missing = [f"{m} {c}/{n}" for m, c in counts["missing"].items() if c]
     lines.append("missing modalities: " + (", ".join(missing) if missing else "none"))
     lines.append(f"skipped files: {len(result.skipped)}")
-    for skipped in result.skipped[:20]:
-        lines.append(f"  {skipped.path}: {skipped.reason}")
-    if len(result.skipped) > 20:
-        lines.append(f"  ... and {len(result.skipped) - 20} more (see the report)")
+    lines += skipped_lines(result.report(None)["skipped_files"], report)
     examples = ", ".join(Path(p).name for p in result.unknown[:3])
     lines.append(f"unknown files ignored: {len(result.unknown)}" + (f" (e.g. {examples})" if examples else ""))
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -38,9 +39,11 @@ import click
 import numpy as np
 
 from pipeline import cache as cache_store
+from pipeline.datasets.base import skipped_lines
 from pipeline.decode import DecodeError, DecodeWorker, decode_visual
 from pipeline.errors import MumuError
-from pipeline.index import Sample, read_index
+from pipeline.files import write_json
+from pipeline.index import Sample, index_report_path, read_index
 from pipeline.modalities import FEATURE_DIM, ModalitySpec, select_modalities
 from pipeline.params import read_params
 from pipeline.sensors import SensorError, align_streams, cut_windows, read_sensor
@@ -505,17 +508,22 @@ def run_extract(samples: list[Sample], dataset: str, modalities: list[ModalitySp
 # CLI
 
 
-def _load_samples(dataset: str, data_root: Path, index: Path | None) -> list[Sample]:
+def _load_samples(dataset: str, data_root: Path, index: Path | None, strict: bool) -> tuple[list[Sample], dict | None]:
+    """The samples, and the report of their indexing: files skipped as unreadable or malformed (their samples
+    keep the modality as missing). Read from beside --index (None when that has no report), or made here by
+    indexing --data-root, where `strict` stops at the first bad file as `cli.py index --strict` does."""
     if index is not None:
-        samples = read_index(index)
+        samples, report_path = read_index(index), index_report_path(index)
+        report = json.loads(report_path.read_text()) if report_path.is_file() else None
     else:
         from pipeline.datasets import build_index
 
-        samples = build_index(dataset, data_root).samples
+        result = build_index(dataset, data_root, strict=strict)
+        samples, report = result.samples, result.report(None)
     wrong = {s.dataset for s in samples} - {dataset}
     if wrong:
         raise MumuError(f"the index holds samples of {', '.join(sorted(wrong))}, not {dataset!r}")
-    return samples
+    return samples, report
 
 
 # An option left out takes its value from --params (see `params_defaults`), else from here.
@@ -549,7 +557,7 @@ def _from_params(key: str, **options: object) -> dict:
                                           help="dask worker processes on a local cluster; 0 = run in this process."))
 @click.option("--scheduler", default=None, help="tcp://HOST:PORT of an existing dask scheduler (instead of a local cluster).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N samples of the index (a quick try).")
-@click.option("--strict", is_flag=True, help="Exit non-zero when any sample had a failure.")
+@click.option("--strict", is_flag=True, help="Exit non-zero when any sample had a failure or a file was skipped when indexing (without --index: at the first such file).")
 @click.option("--overwrite", is_flag=True, help="Delete an existing cache at --cache and rebuild it.")
 @click.option("--rebuild-if-changed", is_flag=True,
               help="Rebuild an existing cache only when it was built with other settings (dvc.yaml uses this).")
@@ -587,14 +595,26 @@ def extract_command(params: str, data_root: Path | None, index_path: Path | None
     if data_root is None:
         data_root = Path(from_file["data_root"]) if dataset == from_file.get("dataset") and from_file.get("data_root") \
             else Path("data") / dataset
-    samples = _load_samples(dataset, data_root, index_path)
+    samples, index_report = _load_samples(dataset, data_root, index_path, strict)
+    skipped = index_report["skipped_files"] if index_report else []
+    # where the skipped files are listed: beside --index, else in the cache (written below)
+    cache_path = cache_path or Path("cache") / f"{dataset}.zarr"
+    report_path = index_report_path(index_path) if index_path else cache_path / "index_report.json"
+    if skipped:
+        click.echo(f"{len(skipped)} files were skipped when indexing (unreadable or malformed; their samples keep "
+                   f"the modality as missing):")
+        click.echo("\n".join(skipped_lines(skipped, report_path)))
+        if strict:
+            raise MumuError(f"{len(skipped)} files were skipped when indexing, the first {skipped[0]['path']}: "
+                            f"{skipped[0]['reason']} (--strict; all in {report_path})")
     if limit is not None:
         samples = samples[:limit]
-    cache_path = cache_path or Path("cache") / f"{dataset}.zarr"
     settings = ExtractSettings(**{field.name: value[field.name] for field in dataclasses.fields(ExtractSettings)})
     summary = run_extract(samples, dataset, specs, cache_path, settings, device, workers, scheduler, overwrite,
                           str(index_path) if index_path else None, rebuild_if_changed=rebuild_if_changed,
                           whole_index=limit is None)
+    if index_path is None:  # the cache exists now; its own indexing's report goes into it
+        write_json(report_path, index_report)
     rate = summary["frames"] / summary["seconds"] if summary["seconds"] else 0.0
     click.echo(f"{cache_path}: extracted {summary['done']} samples in {summary['parts']} parts "
                f"({summary['skipped_parts']} parts already complete), {summary['frames']} frames "

@@ -39,6 +39,11 @@ class Sample:
         return [m for m, p in self.paths.items() if not p]
 
 
+def index_report_path(index: str | Path) -> Path:
+    """Where `cli.py index` writes the report of an index (skipped files, counts): beside it, <stem>_report.json."""
+    return Path(index).with_name(Path(index).stem + "_report.json")
+
+
 def write_index(samples: list[Sample], path: str | Path, modalities: list[str]) -> None:
     with replaced_whole(path) as tmp, open(tmp, "w", newline="") as f:  # a reader never sees half an index
         writer = csv.writer(f)

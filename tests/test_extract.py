@@ -3,6 +3,7 @@ fingerprint refusal, resume after SIGKILL, dask == single process, real UTD-MHAD
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -367,3 +368,30 @@ def test_a_shorter_index_leaves_no_old_parts_behind(dataset, tmp_path):
                 whole_index=False)  # two samples fewer under --limit: the old last part repeats two samples
     with pytest.raises(MumuError, match=r"sample 'sample5' is in both part-000001 and part-000002; rerun"):
         FeatureCache(cache)
+
+
+def test_files_skipped_when_indexing_are_listed_recorded_and_stop_strict(tmp_path):
+    """A bad raw file is skipped by the indexing (its sample keeps the modality as missing); extract must say so,
+    record it (in the cache when it indexed the data root itself, beside --index otherwise) and fail --strict."""
+    from pipeline.commands import index as index_command
+    from tests.fixtures import write_mmact
+
+    root = write_mmact(tmp_path / "mmact")
+    bad_video = root / "Video_trimmed/subject2/cam1/scene3/session1/using_pc.mp4"  # not an MP4 (the fixture's fault)
+    cache = tmp_path / "c.zarr"
+    args = ["--dataset", "mmact", "--cache", str(cache), "--modalities", "acc_phone", "--params", "none",
+            "--workers", "0", "--device", "cpu", "--weights", "random"]
+    itself = CliRunner().invoke(extract_command, args + ["--data-root", str(root)])
+    assert itself.exit_code == 0, itself.output
+    assert "2 files were skipped when indexing" in itself.output and f"{bad_video}: not an MP4 file" in itself.output
+    recorded = json.loads((cache / "index_report.json").read_text())["skipped_files"]
+    assert {"path": str(bad_video), "reason": "not an MP4 file (no MP4 box at the start)"} in recorded
+    strict = CliRunner().invoke(extract_command, args + ["--data-root", str(root), "--strict"])
+    assert strict.exit_code != 0 and "empty file" in strict.output  # the first bad file, as `index --strict`
+
+    index = tmp_path / "index.csv"
+    assert CliRunner().invoke(index_command, ["--dataset", "mmact", "--data-root", str(root), "--out", str(index)]
+                              ).exit_code == 0
+    from_index = CliRunner().invoke(extract_command, args + ["--index", str(index), "--strict"])
+    assert from_index.exit_code != 0
+    assert "2 files were skipped when indexing" in from_index.output and str(tmp_path / "index_report.json") in from_index.output

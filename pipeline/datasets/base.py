@@ -48,6 +48,22 @@ class IndexResult:
             "unknown_files": len(self.unknown),
         }
 
+    def report(self, index: str | None) -> dict:
+        """The JSON report of this indexing: `cli.py index` writes it beside the index, `cli.py extract` (when it
+        indexes the data root itself) into the cache."""
+        return {"dataset": self.dataset, "data_root": str(self.data_root), "table": str(self.table.path),
+                "index": index, **self.counts(),
+                "skipped_files": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+                "unknown_file_list": self.unknown}
+
+
+def skipped_lines(skipped: list[dict], report: str | Path, shown: int = 20) -> list[str]:
+    """The printed list of a report's skipped files: "  PATH: reason", the first `shown` of them."""
+    lines = [f"  {s['path']}: {s['reason']}" for s in skipped[:shown]]
+    if len(skipped) > shown:
+        lines.append(f"  ... and {len(skipped) - shown} more (see {report})")
+    return lines
+
 
 class Recorder:
     """Collects skipped files; under ``strict`` the first one stops the run instead."""
