@@ -119,7 +119,7 @@ def decode_visual(path: str, kind: str, stride: int, image_size: int) -> tuple[n
     No timeout here; `DecodeWorker` adds it. Raises DecodeError with the reason.
     """
     if not Path(path).exists():
-        raise DecodeError(f"file not found: {path}")
+        raise DecodeError("file not found")
     if kind == "depth":
         return load_depth_frames(path, stride, image_size), "mat"
     try:

@@ -122,27 +122,32 @@ def load_raw_sample(sample: Sample, modalities: list[ModalitySpec], settings: Ex
             else:
                 inputs[spec.name] = decode_visual(path, spec.kind, settings.frame_stride, settings.image_size)[0]
         except DecodeError as e:
-            problems[spec.name] = f"{Path(path).name}: {e}"
+            problems[spec.name] = f"{path}: {e}"
     streams, missing_fraction = {}, {}
+    one_window_s = (settings.sensor_window - 1) / settings.sensor_rate_hz  # the shortest span that gives a window
     for spec in modalities:
         path = sample.paths.get(spec.name)
         if spec.visual or not path:
             continue
         try:
-            streams[spec.name] = read_sensor(sample.dataset, spec.name, path, spec.channels, spec.rate_hz)
-            missing_fraction[spec.name] = round(float(streams[spec.name].missing_fraction), 6)
+            stream = read_sensor(sample.dataset, spec.name, path, spec.channels, spec.rate_hz)
+            missing_fraction[spec.name] = round(float(stream.missing_fraction), 6)
+            span = float(stream.times[-1] - stream.times[0]) if stream.times is not None else None
+            if span is not None and span < one_window_s:  # it would cut every stream to less than a window
+                raise SensorError(f"the file covers {span:.3f} s, less than one window ({one_window_s:.3f} s)")
+            streams[spec.name] = stream
         except SensorError as e:
-            problems[spec.name] = f"{Path(path).name}: {e}"
+            problems[spec.name] = f"{path}: {e}"
     try:
         aligned = align_streams(streams, settings.sensor_rate_hz)  # {name: (T, C)}
     except SensorError as e:
-        problems.update({name: str(e) for name in streams})
+        problems.update({name: f"{sample.paths[name]}: {e}" for name in streams})
         aligned = {}
     for name, series in aligned.items():
         try:
             inputs[name] = cut_windows(series, settings.sensor_window, settings.sensor_stride)  # (S, W, C)
         except SensorError as e:
-            problems[name] = f"{Path(sample.paths[name]).name}: {e}"
+            problems[name] = f"{sample.paths[name]}: {e} in the time all of the sample's streams cover"
     return RawSample(sample, {spec.name: inputs.get(spec.name) for spec in modalities}, problems, missing_fraction)
 
 

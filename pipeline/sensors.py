@@ -15,8 +15,10 @@ Common time base (`align_streams`), the documented rule:
 
 Missing values: rows that fail to parse and NaN/inf values are dropped per channel before
 interpolation (so short gaps are bridged linearly); a channel without a single finite value
-becomes zeros; a stream with no finite value at all, an empty file or one shorter than a
-window is an error (`SensorError`) that the extractor records and treats as a missing modality.
+becomes zeros; a stream with no finite value at all, more than half of its expected samples missing
+(`MAX_MISSING_FRACTION`), an empty file or one shorter than a window is an error (`SensorError`) that the
+extractor records against that stream's file and treats as a missing modality. A clocked stream whose file
+covers less than one window is refused before the interval is set, so that it cannot shorten the others.
 Windows (`cut_windows`): non-overlapping by default, window 5 / stride 5, trailing remainder dropped.
 """
 from __future__ import annotations
@@ -33,6 +35,8 @@ import numpy as np
 UTD_SKELETON_EFFECTIVE_HZ = 19.0
 UTD_INERTIAL_HZ = 50.0
 MMACT_TIME_FORMAT = "%Y%m%d_%H:%M:%S.%f"
+# A stream missing more of its expected samples than this is refused rather than mostly interpolated.
+MAX_MISSING_FRACTION = 0.5
 
 
 class SensorError(Exception):
@@ -63,8 +67,10 @@ def parse_mmact_time(text: str) -> float:
 def read_mmact_csv(path: str | Path, rate_hz: float | None, channels: int = 3) -> SensorStream:
     """MMAct sensor CSV: no header, ``timestamp,x,y,z`` with timestamps like ``20181016_13:39:52.123``.
 
-    Rows are sorted by time and duplicate timestamps dropped (first kept); unparseable rows count
-    as missing. ``missing_fraction`` compares the valid rows with ``duration * rate_hz + 1``.
+    Rows are sorted by time and duplicate timestamps dropped (first kept); a row whose timestamp does not parse
+    counts as missing, and one whose values do not (text, too few or too many columns) keeps its time with
+    missing values, so that the stream still spans the time its file covers. ``missing_fraction`` compares the
+    rows with every value valid with ``duration * rate_hz + 1``.
     """
     times, rows, bad_rows = [], [], 0
     with open(path, newline="") as f:
@@ -73,15 +79,11 @@ def read_mmact_csv(path: str | Path, rate_hz: float | None, channels: int = 3) -
                 continue
             try:
                 t = parse_mmact_time(record[0])
-                values = [float(v) if v.strip() else np.nan for v in record[1:1 + channels]]
             except ValueError:
                 bad_rows += 1
                 continue
-            if len(values) != channels:
-                bad_rows += 1
-                continue
             times.append(t)
-            rows.append(values)
+            rows.append(_parse_values(record[1:], channels))
     if not rows:
         raise SensorError("empty CSV" if bad_rows == 0 else f"no parseable row in the CSV ({bad_rows} bad rows)")
     times = np.asarray(times, np.float64)
@@ -94,6 +96,15 @@ def read_mmact_csv(path: str | Path, rate_hz: float | None, channels: int = 3) -
     if rate_hz and len(times) > 1:
         expected = max(expected, int(round((times[-1] - times[0]) * rate_hz)) + 1)
     return SensorStream(values, times, rate_hz, 1.0 - valid / expected)
+
+
+def _parse_values(fields: list[str], channels: int) -> list[float]:
+    """One row's values; all missing (NaN) when the row has another number of them or one is not a number."""
+    try:
+        values = [float(v) if v.strip() else np.nan for v in fields]
+    except ValueError:
+        return [np.nan] * channels
+    return values if len(values) == channels else [np.nan] * channels
 
 
 def _load_mat_variable(path: str | Path, name: str) -> np.ndarray:
@@ -164,7 +175,7 @@ def read_sensor(dataset: str, modality: str, path: str | Path, channels: int, ra
     """Parse one sensor file of ``dataset``; raises SensorError with the reason."""
     path = Path(path)
     if not path.is_file():
-        raise SensorError(f"file not found: {path}")
+        raise SensorError("file not found")
     if dataset in ("mmact", "demo"):
         stream = read_mmact_csv(path, rate_hz, channels)
     elif dataset == "utd_mhad":
@@ -175,8 +186,12 @@ def read_sensor(dataset: str, modality: str, path: str | Path, channels: int, ra
         raise SensorError(f"no sensor parser for dataset {dataset!r}")
     if stream.values.shape[1] != channels:
         raise SensorError(f"{stream.values.shape[1]} channels, expected {channels}")
-    if not np.isfinite(stream.values).any():  # refused here, so the sample's other streams are still aligned
+    # refused here, so that the sample's other streams are aligned without it
+    if not np.isfinite(stream.values).any():
         raise SensorError("the stream has no finite value")
+    if stream.missing_fraction > MAX_MISSING_FRACTION:
+        raise SensorError(f"{100 * stream.missing_fraction:.0f} % of the expected samples are missing or unreadable "
+                          f"(more than {100 * MAX_MISSING_FRACTION:.0f} % would be bridged by interpolation)")
     return stream
 
 

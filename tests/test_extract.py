@@ -123,11 +123,12 @@ def test_bad_inputs_are_recorded_and_the_rest_continues(dataset):
     cache = FeatureCache(dataset["cache"])
     assert [s.sample_id for s in cache.samples] == ["sample0", "sample1", "sample2", "sample3", "sample5"]
     assert set(cache.failures) == {"sample3", "sample4"}
-    assert "rgb_cam1: sample3.mp4:" in cache.failures["sample3"]
+    root = dataset["root"]  # every reason names its file by its full path
+    assert f"rgb_cam1: {root / 'sample3.mp4'}:" in cache.failures["sample3"]
     assert cache.read("sample3")["rgb_cam1"] is None and cache.read("sample3")["gyro"] is not None
     reason = cache.failures["sample4"]
-    assert "rgb_cam1: sample4.mp4:" in reason and "acc_phone: sample4_acc.csv: empty CSV" in reason
-    assert "gyro: missing_gyro.csv: file not found" in reason
+    assert f"rgb_cam1: {root / 'sample4.mp4'}:" in reason and f"acc_phone: {root / 'sample4_acc.csv'}: empty CSV" in reason
+    assert f"gyro: {root / 'missing_gyro.csv'}: file not found" in reason
     assert cache.read("sample5")["rgb_cam1"] is None  # missing in the index: not a failure
     assert dataset["summary"]["unusable"] == ["sample4"]
 
@@ -149,8 +150,35 @@ def test_an_all_nan_stream_is_missing_and_the_others_are_kept(tmp_path):
                     scene=1, views=[], paths={"acc_phone": str(acc), "gyro": str(gyro)})
     raw = load_raw_sample(sample, select_modalities("demo", "acc_phone,gyro"), SETTINGS)
     assert raw.inputs["acc_phone"] is None
-    assert raw.problems == {"acc_phone": "s_acc.csv: the stream has no finite value"}
+    assert raw.problems == {"acc_phone": f"{acc}: the stream has no finite value"}
     assert raw.inputs["gyro"].shape == (10, 5, 3)  # 50 steps at 50 Hz, windows of 5
+
+
+@pytest.mark.parametrize("fault", ["short_rows", "text_tail", "short_file"])
+def test_a_broken_sensor_file_costs_its_own_stream_only(tmp_path, fault):
+    """The accelerometer and the gyroscope share one time base; a gyroscope file broken after its first rows
+    (too few columns, or text values), or covering too short a time, must lose the gyroscope alone, with the
+    reason recorded against its file, and leave the accelerometer its whole recording."""
+    rng = np.random.default_rng(0)
+    acc, gyro = tmp_path / "s_acc.csv", tmp_path / "s_gyro.csv"
+    write_mmact_csv(acc, T0, 100, rng.normal(size=(100, 3)))  # 1 s
+    write_mmact_csv(gyro, T0, 50, rng.normal(size=(50 if fault != "short_file" else 3, 3)))
+    lines = gyro.read_text().splitlines()
+    if fault == "short_rows":  # every row after the first lacks its last value
+        lines = lines[:1] + [line.rsplit(",", 1)[0] for line in lines[1:]]
+    elif fault == "text_tail":  # values unreadable from row 12 on
+        lines = lines[:11] + [line.split(",")[0] + ",x,y,z" for line in lines[11:]]
+    gyro.write_text("\n".join(lines) + "\n")
+    sample = Sample("s", "demo", subject=1, activity="walk", activity_id=0, group="g", group_id=0, session=1,
+                    scene=1, views=[], paths={"acc_phone": str(acc), "gyro": str(gyro)})
+    clean_acc = load_raw_sample(dataclasses.replace(sample, paths={"acc_phone": str(acc)}),
+                                select_modalities("demo", "acc_phone"), SETTINGS).inputs["acc_phone"]
+    raw = load_raw_sample(sample, select_modalities("demo", "acc_phone,gyro"), SETTINGS)
+    assert raw.inputs["gyro"] is None and list(raw.problems) == ["gyro"]
+    assert raw.problems["gyro"].startswith(f"{gyro}: ")
+    assert ("less than one window" if fault == "short_file" else "% of the expected samples are missing") \
+        in raw.problems["gyro"]
+    np.testing.assert_array_equal(raw.inputs["acc_phone"], clean_acc)  # (10, 5, 3): all of its second
 
 
 def test_rerun_is_a_no_op_and_strict_fails_on_recorded_failures(dataset):
@@ -235,7 +263,7 @@ def test_a_copied_or_moved_dataset_is_not_extracted_again(tmp_path):
     # part-000000 (two clean samples) is kept; part-000001 lists a file that is missing in both places, and
     # its recorded failure names the old path, so it is redone
     assert (summary["parts"], summary["skipped_parts"]) == (1, 1)
-    assert summary["failures"]["sample2"].endswith(str(tmp_path / "b/missing_gyro.csv"))
+    assert summary["failures"]["sample2"].endswith(f"{tmp_path / 'b/missing_gyro.csv'}: file not found")
     after = FeatureCache(tmp_path / "c.zarr")
     for sid, inputs in before.items():
         for m, value in inputs.items():
