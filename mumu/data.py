@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mumu.encoders import step_mask
 from pipeline.errors import MumuError
+from pipeline.files import write_json
 from pipeline.index import Sample
 from pipeline.modalities import ModalitySpec
 
@@ -174,13 +175,18 @@ class RawDataset(StepDataset):
     The sensor time base is the interval all of the sample's sensor streams cover, so all of the
     dataset's sensor modalities are read even when only some are trained on (as extraction does);
     only the selected visual modalities are decoded.
+
+    A selected modality whose file cannot be used is missing from the sample, as in a cache; with
+    `problems_dir`, the reasons are written there once per sample (<sample_id>.json: {modality: reason}),
+    from whichever process loads it, as extraction records them in the cache.
     """
 
     def __init__(self, samples: Sequence[Sample], modalities: Sequence[ModalitySpec], max_steps: dict[str, int],
                  train: bool, seed: int, settings: ExtractSettings, transform: Transform | None = None,
-                 time_crop: float = 0.0):
+                 time_crop: float = 0.0, problems_dir: Path | None = None):
         super().__init__(samples, modalities, max_steps, train, seed, transform, time_crop)
         self.settings = settings
+        self.problems_dir = problems_dir
 
     def load(self, sample: Sample, choose: Callable[[str, int], np.ndarray]) -> dict[str, torch.Tensor | None]:
         from pipeline.extract import load_raw_sample
@@ -188,8 +194,13 @@ class RawDataset(StepDataset):
 
         selected = {spec.name for spec in self.modalities}
         to_load = [s for s in dataset_modalities(sample.dataset) if s.name in selected or not s.visual]
+        raw = load_raw_sample(sample, to_load, self.settings)
+        problems = {name: reason for name, reason in raw.problems.items() if name in selected}
+        record = self.problems_dir / f"{sample.sample_id}.json" if self.problems_dir and problems else None
+        if record is not None and not record.exists():
+            write_json(record, problems)
         # visual uint8 frames (S, H, W, 3); sensor (S, W, C) float32
-        return self.take_steps(load_raw_sample(sample, to_load, self.settings).inputs, choose)
+        return self.take_steps(raw.inputs, choose)
 
 
 def valid_steps(x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:

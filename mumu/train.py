@@ -6,6 +6,7 @@ cross_subject / cross_session / odd_even, one per held-out subject for loso):
     RUN_DIR/config.yaml                 resolved settings
     RUN_DIR/checkpoints/best.ckpt       the tested epoch, by `train.select` (+ last.ckpt, to resume)
     RUN_DIR/inputs.json                 hashes of the code and the data the run began with
+    RUN_DIR/input_problems/<id>.json    raw training only: a sample's unusable inputs, {modality: reason}
     RUN_DIR/split.json                  the sample ids of train / val / test
     RUN_DIR/metrics.json                test macro-F1, top-1 accuracy, group accuracy, per-class F1
     RUN_DIR/predictions.csv             one row per test sample
@@ -324,6 +325,7 @@ class RunData:
     activity_names: list[str]
     group_names: list[str]
     samples: list[Sample]
+    problems_dir: Path | None = None  # raw training: where unusable inputs are recorded (RawDataset)
 
     @property
     def max_steps(self) -> dict[str, int]:
@@ -344,7 +346,7 @@ class RunData:
         transform = SensorTransform.from_params(self.cfg.transforms)  # skeleton frame; augmentation if train
         if self.cfg.source == "raw":
             return RawDataset(samples, self.specs, self.max_steps, train, self.cfg.seed, self.cfg.extract, transform,
-                              self.cfg.time_crop)
+                              self.cfg.time_crop, self.problems_dir)
         return CacheDataset(self.cfg.cache_path, samples, self.specs, self.max_steps, train, self.cfg.seed, transform,
                             self.cfg.time_crop)
 
@@ -499,12 +501,18 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
         save_config(cfg, run_dir / "config.yaml")
         if not (run_dir / INPUTS).is_file():  # what the run began with; a resume keeps the first record
             write_json(run_dir / INPUTS, inputs)
+    if cfg.source == "raw":
+        data = replace(data, problems_dir=run_dir / INPUT_PROBLEMS)
     fold_metrics: dict[str, dict] = {}
     for split in splits:
         fold_dir = run_dir / split.name if several else run_dir
         if several and _is_launcher():
             save_config(cfg, fold_dir / "config.yaml")
         fold_metrics[split.name] = _train_split(data, split, fold_dir, resume, callbacks or [], progress)
+    recorded = sorted((run_dir / INPUT_PROBLEMS).glob("*.json"))
+    if recorded and _is_launcher():
+        click.echo(f"warning: {len(recorded)} samples had unusable raw inputs, used without those modalities (as "
+                   f"extract would record them): {run_dir / INPUT_PROBLEMS}/<sample_id>.json", err=True)
     return _finish_run(run_dir, fold_metrics)
 
 
@@ -604,6 +612,7 @@ def _is_launcher() -> bool:
 
 
 INPUTS = "inputs.json"
+INPUT_PROBLEMS = "input_problems"  # raw training: one {modality: reason} file per sample with an unusable input
 
 
 def training_code() -> list[Path]:

@@ -520,3 +520,18 @@ def test_restart_if_changed_resumes_the_same_run_and_starts_a_changed_one_afresh
     assert train(lr=0.5) == [0, 1]  # other settings: afresh, not refused
     assert "its settings changed" in capsys.readouterr().err
     assert load_run(tmp_path / "run").config.lr == 0.5
+
+
+def test_raw_training_records_an_unusable_input_and_warns(tiny_demo, tmp_path, capsys):  # noqa: F811
+    """From raw files, a video that passes the index's header check but does not decode is used as a missing
+    modality (as in a cache); the run records the reason against the file and says so."""
+    root = shutil.copytree(tiny_demo.root, tmp_path / "demo")
+    video = sorted((root / "video").glob("subject1/cam1/*/*/*.mp4"))[0]
+    video.write_bytes(video.read_bytes()[:600])  # the MP4 header survives, the frames do not
+    train_once(tiny_demo.config(tmp_path / "raw", source="raw", data_root=str(root), modalities="rgb_cam1,acc_phone",
+                                max_epochs=1), progress=False)
+    recorded = list((tmp_path / "raw" / "input_problems").glob("*.json"))
+    assert len(recorded) == 1
+    reasons = json.loads(recorded[0].read_text())
+    assert list(reasons) == ["rgb_cam1"] and reasons["rgb_cam1"].startswith(f"{video}: ")
+    assert "1 samples had unusable raw inputs" in capsys.readouterr().err
