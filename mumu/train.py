@@ -438,8 +438,12 @@ class SampleSplit:
 
 def split_samples(data: RunData) -> list[SampleSplit]:
     """The protocol's splits (pipeline/splits.py), as Samples; an empty part is a MumuError there."""
+    from pipeline.cache import incomplete_parts_note
     from pipeline.splits import make_splits
     cfg = data.cfg
+    note = incomplete_parts_note(cfg.cache_path) if cfg.source == "cache" else None
+    if note and _is_launcher():  # before a split comes out short or empty for want of those samples
+        click.echo(f"warning: {note}", err=True)
     by_id = {s.sample_id: s for s in data.samples}
     return [SampleSplit(split.name, *([by_id[i] for i in getattr(split, part)] for part in ("train", "val", "test")))
             for split in make_splits(data.samples, cfg.dataset, cfg.protocol, cfg.val_fraction, cfg.seed)]

@@ -12,10 +12,13 @@ Layout::
     CACHE/.readers                        readers' shared lock: parts are never deleted under a reader
 
 A part is written by one process into ``.staging`` and renamed into ``parts/`` when complete,
-so a part is either absent or whole (one writer per shard; a kill leaves only staging debris).
+so a part is either absent or whole (one writer per shard; a kill leaves only staging debris). A folder in
+``parts/`` without its zarr.json was therefore damaged after the fact: readers leave it out and say so, and the
+next extract redoes it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -23,6 +26,7 @@ import os
 import shutil
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -55,6 +59,10 @@ class CacheLock:
         self._readers = None
 
     def __enter__(self) -> CacheLock:
+        # Refuse a folder that is not a cache before the lock file is added to it. A cache being rebuilt has
+        # its .lock already (and may lack its zarr.json for a moment): the flock below refuses that one.
+        if not (self.path / LOCK).exists() and not _no_cache_yet(self.path):
+            _read_header(self.path, check_format=False)
         self.path.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path / LOCK, "a+")
         try:
@@ -114,9 +122,9 @@ def prepare_cache(path: str | Path, header: dict, overwrite: bool, rebuild_if_ch
     import zarr
 
     path = Path(path)
-    contents = [e for e in path.iterdir() if e.name not in (LOCK, READERS)] if path.is_dir() else []
+    contents = _contents(path)
     # A non-empty folder that is not a mumu cache raises here: nothing is ever deleted from it.
-    existing = _read_header(path, check_format=False) if contents else None
+    existing = None if _no_cache_yet(path) else _read_header(path, check_format=False)
     if existing is not None and not overwrite:
         old = {**existing.get("fingerprint", {}), "format": existing.get("format")}
         new = {**header["fingerprint"], "format": FORMAT_VERSION}
@@ -143,15 +151,50 @@ def part_name(index: int) -> str:
     return f"part-{index:06d}"
 
 
-def read_part_attrs(path: str | Path) -> dict[str, dict]:
-    """{part name: attrs} of the complete parts in the cache."""
+def _part_folders(path: str | Path) -> list[Path]:
     parts_dir = Path(path) / PARTS
+    return sorted(parts_dir.glob("part-*")) if parts_dir.is_dir() else []
+
+
+def read_part_attrs(path: str | Path) -> dict[str, dict]:
+    """{part name: attrs} of the complete parts in the cache; MumuError naming a part whose zarr.json is damaged."""
     found = {}
-    for entry in sorted(parts_dir.glob("part-*")) if parts_dir.is_dir() else []:
+    for entry in _part_folders(path):
         meta = entry / "zarr.json"
         if meta.is_file():
-            found[entry.name] = json.loads(meta.read_text())["attributes"]
+            with _reading_part(entry, "zarr.json"):
+                found[entry.name] = json.loads(meta.read_text())["attributes"]
     return found
+
+
+def incomplete_parts(path: str | Path) -> list[str]:
+    """Part folders without their zarr.json: never complete (parts are renamed into place whole), so readers
+    leave them out; the next extract replaces them. Staging debris of a killed run is not counted."""
+    return [entry.name for entry in _part_folders(path) if not (entry / "zarr.json").is_file()]
+
+
+def incomplete_parts_note(path: str | Path) -> str | None:
+    """What readers tell the user about `incomplete_parts`, or None when there are none."""
+    names = incomplete_parts(path)
+    if not names:
+        return None
+    return (f"{Path(path) / PARTS}: {len(names)} part folder(s) without their zarr.json, so not complete and left "
+            f"out: {', '.join(names)}; rerun the same `cli.py extract` to redo them")
+
+
+@contextlib.contextmanager
+def _reading_part(part_dir: Path, what: str) -> Iterator[None]:
+    """Whatever json, zarr or the codec raises on a damaged part, the cure is the same: one line saying it."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001
+        raise MumuError(f"{part_dir}: {what} cannot be read ({_described(e)}); the part is damaged: delete that "
+                        "folder and rerun the same `cli.py extract` to redo it") from None
+
+
+def _described(error: Exception) -> str:
+    """An error in one line: its type and the first line of its message."""
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
 
 
 def remove_part(path: str | Path, name: str) -> None:
@@ -213,14 +256,35 @@ def write_part(path: str | Path, name: str, modalities: list[ModalitySpec], samp
 
 
 def clear_staging(path: str | Path) -> None:
-    """Leftovers of killed writers. Only call while holding `CacheLock`."""
+    """Drop what no reader sees: leftovers of killed writers and incomplete part folders (a part folder must be
+    absent before its part can be renamed into place). Only call while holding `CacheLock`."""
     shutil.rmtree(Path(path) / STAGING, ignore_errors=True)
+    for name in incomplete_parts(path):
+        remove_part(path, name)
+
+
+def _contents(path: Path) -> list[Path]:
+    """What a folder holds besides the locks ([] for anything that is not a folder)."""
+    return [e for e in path.iterdir() if e.name not in (LOCK, READERS)] if path.is_dir() else []
+
+
+def _no_cache_yet(path: Path) -> bool:
+    """Nothing there, or an empty folder (locks aside): a place to extract a new cache into."""
+    return not path.exists() or (path.is_dir() and not _contents(path))
 
 
 def _read_header(path: Path, check_format: bool = True) -> dict:
+    meta = path / "zarr.json"
+    if not meta.is_file():
+        raise MumuError(f"{path} is not a mumu feature cache (a cache is a folder with a zarr.json)")
     try:
-        attrs = json.loads((path / "zarr.json").read_text())["attributes"][ATTRS_KEY]
-    except (OSError, KeyError, ValueError):
+        document = json.loads(meta.read_text())
+    except (OSError, ValueError) as e:  # ValueError: invalid JSON or UTF-8
+        raise MumuError(f"{meta} cannot be read ({_described(e)}): {path} is not a mumu feature cache, or one "
+                        "whose header is damaged (delete that one and rerun `cli.py extract`)") from None
+    try:
+        attrs = document["attributes"][ATTRS_KEY]
+    except (KeyError, TypeError):
         raise MumuError(f"{path} is not a mumu feature cache (no {ATTRS_KEY} attributes in zarr.json)") from None
     if check_format and attrs.get("format") != FORMAT_VERSION:
         raise MumuError(f"{path}: cache format {attrs.get('format')}, this code reads format {FORMAT_VERSION}; "
@@ -240,7 +304,7 @@ class FeatureCache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        if not (self.path / "zarr.json").is_file():
+        if _no_cache_yet(self.path):  # anything else that is not a cache is named so by _read_header
             raise MumuError(f"{self.path}: no feature cache here; run `python cli.py extract --cache {self.path}`")
         self._read_lock = _hold_read_lock(self.path)  # released when this object is garbage-collected
         header = _read_header(self.path)
@@ -270,12 +334,17 @@ class FeatureCache:
         return len(self.samples)
 
     def _modality(self, part: str, modality: str) -> tuple[np.ndarray, object]:
+        """(offsets, lazy values) of one modality of one part; MumuError naming the array that cannot be read."""
         key = (part, modality)
         if key not in self._arrays:
             import zarr
 
-            group = zarr.open_group(str(self.path / PARTS / part), mode="r")
-            self._arrays[key] = (group[f"{modality}/offsets"][:], group[f"{modality}/values"])
+            part_dir = self.path / PARTS / part
+            with _reading_part(part_dir, f"{modality}/offsets"):
+                offsets = zarr.open_array(str(part_dir / modality / "offsets"), mode="r")[:]
+            with _reading_part(part_dir, f"{modality}/values"):
+                values = zarr.open_array(str(part_dir / modality / "values"), mode="r")
+            self._arrays[key] = (offsets, values)
         return self._arrays[key]
 
     def read(self, sample_id: str) -> dict[str, np.ndarray | None]:
@@ -287,15 +356,10 @@ class FeatureCache:
                             + (f" (extraction failed: {reason})" if reason else "")) from None
         out = {}
         for spec in self.modalities:
-            try:
-                offsets, values = self._modality(part, spec.name)
+            offsets, values = self._modality(part, spec.name)
+            with _reading_part(self.path / PARTS / part, f"{spec.name} of {sample_id!r}"):
                 start, stop = int(offsets[position]), int(offsets[position + 1])
                 out[spec.name] = values[start:stop] if stop > start else None
-            except Exception as e:  # noqa: BLE001 - whatever zarr or the codec raises, the cure is the same
-                reason = (str(e).splitlines() or [""])[0]
-                raise MumuError(f"{self.path / PARTS / part}: {spec.name} of {sample_id!r} cannot be read "
-                                f"({type(e).__name__}: {reason}); the part is damaged: delete that folder and rerun "
-                                "the same `cli.py extract` to redo it") from None
         return out
 
     def stored_bytes(self) -> dict[str, int]:
@@ -319,6 +383,9 @@ def cache_info_command(path: Path, show_failures: int) -> None:
     cache = FeatureCache(path)
     click.echo(f"{path}: {cache.dataset}, {len(cache)} samples in {len(cache.parts)} parts, "
                f"{len(cache.failures)} with failures")
+    incomplete = incomplete_parts_note(path)
+    if incomplete:
+        click.echo(f"warning: {incomplete}")
     sizes = cache.stored_bytes()
     for spec in cache.modalities:
         present, steps = 0, 0

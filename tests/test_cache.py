@@ -1,5 +1,10 @@
-"""The zarr feature cache: ragged round trip, fingerprint refusal, the writer lock, cache-info."""
+"""The zarr feature cache: ragged round trip, fingerprint refusal, the writer lock, cache-info, damaged caches."""
 from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +16,7 @@ from pipeline.errors import MumuError
 from pipeline.index import Sample
 from pipeline.modalities import ModalitySpec
 
+ROOT = Path(__file__).resolve().parents[1]
 SPECS = [ModalitySpec("rgb", "video"), ModalitySpec("imu", "sensor", 2, 3, 50.0)]
 
 
@@ -113,6 +119,63 @@ def test_not_a_cache_is_a_clear_error(tmp_path):
         FeatureCache(tmp_path / "other.zarr")
 
 
+def test_cache_info_on_something_else_says_it_is_not_a_cache_rather_than_to_extract_into_it(tmp_path):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "a01_s1_t1_inertial.mat").write_bytes(b"raw data")
+    (tmp_path / "index.csv").write_text("sample_id,dataset\ns1,demo\n")
+    for path in (tmp_path / "raw", tmp_path / "index.csv"):
+        result = CliRunner().invoke(cache_info_command, [str(path)])
+        assert result.exit_code == 2  # a MumuError: one line, no traceback
+        assert f"Error: {path} is not a mumu feature cache" in result.output and "extract" not in result.output
+    result = CliRunner().invoke(cache_info_command, [str(tmp_path / "new.zarr")])
+    assert f"run `python cli.py extract --cache {tmp_path / 'new.zarr'}`" in result.output  # nothing there yet
+
+
+def test_cache_info_reports_a_part_folder_without_its_zarr_json_but_not_staging_debris(tmp_path):
+    make_cache(tmp_path / "c.zarr", np.random.default_rng(0))
+    (tmp_path / "c.zarr" / ".staging" / "part-000002-deadbeef").mkdir(parents=True)  # a killed writer's: normal
+    assert "warning" not in CliRunner().invoke(cache_info_command, [str(tmp_path / "c.zarr")]).output
+    (tmp_path / "c.zarr" / "parts" / "part-000000" / "zarr.json").unlink()
+    result = CliRunner().invoke(cache_info_command, [str(tmp_path / "c.zarr")])
+    assert result.exit_code == 0, result.output
+    assert "1 samples in 1 parts" in result.output
+    assert (f"warning: {tmp_path / 'c.zarr' / 'parts'}: 1 part folder(s) without their zarr.json, so not complete "
+            "and left out: part-000000; rerun the same `cli.py extract` to redo them") in result.output
+
+
+def randomise(path: Path) -> None:
+    path.write_bytes(np.random.default_rng(0).bytes(200))
+
+
+@pytest.mark.parametrize("damaged, named", [
+    ("parts/part-000001/imu/values/zarr.json", "parts/part-000001: imu/values cannot be read (UnicodeDecodeError"),
+    ("parts/part-000001/rgb/offsets/zarr.json", "parts/part-000001: rgb/offsets cannot be read (UnicodeDecodeError"),
+    ("parts/part-000001/zarr.json", "parts/part-000001: zarr.json cannot be read (UnicodeDecodeError"),
+])
+def test_cache_info_names_a_damaged_part_and_the_cure(tmp_path, damaged, named):
+    make_cache(tmp_path / "c.zarr", np.random.default_rng(0))
+    randomise(tmp_path / "c.zarr" / damaged)
+    result = CliRunner().invoke(cache_info_command, [str(tmp_path / "c.zarr")])
+    assert result.exit_code == 2  # a MumuError: one line, no traceback
+    assert f"Error: {tmp_path / 'c.zarr'}/{named}" in result.output
+    assert "the part is damaged: delete that folder and rerun the same `cli.py extract`" in result.output
+
+
+def test_a_part_zarr_json_that_is_not_json_is_named(tmp_path):
+    make_cache(tmp_path / "c.zarr", np.random.default_rng(0))
+    (tmp_path / "c.zarr" / "parts" / "part-000000" / "zarr.json").write_text('{"attributes": ')
+    with pytest.raises(MumuError, match=r"parts/part-000000: zarr.json cannot be read \(JSONDecodeError"):
+        FeatureCache(tmp_path / "c.zarr")
+
+
+def test_a_damaged_root_zarr_json_is_named(tmp_path):
+    make_cache(tmp_path / "c.zarr", np.random.default_rng(0))
+    randomise(tmp_path / "c.zarr" / "zarr.json")
+    result = CliRunner().invoke(cache_info_command, [str(tmp_path / "c.zarr")])
+    assert result.exit_code == 2  # a MumuError: one line, no traceback
+    assert f"Error: {tmp_path / 'c.zarr' / 'zarr.json'} cannot be read (UnicodeDecodeError" in result.output
+
+
 def test_cache_info_summarises(tmp_path):
     make_cache(tmp_path / "c.zarr", np.random.default_rng(0))
     result = CliRunner().invoke(cache_info_command, [str(tmp_path / "c.zarr")])
@@ -122,3 +185,69 @@ def test_cache_info_summarises(tmp_path):
     assert "failed s3: rgb: s3.avi: the video has no frames" in result.output
     assert '"frame_stride": 3' in result.output and '"git_commit": "x"' in result.output
     assert "frame features computed in: not recorded (2 parts)" in result.output  # parts written without it
+
+
+# ---------------------------------------------------------------------------------------------
+# with extract and train: a small demo cache of sensors, three subjects in parts of one subject each
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> dict:
+    from pipeline.datasets import build_index
+    from pipeline.demo import write_demo_dataset
+    from pipeline.extract import ExtractSettings
+
+    base = tmp_path_factory.mktemp("demo")
+    root = write_demo_dataset(base / "demo", n_subjects=3, n_sessions=1, n_frames=9, frame_size=32)
+    demo = {"samples": build_index("demo", root).samples, "settings": ExtractSettings(image_size=32, part_size=6)}
+    extract(demo, base / "c.zarr")
+    return {**demo, "cache": base / "c.zarr"}
+
+
+def extract(demo: dict, cache: Path) -> dict:
+    from pipeline.extract import run_extract
+    from pipeline.modalities import select_modalities
+
+    return run_extract(demo["samples"], "demo", select_modalities("demo", "acc_phone,gyro"), cache, demo["settings"],
+                       show_progress=False)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes | None, int]]:
+    """Every entry's bytes and mtime, the folder's own included (adding and removing a file changes it)."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None, p.stat().st_mtime_ns)
+            for p in [folder, *sorted(folder.rglob("*"))]}
+
+
+def test_a_failed_extract_into_a_folder_that_is_not_a_cache_leaves_it_as_it_was(demo, tmp_path):
+    (tmp_path / "data" / "sub").mkdir(parents=True)
+    (tmp_path / "data" / "notes.txt").write_text("keep me")
+    (tmp_path / "data" / "sub" / "x.csv").write_text("1,2,3\n")
+    before = snapshot(tmp_path / "data")
+    with pytest.raises(MumuError, match=f"{tmp_path / 'data'} is not a mumu feature cache"):
+        extract(demo, tmp_path / "data")
+    assert snapshot(tmp_path / "data") == before
+
+
+def test_rerunning_extract_redoes_a_part_folder_without_its_zarr_json(demo, tmp_path):
+    shutil.copytree(demo["cache"], tmp_path / "c.zarr")
+    (tmp_path / "c.zarr" / "parts" / "part-000001" / "zarr.json").unlink()
+    result = extract(demo, tmp_path / "c.zarr")
+    assert (result["parts"], result["skipped_parts"]) == (1, 2)
+    assert len(FeatureCache(tmp_path / "c.zarr")) == len(demo["samples"])
+    assert "warning" not in CliRunner().invoke(cache_info_command, [str(tmp_path / "c.zarr")]).output
+
+
+def test_training_on_a_cache_with_incomplete_parts_warns_naming_them(demo, tmp_path):
+    shutil.copytree(demo["cache"], tmp_path / "c.zarr")
+    for name in ("part-000000", "part-000001"):  # subjects 1 and 2: cross_subject has no one left to train on
+        (tmp_path / "c.zarr" / "parts" / name / "zarr.json").unlink()
+    (tmp_path / "params.yaml").write_text("extract:\n  image_size: 32\n")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "train", "--params", str(tmp_path / "params.yaml"), "--dataset", "demo",
+         "--cache", str(tmp_path / "c.zarr"), "--modalities", "acc_phone,gyro", "--protocol", "cross_subject",
+         "--max-epochs", "1", "--embed-dim", "8", "--accelerator", "cpu", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert (f"warning: {tmp_path / 'c.zarr' / 'parts'}: 2 part folder(s) without their zarr.json, so not complete "
+            "and left out: part-000000, part-000001; rerun the same `cli.py extract` to redo them") in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: protocol cross_subject on demo")
