@@ -1,10 +1,11 @@
 """The training configuration: one typed object resolved from params.yaml and the command line.
 
-Precedence, lowest first: the dataclass defaults, params.yaml (top-level keys such as `dataset`,
-`protocol`, `modalities`; the `train:` block; the `extract:` block, whose settings a cache must match
-and the raw path applies),
-then explicit overrides (CLI options). The resolved object is written to RUN_DIR/config.yaml, and
-`load_config` reads it back, so a run directory says exactly how it was made.
+Precedence, lowest first: the dataclass defaults, params.yaml (the shared top-level keys `dataset`,
+`data_root`, `protocol`, `modalities`; the `train:` block; the `extract:` block, whose settings a cache must
+match and the raw path applies), then explicit overrides (CLI options). Every value's type and range are
+checked here, before anything is written, and an error names the file (or the command line) and the key.
+The resolved object is written to RUN_DIR/config.yaml, and `load_config` reads it back, so a run directory
+says exactly how it was made.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -24,7 +25,7 @@ from pipeline.errors import MumuError
 from pipeline.extract import ExtractSettings  # the settings a cache is built with; raw mode applies them
 from pipeline.files import write_text
 from pipeline.modalities import select_modalities
-from pipeline.params import read_params
+from pipeline.params import SHARED, check_types, extract_settings, read_params, reject_unknown
 
 SELECTIONS = ("macro_f1", "nll", "last")  # the keys of mumu.train.SELECTION_METRICS
 
@@ -114,97 +115,104 @@ class TrainConfig:
 
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)} - {"extract"}
 _EXTRACT_KEYS = {f.name for f in dataclasses.fields(ExtractSettings)}
+_COMMAND_LINE = "command line"  # the origin named for options (overrides), as a params file's path names its values
+
+# One setting's own allowed values: (test, what the message says of them). Settings that must agree with others
+# are checked in `_validate`, once all sources are merged.
+_CHOICES = {"model": ARCHS, "source": ("cache", "raw"), "sensor_encoder": SENSOR_ENCODERS, "gm_gate": GM_GATES,
+            "gm_merge": GM_MERGES, "fusion_init": FUSION_INITS, "fusion_norm": FUSION_NORMS,
+            "modality_dropout_mode": MODALITY_DROPOUT_MODES, "modality_dropout_as": MODALITY_DROPOUT_AS,
+            "select": SELECTIONS}
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **{name: (lambda v: v >= 1, "must be >= 1") for name in (
+        "max_epochs", "batch_size", "max_steps_visual", "max_steps_sensor", "embed_dim", "conv_channels",
+        "kernel_size", "num_nodes", "cpu_threads")},
+    "lstm_layers": (lambda v: v >= 0, "must be >= 0 (0 = no LSTM)"),
+    "num_workers": (lambda v: v >= 0, "must be >= 0 (0 = load in the main process)"),
+    "max_pools": (lambda v: 0 <= v <= 2, "must be 0, 1 or 2"),
+    "lr": (lambda v: v >= 0, "must be >= 0"),  # what AdamW accepts
+    "weight_decay": (lambda v: v >= 0, "must be >= 0"),
+    "dropout": (lambda v: 0 <= v < 1, "is a probability in [0, 1)"),
+    "fusion_kl": (lambda v: v >= 0, "is a loss weight, >= 0"),
+    "unimodal_aux": (lambda v: v >= 0, "is a loss weight, >= 0"),
+    "modality_dropout": (lambda v: 0 <= v < 1, "is a probability in [0, 1)"),
+    "warmup": (lambda v: 0 <= v < 1, "is a fraction of the training steps, in [0, 1)"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "ema_decay": (lambda v: 0 <= v < 1, "is the per-step decay of the weight average, in [0, 1)"),
+    "time_crop": (lambda v: 0 <= v < 0.5, "is the fraction cut at most at each end, in [0, 0.5)"),
+    "val_fraction": (lambda v: 0 < v < 1, "must be between 0 and 1"),
+    "devices": (lambda v: re.fullmatch(r"auto|\d+(,\d+)*,?", v),
+                "is 'auto', a device count (2) or device ids separated by commas (0,1)"),
+}
+
+
+def _checked(values: dict[str, Any], origin: str, prefix: str = "") -> dict[str, Any]:
+    """One source's training settings (`prefix`: where the keys sit in it, e.g. "train."): names, types and each
+    value's own range checked, so that an error names the source (`origin`) and the key."""
+    reject_unknown(values, _TRAIN_KEYS, f"{origin}: unknown training setting(s)")
+    values = dict(values)
+    if isinstance(values.get("devices"), (int, list)):  # YAML's 1 or [0, 1] mean what "1" or "0,1" do
+        devices = values["devices"]
+        values["devices"] = ",".join(map(str, devices)) if isinstance(devices, list) else str(devices)
+    check_types(values, TrainConfig, origin, prefix)
+    for key, value in values.items():
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise MumuError(f"{origin}: unknown {prefix}{key} {value!r}; choose one of {', '.join(_CHOICES[key])}")
+        test, allowed = _RANGES.get(key, (None, ""))
+        if test and not test(value):
+            raise MumuError(f"{origin}: {prefix}{key} {allowed}, got {value!r}")
+    return values
 
 
 def _validate(cfg: TrainConfig) -> TrainConfig:
-    if cfg.model not in ARCHS:
-        raise MumuError(f"unknown model {cfg.model!r}; choose one of {', '.join(ARCHS)}")
-    if cfg.source not in ("cache", "raw"):
-        raise MumuError(f"source must be 'cache' or 'raw', not {cfg.source!r}")
-    if cfg.sensor_encoder not in SENSOR_ENCODERS:
-        raise MumuError(f"unknown sensor_encoder {cfg.sensor_encoder!r}; choose one of {', '.join(SENSOR_ENCODERS)}")
-    for name in ("max_epochs", "batch_size", "max_steps_visual", "max_steps_sensor", "embed_dim", "conv_channels",
-                 "kernel_size"):
-        if getattr(cfg, name) < 1:
-            raise MumuError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    """The checks of settings that must agree with each other."""
     SensorTransform.from_params(cfg.transforms).check_against(select_modalities(cfg.dataset, "all"), cfg.dataset)
-    if not re.fullmatch(r"auto|\d+(,\d+)*,?", cfg.devices):
-        raise MumuError(f"devices is 'auto', a device count (2) or device ids separated by commas (0,1), got "
-                        f"{cfg.devices!r}")
-    if cfg.num_nodes < 1:
-        raise MumuError(f"num_nodes must be >= 1, got {cfg.num_nodes}")
-    if cfg.lstm_layers < 0:
-        raise MumuError(f"lstm_layers must be >= 0 (0 = no LSTM), got {cfg.lstm_layers}")
     if cfg.model == "b1" and cfg.lstm_layers == 0:  # B1 is defined by its last-LSTM-state pooling
         raise MumuError("B1 (non-attention) pools the last LSTM state; with lstm_layers 0 it would read only the "
                         "last step's embedding. Set lstm_layers >= 1 (--lstm-layers 1) for b1")
     if cfg.gm_heads < 1 or cfg.embed_dim % cfg.gm_heads:
         raise MumuError(f"gm_heads must be >= 1 and divide embed_dim ({cfg.embed_dim}), got {cfg.gm_heads}")
-    for name, choices in (("gm_gate", GM_GATES), ("gm_merge", GM_MERGES), ("fusion_init", FUSION_INITS),
-                          ("fusion_norm", FUSION_NORMS), ("modality_dropout_mode", MODALITY_DROPOUT_MODES),
-                          ("modality_dropout_as", MODALITY_DROPOUT_AS)):
-        if getattr(cfg, name) not in choices:
-            raise MumuError(f"unknown {name} {getattr(cfg, name)!r}; choose one of {', '.join(choices)}")
-    if cfg.fusion_kl < 0:
-        raise MumuError(f"fusion_kl is a loss weight, >= 0, got {cfg.fusion_kl}")
-    if cfg.unimodal_aux < 0:
-        raise MumuError(f"unimodal_aux is a loss weight, >= 0, got {cfg.unimodal_aux}")
     if cfg.fusion_kl > 0 and cfg.gm_gate != "softmax":
         raise MumuError("fusion_kl pulls softmax fusion weights toward equal ones; gm_gate sigmoid has no softmax "
                         "(use gm_gate: softmax, or fusion_kl: 0)")
-    if not 0 <= cfg.max_pools <= 2:
-        raise MumuError(f"max_pools must be 0, 1 or 2, got {cfg.max_pools}")
     if cfg.motion and cfg.sensor_encoder != "sequence":
         raise MumuError("motion channels need the sequence sensor encoder (sensor_encoder: sequence)")
-    if not 0.0 <= cfg.modality_dropout < 1.0:
-        raise MumuError(f"modality_dropout is a probability in [0, 1), got {cfg.modality_dropout}")
-    if not 0.0 <= cfg.warmup < 1.0:
-        raise MumuError(f"warmup is a fraction of the training steps, in [0, 1), got {cfg.warmup}")
-    if not 0.0 <= cfg.label_smoothing < 1.0:
-        raise MumuError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
-    if cfg.select not in SELECTIONS:
-        raise MumuError(f"unknown select {cfg.select!r}; choose one of {', '.join(SELECTIONS)}")
-    if not 0.0 <= cfg.ema_decay < 1.0:
-        raise MumuError(f"ema_decay is the per-step decay of the weight average, in [0, 1), got {cfg.ema_decay}")
-    if not 0.0 <= cfg.time_crop < 0.5:
-        raise MumuError(f"time_crop is the fraction cut at most at each end, in [0, 0.5), got {cfg.time_crop}")
-    if not 0.0 < cfg.val_fraction < 1.0:
-        raise MumuError(f"val_fraction must be between 0 and 1, got {cfg.val_fraction}")
     return cfg
 
 
 def config_from_dict(values: dict[str, Any], origin: str = "settings") -> TrainConfig:
     """Build a config from a flat dict of train keys plus an optional `extract` dict."""
-    unknown = set(values) - _TRAIN_KEYS - {"extract"}
-    if unknown:
-        raise MumuError(f"{origin}: unknown training setting(s) {', '.join(sorted(unknown))}")
-    extract = dict(values.get("extract") or {})
-    unknown = set(extract) - _EXTRACT_KEYS
-    if unknown:
-        raise MumuError(f"{origin}: unknown extract setting(s) {', '.join(sorted(unknown))}")
-    flat = {k: v for k, v in values.items() if k != "extract"}
-    if "devices" in flat:  # a YAML list of device ids means what "0,1" does
-        devices = flat["devices"]
-        flat["devices"] = ",".join(map(str, devices)) if isinstance(devices, list) else str(devices)
+    extract = values.get("extract") or {}
+    if not isinstance(extract, dict):
+        raise MumuError(f"{origin}: extract must be a mapping of settings, got {extract!r}")
+    reject_unknown(extract, _EXTRACT_KEYS, f"{origin}: unknown extract setting(s)")
+    flat = _checked({k: v for k, v in values.items() if k != "extract"}, origin)
+    cfg = TrainConfig(**flat, extract=extract_settings(extract, origin))
     try:
-        return _validate(TrainConfig(**flat, extract=ExtractSettings(**extract)))
-    except TypeError as e:
-        raise MumuError(f"{origin}: {e}") from None
+        return _validate(cfg)
+    except MumuError as e:
+        raise MumuError(f"{origin}: {e.message}") from None
 
 
 def resolve_config(params_path: str | Path | None = "params.yaml", **overrides: Any) -> TrainConfig:
     """params.yaml (pipeline.params.read_params: `base` chains, the default file may be absent) + overrides
-    (None values are ignored, so unset CLI options fall through)."""
+    (None values are ignored, so unset CLI options fall through). The file's values and the overrides are
+    checked each on their own first, so that an error names the file or the command line, and the key."""
     values: dict[str, Any] = {}
-    if params_path is not None:
-        params = read_params(params_path)
-        values.update({k: v for k, v in params.items() if k in _TRAIN_KEYS})
-        values.update(params.get("train") or {})
+    origins = []
+    params = read_params(params_path) if params_path is not None else {}
+    if params:
+        origins.append(str(params_path))
+        values.update(_checked({k: params[k] for k in SHARED if k in params}, origins[0]))
+        values.update(_checked(params.get("train") or {}, origins[0], "train."))
         values["extract"] = {k: v for k, v in (params.get("extract") or {}).items() if k in _EXTRACT_KEYS}
-    values.update({k: v for k, v in overrides.items() if v is not None and k != "extract"})
+    given = {k: v for k, v in overrides.items() if v is not None and k != "extract"}
+    if given or overrides.get("extract"):
+        origins.append(_COMMAND_LINE)
+        values.update(_checked(given, _COMMAND_LINE))
     if overrides.get("extract"):
         values["extract"] = {**values.get("extract", {}), **overrides["extract"]}
-    return config_from_dict(values, origin=str(params_path or "settings"))
+    return config_from_dict(values, origin=" + ".join(origins) or "settings")
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
@@ -215,4 +223,11 @@ def load_config(path: str | Path) -> TrainConfig:
     path = Path(path)
     if not path.is_file():
         raise MumuError(f"{path} does not exist; is this a training run directory?")
-    return config_from_dict(yaml.safe_load(path.read_text()) or {}, origin=str(path))
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        values = None
+    if not isinstance(values, dict) or not set(values) & _TRAIN_KEYS:  # another tool's file, not a damaged run
+        raise MumuError(f"{path} is not a mumu run config (it holds no training settings), so {path.parent} is not "
+                        f"a training run directory")
+    return config_from_dict(values, origin=str(path))

@@ -406,12 +406,16 @@ def _check_fingerprint(path: Path, fingerprint: dict, cfg: TrainConfig) -> None:
     wanted["dataset"] = cfg.dataset
     if wanted["weights"] not in ("imagenet", "random"):
         wanted["weights"] = "file"  # a state_dict path; its hash is in the fingerprint
-    differing = [f"{key}={fingerprint[key]!r} (requested {value!r})" for key, value in wanted.items()
-                 if key in fingerprint and str(fingerprint[key]) != str(value)
+    differing = [key for key, value in wanted.items() if key in fingerprint and str(fingerprint[key]) != str(value)
                  and not _same_number(fingerprint[key], value)]
     if differing:
-        raise MumuError(f"feature cache {path} was extracted with {', '.join(differing)}; re-extract it with "
-                        f"these settings or change params.yaml extract: to match")
+        # the settings may come from no file at all (--params none): the advice names the option, not a file
+        in_block = [f"{k}: {fingerprint[k]}" for k in differing if k != "dataset"]  # dataset is top-level
+        raise MumuError(f"feature cache {path} was extracted with "
+                        f"{', '.join(f'{k}={fingerprint[k]!r} (requested {wanted[k]!r})' for k in differing)}; "
+                        f"re-extract it with these settings"
+                        + (f", or train with a --params file whose extract: block matches the cache "
+                           f"({', '.join(in_block)})" if in_block else ""))
 
 
 def _same_number(a: Any, b: Any) -> bool:

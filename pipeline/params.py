@@ -3,18 +3,33 @@
 A file that starts with `base: other.yaml` (a path relative to that file) holds only what differs from
 `other.yaml`: mappings are merged key by key at every depth, anything else (numbers, strings, lists)
 replaces the base's value. So a variant of a recipe is a few lines, and a change to the recipe reaches it.
+
+The top level holds the settings several commands (and dvc.yaml) share, and one block per command. Every
+file of a chain is checked against that layout, and its extract: block (read by `extract`, which builds a
+cache with it, and by `train`, which checks the cache against it) is checked here for both: a misspelt key
+is an error naming the file, not a setting silently left at its default. The train: and evaluate: blocks
+are checked by their commands (mumu.config, mumu.evaluate).
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import yaml
 
 from pipeline.errors import MumuError
 
+if TYPE_CHECKING:
+    from pipeline.extract import ExtractSettings
 
 DEFAULT_PARAMS = "params.yaml"  # what every command reads unless told otherwise
+SHARED = ("dataset", "data_root", "protocol", "modalities")  # top-level settings, read by several commands
+BLOCKS = ("demo", "extract", "train", "evaluate")  # each command's own settings (demo: dvc.yaml's demo_data)
+_TYPE_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "a string", dict: "a mapping",
+               type(None): "null"}
 
 
 def read_params(path: str | Path) -> dict[str, Any]:
@@ -51,6 +66,7 @@ def _read(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         raise MumuError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(params, dict):
         raise MumuError(f"{path}: a params file holds a mapping of settings, not a {type(params).__name__}")
+    _check_layout(path, params)
     base = params.pop("base", None)
     if base is None:
         return params
@@ -60,3 +76,57 @@ def _read(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     if not base_path.is_file():
         raise MumuError(f"{path}: its base {base!r} ({base_path}) does not exist")
     return merge_settings(_read(base_path, (*chain, path.resolve())), params)
+
+
+def _check_layout(path: Path, params: dict[str, Any]) -> None:
+    reject_unknown(params, ("base", *SHARED, *BLOCKS), f"{path}: unknown top-level key(s)",
+                   "; each command's own settings go in its block")
+    for block in BLOCKS:
+        if not isinstance(params.get(block) or {}, dict):
+            raise MumuError(f"{path}: {block}: must be a block of settings (key: value lines), not {params[block]!r}")
+    extract = params.get("extract") or {}
+    reject_unknown(extract, _extract_keys(), f"{path}: unknown extract: setting(s)")
+    extract_settings({k: v for k, v in extract.items() if k != "workers"}, str(path))
+
+
+def _extract_keys() -> set[str]:
+    from pipeline.extract import ExtractSettings  # here, not at the top: pipeline.extract imports this module
+    return {f.name for f in dataclasses.fields(ExtractSettings)} | {"workers"}  # workers: how, not what, to extract
+
+
+def extract_settings(values: dict[str, Any], origin: str) -> "ExtractSettings":
+    """ExtractSettings from `values` (known keys), or a MumuError naming `origin` and the bad key."""
+    from pipeline.extract import ExtractSettings
+    check_types(values, ExtractSettings, origin, "extract.")
+    try:
+        return ExtractSettings(**values)
+    except MumuError as e:  # its own range checks name the key
+        raise MumuError(f"{origin}: {e.message}") from None
+
+
+def reject_unknown(keys: Iterable[str], known: Iterable[str], problem: str, hint: str = "") -> None:
+    """A MumuError "`problem` KEY (did you mean K?)" for keys not in `known`, which it lists unless every
+    unknown key has a close match."""
+    known = sorted(known)
+    unknown = sorted(set(keys) - set(known))
+    if not unknown:
+        return
+    matches = {key: difflib.get_close_matches(key, known, 1) for key in unknown}
+    named = ", ".join(f"{key} (did you mean {m[0]}?)" if m else key for key, m in matches.items())
+    listed = "" if all(matches.values()) else f"; known: {', '.join(known)}{hint}"
+    raise MumuError(f"{problem} {named}{listed}")
+
+
+def check_types(values: dict[str, Any], settings: type, origin: str, prefix: str = "") -> None:
+    """Each value has the type that its field of the dataclass `settings` declares: an int field takes 8, not 8.5
+    or true; a float field takes 8 or 8.5; `X | None` also null. Else a MumuError "ORIGIN: PREFIXKEY must be ..."."""
+    hints = typing.get_type_hints(settings)
+    for key, value in values.items():
+        allowed = typing.get_args(hints[key]) or (hints[key],)
+        if isinstance(value, bool):  # a bool is an int to Python, not to a settings file
+            fits = bool in allowed
+        else:
+            fits = isinstance(value, allowed) or (float in allowed and isinstance(value, int))
+        if not fits:
+            kinds = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in allowed)
+            raise MumuError(f"{origin}: {prefix}{key} must be {kinds}, got {value!r}")

@@ -1,11 +1,14 @@
 """Params files written as changes to another (`base:`), as training, extraction and evaluation read them."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from mumu.config import resolve_config
+from click.testing import CliRunner
+
+from mumu.config import resolve_config, save_config
 from pipeline.errors import MumuError
 from pipeline.extract import params_defaults
 from pipeline.params import read_params
@@ -82,8 +85,6 @@ def test_the_shipped_utd_variants_are_the_recipe_plus_their_stated_changes():
 
 
 def test_a_mistyped_params_file_is_an_error_not_a_silent_default_run(tmp_path, monkeypatch):
-    from click.testing import CliRunner
-
     from mumu.train import train_command
 
     result = CliRunner().invoke(train_command, ["--params", str(tmp_path / "utd_mhad_headlin.yaml")])
@@ -109,3 +110,137 @@ def test_devices_are_checked_and_a_yaml_list_means_device_ids(tmp_path):
     assert resolve_config(write(tmp_path / "p.yaml", "train:\n  devices: [0, 1]\n")).devices == "0,1"
     with pytest.raises(MumuError, match=r"devices is 'auto', a device count \(2\) or device ids .* got 'two'"):
         resolve_config(None, devices="two")
+
+
+# ------------------------------------------------------------------ bad settings: refused up front, file and key named
+
+@pytest.fixture(scope="module")
+def sensor_demo(tmp_path_factory) -> dict[str, Path]:
+    """A sensor-only demo cache (3 subjects, image_size 32 recorded) that training runs on, and a params file
+    whose every other setting makes that run short."""
+    from pipeline.datasets import build_index
+    from pipeline.demo import write_demo_dataset
+    from pipeline.extract import ExtractSettings, run_extract
+    from pipeline.modalities import select_modalities
+
+    base = tmp_path_factory.mktemp("sensor_demo")
+    root = write_demo_dataset(base / "demo", n_subjects=3, n_sessions=1, n_frames=9, frame_size=32)
+    run_extract(build_index("demo", root).samples, "demo", select_modalities("demo", "acc_phone,gyro"),
+                base / "c.zarr", ExtractSettings(image_size=32), show_progress=False)
+    train = (f"max_epochs: 1, embed_dim: 8, accelerator: cpu, num_workers: 0, protocol: cross_subject, "
+             f"cache: {base / 'c.zarr'}, modalities: 'acc_phone,gyro'")
+    return {"cache": base / "c.zarr", "train": train}
+
+
+def invoke(command, args: list[str]):
+    return CliRunner().invoke(command, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("train, options, message", [
+    ("lr: abc", [], "p.yaml: train.lr must be a number, got 'abc'"),
+    (None, [], "p.yaml: train: must be a block of settings (key: value lines), not 'hello'"),
+    ("", ["--lr", "-1"], "command line: lr must be >= 0, got -1.0"),
+])
+def test_case1_a_bad_value_is_refused_naming_its_source_before_a_run_directory_exists(sensor_demo, tmp_path, train,
+                                                                                       options, message):
+    """These used to fail inside Lightning with a bare TypeError/ValueError, leaving a run directory behind."""
+    from mumu.studies import study_command
+    from mumu.train import train_command
+
+    block = "hello" if train is None else "{" + ", ".join(filter(None, [sensor_demo["train"], train])) + "}"
+    params = write(tmp_path / "p.yaml", f"dataset: demo\nextract: {{image_size: 32}}\ntrain: {block}\n")
+    runs = [(train_command, ["--params", params, "--out", tmp_path / "run", *options])]
+    runs += [(study_command, [study, "--quick", "--params", params, "--out", tmp_path / study])
+             for study in ("ablation", "modalities") if not options]  # studies read the same files
+    for command, args in runs:
+        result = invoke(command, args)
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+        assert not (tmp_path / "run").exists() and not list(tmp_path.glob("ablation*")) + list(tmp_path.glob("modal*"))
+    if train == "lr: abc":  # the same file, corrected, trains: the refusal was the value's, not the setup's
+        params.write_text(params.read_text().replace("lr: abc", "lr: 0.01"))
+        assert invoke(train_command, ["--params", params, "--out", tmp_path / "run"]).exit_code == 0
+        assert (tmp_path / "run/metrics.json").is_file()
+
+
+@pytest.mark.parametrize("train, message", [
+    ("embed_dim: 8.5", "train.embed_dim must be a whole number, got 8.5"),  # was: gm_heads must divide 8.5
+    ("max_epochs: true", "train.max_epochs must be a whole number, got True"),
+    ("motion: maybe", "train.motion must be true or false, got 'maybe'"),
+    ("lr: null", "train.lr must be a number, got None"),
+    ("cache: 5", "train.cache must be a string or null, got 5"),
+    ("dropout: 1.5", "train.dropout is a probability in [0, 1), got 1.5"),
+    ("num_workers: -1", "train.num_workers must be >= 0 (0 = load in the main process), got -1"),
+    ("select: best", "unknown train.select 'best'; choose one of macro_f1, nll, last"),
+])
+def test_case2_each_value_has_its_declared_type_and_range(tmp_path, train, message):
+    params = write(tmp_path / "p.yaml", f"train:\n  {train}\n")
+    with pytest.raises(MumuError) as error:
+        resolve_config(params)
+    assert error.value.message == f"{params}: {message}"
+
+
+def test_case2_whole_numbers_fill_number_settings_and_null_fills_optional_ones(tmp_path):
+    cfg = resolve_config(write(tmp_path / "p.yaml", "dataset: demo\ntrain:\n  embed_dim: 8\n  lr: 1\n  cache: null\n"
+                                                    "  devices: 1\nextract:\n  sensor_rate_hz: 50\n"))
+    assert (cfg.embed_dim, cfg.lr, cfg.cache, cfg.devices, cfg.extract.sensor_rate_hz) == (8, 1, None, "1", 50)
+    with pytest.raises(MumuError, match=r"^command line: embed_dim must be a whole number, got 8\.5$"):
+        resolve_config(None, embed_dim=8.5)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("protocl: cross_subject\n", "unknown top-level key(s) protocl (did you mean protocol?)"),
+    ("extract:\n  imge_size: 32\n", "unknown extract: setting(s) imge_size (did you mean image_size?)"),
+    ("extract:\n  image_size: 8.5\n", "extract.image_size must be a whole number, got 8.5"),
+    ("lr: 0.1\n", "unknown top-level key(s) lr; known: base, data_root, dataset, demo, evaluate, extract, "
+                   "modalities, protocol, train; each command's own settings go in its block"),
+])
+def test_case3_a_key_outside_the_params_layout_is_refused_by_every_command(sensor_demo, tmp_path, text, message):
+    """Top level: the shared settings and one block per command (train:, extract: ... ; dvc.yaml reads the same);
+    a misspelt key used to be ignored silently by `train` and `extract` alike."""
+    from pipeline.extract import extract_command
+    from mumu.train import train_command
+
+    params = write(tmp_path / "p.yaml", text)
+    for command, args in ((train_command, ["--out", tmp_path / "run"]),
+                          (extract_command, ["--cache", tmp_path / "c.zarr", "--workers", 0])):
+        result = invoke(command, ["--params", params, *args])
+        assert result.exit_code == 2 and f"{params}: {message}" in result.output
+        assert not Path(args[1]).exists()
+    variant = write(tmp_path / "v.yaml", "base: p.yaml\n")  # a chain names the file holding the key
+    with pytest.raises(MumuError, match=f"^{re.escape(str(params))}: "):
+        resolve_config(variant)
+    with pytest.raises(MumuError, match=r"p2\.yaml: unknown training setting\(s\) lrr \(did you mean lr\?\)"):
+        resolve_config(write(tmp_path / "p2.yaml", "train:\n  lrr: 0.1\n"))
+
+
+def test_case3_the_shipped_params_files_keep_to_the_layout():
+    for path in (ROOT / "params.yaml", *sorted((ROOT / "params").glob("*.yaml"))):
+        read_params(path)
+        resolve_config(path)
+
+
+def test_case4_a_folder_with_another_tools_config_yaml_is_not_taken_for_a_run(sensor_demo, tmp_path):
+    from mumu.train import retest_command, train_command
+
+    folder = tmp_path / "folder"
+    write(folder / "config.yaml", "keep\n")
+    run = tmp_path / "run"
+    save_config(resolve_config(None, dataset="demo", cache=str(sensor_demo["cache"])), run / "config.yaml")
+    message = f"{folder / 'config.yaml'} is not a mumu run config (it holds no training settings), so {folder} is not"
+    for command, args in ((train_command, ["--params", "none", "--out", folder]),
+                          (retest_command, [run, "--out", folder]), (retest_command, [folder, "--out", run])):
+        result = invoke(command, args)
+        assert result.exit_code == 2 and message in result.output
+        assert (folder / "config.yaml").read_text() == "keep\n"
+
+
+def test_case5_a_cache_mismatch_without_a_params_file_advises_one(sensor_demo, tmp_path):
+    from mumu.train import train_command
+
+    result = invoke(train_command, ["--params", "none", "--dataset", "demo", "--cache", sensor_demo["cache"],
+                                    "--modalities", "acc_phone,gyro", "--out", tmp_path / "run"])
+    assert result.exit_code == 2
+    assert (f"feature cache {sensor_demo['cache']} was extracted with image_size=32 (requested 112); re-extract it "
+            f"with these settings, or train with a --params file whose extract: block matches the cache "
+            f"(image_size: 32)") in result.output
+    assert "params.yaml" not in result.output  # no file was read
