@@ -558,7 +558,7 @@ def retest(run_dir: str | Path, out: str | Path, progress: bool = True, **test_s
                         f"selecting by {test_settings['select']} needs training again with --select "
                         f"{test_settings['select']}")
     cfg = trained.replace(out=str(out), **{k: v for k, v in test_settings.items() if v is not None})
-    _check_same_settings(out, cfg, explicit_resume=False)
+    _check_same_settings(out, cfg, explicit_resume=False, can_overwrite=False)  # retest has no --overwrite
     data = prepare_data(cfg)
     splits = split_samples(data)
     several = len(splits) > 1
@@ -674,14 +674,15 @@ def _changes_since_start(run_dir: Path, cfg: TrainConfig, inputs: dict[str, str]
     return changed + [what for what in ("code", "data") if began.get(what) != inputs[what]]
 
 
-def _check_same_settings(run_dir: Path, cfg: TrainConfig, explicit_resume: bool) -> None:
+def _check_same_settings(run_dir: Path, cfg: TrainConfig, explicit_resume: bool, can_overwrite: bool = True) -> None:
     existing = run_dir / "config.yaml"
     if not existing.is_file() or load_config(existing).model_settings() == cfg.model_settings():
         return
     if explicit_resume and not (run_dir / "metrics.json").is_file():
         return  # continuing an unfinished run from a chosen checkpoint under new settings: the user's call
+    cure = "use another --out, or --overwrite to replace it" if can_overwrite else "use another --out"
     raise MumuError(f"{run_dir} holds a {'finished ' if explicit_resume else ''}run with different settings (see "
-                    f"{existing}); use another --out, or --overwrite to replace it")
+                    f"{existing}); {cure}")
 
 
 def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callbacks: list, progress: bool) -> dict:

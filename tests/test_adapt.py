@@ -220,6 +220,10 @@ def test_retest_refuses_an_unfinished_run_and_its_own_directory(trained, tmp_pat
         (unfinished / name).write_bytes((trained.run_dir / name).read_bytes())
     with pytest.raises(MumuError, match="has not finished training"):
         retest(unfinished, tmp_path / "out", progress=False, adapt_bn=True)
+    retest(trained.run_dir, tmp_path / "taken", progress=False, adapt_bn=False)
+    with pytest.raises(MumuError, match="different settings") as other:  # another test, same OUT
+        retest(trained.run_dir, tmp_path / "taken", progress=False, adapt_bn=True)
+    assert "--overwrite" not in str(other.value)  # an option retest does not have
 
 
 def test_subject_batches_hold_one_subject_and_cover_every_sample_once_per_epoch():
