@@ -238,6 +238,12 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "eval"
     check_noise(noise, noise_level)
+    if activities != "auto":  # a misspelt name stops here, not after every pass over the test set
+        from mumu.config import load_config
+        from pipeline.tables import load_table
+
+        config = load_config(run_dir / "config.yaml")
+        choose_activities(activities, load_table(config.dataset, config.activity_table).activity_names, [], [], set())
     (out / "metrics.json").unlink(missing_ok=True)  # written last: present only beside a complete evaluation
     per_fold, run = infer_folds(run_dir, noise, noise_level, seed, adapt_by_condition)
     folds = len(per_fold)

@@ -120,6 +120,18 @@ def test_a_run_that_has_not_written_a_split_yet_is_one_clear_line(trained_run, t
     assert "has not finished training" in result.output and "Traceback" not in result.output
 
 
+def test_an_unknown_activity_for_the_plot_is_refused_before_the_test_passes(trained_run, tmp_path, monkeypatch):
+    import mumu.evaluate
+
+    def passes(*args, **kwargs):
+        raise AssertionError("the test set was passed over before the activity names were checked")
+
+    monkeypatch.setattr(mumu.evaluate, "infer_folds", passes)
+    result = CliRunner().invoke(evaluate_command, [str(trained_run.run_dir), "--params", "none", "--out",
+                                                   str(tmp_path / "eval"), "--activities", "walkng"])
+    assert result.exit_code != 0 and "no activity walkng; known:" in result.output, result.output
+
+
 def _drop_first_layer(state: dict) -> None:
     del state["state_dict"][next(iter(state["state_dict"]))]  # as if the layer had not existed then
 
