@@ -396,6 +396,13 @@ def cache_info_command(path: Path, show_failures: int) -> None:
         unit = "segments" if spec.visual else "windows"
         click.echo(f"  {spec.name:<12} {spec.kind:<6} {present:>6} samples  {steps:>8} {unit}  "
                    f"{sizes[spec.name] / 2**20:8.2f} MiB")
+    gaps = [(sensor, fraction) for attrs in cache.parts.values()
+            for fractions in attrs.get("sensor_missing_fraction", {}).values()
+            for sensor, fraction in fractions.items() if fraction > 0]
+    if gaps:  # bridged by interpolation, so not failures, but a user should know the data had holes
+        per_sensor = {name: [f for s, f in gaps if s == name] for name in sorted({s for s, _ in gaps})}
+        click.echo("missing values bridged by interpolation: " + ", ".join(
+            f"{name} in {len(f)} samples (up to {100 * max(f):.0f} %)" for name, f in per_sensor.items()))
     if any(spec.visual for spec in cache.modalities):
         computed = Counter(attrs.get("frame_features", "not recorded") for attrs in cache.parts.values())
         click.echo("frame features computed in: " + ", ".join(f"{how} ({n} parts)" for how, n in sorted(computed.items())))

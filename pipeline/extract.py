@@ -148,6 +148,7 @@ def load_raw_sample(sample: Sample, modalities: list[ModalitySpec], settings: Ex
             inputs[name] = cut_windows(series, settings.sensor_window, settings.sensor_stride)  # (S, W, C)
         except SensorError as e:
             problems[name] = f"{sample.paths[name]}: {e} in the time all of the sample's streams cover"
+    missing_fraction = {name: f for name, f in missing_fraction.items() if name not in problems}  # streams kept
     return RawSample(sample, {spec.name: inputs.get(spec.name) for spec in modalities}, problems, missing_fraction)
 
 

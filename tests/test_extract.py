@@ -423,3 +423,24 @@ def test_files_skipped_when_indexing_are_listed_recorded_and_stop_strict(tmp_pat
     from_index = CliRunner().invoke(extract_command, args + ["--index", str(index), "--strict"])
     assert from_index.exit_code != 0
     assert "2 files were skipped when indexing" in from_index.output and str(tmp_path / "index_report.json") in from_index.output
+
+
+def test_cache_info_tells_bridged_gaps_from_refused_streams(tmp_path):
+    """Missing values are bridged by interpolation up to half a stream: cache-info says where and how much; a
+    stream missing more is a failure instead, and not also reported as bridged."""
+    rng = np.random.default_rng(0)
+    samples = []
+    for i, missing in enumerate((0.3, 0.8)):
+        acc, gyro = tmp_path / f"s{i}_acc.csv", tmp_path / f"s{i}_gyro.csv"
+        values = rng.normal(size=(100, 3))
+        values[: int(100 * missing)] = np.nan  # the first rows keep their time stamps, not their values
+        write_mmact_csv(acc, T0, 100, values)
+        write_mmact_csv(gyro, T0, 50, rng.normal(size=(50, 3)))
+        samples.append(Sample(f"s{i}", "demo", subject=1, activity="walk", activity_id=0, group="g", group_id=0,
+                              session=1, scene=1, views=[], paths={"acc_phone": str(acc), "gyro": str(gyro)}))
+    cache = tmp_path / "c.zarr"
+    run_extract(samples, "demo", select_modalities("demo", "acc_phone,gyro"), cache, SETTINGS, show_progress=False)
+    info = CliRunner().invoke(cache_info_command, [str(cache)])
+    assert info.exit_code == 0, info.output
+    assert "missing values bridged by interpolation: acc_phone in 1 samples (up to 30 %)" in info.output
+    assert "1 with failures" in info.output and "80 % of the expected samples are missing" in info.output
