@@ -52,7 +52,8 @@ if TYPE_CHECKING:  # torch and torchvision load only where frames are encoded
     from pipeline.backbone import Backbone
 
 # Bump when the numbers extraction produces change for the same inputs and settings.
-CODE_VERSION = "extract-1"
+# extract-2 (2026-11-30): a broken sensor file is refused on its own instead of shortening the sample's other streams.
+CODE_VERSION = "extract-2"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -176,9 +176,22 @@ def test_a_broken_sensor_file_costs_its_own_stream_only(tmp_path, fault):
     raw = load_raw_sample(sample, select_modalities("demo", "acc_phone,gyro"), SETTINGS)
     assert raw.inputs["gyro"] is None and list(raw.problems) == ["gyro"]
     assert raw.problems["gyro"].startswith(f"{gyro}: ")
-    assert ("less than one window" if fault == "short_file" else "% of the expected samples are missing") \
+    assert ("less than one window" if fault == "short_file" else "% of the file's rows have missing or unreadable") \
         in raw.problems["gyro"]
     np.testing.assert_array_equal(raw.inputs["acc_phone"], clean_acc)  # (10, 5, 3): all of its second
+
+
+def test_a_sensor_slower_than_its_nominal_rate_is_kept(tmp_path):
+    """A gyroscope that wrote 20 rows a second where 50 are nominal is sparse, not broken: it is interpolated."""
+    rng = np.random.default_rng(0)
+    acc, gyro = tmp_path / "s_acc.csv", tmp_path / "s_gyro.csv"
+    write_mmact_csv(acc, T0, 100, rng.normal(size=(100, 3)))
+    write_mmact_csv(gyro, T0, 20, rng.normal(size=(20, 3)))
+    sample = Sample("s", "demo", subject=1, activity="walk", activity_id=0, group="g", group_id=0, session=1,
+                    scene=1, views=[], paths={"acc_phone": str(acc), "gyro": str(gyro)})
+    raw = load_raw_sample(sample, select_modalities("demo", "acc_phone,gyro"), SETTINGS)
+    assert raw.problems == {} and raw.inputs["gyro"].shape == raw.inputs["acc_phone"].shape == (9, 5, 3)
+    assert raw.missing_fraction["gyro"] > 0.5  # recorded, as cache-info reports it
 
 
 def test_rerun_is_a_no_op_and_strict_fails_on_recorded_failures(dataset):
@@ -443,4 +456,4 @@ def test_cache_info_tells_bridged_gaps_from_refused_streams(tmp_path):
     info = CliRunner().invoke(cache_info_command, [str(cache)])
     assert info.exit_code == 0, info.output
     assert "missing values bridged by interpolation: acc_phone in 1 samples (up to 30 %)" in info.output
-    assert "1 with failures" in info.output and "80 % of the expected samples are missing" in info.output
+    assert "1 with failures" in info.output and "80 % of the file's rows have missing or unreadable" in info.output

@@ -20,7 +20,7 @@ if [ ! -f cache/utd_mhad/index.csv ]; then
   python cli.py index --dataset utd_mhad --data-root ../shared/data/utd_mhad --out cache/utd_mhad/index.csv
 fi
 python cli.py extract --dataset utd_mhad --index cache/utd_mhad/index.csv --cache cache/utd_mhad_w1.zarr \
-  --modalities skeleton,inertial --sensor-rate 50 --sensor-window 1 --sensor-stride 1 --workers 0
+  --modalities skeleton,inertial --sensor-rate 50 --sensor-window 1 --sensor-stride 1 --workers 0 --rebuild-if-changed
 
 # one line of `cli.py train` options per run: MuMu, then B1, B2, B3 with the recipe and the same test procedure
 declare -A options=([mumu]="--params params/utd_mhad_headline.yaml"
