@@ -198,7 +198,7 @@ class RawDataset(StepDataset):
         problems = {name: reason for name, reason in raw.problems.items() if name in selected}
         record = self.problems_dir / f"{sample.sample_id}.json" if self.problems_dir and problems else None
         if record is not None and not record.exists():
-            write_json(record, problems)
+            write_json(record, problems, shared=True)  # loader workers and DDP ranks may meet the same sample
         # visual uint8 frames (S, H, W, 3); sensor (S, W, C) float32
         return self.take_steps(raw.inputs, choose)
 

@@ -33,6 +33,7 @@ import click
 import numpy as np
 
 from pipeline.errors import MumuError
+from pipeline.files import write_text
 from pipeline.index import Sample
 from pipeline.modalities import FEATURE_DIM, ModalitySpec
 
@@ -206,9 +207,7 @@ def update_part_attrs(path: str | Path, name: str, changes: dict) -> None:
     meta = Path(path) / PARTS / name / "zarr.json"
     document = json.loads(meta.read_text())
     document["attributes"] = {**document["attributes"], **changes}
-    tmp = meta.with_name(f".zarr.json.{uuid.uuid4().hex}")
-    tmp.write_text(json.dumps(document))
-    os.replace(tmp, meta)
+    write_text(meta, json.dumps(document), shared=True)  # two extract workers may update one part
 
 
 def write_part(path: str | Path, name: str, modalities: list[ModalitySpec], samples: list[Sample],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,12 +10,13 @@ from typing import Any
 
 
 @contextmanager
-def replaced_whole(path: str | Path) -> Iterator[Path]:
+def replaced_whole(path: str | Path, shared: bool = False) -> Iterator[Path]:
     """Yields a temporary path beside `path` to write; on success it replaces `path` in one rename, on an
-    error it is removed and `path` keeps its old content."""
+    error it is removed and `path` keeps its old content. shared: several processes may write `path` at once,
+    so each gets a temporary of its own (the last rename wins) instead of the one fixed name a rerun reuses."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp" if shared else f".{path.name}.tmp")
     try:
         yield tmp
     except BaseException:
@@ -23,10 +25,10 @@ def replaced_whole(path: str | Path) -> Iterator[Path]:
     tmp.replace(path)
 
 
-def write_text(path: str | Path, text: str) -> None:
-    with replaced_whole(path) as tmp:
+def write_text(path: str | Path, text: str, shared: bool = False) -> None:
+    with replaced_whole(path, shared) as tmp:
         tmp.write_text(text)
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2) + "\n")
+def write_json(path: str | Path, obj: Any, shared: bool = False) -> None:
+    write_text(path, json.dumps(obj, indent=2) + "\n", shared)
