@@ -110,6 +110,10 @@ class TrainConfig:
         d = self.to_dict()
         for machinery in ("num_workers", "cpu_threads", "accelerator", "devices", "num_nodes", "strategy", "out", "cache"):
             d.pop(machinery)
+        for machinery in ("batch_size", "part_size", "decode_timeout_s"):  # how, not what, the cache computed
+            d["extract"].pop(machinery)
+        if d["source"] == "cache":  # the cache holds the data; where its raw files lie says nothing more
+            d.pop("data_root")
         return d
 
 
@@ -154,7 +158,7 @@ def _checked(values: dict[str, Any], origin: str, prefix: str = "") -> dict[str,
     if isinstance(values.get("devices"), (int, list)):  # YAML's 1 or [0, 1] mean what "1" or "0,1" do
         devices = values["devices"]
         values["devices"] = ",".join(map(str, devices)) if isinstance(devices, list) else str(devices)
-    check_types(values, TrainConfig, origin, prefix)
+    values = check_types(values, TrainConfig, origin, prefix)
     for key, value in values.items():
         if key in _CHOICES and value not in _CHOICES[key]:
             raise MumuError(f"{origin}: unknown {prefix}{key} {value!r}; choose one of {', '.join(_CHOICES[key])}")

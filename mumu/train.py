@@ -486,6 +486,9 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
     if resume is not None and restart_if_changed:
         raise MumuError("--resume and --restart-if-changed contradict each other (one continues a run, the other "
                         "may start it afresh); choose one")
+    if restart_if_changed and cfg.num_nodes > 1:  # every node's ranks start at once: none may delete under another
+        raise MumuError("--restart-if-changed is for runs on one machine; on several nodes resume by rerunning the "
+                        "same command, or start afresh with another --out")
     if overwrite and _is_launcher() and run_dir.exists():
         shutil.rmtree(run_dir)
     if not restart_if_changed:
@@ -506,8 +509,9 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
         raise MumuError(f"--resume PATH is ambiguous with {len(splits)} splits; rerun without it and every "
                         f"unfinished split resumes from its own last.ckpt")
     if _is_launcher():
+        begins = not (run_dir / "config.yaml").is_file()  # a run from before inputs.json gets none: unknown
         save_config(cfg, run_dir / "config.yaml")
-        if not (run_dir / INPUTS).is_file():  # what the run began with; a resume keeps the first record
+        if begins:  # what the run began with; a resume keeps it
             write_json(run_dir / INPUTS, inputs)
     if cfg.source == "raw":
         data = replace(data, problems_dir=run_dir / INPUT_PROBLEMS)
@@ -641,8 +645,10 @@ def run_inputs(data: RunData) -> dict[str, str]:
     if data.cfg.source == "cache":
         from pipeline.cache import FeatureCache
         cache = FeatureCache(data.cfg.cache_path)
-        # a source stamp is [path, size, mtime_ns, digest]: its size and digest say what the features came from
-        parts = {name: [attrs["samples"], attrs["unusable"],
+        # a source stamp is [path, size, mtime_ns, digest]: its size and digest say what the features came from,
+        # so a dataset moved or copied (new paths and mtimes, extract keeps its parts) is the same data
+        parts = {name: [[{k: v for k, v in sample.items() if k != "paths"} for sample in attrs["samples"]],
+                        attrs["unusable"],
                         {sid: {m: stamp and [stamp[1], *stamp[3:]] for m, stamp in stamps.items()}
                          for sid, stamps in attrs["sources"].items()}]
                  for name, attrs in cache.parts.items()}
@@ -994,9 +1000,9 @@ def load_run(run_dir: str | Path, fold: str | None = None) -> LoadedRun:
                    "(An unfinished run with the same settings resumes automatically anyway.)")
 @click.option("--overwrite", is_flag=True, help="Delete RUN_DIR and start afresh.")
 @click.option("--restart-if-changed", is_flag=True,
-              help="Start afresh when RUN_DIR holds a run begun with other settings, code (mumu/, pipeline/) or "
-                   "data (the cache's contents); otherwise resume it. For pipelines (dvc.yaml), where a change "
-                   "must retrain and an interruption resume.")
+              help="Start afresh when RUN_DIR holds a run begun with other settings, code (the files training can "
+                   "run) or data (the cache's contents); otherwise resume it. For pipelines (dvc.yaml), where a "
+                   "change must retrain and an interruption resume. One machine only.")
 def train_command(params: str, from_cache: bool | None, resume: str | None, overwrite: bool,
                   restart_if_changed: bool, **options: Any) -> None:
     """Train MuMu or a baseline on a protocol's splits and test it.

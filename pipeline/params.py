@@ -97,7 +97,7 @@ def _extract_keys() -> set[str]:
 def extract_settings(values: dict[str, Any], origin: str) -> "ExtractSettings":
     """ExtractSettings from `values` (known keys), or a MumuError naming `origin` and the bad key."""
     from pipeline.extract import ExtractSettings
-    check_types(values, ExtractSettings, origin, "extract.")
+    values = check_types(values, ExtractSettings, origin, "extract.")
     try:
         return ExtractSettings(**values)
     except MumuError as e:  # its own range checks name the key
@@ -117,12 +117,16 @@ def reject_unknown(keys: Iterable[str], known: Iterable[str], problem: str, hint
     raise MumuError(f"{problem} {named}{listed}")
 
 
-def check_types(values: dict[str, Any], settings: type, origin: str, prefix: str = "") -> None:
-    """Each value has the type that its field of the dataclass `settings` declares: an int field takes 8, not 8.5
-    or true; a float field takes 8 or 8.5; `X | None` also null. Else a MumuError "ORIGIN: PREFIXKEY must be ..."."""
+def check_types(values: dict[str, Any], settings: type, origin: str, prefix: str = "") -> dict[str, Any]:
+    """`values` with each value of the type that its field of the dataclass `settings` declares: an int field takes
+    8, not 8.5 or true; a float field takes 8 or 8.5, and "1e-4", which YAML reads as text, as 0.0001; `X | None`
+    also null. Else a MumuError "ORIGIN: PREFIXKEY must be ..."."""
     hints = typing.get_type_hints(settings)
+    checked = dict(values)
     for key, value in values.items():
         allowed = typing.get_args(hints[key]) or (hints[key],)
+        if float in allowed and isinstance(value, str) and _is_exponent_number(value):
+            checked[key] = value = float(value)
         if isinstance(value, bool):  # a bool is an int to Python, not to a settings file
             fits = bool in allowed
         else:
@@ -130,3 +134,13 @@ def check_types(values: dict[str, Any], settings: type, origin: str, prefix: str
         if not fits:
             kinds = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in allowed)
             raise MumuError(f"{origin}: {prefix}{key} must be {kinds}, got {value!r}")
+    return checked
+
+
+def _is_exponent_number(text: str) -> bool:
+    """1e-4, 3E5, -2.5e-3: numbers YAML 1.1 reads as strings (it wants a dot and a sign: 1.0e-4)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return "e" in text.lower() and text.strip().lower() not in ("inf", "-inf", "+inf")

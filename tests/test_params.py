@@ -141,7 +141,7 @@ def invoke(command, args: list[str]):
     (None, [], "p.yaml: train: must be a block of settings (key: value lines), not 'hello'"),
     ("", ["--lr", "-1"], "command line: lr must be >= 0, got -1.0"),
 ])
-def test_case1_a_bad_value_is_refused_naming_its_source_before_a_run_directory_exists(sensor_demo, tmp_path, train,
+def test_a_bad_value_is_refused_naming_its_source_before_a_run_directory_exists(sensor_demo, tmp_path, train,
                                                                                        options, message):
     """These used to fail inside Lightning with a bare TypeError/ValueError, leaving a run directory behind."""
     from mumu.studies import study_command
@@ -172,19 +172,26 @@ def test_case1_a_bad_value_is_refused_naming_its_source_before_a_run_directory_e
     ("num_workers: -1", "train.num_workers must be >= 0 (0 = load in the main process), got -1"),
     ("select: best", "unknown train.select 'best'; choose one of macro_f1, nll, last"),
 ])
-def test_case2_each_value_has_its_declared_type_and_range(tmp_path, train, message):
+def test_each_value_has_its_declared_type_and_range(tmp_path, train, message):
     params = write(tmp_path / "p.yaml", f"train:\n  {train}\n")
     with pytest.raises(MumuError) as error:
         resolve_config(params)
     assert error.value.message == f"{params}: {message}"
 
 
-def test_case2_whole_numbers_fill_number_settings_and_null_fills_optional_ones(tmp_path):
+def test_whole_numbers_fill_number_settings_and_null_fills_optional_ones(tmp_path):
     cfg = resolve_config(write(tmp_path / "p.yaml", "dataset: demo\ntrain:\n  embed_dim: 8\n  lr: 1\n  cache: null\n"
                                                     "  devices: 1\nextract:\n  sensor_rate_hz: 50\n"))
     assert (cfg.embed_dim, cfg.lr, cfg.cache, cfg.devices, cfg.extract.sensor_rate_hz) == (8, 1, None, "1", 50)
     with pytest.raises(MumuError, match=r"^command line: embed_dim must be a whole number, got 8\.5$"):
         resolve_config(None, embed_dim=8.5)
+
+
+def test_a_number_in_exponent_form_is_a_number_though_yaml_reads_it_as_text(tmp_path):
+    cfg = resolve_config(write(tmp_path / "p.yaml", "train:\n  lr: 1e-4\n  weight_decay: 5E-3\n"))
+    assert (cfg.lr, cfg.weight_decay) == (1e-4, 5e-3)
+    with pytest.raises(MumuError, match="train.lr must be a number, got 'fast'"):
+        resolve_config(write(tmp_path / "q.yaml", "train:\n  lr: fast\n"))
 
 
 @pytest.mark.parametrize("text, message", [
@@ -194,7 +201,7 @@ def test_case2_whole_numbers_fill_number_settings_and_null_fills_optional_ones(t
     ("lr: 0.1\n", "unknown top-level key(s) lr; known: base, data_root, dataset, demo, evaluate, extract, "
                    "modalities, protocol, train; each command's own settings go in its block"),
 ])
-def test_case3_a_key_outside_the_params_layout_is_refused_by_every_command(sensor_demo, tmp_path, text, message):
+def test_a_key_outside_the_params_layout_is_refused_by_every_command(sensor_demo, tmp_path, text, message):
     """Top level: the shared settings and one block per command (train:, extract: ... ; dvc.yaml reads the same);
     a misspelt key used to be ignored silently by `train` and `extract` alike."""
     from pipeline.extract import extract_command
@@ -213,13 +220,13 @@ def test_case3_a_key_outside_the_params_layout_is_refused_by_every_command(senso
         resolve_config(write(tmp_path / "p2.yaml", "train:\n  lrr: 0.1\n"))
 
 
-def test_case3_the_shipped_params_files_keep_to_the_layout():
+def test_the_shipped_params_files_keep_to_the_layout():
     for path in (ROOT / "params.yaml", *sorted((ROOT / "params").glob("*.yaml"))):
         read_params(path)
         resolve_config(path)
 
 
-def test_case4_a_folder_with_another_tools_config_yaml_is_not_taken_for_a_run(sensor_demo, tmp_path):
+def test_a_folder_with_another_tools_config_yaml_is_not_taken_for_a_run(sensor_demo, tmp_path):
     from mumu.train import retest_command, train_command
 
     folder = tmp_path / "folder"
@@ -234,7 +241,7 @@ def test_case4_a_folder_with_another_tools_config_yaml_is_not_taken_for_a_run(se
         assert (folder / "config.yaml").read_text() == "keep\n"
 
 
-def test_case5_a_cache_mismatch_without_a_params_file_advises_one(sensor_demo, tmp_path):
+def test_a_cache_mismatch_without_a_params_file_advises_one(sensor_demo, tmp_path):
     from mumu.train import train_command
 
     result = invoke(train_command, ["--params", "none", "--dataset", "demo", "--cache", sensor_demo["cache"],

@@ -491,8 +491,8 @@ def test_restart_if_changed_resumes_the_same_run_and_starts_a_changed_one_afresh
     def train(restart: bool = True, **overrides) -> list[int]:
         """Train into the one run directory; the epochs this call ran."""
         EpochsRun.epochs = []
-        cfg = tiny_demo.config(tmp_path / "run", data_root=str(root), cache=str(cache), modalities="acc_phone,gyro",
-                               **overrides)
+        cfg = tiny_demo.config(tmp_path / "run", **{"data_root": str(root), "cache": str(cache),
+                                                     "modalities": "acc_phone,gyro", **overrides})
         train_once(cfg, restart_if_changed=restart, callbacks=[EpochsRun()], progress=False)
         return EpochsRun.epochs
 
@@ -508,6 +508,11 @@ def test_restart_if_changed_resumes_the_same_run_and_starts_a_changed_one_afresh
     os.utime(csv_files[0], ns=(10**18, 10**18))  # new mtime, same bytes: the cache keeps the part, the run too
     extract()
     assert train() == []
+    moved = shutil.copytree(root, tmp_path / "moved")  # so does the dataset moved elsewhere
+    gc.collect()
+    run_extract(build_index("demo", moved).samples, "demo", select_modalities("demo", "acc_phone,gyro"), cache,
+                ExtractSettings(image_size=IMAGE_SIZE, weights="random", part_size=16), show_progress=False)
+    assert train(data_root=str(moved)) == []
     assert "afresh" not in capsys.readouterr().err
 
     shutil.copyfile(csv_files[1], csv_files[0])  # other bytes: extract recomputes that part
