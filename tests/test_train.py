@@ -513,7 +513,11 @@ def test_restart_if_changed_resumes_the_same_run_and_starts_a_changed_one_afresh
     run_extract(build_index("demo", moved).samples, "demo", select_modalities("demo", "acc_phone,gyro"), cache,
                 ExtractSettings(image_size=IMAGE_SIZE, weights="random", part_size=16), show_progress=False)
     assert train(data_root=str(moved)) == []
+    # how the cache was computed (extraction batch size) is no setting of the run either
+    assert train(extract={"image_size": IMAGE_SIZE, "weights": "random", "batch_size": 7}) == []
     assert "afresh" not in capsys.readouterr().err
+    with pytest.raises(MumuError, match="one machine"):  # several nodes' ranks start at once: none may delete
+        train(num_nodes=2)
 
     shutil.copyfile(csv_files[1], csv_files[0])  # other bytes: extract recomputes that part
     extract()
