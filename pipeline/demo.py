@@ -89,6 +89,8 @@ def write_demo_dataset(
     if n_subjects < 1 or n_sessions < 1 or n_frames < 1 or not views:
         raise MumuError("demo needs at least one subject, session, frame and view")
     out_dir = Path(out_dir)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "demo.json").exists():
+        raise MumuError(f"{out_dir} holds other files and no demo dataset; choose an empty or new --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_or_write_settings(out_dir / "demo.json", config)
 

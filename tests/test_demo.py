@@ -111,6 +111,13 @@ def test_other_settings_on_the_same_folder_are_refused(demo):
         write_demo_dataset(demo, seed=3, n_subjects=3, n_sessions=2, n_frames=12, frame_size=32)
 
 
+def test_a_folder_with_other_files_is_refused_and_left_as_it_was(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(MumuError, match="holds other files and no demo dataset"):
+        write_demo_dataset(tmp_path, n_subjects=1, n_sessions=1, n_frames=2, frame_size=16)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
 def test_an_interrupted_run_is_finished_by_rerunning(demo, tmp_path):
     out = tmp_path / "demo"
     write_demo_dataset(out, seed=3, **SMALL)
