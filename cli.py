@@ -8,6 +8,8 @@ import sys
 
 import click
 
+from mumu.ddp import end_with_launcher
+
 # command name -> ("module:attribute" of a click.Command, one-line help shown by `--help`)
 COMMANDS = {
     "demo-data": ("pipeline.commands:demo_data", "Write the synthetic demo dataset (MMAct layout)."),
@@ -58,6 +60,7 @@ def _without_worker_traceback(message: str) -> str:
 def run() -> None:
     """Entry point: user errors (MumuError) print one line; anything unexpected prints one line too,
     with the traceback only when MUMU_DEBUG=1."""
+    end_with_launcher()  # first thing: a DDP rank must not outlive its launcher, even mid-import
     try:
         main(standalone_mode=False)
     except click.ClickException as e:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import random
 import shutil
 from dataclasses import asdict, dataclass, replace
@@ -51,6 +52,7 @@ from torch.utils.data import DataLoader
 from mumu.adapt import (BatchNormState, batchnorm_state, by_subject, load_batchnorm_state, predict_by_subject,
                         subject_batchnorm_state)
 from mumu.config import SELECTIONS, TrainConfig, config_from_dict, load_config, resolve_config, save_config
+from mumu.ddp import mark_launcher
 from mumu.data import (CacheDataset, MumuDataModule, PadCollate, RawDataset, StepDataset, make_loader,
                        max_steps_for, valid_steps)
 from mumu.fusion import GM_GATES, GM_MERGES
@@ -481,6 +483,9 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
         # The model's small LSTMs and convs gain nothing from more intra-op threads, and on a busy
         # machine two spinning OpenMP threads made a step ~10x slower than one (measured).
         torch.set_num_threads(cfg.cpu_threads)
+        _warn_if_more_processes_than_cores(cfg)
+    if _is_launcher():  # the DDP workers Lightning starts from here end with this process (cli.py)
+        mark_launcher()
     if resume is not None and not Path(resume).is_file():
         raise MumuError(f"--resume {resume}: no such checkpoint")
     if resume is not None and restart_if_changed:
@@ -616,6 +621,16 @@ def _retest_split(data: RunData, split: SampleSplit, source: Path, fold_dir: Pat
             link.symlink_to(tested_ckpt.resolve())
     trainer = pl.Trainer(**_trainer_options(data.cfg, fold_dir, progress, resuming=False))
     return _test_split(trainer, module, data, split, fold_dir, selection)
+
+
+def _warn_if_more_processes_than_cores(cfg: TrainConfig) -> None:
+    processes = len(cfg.devices.strip(",").split(",")) if "," in cfg.devices else (
+        int(cfg.devices) if cfg.devices.isdigit() else 1)
+    cores = os.cpu_count() or 1
+    if processes > cores and _is_launcher():
+        click.echo(f"warning: --devices {cfg.devices} starts {processes} training processes on this machine's "
+                   f"{cores} CPU cores; they share them, so each step is slower than with --devices {cores}",
+                   err=True)
 
 
 def _is_launcher() -> bool:
