@@ -56,7 +56,7 @@ def subject_batchnorm_state(module: nn.Module, batches: Iterable[dict]) -> Batch
     """The BatchNorm statistics of `module` re-estimated on `batches` (one subject's inputs, labels unused):
     the plain average over the batches of each layer's batch mean and variance. The module is left as it was.
 
-    `module(batch)` must run the model (as `mumu.train.MumuModule` does); the module runs in evaluation mode but
+    `module(batch)` must run the model (as `mumu.module.MumuModule` does); the module runs in evaluation mode but
     for its BatchNorm layers, so dropout and modality dropout stay off. A layer that sees no input in these
     batches (its modality missing from every sample) keeps its trained statistics."""
     layers = _batchnorm_layers(module)

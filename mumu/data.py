@@ -3,7 +3,7 @@
 Batch format (shared with evaluation):
     x:         dict[name, Tensor]  sensor (B, S, W, C) float32; visual (B, S, 2048) float32 from the
                                    cache, or (B, S, H, W, 3) uint8 frames from raw files, which
-                                   `mumu.train.MumuModule` turns into features with the frozen ResNet-50
+                                   `mumu.module.MumuModule` turns into features with the frozen ResNet-50
     lengths:   dict[name, LongTensor (B,)]  valid steps; 0 = modality missing for that sample
     label:     LongTensor (B,)  activity class
     group:     LongTensor (B,)  activity group

@@ -12,7 +12,7 @@ Configured from params.yaml ``train.transforms`` (see `SensorTransform.from_para
    random amplitude scale per modality, and Gaussian jitter whose std is a fraction of the sample's
    own per-channel std (so one setting suits metres, g and deg/s alike).
 Per-channel standardisation with training statistics comes after this, in the trainer
-(`mumu.train.MumuModule.fit_input_norm`), so it sees body-frame skeletons.
+(`mumu.module.MumuModule.fit_input_norm`), so it sees body-frame skeletons.
 """
 from __future__ import annotations
 

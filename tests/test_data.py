@@ -171,7 +171,8 @@ def test_spawned_workers_give_the_same_training_batches(tiny_demo):
 def test_raw_path_gives_the_cache_inputs_and_logits(tiny_demo):
     """Parity: decoding + the frozen ResNet-50 in the model step == the cached features (float16
     tolerance), sensor windows identical, and so the same logits from the same model."""
-    from mumu.train import MumuModule, prepare_data
+    from mumu.module import MumuModule
+    from mumu.train import prepare_data
 
     cached, raw = (prepare_data(tiny_demo.config(source=source)) for source in ("cache", "raw"))
     by_id = {s.sample_id: s for s in raw.samples}

@@ -276,7 +276,8 @@ def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path)
 
 
 def test_fusion_kl_adds_its_weighted_term_to_mumus_training_loss(tiny_demo):  # noqa: F811
-    from mumu.train import MumuModule, prepare_data
+    from mumu.module import MumuModule
+    from mumu.train import prepare_data
 
     data = prepare_data(tiny_demo.config())
     batch = next(iter(data.loader(data.samples[:4], batch_size=4)))
@@ -293,7 +294,8 @@ def test_fusion_kl_adds_its_weighted_term_to_mumus_training_loss(tiny_demo):  # 
 
 
 def test_unimodal_aux_adds_each_present_modalitys_own_activity_loss(tiny_demo, tmp_path):  # noqa: F811
-    from mumu.train import MumuModule, prepare_data
+    from mumu.module import MumuModule
+    from mumu.train import prepare_data
 
     cfg = tiny_demo.config(tmp_path / "run", unimodal_aux=0.5, max_epochs=1)
     data = prepare_data(cfg)
@@ -318,7 +320,8 @@ def test_unimodal_aux_adds_each_present_modalitys_own_activity_loss(tiny_demo, t
 def test_modality_dropout_keeps_a_lost_stream_present_as_the_noise_study_corrupts_it(tiny_demo, kind):  # noqa: F811
     """A lost stream stays in the fusion, every valid step zeroed or set to the training mean, as the noise
     study's "drop" / "mean" modes leave a corrupted group."""
-    from mumu.train import MumuModule, prepare_data
+    from mumu.module import MumuModule
+    from mumu.train import prepare_data
 
     data = prepare_data(tiny_demo.config())
     batch = next(iter(data.loader(data.samples[:8], batch_size=8)))
