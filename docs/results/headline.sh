@@ -3,7 +3,7 @@
 # MuMu with params/utd_mhad_headline.yaml; B1, B2 and B3 with the recipe (params/utd_mhad.yaml) and the same
 # label smoothing and test-time adaptation. Then the noise study of every run (zeroed, training mean, and
 # delayed by a quarter and a half of the duration), the result files under
-# docs/results/headline/ and the significance tests.
+# docs/results/headline/, the significance tests and a comparison figure.
 #
 #   bash docs/results/headline.sh        # all of it: 40 LOSO runs (~6 min each, two side by side on a
 #                                         # 2-core CPU: ~2 h) and 40 odd_even runs (~1 min each)
@@ -54,4 +54,6 @@ for protocol in loso odd_even; do
   done
   python docs/results/significance.py "headline/aso_si_${protocol}_adabn" "headline/mumu_si_${protocol}_adabn" \
     "headline/b1_si_${protocol}_adabn" "headline/b2_si_${protocol}_adabn" "headline/b3_si_${protocol}_adabn"
+  python docs/results/compare.py "headline/comparison_si_${protocol}_adabn" "headline/mumu_si_${protocol}_adabn" \
+    "headline/b2_si_${protocol}_adabn" "headline/b3_si_${protocol}_adabn" "headline/b1_si_${protocol}_adabn"
 done

@@ -5,7 +5,7 @@
 Each RUN_DIR is a `cli.py train` output (one seed; LOSO runs have fold_s<N>/ folders). Reads every
 fold's metrics.json and the run's predictions.csv, and writes into docs/results/:
 - NAME.json: per run and fold top-1 accuracy, macro-F1 and test NLL (and, for runs tested with --adapt-bn, the
-  validation subject's adapted top-1), mean +- std over folds of each run,
+  validation subject's adapted top-1), each run's top-1 per test subject, mean +- std over folds of each run,
   and over all (fold, seed) pairs; clean vs noisy metrics where `cli.py evaluate RUN_DIR` has run (RUN_DIR/eval;
   RUN_DIR/eval-mean for `--noise mean --out RUN_DIR/eval-mean`, RUN_DIR/eval-shift25 and eval-shift50 for
   `--noise shift --noise-level 0.25 / 0.5`), per run and averaged over the runs;
@@ -98,7 +98,12 @@ def main(name: str, run_dirs: list[str]) -> None:
         nll = {f: m["nll"] for f, m in folds.items() if "nll" in m}  # runs from before test NLL was logged lack it
         # the validation subject's top-1 under AdaBN (runs tested with --adapt-bn since the eleventh search)
         val_acc = {f: m["adapted_val_accuracy"] for f, m in folds.items() if "adapted_val_accuracy" in m}
+        run_rows = predictions(run, list(folds))
+        by_subject = defaultdict(list)
+        for r in run_rows:
+            by_subject[int(r["subject"])].append(r["label"] == r["pred"])
         runs[str(run)] = {"accuracy": acc, "macro_f1": f1, "nll": nll, "adapted_val_accuracy": val_acc,
+                          "per_subject_accuracy": {s: float(np.mean(v)) for s, v in sorted(by_subject.items())},
                           **({"missing": missing} if missing else {}),
                           "accuracy_over_folds": mean_std(list(acc.values())),
                           "macro_f1_over_folds": mean_std(list(f1.values())),
@@ -106,7 +111,7 @@ def main(name: str, run_dirs: list[str]) -> None:
         all_acc += acc.values()
         all_f1 += f1.values()
         all_nll += nll.values()
-        rows += predictions(run, list(folds))
+        rows += run_rows
     per_class, per_subject, confusions = defaultdict(list), defaultdict(list), Counter()
     names: dict[int, str] = {}
     for r in rows:
