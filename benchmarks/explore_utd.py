@@ -117,7 +117,7 @@ def run_fold(data: dict, labels, groups, test_subject: int, cfg: dict, seed: int
         val=subjects == val_subject, test=subjects == test_subject).items()}
     raw = [{n: w[n] for n in names} for w in data["windows"]]
     transform = make_transform(cfg)
-    # per-channel statistics of the (body-frame) training windows, as mumu.train's fit_input_norm
+    # per-channel statistics of the (body-frame) training windows, as mumu.module.MumuModule.fit_input_norm
     stats = {n: (0.0, 1.0) for n in names}
     if cfg["standardize"]:
         for n in names:

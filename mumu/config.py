@@ -25,7 +25,7 @@ from pipeline.errors import MumuError
 from pipeline.extract import ExtractSettings  # the settings a cache is built with; raw mode applies them
 from pipeline.files import write_text
 from pipeline.modalities import select_modalities
-from pipeline.params import SHARED, check_types, extract_settings, read_params, reject_unknown
+from pipeline.params import DEFAULT_PARAMS, SHARED, check_types, extract_settings, read_params, reject_unknown
 
 SELECTIONS = ("macro_f1", "nll", "last")  # the keys of mumu.train.SELECTION_METRICS
 
@@ -56,7 +56,7 @@ class TrainConfig:
     max_pools: int = 0  # "sequence" encoder: max-pools by 2 along the steps after the first 0-2 conv blocks
     motion: bool = False  # "sequence" encoder: step-to-step differences of the input as extra channels
     visual_norm: bool = False  # LayerNorm over each visual step's 2048 features before the encoder's projection
-    modality_dropout: float = 0.0  # training: chance that a multimodal sample loses one modality
+    modality_dropout: float = 0.0  # training: chance that a multimodal sample loses modalities (see the mode)
     modality_dropout_mode: str = "one"  # one | down_to_one: it loses 1 to n-1 of its n modalities
     modality_dropout_as: str = "missing"  # missing: length 0 | zeros / mean: present, inputs as noise drop / mean
     gm_heads: int = 1  # MuMu's GM-Fusion attention heads; 1 = eq. (7)
@@ -121,12 +121,13 @@ _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)} - {"extract"}
 _EXTRACT_KEYS = {f.name for f in dataclasses.fields(ExtractSettings)}
 _COMMAND_LINE = "command line"  # the origin named for options (overrides), as a params file's path names its values
 
-# One setting's own allowed values: (test, what the message says of them). Settings that must agree with others
-# are checked in `_validate`, once all sources are merged.
+# One setting's allowed values. Settings that must agree with others are checked in `_validate`, once all
+# sources are merged.
 _CHOICES = {"model": ARCHS, "source": ("cache", "raw"), "sensor_encoder": SENSOR_ENCODERS, "gm_gate": GM_GATES,
             "gm_merge": GM_MERGES, "fusion_init": FUSION_INITS, "fusion_norm": FUSION_NORMS,
             "modality_dropout_mode": MODALITY_DROPOUT_MODES, "modality_dropout_as": MODALITY_DROPOUT_AS,
             "select": SELECTIONS}
+# A setting's allowed range: (test, what the message says of it).
 _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     **{name: (lambda v: v >= 1, "must be >= 1") for name in (
         "max_epochs", "batch_size", "max_steps_visual", "max_steps_sensor", "embed_dim", "conv_channels",
@@ -198,7 +199,7 @@ def config_from_dict(values: dict[str, Any], origin: str = "settings") -> TrainC
         raise MumuError(f"{origin}: {e.message}") from None
 
 
-def resolve_config(params_path: str | Path | None = "params.yaml", **overrides: Any) -> TrainConfig:
+def resolve_config(params_path: str | Path | None = DEFAULT_PARAMS, **overrides: Any) -> TrainConfig:
     """params.yaml (pipeline.params.read_params: `base` chains, the default file may be absent) + overrides
     (None values are ignored, so unset CLI options fall through). The file's values and the overrides are
     checked each on their own first, so that an error names the file or the command line, and the key."""

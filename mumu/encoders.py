@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from pipeline.modalities import ModalitySpec
+from pipeline.modalities import FEATURE_DIM, ModalitySpec
 
 Pooling = Literal["keyless", "last"]
 SensorEncoder = Literal["window", "sequence"]
@@ -142,8 +142,8 @@ class SensorSequenceEmbedding(nn.Module):
     With `motion`, the step-to-step differences of the input ride along as extra channels (HCN's motion
     stream, fused at the input)."""
 
-    def __init__(self, spec: ModalitySpec, window: int, dim: int, dropout: float, channels: int = 64,
-                 kernel_size: int = 5, max_pools: int = 0, motion: bool = False):
+    def __init__(self, spec: ModalitySpec, window: int, dim: int, dropout: float, channels: int, kernel_size: int,
+                 max_pools: int, motion: bool):
         super().__init__()
         self.motion = motion
         in_channels = window * spec.channels * (2 if motion else 1)
@@ -172,13 +172,13 @@ class UnimodalEncoder(nn.Module):
     (B, S') weights (S' < S when the sequence encoder max-pools)."""
 
     def __init__(self, spec: ModalitySpec, dim: int, dropout: float, pooling: Pooling, window: int = 5,
-                 conv_channels: int = 64, kernel_size: int = 3, lstm_layers: int = 1, visual_dim: int = 2048,
+                 conv_channels: int = 64, kernel_size: int = 3, lstm_layers: int = 1,
                  sensor_encoder: SensorEncoder = "window", max_pools: int = 0, motion: bool = False,
                  visual_norm: bool = False):
         super().__init__()
-        self.spec, self.window, self.visual_dim = spec, window, visual_dim
+        self.spec, self.window = spec, window
         if spec.visual:
-            self.embed: nn.Module = VisualStepEmbedding(visual_dim, dim, dropout, visual_norm)
+            self.embed: nn.Module = VisualStepEmbedding(FEATURE_DIM, dim, dropout, visual_norm)
         elif sensor_encoder == "sequence":
             self.embed = SensorSequenceEmbedding(spec, window, dim, dropout, conv_channels, kernel_size, max_pools,
                                                  motion)
@@ -191,9 +191,9 @@ class UnimodalEncoder(nn.Module):
         self.attention = KeylessAttention(dim) if pooling == "keyless" else None
 
     def check_input(self, x: Tensor, lengths: Tensor) -> None:
-        expected = (self.visual_dim,) if self.spec.visual else (self.window, self.spec.channels)
+        expected = (FEATURE_DIM,) if self.spec.visual else (self.window, self.spec.channels)
         if x.dim() != 2 + len(expected) or tuple(x.shape[2:]) != expected:
-            layout = "(B, S, 2048)" if self.spec.visual else "(B, S, W, J*A)"
+            layout = f"(B, S, {FEATURE_DIM})" if self.spec.visual else "(B, S, W, J*A)"
             raise ValueError(f"modality {self.spec.name!r}: expected input {layout} ending in {expected}, "
                              f"got shape {tuple(x.shape)}")
         if lengths.shape != x.shape[:1] or lengths.min() < 0 or lengths.max() > x.shape[1]:

@@ -36,7 +36,7 @@ from mumu.noise import check_noise, corrupt_batch, split_groups
 from mumu.noise_modes import LEVEL_HELP, NOISE_HELP, NOISE_MODES
 from pipeline.errors import MumuError
 from pipeline.files import replaced_whole, write_json
-from pipeline.params import read_params
+from pipeline.params import DEFAULT_PARAMS, read_params
 
 if TYPE_CHECKING:  # mumu.train loads Lightning: imported where a run is loaded
     from mumu.train import LoadedRun
@@ -233,7 +233,7 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
 
     adapt_by_condition: for a run tested with AdaBN (train.adapt_bn), adapt to each subject's samples grouped
     by which of their streams are silent, so that under per-sample noise the live samples are not normalised
-    with statistics of zeroed ones; False adapts to each subject's samples all together (as before 2026-11-30).
+    with statistics of zeroed ones; False adapts to each subject's samples all together.
     Clean inputs, and a group zeroed in every sample, give one group per subject: the same either way."""
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "eval"
@@ -324,7 +324,7 @@ def _evaluate_params(params: str | None) -> dict[str, Any]:
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default RUN_DIR/eval).")
-@click.option("--params", default="params.yaml", show_default=True,
+@click.option("--params", default=DEFAULT_PARAMS, show_default=True,
               help="Options left out come from this file's evaluate: block (none: no file), else "
                    + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in DEFAULTS.items()) + ".")
 @click.option("--noise", type=click.Choice(NOISE_MODES),

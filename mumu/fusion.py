@@ -72,7 +72,7 @@ class GMFusion(nn.Module):
         self.o = nn.Linear(merged, dim, bias=False)  # W^O
         self.heads = heads
         self.gate = gate
-        self.merge = merge
+        self.merge_mode = merge
         self.scale = 1.0 / math.sqrt(dim // heads)
 
     def forward(self, x_aux: Tensor, xu: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
@@ -86,10 +86,10 @@ class GMFusion(nn.Module):
             weights = masked_softmax(scores, present[:, None, :], dim=2)
         else:  # independent gates; a missing modality's gate is exactly 0
             weights = torch.sigmoid(scores).masked_fill(~present[:, None, :], 0.0)
-        if self.merge == "sum":
-            x_c = torch.einsum("bhm,bmhd->bhd", weights, v).reshape(B, D)
+        if self.merge_mode == "sum":
+            x_c = torch.einsum("bhm,bmhd->bhd", weights, v).reshape(B, D)  # (B, D)
         else:  # each modality's weighted value in its own slot; a missing one's slot is 0
-            x_c = torch.einsum("bhm,bmhd->bmhd", weights, v).reshape(B, M * D)
+            x_c = torch.einsum("bhm,bmhd->bmhd", weights, v).reshape(B, M * D)  # (B, M*D)
         return self.o(x_c), weights
 
 

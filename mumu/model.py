@@ -15,11 +15,12 @@ softmax; the concatenation baselines keep its slot as zeros (there is no softmax
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, get_args
 
 import torch
 from torch import Tensor, nn
 
-from mumu.encoders import UnimodalEncoder
+from mumu.encoders import SensorEncoder, UnimodalEncoder
 from mumu.fusion import GM_GATES, GM_MERGES, GMFusion, ModalitySelfAttention, SMFusion, kl_from_uniform
 from pipeline.errors import MumuError
 from pipeline.modalities import ModalitySpec
@@ -30,7 +31,7 @@ FUSION_NORMS = ("convex", "count")
 MODALITY_DROPOUT_MODES = ("one", "down_to_one")  # how many modalities a dropped sample loses
 # how a lost modality looks: length 0, or present with its inputs set as the noise study's "drop" / "mean" modes do
 MODALITY_DROPOUT_AS = ("missing", "zeros", "mean")
-SENSOR_ENCODERS = ("window", "sequence")
+SENSOR_ENCODERS: tuple[str, ...] = get_args(SensorEncoder)
 
 
 @dataclass
@@ -78,10 +79,9 @@ class MultimodalModel(nn.Module):
     """Encodes every modality (in `self.modalities` order) and hands (B, M, D) features to `fuse`."""
 
     def __init__(self, inputs: dict[str, ModalitySpec], embed_dim: int, dropout: float, pooling: str,
-                 unimodal_classes: int = 0, **encoder_options):
+                 unimodal_classes: int = 0, **encoder_options: Any):
         super().__init__()
         self.modalities = list(inputs)
-        self.specs = dict(inputs)
         self.encoders = nn.ModuleDict(
             {name: UnimodalEncoder(spec, embed_dim, dropout, pooling, **encoder_options)
              for name, spec in inputs.items()})
@@ -90,7 +90,7 @@ class MultimodalModel(nn.Module):
             {name: nn.Linear(embed_dim, unimodal_classes) for name in inputs}) if unimodal_classes else None
 
     def encode(self, x: dict[str, Tensor], lengths: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """-> unimodal features (B, M, D), presence (B, M) bool, temporal weights per modality (B, S)."""
+        """-> unimodal features (B, M, D), presence (B, M) bool, temporal weights per modality (B, S')."""
         absent = [name for name in self.modalities if name not in x or name not in lengths]
         if absent:
             raise ValueError(f"batch lacks modality {', '.join(absent)}; the model expects {self.modalities} "
@@ -108,7 +108,8 @@ class MultimodalModel(nn.Module):
         return torch.stack(features, dim=1), present, temporal
 
     def forward(self, x: dict[str, Tensor], lengths: dict[str, Tensor]) -> ModelOutput:
-        xu, present, temporal = self.encode(x, lengths)
+        # x: {name: (B, S, 2048) visual | (B, S, W, C) sensor}, lengths: {name: (B,)} valid steps
+        xu, present, temporal = self.encode(x, lengths)  # (B, M, D), (B, M)
         out = self.fuse(xu, present)
         out.attention.update(temporal)
         out.present = present
@@ -126,7 +127,7 @@ class MuMu(MultimodalModel):
 
     def __init__(self, inputs: dict[str, ModalitySpec], num_classes: int, num_groups: int, embed_dim: int, dropout: float, gm_heads: int = 1,
                  gm_gate: str = "softmax", gm_merge: str = "sum", fusion_init: str = "torch",
-                 fusion_norm: str = "convex", **options):
+                 fusion_norm: str = "convex", **options: Any):
         super().__init__(inputs, embed_dim, dropout, "keyless", **options)
         self.sm_fusion = SMFusion(embed_dim)
         self.aux_head = two_layer_head(embed_dim, embed_dim, num_groups, dropout)  # F_aux
@@ -153,7 +154,8 @@ class MuMu(MultimodalModel):
         fusion_kl = kl_from_uniform(alpha, present).mean()
         if self.gm_fusion.gate == "softmax":  # sigmoid gates are no distribution over the modalities
             fusion_kl = fusion_kl + kl_from_uniform(gm, present[:, None, :]).mean()
-        return ModelOutput(self.head(x_f), self.aux_head(x_aux), xu, x_f, {"sm": alpha, "gm": gm.mean(1)}, fusion_kl)
+        gm_weights = gm.mean(1)  # (B, H, M) -> (B, M): the mean over heads
+        return ModelOutput(self.head(x_f), self.aux_head(x_aux), xu, x_f, {"sm": alpha, "gm": gm_weights}, fusion_kl)
 
 
 class ConcatBaseline(MultimodalModel):
@@ -162,7 +164,7 @@ class ConcatBaseline(MultimodalModel):
     `fused` is the head's (B, D) hidden layer, since the concatenation itself is (B, M*D)."""
 
     def __init__(self, inputs: dict[str, ModalitySpec], num_classes: int, embed_dim: int, dropout: float, pooling: str,
-                 **options):
+                 **options: Any):
         super().__init__(inputs, embed_dim, dropout, pooling, **options)
         self.hidden = nn.Sequential(nn.Linear(len(inputs) * embed_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout))
         self.out = nn.Linear(embed_dim, num_classes)
@@ -176,7 +178,7 @@ class SelfAttentionBaseline(MultimodalModel):
     """B3: keyless temporal attention, then masked multi-head self-attention across modality tokens."""
 
     def __init__(self, inputs: dict[str, ModalitySpec], num_classes: int, embed_dim: int, dropout: float, fusion_heads: int = 2,
-                 **options):
+                 **options: Any):
         super().__init__(inputs, embed_dim, dropout, "keyless", **options)
         self.fusion = ModalitySelfAttention(embed_dim, fusion_heads, dropout, len(inputs))
         self.head = two_layer_head(embed_dim, embed_dim, num_classes, dropout)

@@ -43,7 +43,6 @@ class MumuModule(pl.LightningModule):
         self.save_hyperparameters()
         self.cfg = config_from_dict(config)
         self.specs = {d["name"]: ModalitySpec(**d) for d in inputs}
-        self.activity_names, self.group_names = activity_names, group_names
         self.raw_visual = raw_visual
         self.model = build_model(self.cfg.model, self.specs, len(activity_names), len(group_names),
                                  embed_dim=self.cfg.embed_dim, dropout=self.cfg.dropout,
@@ -92,6 +91,7 @@ class MumuModule(pl.LightningModule):
         return self.standardise(self.features(batch))
 
     def standardise(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # mean / std (F,) broadcast over the last axis of (B, S, 2048) visual or (B, S, W, C) sensor inputs
         return {name: (x[name] - getattr(self, f"mean_{name}")) / getattr(self, f"std_{name}") for name in self.specs}
 
     def drop_modalities(self, x: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]
@@ -164,6 +164,7 @@ class MumuModule(pl.LightningModule):
             loss = loss + self.cfg.fusion_kl * out.fusion_kl
         if out.unimodal_logits is not None and self.cfg.unimodal_aux > 0:
             labels = batch["label"][:, None].expand(out.present.shape)  # (B, M)
+            # the present modalities' logits, (N_present, K), each against its sample's label
             loss = loss + self.cfg.unimodal_aux * F.cross_entropy(
                 out.unimodal_logits[out.present].float(), labels[out.present], label_smoothing=self.cfg.label_smoothing)
         return loss
@@ -233,7 +234,7 @@ class MumuModule(pl.LightningModule):
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         out = self(batch)
         self.test_metrics.update(out.logits, batch["label"], out.group_logits, batch["group"], self.loss(out, batch))
-        probs = out.logits.float().softmax(-1).cpu()
+        probs = out.logits.float().softmax(-1).cpu()  # (B, K)
         group_pred = out.group_logits.argmax(-1).cpu().tolist() if out.group_logits is not None else [None] * len(probs)
         for i, sample_id in enumerate(batch["sample_id"]):
             self._predictions.append({

@@ -4,7 +4,7 @@ Each study trains a set of runs with `mumu.train.train_once` (settings from para
 changing only what it varies), writes OUT/table.md and OUT/results.json, and prints the table.
 Runs live in OUT/runs/<name>; rerunning a study reuses every run that already finished, so an
 interrupted study resumes. `--quick` shrinks the work to a few minutes on the demo data.
-F1 is always macro-F1 over the whole test set.
+F1 is always macro-F1 over a test set; with several folds (LOSO), a run's score is the mean over its folds.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from mumu.significance import TEST_NAME, pairwise_aso, significantly_better
 from pipeline.errors import MumuError
 from pipeline.files import write_text
 from pipeline.modalities import select_modalities
+from pipeline.params import DEFAULT_PARAMS
 
 if TYPE_CHECKING:  # torch loads only when a study runs, not for --help
     from mumu.config import TrainConfig
@@ -191,7 +192,7 @@ def _models(value: str) -> list[str]:
 
 def common_options(f: Callable) -> Callable:
     options = [
-        click.option("--params", default="params.yaml", show_default=True,
+        click.option("--params", default=DEFAULT_PARAMS, show_default=True,
                      help="Base settings come from this file; none: no file."),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path),
                      help="Output folder (default runs/study-<name>)."),

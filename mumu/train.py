@@ -55,9 +55,11 @@ from mumu.module import MumuModule
 from mumu.transforms import SensorTransform
 from pipeline.codebase import REPO_ROOT, imported_sources
 from pipeline.errors import MumuError
+from pipeline.extract import weights_kind
 from pipeline.files import replaced_whole, write_json
 from pipeline.index import Sample
-from pipeline.modalities import FEATURE_DIM, ModalitySpec, select_modalities
+from pipeline.modalities import DATASET_MODALITIES, FEATURE_DIM, ModalitySpec, select_modalities
+from pipeline.params import DEFAULT_PARAMS
 from pipeline.tables import ActivityTable, load_table
 
 # train.select -> (logged metric, mode) of the checkpoint that is tested; None: the last epoch's
@@ -157,8 +159,7 @@ def _check_fingerprint(path: Path, fingerprint: dict, cfg: TrainConfig) -> None:
     """The cache must have been extracted with the settings this run asks for (params.yaml extract:)."""
     wanted = asdict(cfg.extract)
     wanted["dataset"] = cfg.dataset
-    if wanted["weights"] not in ("imagenet", "random"):
-        wanted["weights"] = "file"  # a state_dict path; its hash is in the fingerprint
+    wanted["weights"] = weights_kind(wanted["weights"])
     differing = [key for key, value in wanted.items() if key in fingerprint and str(fingerprint[key]) != str(value)
                  and not _same_number(fingerprint[key], value)]
     if differing:
@@ -199,7 +200,7 @@ def split_samples(data: RunData) -> list[SampleSplit]:
     from pipeline.splits import make_splits
     cfg = data.cfg
     note = incomplete_parts_note(cfg.cache_path) if cfg.source == "cache" else None
-    if note and _is_launcher():  # before a split comes out short or empty for want of those samples
+    if note and _is_rank_zero():  # before a split comes out short or empty for want of those samples
         click.echo(f"warning: {note}", err=True)
     by_id = {s.sample_id: s for s in data.samples}
     return [SampleSplit(split.name, *([by_id[i] for i in getattr(split, part)] for part in ("train", "val", "test")))
@@ -235,7 +236,7 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
         # machine two spinning OpenMP threads made a step ~10x slower than one (measured).
         torch.set_num_threads(cfg.cpu_threads)
         _warn_if_more_processes_than_cores(cfg)
-    if _is_launcher():  # the DDP workers Lightning starts from here end with this process (cli.py)
+    if _is_rank_zero():  # the DDP workers Lightning starts from here end with this process (cli.py)
         mark_launcher()
     if resume is not None and not Path(resume).is_file():
         raise MumuError(f"--resume {resume}: no such checkpoint")
@@ -245,13 +246,13 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
     if restart_if_changed and cfg.num_nodes > 1:  # every node's ranks start at once: none may delete under another
         raise MumuError("--restart-if-changed is for runs on one machine; on several nodes resume by rerunning the "
                         "same command, or start afresh with another --out")
-    if overwrite and _is_launcher() and run_dir.exists():
+    if overwrite and _is_rank_zero() and run_dir.exists():
         shutil.rmtree(run_dir)
     if not restart_if_changed:
         _check_same_settings(run_dir, cfg, explicit_resume=resume is not None)
     data = prepare_data(cfg)
     inputs = run_inputs(data)
-    changed = _changes_since_start(run_dir, cfg, inputs) if _is_launcher() else []
+    changed = _changes_since_start(run_dir, cfg, inputs) if _is_rank_zero() else []
     if changed and restart_if_changed:
         click.echo(f"{run_dir}: its {' and '.join(changed)} changed since it began; starting it afresh", err=True)
         shutil.rmtree(run_dir)
@@ -264,7 +265,7 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
     if several and resume is not None:  # refused before anything is written
         raise MumuError(f"--resume PATH is ambiguous with {len(splits)} splits; rerun without it and every "
                         f"unfinished split resumes from its own last.ckpt")
-    if _is_launcher():
+    if _is_rank_zero():
         begins = not (run_dir / "config.yaml").is_file()  # a run from before inputs.json gets none: unknown
         save_config(cfg, run_dir / "config.yaml")
         if begins:  # what the run began with; a resume keeps it
@@ -274,11 +275,11 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
     fold_metrics: dict[str, dict] = {}
     for split in splits:
         fold_dir = run_dir / split.name if several else run_dir
-        if several and _is_launcher():
+        if several and _is_rank_zero():
             save_config(cfg, fold_dir / "config.yaml")
         fold_metrics[split.name] = _train_split(data, split, fold_dir, resume, callbacks or [], progress)
     recorded = sorted((run_dir / INPUT_PROBLEMS).glob("*.json"))
-    if recorded and _is_launcher():
+    if recorded and _is_rank_zero():
         click.echo(f"warning: {len(recorded)} samples had unusable raw inputs, used without those modalities (as "
                    f"extract would record them): {run_dir / INPUT_PROBLEMS}/<sample_id>.json", err=True)
     return _finish_run(run_dir, fold_metrics)
@@ -289,7 +290,7 @@ def _finish_run(run_dir: Path, fold_metrics: dict[str, dict]) -> RunResult:
     if len(fold_metrics) == 1:
         return RunResult(run_dir, next(iter(fold_metrics.values())), fold_metrics)
     metrics = summarize_folds(fold_metrics)
-    if _is_launcher():
+    if _is_rank_zero():
         _merge_predictions(run_dir, list(fold_metrics))
         # last: its presence marks the whole run as finished (evaluate and the studies read it so)
         write_json(run_dir / "metrics.json", {**metrics, "f1": "macro-F1 over each fold's whole test set"})
@@ -322,7 +323,7 @@ def retest(run_dir: str | Path, out: str | Path, progress: bool = True, **test_s
     data = prepare_data(cfg)
     splits = split_samples(data)
     several = len(splits) > 1
-    if _is_launcher():
+    if _is_rank_zero():
         save_config(cfg, out / "config.yaml")
     fold_metrics: dict[str, dict] = {}
     for split in splits:
@@ -362,7 +363,7 @@ def _retest_split(data: RunData, split: SampleSplit, source: Path, fold_dir: Pat
     else:
         trained_metrics = json.loads((source / "metrics.json").read_text())
         selection = {k: trained_metrics.get(k) for k in ("selected_by", "selected_epoch", "selected_val_score")}
-    if _is_launcher():
+    if _is_rank_zero():
         fold_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / "split.json", fold_dir / "split.json")
         save_config(data.cfg, fold_dir / "config.yaml")
@@ -378,13 +379,13 @@ def _warn_if_more_processes_than_cores(cfg: TrainConfig) -> None:
     processes = len(cfg.devices.strip(",").split(",")) if "," in cfg.devices else (
         int(cfg.devices) if cfg.devices.isdigit() else 1)
     cores = os.cpu_count() or 1
-    if processes > cores and _is_launcher():
+    if processes > cores and _is_rank_zero():
         click.echo(f"warning: --devices {cfg.devices} starts {processes} training processes on this machine's "
                    f"{cores} CPU cores; they share them, so each step is slower than with --devices {cores}",
                    err=True)
 
 
-def _is_launcher() -> bool:
+def _is_rank_zero() -> bool:
     """True in the process that writes files: rank 0 (Lightning sets the rank env vars for DDP children)."""
     return rank_zero_only.rank == 0
 
@@ -462,7 +463,7 @@ def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callb
     if metrics_path.is_file():  # finished before: no repeated work
         return json.loads(metrics_path.read_text())
     cfg = data.cfg
-    if _is_launcher():
+    if _is_rank_zero():
         write_json(fold_dir / "split.json", {part: [s.sample_id for s in getattr(split, part)]
                                               for part in ("train", "val", "test")})
     last = fold_dir / "checkpoints" / "last.ckpt"
@@ -522,7 +523,7 @@ def _test_split(trainer: pl.Trainer, module: MumuModule, data: RunData, split: S
     metrics = {**results["metrics"], "f1": "macro-F1 over the whole test set", "split": split.name,
                "world_size": trainer.world_size, **selection, "adapt_bn": cfg.adapt_bn,
                "activities": data.activity_names}
-    if _is_launcher():
+    if _is_rank_zero():
         subject_of = {s.sample_id: s.subject for s in split.test}
         _write_predictions(fold_dir / "predictions.csv", results["predictions"], subject_of, data, split.name)
         write_json(fold_dir / "metrics.json", metrics)  # last: its presence marks the split as finished
@@ -566,7 +567,7 @@ def _trainer_options(cfg: TrainConfig, fold_dir: Path, progress: bool, resuming:
     if devices != "auto":
         devices = [int(d) for d in devices.split(",") if d] if "," in devices else int(devices)
     csv_file = fold_dir / "logs" / "metrics.csv"
-    if resuming and csv_file.is_file() and _is_launcher():  # CSVLogger would delete the epochs logged so far
+    if resuming and csv_file.is_file() and _is_rank_zero():  # CSVLogger would delete the epochs logged so far
         csv_file.rename(csv_file.with_name(f"metrics-until-resume-{len(list(csv_file.parent.glob('metrics*.csv')))}.csv"))
     loggers = [
         CSVLogger(fold_dir, name="logs", version=""),
@@ -612,7 +613,8 @@ def _merge_predictions(run_dir: Path, folds: list[str]) -> None:
 
 @dataclass
 class LoadedRun:
-    """A trained run: `module.model(x, lengths)` gives logits and attention; `test_loader()` its test set."""
+    """A trained run: `predict(batch)` runs the model as in testing (inputs standardised); `loader(part)`
+    batches a part of its split ("train", "val" or "test")."""
 
     module: MumuModule  # eval mode; `module.encoder_inputs(batch)` turns a raw batch into encoder inputs
     config: TrainConfig
@@ -624,7 +626,7 @@ class LoadedRun:
         by_id = {s.sample_id: s for s in self.data.samples}
         return [by_id[i] for i in self.split[part]]
 
-    def test_loader(self, part: str = "test") -> DataLoader:
+    def loader(self, part: str) -> DataLoader:
         return self.data.loader(self.samples(part))
 
     @torch.no_grad()
@@ -690,11 +692,11 @@ def load_run(run_dir: str | Path, fold: str | None = None) -> LoadedRun:
 
 
 @click.command("train")
-@click.option("--params", default="params.yaml", show_default=True,
+@click.option("--params", default=DEFAULT_PARAMS, show_default=True,
               help="Options left out come from this file (its top level and train: block, `base:` chains "
                    "resolved; none: no file), else mumu's defaults; its extract: block must match the cache's "
                    "settings. RUN_DIR/config.yaml records every value used.")
-@click.option("--dataset", help="demo | mmact | utd_mhad | ucsd_mit")
+@click.option("--dataset", help=" | ".join(sorted(DATASET_MODALITIES)))
 @click.option("--data-root", help="Raw dataset root (for --from-raw).")
 @click.option("--cache", help="Feature cache (default cache/<dataset>.zarr).")
 @click.option("--from-cache/--from-raw", "from_cache", default=None,
@@ -735,7 +737,7 @@ def load_run(run_dir: str | Path, fold: str | None = None) -> LoadedRun:
               help="Sequence sensor encoder: add the step-to-step differences of the input as channels.")
 @click.option("--visual-norm/--no-visual-norm", default=None,
               help="LayerNorm over each visual step's features (video, depth) before the encoder's projection.")
-@click.option("--modality-dropout", type=float, help="Training: chance that a multimodal sample loses one modality.")
+@click.option("--modality-dropout", type=float, help="Training: chance that a multimodal sample loses modalities (how many: --modality-dropout-mode).")
 @click.option("--modality-dropout-mode", type=click.Choice(MODALITY_DROPOUT_MODES),
               help="What such a sample loses: one modality, or 1 to n-1 of its n (each stream also seen alone).")
 @click.option("--modality-dropout-as", type=click.Choice(MODALITY_DROPOUT_AS),
@@ -785,7 +787,7 @@ def train_command(params: str, from_cache: bool | None, resume: str | None, over
             raise MumuError(f"--resume: no checkpoint under {cfg.run_dir}/**/checkpoints/last.ckpt to resume from")
         resume = None  # the automatic resume picks each split's last.ckpt
     result = train_once(cfg, resume=resume, overwrite=overwrite, restart_if_changed=restart_if_changed)
-    if _is_launcher():
+    if _is_rank_zero():
         _print_summary(result)
 
 
@@ -805,7 +807,7 @@ def retest_command(run_dir: str, out: str, adapt_bn: bool | None, select: str | 
     so `cli.py evaluate OUT` and the result scripts read it as they read RUN_DIR.
     """
     result = retest(run_dir, out, adapt_bn=adapt_bn, select=select)
-    if _is_launcher():
+    if _is_rank_zero():
         _print_summary(result)
 
 

@@ -61,13 +61,13 @@ def skeleton_to_body_frame(windows: np.ndarray, frame: SkeletonFrame) -> np.ndar
     return joints.reshape(s, w, c).astype(np.float32)
 
 
-def rotate_vertical(windows: np.ndarray, degrees: float, attributes: int = 3) -> np.ndarray:
+def rotate_vertical(windows: np.ndarray, degrees: float) -> np.ndarray:
     """(S, W, J*3) xyz joints rotated by `degrees` about the y (vertical) axis."""
     theta = np.deg2rad(degrees)
     cos, sin = np.cos(theta), np.sin(theta)
     rotation = np.array([[cos, 0.0, sin], [0.0, 1.0, 0.0], [-sin, 0.0, cos]], np.float32)
     shape = windows.shape
-    joints = windows.reshape(-1, attributes) @ rotation.T
+    joints = windows.reshape(-1, 3) @ rotation.T
     return joints.reshape(shape).astype(np.float32)
 
 

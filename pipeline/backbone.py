@@ -78,7 +78,6 @@ class Backbone:
     """
 
     def __init__(self, weights: str = "random", device: str = "cpu", batch_size: int = 32):
-        self.weights = weights
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise MumuError(f"--device {device}: CUDA is not available on this machine; use --device cpu")

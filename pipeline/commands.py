@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from pipeline.files import write_json
+from pipeline.modalities import DATASET_MODALITIES
 
 
 @click.command("demo-data")
@@ -33,7 +34,7 @@ def demo_data(out: Path, seed: int, n_subjects: int, n_sessions: int, n_frames: 
 
 
 @click.command("index")
-@click.option("--dataset", required=True, type=click.Choice(["demo", "mmact", "utd_mhad", "ucsd_mit"]),
+@click.option("--dataset", required=True, type=click.Choice(sorted(DATASET_MODALITIES)),
               help="Which dataset layout to read at --data-root.")
 @click.option("--data-root", required=True, type=click.Path(path_type=Path), help="The raw dataset folder.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -32,6 +32,7 @@ import numpy as np
 
 from pipeline.errors import MumuError
 from pipeline.files import replaced_whole, write_json, write_text
+from pipeline.modalities import DATASET_MODALITIES
 
 # activity -> (group, scene, sensor variant). Scene 3 is MMAct's desk scene.
 DEMO_ACTIVITIES: dict[str, tuple[str, int, int]] = {
@@ -48,8 +49,8 @@ GROUP_LOOKS: dict[str, tuple[tuple[int, int, int], str, str]] = {
     "simple": ((40, 200, 60), "disc", "orbit"),
     "desk": ((50, 80, 230), "bar", "vertical"),
 }
-# sensor -> (rate Hz, what the variant changes). Rates are MMAct's.
-SENSOR_RATES = {"acc_phone": 100.0, "acc_watch": 100.0, "gyro": 50.0, "orientation": 50.0}
+# sensor -> rate Hz (MMAct's)
+SENSOR_RATES = {s.name: s.rate_hz for s in DATASET_MODALITIES["demo"] if not s.visual}
 # variant -> (oscillation frequency Hz, amplitude scale, phone pitch in degrees)
 VARIANTS = {0: (1.2, 1.0, 20.0), 1: (2.4, 2.0, 60.0)}
 QUIRK_CAPITALISED = ("carrying_light", "Carrying_light")  # applied to subject 1, session 1

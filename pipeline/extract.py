@@ -39,13 +39,14 @@ import click
 import numpy as np
 
 from pipeline import cache as cache_store
+from pipeline.codebase import REPO_ROOT
 from pipeline.datasets.base import skipped_lines
 from pipeline.decode import DecodeError, DecodeWorker, decode_visual
 from pipeline.errors import MumuError
 from pipeline.files import write_json
 from pipeline.index import Sample, index_report_path, read_index
-from pipeline.modalities import FEATURE_DIM, ModalitySpec, select_modalities
-from pipeline.params import read_params
+from pipeline.modalities import DATASET_MODALITIES, FEATURE_DIM, ModalitySpec, select_modalities
+from pipeline.params import DEFAULT_PARAMS, read_params
 from pipeline.sensors import SensorError, align_streams, cut_windows, read_sensor
 
 if TYPE_CHECKING:  # torch and torchvision load only where frames are encoded
@@ -54,7 +55,6 @@ if TYPE_CHECKING:  # torch and torchvision load only where frames are encoded
 # Bump when the numbers extraction produces change for the same inputs and settings.
 # extract-2 (2026-11-30): a broken sensor file is refused on its own instead of shortening the sample's other streams.
 CODE_VERSION = "extract-2"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class ExtractSettings:
 def params_defaults(params_path: str | Path | None = None) -> dict:
     """The ``extract:`` block plus top-level dataset/data_root/modalities from params.yaml (`base` resolved)."""
     if params_path is None:  # the working directory's params.yaml, else the repository's; neither is required
-        params_path = next((p for p in (Path("params.yaml"), REPO_ROOT / "params.yaml") if p.is_file()), None)
+        params_path = next((p for p in (Path(DEFAULT_PARAMS), REPO_ROOT / DEFAULT_PARAMS) if p.is_file()), None)
         if params_path is None:
             return {}
     params = read_params(params_path)
@@ -346,8 +346,14 @@ def pending_parts(cache_path: Path, plan: list[tuple[str, list[Sample]]], modali
     return todo, stale
 
 
+def weights_kind(weights: str) -> str:
+    """How a cache's fingerprint names its backbone weights: imagenet, random, or "file" (a state_dict path,
+    identified by its hash)."""
+    return weights if weights in ("imagenet", "random") else "file"
+
+
 def fingerprint(dataset: str, modalities: list[ModalitySpec], settings: ExtractSettings, weights_hash: str) -> dict:
-    weights = settings.weights if settings.weights in ("imagenet", "random") else "file"
+    weights = weights_kind(settings.weights)
     return {
         "dataset": dataset, "modalities": [m.name for m in modalities], "backbone": "resnet50",
         "weights": weights, "weights_hash": weights_hash, "feature_dim": FEATURE_DIM, "feature_dtype": "float16",
@@ -545,10 +551,10 @@ def _from_params(key: str, **options: object) -> dict:
 
 
 @click.command("extract")
-@click.option("--params", default="params.yaml", show_default=True,
+@click.option("--params", default=DEFAULT_PARAMS, show_default=True,
               help="Options left out come from this file (its dataset, data_root, modalities and extract: block; "
                    "none: no file), else the built-in values shown below.")
-@click.option("--dataset", **_from_params("dataset", help="demo | mmact | utd_mhad | ucsd_mit"))
+@click.option("--dataset", **_from_params("dataset", help=" | ".join(sorted(DATASET_MODALITIES))))
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
               help="Raw dataset root, to build the index when --index is not given  "
                    "[default: params data_root for its dataset, else data/<dataset>]")
@@ -586,7 +592,7 @@ def extract_command(params: str, data_root: Path | None, index_path: Path | None
                     rebuild_if_changed: bool, **options: object) -> None:
     """Turn a sample index into a feature cache: frames -> frozen ResNet-50 (float16, 2048-d),
     sensors -> windows. Resumable: rerun after an interruption to finish; a complete cache is skipped."""
-    from_file = {} if params == "none" else params_defaults(None if params == "params.yaml" else params)
+    from_file = {} if params == "none" else params_defaults(None if params == DEFAULT_PARAMS else params)
     value = {}  # params key -> the option given, else the file's value, else the built-in one
     for option, given in options.items():
         key = _PARAMS_KEY.get(option, option)

@@ -93,7 +93,7 @@ def test_adaptation_leaves_the_checkpoint_and_the_model_as_trained(trained, adap
     ckpt = trained.run_dir / "checkpoints" / "best.ckpt"
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
     run = load_run(trained.run_dir)
-    batches = list(run.test_loader())
+    batches = list(run.loader("test"))
     before = torch.cat([run.predict(b).logits for b in batches])
     with adapted_batchnorm(run.module, batches[:1]):
         pass

@@ -69,7 +69,7 @@ def test_load_run_reproduces_the_test_predictions(learned_run):
     loaded = load_run(cfg.run_dir)
     assert not loaded.module.training
     preds = {}
-    for batch in loaded.test_loader():
+    for batch in loaded.loader("test"):
         out = loaded.predict(batch)
         assert out.attention["sm"].shape == (len(batch["label"]), 3)  # SM-Fusion alpha per modality
         preds.update(zip(batch["sample_id"], out.logits.argmax(-1).tolist()))
@@ -249,7 +249,7 @@ def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path)
                if v.is_floating_point())  # the checkpoint's weights are the average, not the last step's
     assert type(loaded.module.model.encoders["gyro"].embed).__name__ == "SensorSequenceEmbedding"
     probs = {}  # the tested weights are the checkpoint's (the average): same probabilities from load_run
-    for batch in loaded.test_loader():
+    for batch in loaded.loader("test"):
         probs.update(zip(batch["sample_id"], loaded.predict(batch).logits.softmax(-1).tolist()))
     written = {r["sample_id"]: [float(v) for k, v in r.items() if k.startswith("p:")] for r in read_predictions(cfg.run_dir)}
     assert probs.keys() == written.keys()

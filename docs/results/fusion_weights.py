@@ -24,7 +24,7 @@ def fold_weights(run_dir: Path, fold: str) -> tuple[list[str], float, torch.Tens
     run = unadapted_run(run_dir, fold)
     sm, gm, correct, total = [], [], 0, 0
     with torch.no_grad():
-        for batch in run.test_loader():
+        for batch in run.loader("test"):
             out = run.predict(batch)
             sm.append(out.attention["sm"])
             gm.append(out.attention["gm"])

@@ -36,7 +36,7 @@ def fold_rows(run_dir: Path, fold: str) -> tuple[list[str], list[dict]]:
         raise SystemExit(f"{run_dir}: {len(modalities)} modalities; this script compares two")
     rows = []
     with torch.no_grad():
-        for batch in run.test_loader():
+        for batch in run.loader("test"):
             fused = run.predict(batch)
             alone = {}  # modality -> (B, K) log-probabilities with only that modality
             for dropped, kept in zip(modalities, reversed(modalities)):

@@ -38,7 +38,7 @@ def score(run, part: str) -> dict[str, tuple[int, int, float]]:
     each batch is loaded once and scored both ways."""
     totals = {mode: [0, 0, 0.0] for mode in MODES}
     with torch.no_grad():
-        for batch in run.test_loader(part=part):
+        for batch in run.loader(part):
             for mode, weights in MODES.items():
                 fusion.masked_softmax = weights
                 try:

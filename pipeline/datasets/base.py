@@ -11,7 +11,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from pipeline.errors import MumuError
 from pipeline.index import Sample
@@ -89,7 +89,7 @@ class SampleSet:
         self.by_key: dict[tuple, Sample] = {}
 
     def add(self, key: tuple, path: Path, modality: str, activity: Activity, sample_id: str,
-            view: str | None = None, **fields) -> None:
+            view: str | None = None, **fields: Any) -> None:
         sample = self.by_key.get(key)
         if sample is None:
             sample = self.by_key[key] = Sample(
