@@ -17,7 +17,8 @@ from mumu.adapt import (adapted_batchnorm, by_subject, predict_by_subject, silen
 from mumu.data import SubjectBatchSampler
 from mumu.evaluate import evaluate_command, infer
 from mumu.noise import corrupt_tensor
-from mumu.train import load_run, retest, train_once
+from mumu.metrics import headline
+from mumu.train import load_run, retest, retest_command, train_once
 from pipeline.errors import MumuError
 from tests.test_data import tiny_demo  # noqa: F401  (session fixture: tiny demo dataset + feature cache)
 
@@ -40,7 +41,13 @@ def trained(tiny_demo, tmp_path_factory):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def adapted(trained, tmp_path_factory):
+def trained_checkpoint_digest(trained) -> str:
+    """The tested checkpoint's digest straight after training, before any retest links to it."""
+    return hashlib.sha256((trained.run_dir / "checkpoints" / "best.ckpt").read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def adapted(trained, trained_checkpoint_digest, tmp_path_factory):
     return retest(trained.run_dir, tmp_path_factory.mktemp("retest") / "adapted", progress=False, adapt_bn=True)
 
 
@@ -56,6 +63,18 @@ def test_retest_without_adaptation_reproduces_the_trained_run(trained, tmp_path)
     assert result.metrics["selected_epoch"] == trained_metrics["selected_epoch"]
     assert "adapted_val_nll" not in result.metrics
     assert (tmp_path / "same" / "checkpoints" / "best.ckpt").is_file()  # a link to the trained run's
+
+
+def test_retest_command_writes_a_run_and_prints_its_numbers(trained, tmp_path):
+    """`cli.py retest` as a user runs it: the last epoch instead of the selected one, without adaptation."""
+    out = tmp_path / "last"
+    result = CliRunner().invoke(retest_command, [str(trained.run_dir), "--out", str(out), "--no-adapt-bn",
+                                                 "--select", "last"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["selected_epoch"] == trained.max_epochs - 1 and metrics["adapt_bn"] is False
+    assert result.output.strip().splitlines()[-1] == "test " + headline(metrics)
+    assert set(test_probabilities(out)) == set(test_probabilities(trained.run_dir))  # the same test samples
 
 
 def test_adapt_bn_predicts_each_subject_with_its_own_statistics_only(trained, adapted):
@@ -89,9 +108,8 @@ def test_adapt_bn_predicts_each_subject_with_its_own_statistics_only(trained, ad
     assert metrics["adapted_val_accuracy"] == pytest.approx(correct / count)
 
 
-def test_adaptation_leaves_the_checkpoint_and_the_model_as_trained(trained, adapted):
-    ckpt = trained.run_dir / "checkpoints" / "best.ckpt"
-    digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+def test_adaptation_leaves_the_checkpoint_and_the_model_as_trained(trained, trained_checkpoint_digest, adapted):
+    ckpt = trained.run_dir / "checkpoints" / "best.ckpt"  # the retest's best.ckpt links to it
     run = load_run(trained.run_dir)
     batches = list(run.loader("test"))
     before = torch.cat([run.predict(b).logits for b in batches])
@@ -99,7 +117,7 @@ def test_adaptation_leaves_the_checkpoint_and_the_model_as_trained(trained, adap
         pass
     after = torch.cat([run.predict(b).logits for b in batches])
     assert torch.equal(before, after)
-    assert hashlib.sha256(ckpt.read_bytes()).hexdigest() == digest
+    assert hashlib.sha256(ckpt.read_bytes()).hexdigest() == trained_checkpoint_digest
 
 
 def test_training_with_adapt_bn_matches_retesting_with_it(trained, adapted, tmp_path):

@@ -54,6 +54,7 @@ def test_ragged_round_trip_float16_visual_float32_sensor(tmp_path):
         else:
             assert got["rgb"].dtype == np.float16 and got["rgb"].shape == written["rgb"][i].shape
             np.testing.assert_array_equal(got["rgb"], written["rgb"][i].astype(np.float16))
+        assert got["imu"].dtype == np.float32
         np.testing.assert_array_equal(got["imu"], written["imu"][i])
     with pytest.raises(MumuError, match="'s9' is not in the cache"):
         cache.read("s9")

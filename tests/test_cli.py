@@ -1,6 +1,7 @@
 """The command line as a user meets it: help everywhere, one-line errors, no tracebacks."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -47,6 +48,7 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "no-such-cache.zarr" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_ctrl_c_inside_a_command_says_how_to_resume(tmp_path):
@@ -59,6 +61,7 @@ def test_ctrl_c_inside_a_command_says_how_to_resume(tmp_path):
     while proc.poll() is None and time.monotonic() < deadline and "libtorch" not in maps.read_text():
         time.sleep(0.01)  # torch's library is mapped: the command is being loaded inside the CLI
     assert proc.poll() is None, "the command ended before it could be interrupted"
+    assert "libtorch" in maps.read_text(), "the command never started loading torch"
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
@@ -93,6 +96,32 @@ cli.run()
     result = subprocess.run([sys.executable, str(script), "load"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == "Error: cache/x.zarr/parts/part-000001: gyro cannot be read"
+
+
+def test_an_unexpected_error_is_one_line_and_its_traceback_is_one_variable_away(tmp_path):
+    """A bug (not a user error) still ends in one line, exit 1, naming the error and MUMU_DEBUG; with
+    MUMU_DEBUG=1 the full traceback is shown."""
+    script = tmp_path / "bug.py"
+    script.write_text(f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import click
+import cli
+
+@click.command()
+def bug():
+    {{}}["missing"]
+
+cli.COMMANDS["bug"] = ("__main__:bug", "a command with a bug")
+cli.run()
+""")
+    result = subprocess.run([sys.executable, str(script), "bug"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Error: KeyError: 'missing' (set MUMU_DEBUG=1 for the traceback)"
+    debug = subprocess.run([sys.executable, str(script), "bug"], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "MUMU_DEBUG": "1"})
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr and "KeyError: 'missing'" in debug.stderr
 
 
 @pytest.mark.parametrize("args, option", [(("extract", "--limit", "-5"), "--limit"),

@@ -106,7 +106,10 @@ def test_quick_modalities_study_trains_each_group(params, tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())["results"]
     # the tiny config uses rgb_cam1 (visual) + acc_phone, gyro (non-visual)
     assert set(results) == {"rgb_cam1", "acc_phone+gyro", "rgb_cam1+acc_phone+gyro"}
-    assert all(0 <= r["macro_f1"] <= 1 for r in results.values())
+    for name, result in results.items():  # each row is the run trained on exactly its combination
+        run_dir = tmp_path / "runs" / f"mumu-{name}"
+        assert yaml.safe_load((run_dir / "config.yaml").read_text())["modalities"] == name.replace("+", ",")
+        assert result["macro_f1"] == json.loads((run_dir / "metrics.json").read_text())["macro_f1"]
 
 
 def test_unknown_model_is_a_clear_error(params, tmp_path):
