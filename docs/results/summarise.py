@@ -133,6 +133,7 @@ def main(name: str, run_dirs: list[str]) -> None:
         "top_confusions": confusions.most_common(15),
         **{f"{key}_over_runs": noise_over_runs([r[key] for r in runs.values()]) for key in EVAL_DIRS},
     }
+    (OUT / name).parent.mkdir(parents=True, exist_ok=True)  # NAME may name a new subfolder
     (OUT / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     if rows:
         plot_confusion(rows, [names[i] for i in sorted(names)], OUT / f"{name}_confusion.png", name)
