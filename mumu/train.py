@@ -375,9 +375,16 @@ def _retest_split(data: RunData, split: SampleSplit, source: Path, fold_dir: Pat
     return _test_split(trainer, module, data, split, fold_dir, selection)
 
 
+def _lightning_devices(devices: str) -> int | list[int] | str:
+    """TrainConfig.devices as Lightning takes it: "auto", a count (2), or device ids ("0,1" -> [0, 1])."""
+    if devices == "auto":
+        return devices
+    return [int(d) for d in devices.split(",") if d] if "," in devices else int(devices)
+
+
 def _warn_if_more_processes_than_cores(cfg: TrainConfig) -> None:
-    processes = len(cfg.devices.strip(",").split(",")) if "," in cfg.devices else (
-        int(cfg.devices) if cfg.devices.isdigit() else 1)
+    devices = _lightning_devices(cfg.devices)
+    processes = len(devices) if isinstance(devices, list) else devices if isinstance(devices, int) else 1
     cores = os.cpu_count() or 1
     if processes > cores and _is_rank_zero():
         click.echo(f"warning: --devices {cfg.devices} starts {processes} training processes on this machine's "
@@ -563,9 +570,6 @@ def _trainer_options(cfg: TrainConfig, fold_dir: Path, progress: bool, resuming:
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
     gpu = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
-    devices: Any = cfg.devices
-    if devices != "auto":
-        devices = [int(d) for d in devices.split(",") if d] if "," in devices else int(devices)
     csv_file = fold_dir / "logs" / "metrics.csv"
     if resuming and csv_file.is_file() and _is_rank_zero():  # CSVLogger would delete the epochs logged so far
         csv_file.rename(csv_file.with_name(f"metrics-until-resume-{len(list(csv_file.parent.glob('metrics*.csv')))}.csv"))
@@ -575,7 +579,7 @@ def _trainer_options(cfg: TrainConfig, fold_dir: Path, progress: bool, resuming:
         DVCLiveLogger(dir=str(fold_dir / "dvclive"), dvcyaml=False, save_dvc_exp=False, report=None, resume=resuming),
     ]
     return dict(
-        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=devices, num_nodes=cfg.num_nodes,
+        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=_lightning_devices(cfg.devices), num_nodes=cfg.num_nodes,
         strategy=cfg.strategy, precision="bf16-mixed" if gpu else "32-true",
         deterministic=True if not gpu else "warn", logger=loggers, default_root_dir=fold_dir,
         use_distributed_sampler=False,  # EpochSampler shards by rank itself (and evaluates every sample once)
