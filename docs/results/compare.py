@@ -42,8 +42,9 @@ def main(out: str, names: list[str]) -> None:
     summaries = {Path(n).name.split("_")[0]: json.loads((OUT / f"{n}.json").read_text()) for n in names}
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     width = 0.8 / len(summaries)
+    by_subject = {label: per_subject_over_seeds(summary) for label, summary in summaries.items()}
     for i, (label, summary) in enumerate(summaries.items()):
-        subjects = per_subject_over_seeds(summary)
+        subjects = by_subject[label]
         if not subjects:
             raise SystemExit(f"{label}: no per-subject accuracies in its file; summarise it again")
         x = np.arange(len(subjects)) + (i - (len(summaries) - 1) / 2) * width
@@ -59,7 +60,7 @@ def main(out: str, names: list[str]) -> None:
             errors = np.array([noise[k]["std"] for k in keys]) * 100
             right.bar(np.arange(len(keys)) + (i - (len(summaries) - 1) / 2) * width, values, width, yerr=errors,
                       capsize=2, label=label)
-    low = min(v.min() for s in summaries.values() for v in per_subject_over_seeds(s).values())
+    low = min(v.min() for subjects in by_subject.values() for v in subjects.values())
     left.set_ylim(max(0.0, low - 3), 100.5)
     left.set_ylabel("top-1 % (mean over seeds; bar: lowest to highest seed)")
     left.set_xlabel("test subject")

@@ -49,21 +49,22 @@ evaluate_run() {  # run_dir: each noise study of EVALS that has not run (adapted
   done
 }
 
+result() {  # model protocol: a result file's name under docs/results, without its extension
+  echo "$FOLDER/$1_${KIND}_$2_adabn"
+}
+
 report_rows() {  # noise studies, then per protocol: summaries, significance tests and the comparison figure
-  local protocol model seed dirs name
+  local protocol model seed dirs
   for protocol in "${PROTOCOLS[@]}"; do
     for model in "${MODELS[@]}"; do
       dirs=()
       for seed in ${seeds[$protocol]}; do dirs+=("$(run_dir "$model" "$protocol" "$seed")"); done
       for dir in "${dirs[@]}"; do evaluate_run "$dir"; done
-      python docs/results/summarise.py "$FOLDER/${model}_${KIND}_${protocol}_adabn" "${dirs[@]}"
+      python docs/results/summarise.py "$(result "$model" "$protocol")" "${dirs[@]}"
     done
-    name="$FOLDER/%s_${KIND}_${protocol}_adabn"
-    # shellcheck disable=SC2059
-    python docs/results/significance.py "$(printf "$name" aso)" "$(printf "$name" mumu)" "$(printf "$name" b1)" \
-      "$(printf "$name" b2)" "$(printf "$name" b3)"
-    # shellcheck disable=SC2059
-    python docs/results/compare.py "$(printf "$name" comparison)" "$(printf "$name" mumu)" "$(printf "$name" b2)" \
-      "$(printf "$name" b3)" "$(printf "$name" b1)"
+    python docs/results/significance.py "$(result aso "$protocol")" "$(result mumu "$protocol")" \
+      "$(result b1 "$protocol")" "$(result b2 "$protocol")" "$(result b3 "$protocol")"
+    python docs/results/compare.py "$(result comparison "$protocol")" "$(result mumu "$protocol")" \
+      "$(result b2 "$protocol")" "$(result b3 "$protocol")" "$(result b1 "$protocol")"
   done
 }
