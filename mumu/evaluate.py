@@ -80,49 +80,76 @@ def infer(run: LoadedRun, corrupt: str | None = None, noise: str = "drop", level
     inputs as they arrive, corrupted or not (mumu.adapt); with `adapt_by_condition`, to each subject's samples
     that share which streams are silent (`mumu.adapt.split_by_condition`), each such group on its own.
     """
-    generator = torch.Generator().manual_seed(seed)
+    return infer_conditions(run, {"only": corrupt}, noise, level, seed, adapt_by_condition)["only"]
+
+
+def infer_conditions(run: LoadedRun, conditions: dict[str, str | None], noise: str = "drop", level: float = 1.0,
+                     seed: int = 0, adapt_by_condition: bool = True) -> dict[str, Inference]:
+    """{name: `infer(run, corrupt, ...)`} for each (name, corrupt) of `conditions`, reading the test set once:
+    each subject's batches (one batch at a time without adaptation) go through every condition before the next
+    are read. Each condition draws its noise from its own generator, in the same order as `infer` alone."""
     tested = run.samples("test")
-    if corrupt is not None and noise == "mean" and run.module.raw_visual and any(s.visual for s in run.data.specs):
+    if not tested:
+        raise MumuError(f"{run.run_dir}: the test set is empty")
+    if noise == "mean" and run.module.raw_visual and any(s.visual for s in run.data.specs) \
+            and any(c is not None for c in conditions.values()):
         raise MumuError(f"{run.run_dir} reads raw frames; noise 'mean' sets cached features to their training "
                         "mean, so it needs a run trained from the cache (--from-cache)")
     fills = {spec.name: getattr(run.module, f"mean_{spec.name}") for spec in run.data.specs}  # noise "mean"
-    rows: dict[str, list] = {k: [] for k in ("ids", "labels", "groups", "preds", "group_preds", "uni", "fused")}
-    attention: dict[str, list] = {}
+    generators = {name: torch.Generator().manual_seed(seed) for name in conditions}
+    rows = {name: _Rows() for name in conditions}
 
-    def corrupted(batch: dict) -> dict:
+    def corrupted(batch: dict, name: str) -> dict:
+        corrupt = conditions[name]
         if corrupt is None:
             return batch
         n = len(batch["sample_id"])
-        return corrupt_batch(batch, run.data.specs, noise, level, generator,
+        return corrupt_batch(batch, run.data.specs, noise, level, generators[name],
                              groups=None if corrupt == "random" else [corrupt] * n, fills=fills)[0]
 
-    subjects = ([corrupted(batch) for batch in run.data.loader(samples)]
-                for samples in (by_subject(tested) if run.config.adapt_bn else [tested]))
-    if run.config.adapt_bn and adapt_by_condition:
-        subjects = (group for batches in subjects for group in split_by_condition(batches))
-    for batch, out in predict_by_subject(run.module, subjects, run.config.adapt_bn):
-        _collect(rows, attention, batch, out)
-    if not rows["ids"]:
-        raise MumuError(f"{run.run_dir}: the test set is empty")
-    return Inference(rows["ids"], np.concatenate(rows["labels"]), np.concatenate(rows["groups"]),
-                     np.concatenate(rows["preds"]),
-                     np.concatenate(rows["group_preds"]) if rows["group_preds"] else None,
-                     {k: np.concatenate(v) for k, v in attention.items()},
-                     np.concatenate(rows["uni"]), np.concatenate(rows["fused"]))
+    adapt = run.config.adapt_bn
+    if adapt:  # BatchNorm adapts to a whole subject: read one subject at a time
+        units = (list(run.data.loader(samples)) for samples in by_subject(tested))
+    else:  # predictions are per sample: one batch at a time
+        units = ([batch] for batch in run.data.loader(tested))
+    for batches in units:
+        for name in conditions:
+            subject = [corrupted(batch, name) for batch in batches]
+            groups = split_by_condition(subject) if adapt and adapt_by_condition else [subject]
+            for batch, out in predict_by_subject(run.module, groups, adapt):
+                rows[name].add(batch, out)
+    return {name: rows[name].inference() for name in conditions}
 
 
-def _collect(rows: dict[str, list], attention: dict[str, list], batch: dict, out) -> None:
-    rows["ids"] += list(batch["sample_id"])
-    rows["labels"].append(batch["label"].numpy())
-    rows["groups"].append(batch["group"].numpy())
-    rows["preds"].append(out.logits.argmax(-1).numpy())
-    if out.group_logits is not None:
-        rows["group_preds"].append(out.group_logits.argmax(-1).numpy())
-    rows["uni"].append(out.unimodal.float().numpy())  # (B, M, D)
-    rows["fused"].append(out.fused.float().numpy())  # (B, D)
-    for key in ("sm", "gm"):
-        if key in out.attention:
-            attention.setdefault(key, []).append(out.attention[key].float().numpy())  # (B, M)
+class _Rows:
+    """Model outputs gathered batch by batch, turned into one `Inference`."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list] = {k: [] for k in ("ids", "labels", "groups", "preds", "group_preds", "uni",
+                                                        "fused")}
+        self.attention: dict[str, list] = {}
+
+    def add(self, batch: dict, out) -> None:
+        parts = self.parts
+        parts["ids"] += list(batch["sample_id"])
+        parts["labels"].append(batch["label"].numpy())
+        parts["groups"].append(batch["group"].numpy())
+        parts["preds"].append(out.logits.argmax(-1).numpy())
+        if out.group_logits is not None:
+            parts["group_preds"].append(out.group_logits.argmax(-1).numpy())
+        parts["uni"].append(out.unimodal.float().numpy())  # (B, M, D)
+        parts["fused"].append(out.fused.float().numpy())  # (B, D)
+        for key in ("sm", "gm"):
+            if key in out.attention:
+                self.attention.setdefault(key, []).append(out.attention[key].float().numpy())  # (B, M)
+
+    def inference(self) -> Inference:
+        parts = self.parts
+        return Inference(parts["ids"], np.concatenate(parts["labels"]), np.concatenate(parts["groups"]),
+                         np.concatenate(parts["preds"]),
+                         np.concatenate(parts["group_preds"]) if parts["group_preds"] else None,
+                         {k: np.concatenate(v) for k, v in self.attention.items()},
+                         np.concatenate(parts["uni"]), np.concatenate(parts["fused"]))
 
 
 def headline_metrics(labels: np.ndarray, preds: np.ndarray, classes: np.ndarray | None = None) -> dict[str, float]:
@@ -214,15 +241,12 @@ def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, se
         raise MumuError(f"{run_dir} has not finished training (no metrics.json); rerun its `python cli.py train "
                         f"--out {run_dir}` to finish it, then evaluate")
     per_fold = []
-    with tqdm(total=len(folds) * len(CONDITIONS), desc="evaluate", unit="pass") as bar:
+    with tqdm(total=len(folds), desc="evaluate", unit="fold") as bar:
         for fold in folds:
+            bar.set_postfix_str(fold or "test")
             run = load_run(run_dir, fold)
-            results = {}
-            for name, group in CONDITIONS.items():
-                bar.set_postfix_str(f"{fold or 'test'} {name}")
-                results[name] = infer(run, group, noise, level, seed, adapt_by_condition)
-                bar.update()
-            per_fold.append(results)
+            per_fold.append(infer_conditions(run, CONDITIONS, noise, level, seed, adapt_by_condition))
+            bar.update()
     return per_fold, run
 
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from mumu.adapt import (adapted_batchnorm, by_subject, predict_by_subject, silent_streams, split_by_condition,
                         subject_batchnorm_state)
 from mumu.data import SubjectBatchSampler
-from mumu.evaluate import evaluate_command, infer
+from mumu.evaluate import CONDITIONS, evaluate_command, infer, infer_conditions
 from mumu.noise import corrupt_tensor
 from mumu.metrics import headline
 from mumu.train import load_run, retest, retest_command, train_once
@@ -204,6 +204,20 @@ def test_evaluate_records_how_it_adapts_and_whole_group_noise_is_the_same_either
     order = [per_subject.sample_ids.index(i) for i in per_condition.sample_ids]  # grouped differently
     assert sorted(per_condition.sample_ids) == sorted(per_subject.sample_ids)
     assert not np.allclose(per_condition.fused, per_subject.fused[order], atol=1e-4)
+
+
+@pytest.mark.parametrize("run_name", ["trained", "adapted"])
+def test_one_read_of_the_test_set_gives_each_condition_what_it_gives_alone(run_name, request):
+    """evaluate reads the test set once for all its conditions: the same noise draws, adaptation and outputs as
+    a pass per condition (per batch without adaptation, per subject and silent-stream pattern with it)."""
+    run = load_run(request.getfixturevalue(run_name).run_dir)
+    together = infer_conditions(run, CONDITIONS, noise="mean")
+    for name, corrupt in CONDITIONS.items():
+        alone = infer(run, corrupt, noise="mean")
+        assert together[name].sample_ids == alone.sample_ids, name
+        assert np.array_equal(together[name].preds, alone.preds), name
+        assert np.array_equal(together[name].fused, alone.fused), name
+    assert not np.allclose(together["clean"].fused, together["noisy"].fused)  # the conditions differ
 
 
 def test_retesting_the_last_epoch_matches_training_with_select_last(trained, tmp_path):
