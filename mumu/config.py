@@ -19,7 +19,7 @@ import yaml
 
 from mumu.fusion import GM_GATES, GM_MERGES
 from mumu.model import (ARCHS, FUSION_INITS, FUSION_NORMS, MODALITY_DROPOUT_AS, MODALITY_DROPOUT_MODES,
-                        SENSOR_ENCODERS)
+                        SENSOR_ENCODERS, check_model_options)
 from mumu.transforms import SensorTransform
 from pipeline.errors import MumuError
 from pipeline.extract import ExtractSettings  # the settings a cache is built with; raw mode applies them
@@ -175,13 +175,11 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.model == "b1" and cfg.lstm_layers == 0:  # B1 is defined by its last-LSTM-state pooling
         raise MumuError("B1 (non-attention) pools the last LSTM state; with lstm_layers 0 it would read only the "
                         "last step's embedding. Set lstm_layers >= 1 (--lstm-layers 1) for b1")
-    if cfg.gm_heads < 1 or cfg.embed_dim % cfg.gm_heads:
-        raise MumuError(f"gm_heads must be >= 1 and divide embed_dim ({cfg.embed_dim}), got {cfg.gm_heads}")
+    check_model_options(cfg.model, cfg.embed_dim, gm_heads=cfg.gm_heads, motion=cfg.motion,
+                        sensor_encoder=cfg.sensor_encoder)
     if cfg.fusion_kl > 0 and cfg.gm_gate != "softmax":
         raise MumuError("fusion_kl pulls softmax fusion weights toward equal ones; gm_gate sigmoid has no softmax "
                         "(use gm_gate: softmax, or fusion_kl: 0)")
-    if cfg.motion and cfg.sensor_encoder != "sequence":
-        raise MumuError("motion channels need the sequence sensor encoder (sensor_encoder: sequence)")
     return cfg
 
 

@@ -1,6 +1,6 @@
 """`cli.py evaluate RUN_DIR`: the paper's metrics and figures for a finished training run.
 
-Runs the run's best checkpoint (every fold's, for LOSO) over its test set four times:
+Runs the run's best checkpoint (every fold's, for LOSO) over its test set under four conditions (read once):
 clean; with a random modality group corrupted per sample (visual or non-visual, p = 0.5, see
 `mumu.noise`); with the visual group corrupted in every sample; with the non-visual group corrupted
 in every sample. Writes into OUT (default RUN_DIR/eval):

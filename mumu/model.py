@@ -32,6 +32,7 @@ MODALITY_DROPOUT_MODES = ("one", "down_to_one")  # how many modalities a dropped
 # how a lost modality looks: length 0, or present with its inputs set as the noise study's "drop" / "mean" modes do
 MODALITY_DROPOUT_AS = ("missing", "zeros", "mean")
 SENSOR_ENCODERS: tuple[str, ...] = get_args(SensorEncoder)
+B3_HEADS = 2  # B3's self-attention heads (HAMLET's fusion); they must divide the embedding size
 
 
 @dataclass
@@ -188,9 +189,19 @@ class SelfAttentionBaseline(MultimodalModel):
         return ModelOutput(self.head(fused), None, xu, fused, {"gm": weights})
 
 
+def check_model_options(arch: str, embed_dim: int, *, gm_heads: int, motion: bool, sensor_encoder: str,
+                        fusion_heads: int = B3_HEADS) -> None:
+    """The checks of model options that depend on each other (training configs run them before any data loads)."""
+    for name, heads, used_by in (("fusion_heads", fusion_heads, "b3"), ("gm_heads", gm_heads, "mumu")):
+        if arch == used_by and (heads < 1 or embed_dim % heads):
+            raise MumuError(f"{name} must be >= 1 and divide embed_dim ({embed_dim}), got {heads}")
+    if motion and sensor_encoder != "sequence":
+        raise MumuError("motion channels need the sequence sensor encoder (sensor_encoder: sequence)")
+
+
 def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, num_groups: int,
                 embed_dim: int = 128, dropout: float = 0.2, *, window: int = 5, conv_channels: int = 64,
-                kernel_size: int = 3, lstm_layers: int = 1, fusion_heads: int = 2,
+                kernel_size: int = 3, lstm_layers: int = 1, fusion_heads: int = B3_HEADS,
                 sensor_encoder: str = "window", max_pools: int = 0, motion: bool = False, visual_norm: bool = False,
                 gm_heads: int = 1, gm_gate: str = "softmax", gm_merge: str = "sum", fusion_init: str = "torch",
                 fusion_norm: str = "convex", unimodal_heads: bool = False) -> MultimodalModel:
@@ -220,14 +231,11 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
         raise MumuError(f"unknown sensor encoder {sensor_encoder!r}; choose one of {', '.join(SENSOR_ENCODERS)}")
     if not 0 <= max_pools <= 2:
         raise MumuError(f"max_pools must be 0, 1 or 2 (pools after the first conv blocks), got {max_pools}")
-    if motion and sensor_encoder != "sequence":
-        raise MumuError("motion channels need the sequence sensor encoder (sensor_encoder: sequence)")
+    check_model_options(arch, embed_dim, fusion_heads=fusion_heads, gm_heads=gm_heads, motion=motion,
+                        sensor_encoder=sensor_encoder)
     options = dict(window=window, conv_channels=conv_channels, kernel_size=kernel_size, lstm_layers=lstm_layers,
                    sensor_encoder=sensor_encoder, max_pools=max_pools, motion=motion, visual_norm=visual_norm,
                    unimodal_classes=num_classes if unimodal_heads else 0)
-    for name, heads, used_by in (("fusion_heads", fusion_heads, "b3"), ("gm_heads", gm_heads, "mumu")):
-        if arch == used_by and (heads < 1 or embed_dim % heads):
-            raise MumuError(f"{name} must be >= 1 and divide embed_dim ({embed_dim}), got {heads}")
     for name, value, choices in (("gm_gate", gm_gate, GM_GATES), ("gm_merge", gm_merge, GM_MERGES),
                                  ("fusion_init", fusion_init, FUSION_INITS), ("fusion_norm", fusion_norm, FUSION_NORMS)):
         if value not in choices:

@@ -179,6 +179,23 @@ def test_each_value_has_its_declared_type_and_range(tmp_path, train, message):
     assert error.value.message == f"{params}: {message}"
 
 
+@pytest.mark.parametrize("train, message", [
+    ("{model: mumu, embed_dim: 128, gm_heads: 3}", "gm_heads must be >= 1 and divide embed_dim (128), got 3"),
+    ("{model: b3, embed_dim: 127}", "fusion_heads must be >= 1 and divide embed_dim (127), got 2"),
+    ("{motion: true, sensor_encoder: window}", "motion channels need the sequence sensor encoder"),
+    ("{model: b1, lstm_layers: 0}", "B1 (non-attention) pools the last LSTM state"),
+])
+def test_settings_that_must_agree_are_refused_naming_the_file(tmp_path, train, message):
+    params = write(tmp_path / "p.yaml", f"train: {train}\n")
+    with pytest.raises(MumuError) as error:
+        resolve_config(params)
+    assert error.value.message.startswith(f"{params}: {message}")
+
+
+def test_gm_heads_bind_mumu_only(tmp_path):
+    assert resolve_config(write(tmp_path / "p.yaml", "train: {model: b2, embed_dim: 128, gm_heads: 3}\n")).model == "b2"
+
+
 def test_whole_numbers_fill_number_settings_and_null_fills_optional_ones(tmp_path):
     cfg = resolve_config(write(tmp_path / "p.yaml", "dataset: demo\ntrain:\n  embed_dim: 8\n  lr: 1\n  cache: null\n"
                                                     "  devices: 1\nextract:\n  sensor_rate_hz: 50\n"))
