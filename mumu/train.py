@@ -248,11 +248,12 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
                         "same command, or start afresh with another --out")
     if overwrite and _is_rank_zero() and run_dir.exists():
         shutil.rmtree(run_dir)
-    if not restart_if_changed:
-        _check_same_settings(run_dir, cfg, explicit_resume=resume is not None)
+    other_settings = _holds_other_settings(run_dir, cfg)
+    if other_settings and not restart_if_changed:
+        _refuse_other_settings(run_dir, explicit_resume=resume is not None)
     data = prepare_data(cfg)
     inputs = run_inputs(data)
-    changed = _changes_since_start(run_dir, cfg, inputs) if _is_rank_zero() else []
+    changed = (["settings"] if other_settings else []) + _inputs_changed(run_dir, inputs) if _is_rank_zero() else []
     if changed and restart_if_changed:
         click.echo(f"{run_dir}: its {' and '.join(changed)} changed since it began; starting it afresh", err=True)
         shutil.rmtree(run_dir)
@@ -319,7 +320,8 @@ def retest(run_dir: str | Path, out: str | Path, progress: bool = True, **test_s
                         f"selecting by {test_settings['select']} needs training again with --select "
                         f"{test_settings['select']}")
     cfg = trained.replace(out=str(out), **{k: v for k, v in test_settings.items() if v is not None})
-    _check_same_settings(out, cfg, explicit_resume=False, can_overwrite=False)  # retest has no --overwrite
+    if _holds_other_settings(out, cfg):
+        _refuse_other_settings(out, explicit_resume=False, can_overwrite=False)  # retest has no --overwrite
     data = prepare_data(cfg)
     splits = split_samples(data)
     several = len(splits) > 1
@@ -442,27 +444,30 @@ def _size_and_mtime(path: str) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
-def _changes_since_start(run_dir: Path, cfg: TrainConfig, inputs: dict[str, str]) -> list[str]:
-    """Which of "settings", "code", "data" differ between this call and the run RUN_DIR holds (none when RUN_DIR
-    holds no run). A run from before inputs.json was recorded counts as begun with other code and data."""
+def _holds_other_settings(run_dir: Path, cfg: TrainConfig) -> bool:
+    """Whether RUN_DIR holds a run begun with other model settings than `cfg`'s."""
     existing = run_dir / "config.yaml"
-    if not existing.is_file():
+    return existing.is_file() and load_config(existing).model_settings() != cfg.model_settings()
+
+
+def _inputs_changed(run_dir: Path, inputs: dict[str, str]) -> list[str]:
+    """Which of "code", "data" (`run_inputs`) differ from those the run RUN_DIR holds began with (none when RUN_DIR
+    holds no run). A run from before inputs.json was recorded counts as begun with other code and data."""
+    if not (run_dir / "config.yaml").is_file():
         return []
     recorded = run_dir / INPUTS
     began = json.loads(recorded.read_text()) if recorded.is_file() else {}
-    changed = ["settings"] if load_config(existing).model_settings() != cfg.model_settings() else []
-    return changed + [what for what in ("code", "data") if began.get(what) != inputs[what]]
+    return [what for what in ("code", "data") if began.get(what) != inputs[what]]
 
 
-def _check_same_settings(run_dir: Path, cfg: TrainConfig, explicit_resume: bool, can_overwrite: bool = True) -> None:
-    existing = run_dir / "config.yaml"
-    if not existing.is_file() or load_config(existing).model_settings() == cfg.model_settings():
-        return
+def _refuse_other_settings(run_dir: Path, explicit_resume: bool, can_overwrite: bool = True) -> None:
+    """Stop a run into RUN_DIR, which holds one with other settings, unless it continues an unfinished run from a
+    checkpoint the user chose."""
     if explicit_resume and not (run_dir / "metrics.json").is_file():
         return  # continuing an unfinished run from a chosen checkpoint under new settings: the user's call
     cure = "use another --out, or --overwrite to replace it" if can_overwrite else "use another --out"
     raise MumuError(f"{run_dir} holds a {'finished ' if explicit_resume else ''}run with different settings (see "
-                    f"{existing}); {cure}")
+                    f"{run_dir / 'config.yaml'}); {cure}")
 
 
 def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callbacks: list, progress: bool) -> dict:
