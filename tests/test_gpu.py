@@ -31,8 +31,14 @@ VISUAL = ("rgb_cam1", "rgb_cam2")
 class DeviceSeen(pl.Callback):
     """Records where the training steps ran and in which precision."""
 
+    backbone = None  # the raw path's frozen ResNet-50: where it ran the first training batch's frames
+
     def on_train_start(self, trainer, module):
         self.device, self.precision = module.device.type, trainer.precision
+
+    def on_train_batch_end(self, trainer, module, *args):
+        if self.backbone is None and module._backbone is not None:
+            self.backbone = module._backbone.device.type
 
 
 @pytest.fixture(scope="module")
@@ -145,5 +151,5 @@ def test_training_from_raw_files_runs_the_backbone_on_the_gpu(tiny_demo, tmp_pat
     seen = DeviceSeen()
     result = train_once(tiny_demo.config(tmp_path / "raw", source="raw", accelerator="auto", max_epochs=1),
                         callbacks=[seen], progress=False)
-    assert seen.device == "cuda" and 0 <= result.metrics["accuracy"] <= 1
+    assert seen.device == "cuda" and seen.backbone == "cuda" and 0 <= result.metrics["accuracy"] <= 1
     assert (tmp_path / "raw/metrics.json").is_file()
