@@ -33,7 +33,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import click
 import numpy as np
@@ -314,12 +314,15 @@ def extract_part(name: str, raws: Iterable[RawSample], modalities: list[Modality
 # planning and running
 
 
-def plan_parts(samples: list[Sample], part_size: int) -> list[tuple[str, list[Sample]]]:
+Parts = list[tuple[str, list[Sample]]]  # (part name, its samples) for each part to extract
+Progress = Callable[[dict], None]  # called with each finished part's result
+
+
+def plan_parts(samples: list[Sample], part_size: int) -> Parts:
     return [(cache_store.part_name(i // part_size), samples[i:i + part_size]) for i in range(0, len(samples), part_size)]
 
 
-def pending_parts(cache_path: Path, plan: list[tuple[str, list[Sample]]], modalities: list[ModalitySpec]
-                  ) -> tuple[list[tuple[str, list[Sample]]], list[str]]:
+def pending_parts(cache_path: Path, plan: Parts, modalities: list[ModalitySpec]) -> tuple[Parts, list[str]]:
     """(parts of the plan to compute, the existing ones among them: stale, their samples or sources changed).
     A part whose sources only have a new mtime or path (same bytes) is kept, and its stamps are brought up to
     date."""
@@ -382,7 +385,8 @@ def provenance(index_path: str | None, settings: ExtractSettings) -> dict:
             "zarr": zarr.__version__, "numpy": np.__version__}
 
 
-def _run_in_process(todo, modalities, settings, cache_path, device, decoders, progress) -> list[dict]:
+def _run_in_process(todo: Parts, modalities: list[ModalitySpec], settings: ExtractSettings, cache_path: Path,
+                    device: str, decoders: int, progress: Progress) -> list[dict]:
     from pipeline.backbone import Backbone
 
     results = []
@@ -400,7 +404,8 @@ def _run_in_process(todo, modalities, settings, cache_path, device, decoders, pr
 _WORKER_STATE: dict = {}  # per dask worker process: the backbone and decode pool, built once
 
 
-def _dask_part_task(name, samples, modalities, settings, cache_path, device, weights_hash, torch_threads) -> dict:
+def _dask_part_task(name: str, samples: list[Sample], modalities: list[ModalitySpec], settings: ExtractSettings,
+                    cache_path: str, device: str, weights_hash: str, torch_threads: int) -> dict:
     from pipeline.backbone import Backbone
 
     key = (settings, tuple(modalities), device, torch_threads, weights_hash)  # a worker may serve several extracts
@@ -421,7 +426,8 @@ def _dask_part_task(name, samples, modalities, settings, cache_path, device, wei
     return extract_part(name, raws, modalities, backbone, cache_path)
 
 
-def _run_dask(todo, modalities, settings, cache_path, device, workers, scheduler, weights_hash, progress):
+def _run_dask(todo: Parts, modalities: list[ModalitySpec], settings: ExtractSettings, cache_path: Path, device: str,
+              workers: int, scheduler: str | None, weights_hash: str, progress: Progress) -> list[dict]:
     import dask
     from dask.distributed import Client, LocalCluster, as_completed
 
