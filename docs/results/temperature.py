@@ -7,7 +7,7 @@ per seed), tested with `adapt_bn`. For every fold it predicts the validation sub
 (BatchNorm statistics of that subject's own inputs), then scales the logits by the one temperature that
 minimises that subject's NLL (a grid of 121 values from 0.1 to 10) and records the NLL before and after. A
 model that is right but too flat or too sharp loses nothing after the temperature, so the scaled NLL ranks
-how well the true class is ranked, not how sure the model is (docs/results.md, "Sixteenth search"). Reads
+how well the true class is ranked, not how sure the model is (docs/results/searches.md, "Sixteenth search"). Reads
 only the validation subjects: it is a selection criterion. Prints a Markdown row per variant, sorted by the
 scaled NLL, and writes docs/results/OUT.json.
 """
