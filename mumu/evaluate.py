@@ -20,9 +20,10 @@ embeddings of different models do not share a space.
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 import numpy as np
@@ -84,10 +85,12 @@ def infer(run: LoadedRun, corrupt: str | None = None, noise: str = "drop", level
 
 
 def infer_conditions(run: LoadedRun, conditions: dict[str, str | None], noise: str = "drop", level: float = 1.0,
-                     seed: int = 0, adapt_by_condition: bool = True) -> dict[str, Inference]:
+                     seed: int = 0, adapt_by_condition: bool = True,
+                     done: Callable[[int], None] | None = None) -> dict[str, Inference]:
     """{name: `infer(run, corrupt, ...)`} for each (name, corrupt) of `conditions`, reading the test set once:
     each subject's batches (one batch at a time without adaptation) go through every condition before the next
-    are read. Each condition draws its noise from its own generator, in the same order as `infer` alone."""
+    are read. Each condition draws its noise from its own generator, in the same order as `infer` alone.
+    `done(n)` is called as each n test samples have been through every condition (a progress bar's update)."""
     tested = run.samples("test")
     if not tested:
         raise MumuError(f"{run.run_dir}: the test set is empty")
@@ -118,6 +121,8 @@ def infer_conditions(run: LoadedRun, conditions: dict[str, str | None], noise: s
             groups = split_by_condition(subject) if adapt and adapt_by_condition else [subject]
             for batch, out in predict_by_subject(run.module, groups, adapt):
                 rows[name].add(batch, out)
+        if done is not None:
+            done(sum(len(batch["sample_id"]) for batch in batches))
     return {name: rows[name].inference() for name in conditions}
 
 
@@ -241,12 +246,12 @@ def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, se
         raise MumuError(f"{run_dir} has not finished training (no metrics.json); rerun its `python cli.py train "
                         f"--out {run_dir}` to finish it, then evaluate")
     per_fold = []
-    with tqdm(total=len(folds), desc="evaluate", unit="fold") as bar:
+    tested = sum(len(json.loads((run_dir / (fold or "") / "split.json").read_text())["test"]) for fold in folds)
+    with tqdm(total=tested, desc=f"evaluate ({len(CONDITIONS)} conditions)", unit="sample") as bar:
         for fold in folds:
             bar.set_postfix_str(fold or "test")
             run = load_run(run_dir, fold)
-            per_fold.append(infer_conditions(run, CONDITIONS, noise, level, seed, adapt_by_condition))
-            bar.update()
+            per_fold.append(infer_conditions(run, CONDITIONS, noise, level, seed, adapt_by_condition, bar.update))
     return per_fold, run
 
 
