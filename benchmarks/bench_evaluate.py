@@ -2,7 +2,8 @@
 
 `cli.py evaluate` runs each fold's model over its test set under four conditions (clean, a random group
 corrupted, the visual group, the non-visual group). In one run, on one finished training run's first fold:
-1. the four conditions one after another, each reading the test set from the cache (`infer` per condition);
+1. the four conditions one after another, each reading the test set from the cache (`infer` per condition:
+   how evaluate read before 2026-11-30);
 2. the four conditions from one read of the test set (`infer_conditions`, what evaluate does);
 3. their ratio, and whether the two give the same predictions and embeddings (they must: each condition
    draws its noise from its own generator in the same order).

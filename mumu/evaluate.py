@@ -89,7 +89,8 @@ def infer_conditions(run: LoadedRun, conditions: dict[str, str | None], noise: s
                      done: Callable[[int], None] | None = None) -> dict[str, Inference]:
     """{name: `infer(run, corrupt, ...)`} for each (name, corrupt) of `conditions`, reading the test set once:
     each subject's batches (one batch at a time without adaptation) go through every condition before the next
-    are read. Each condition draws its noise from its own generator, in the same order as `infer` alone.
+    are read. Each condition draws its noise from its own generator, in the order a separate pass per
+    condition would draw it.
     `done(n)` is called as each n test samples have been through every condition (a progress bar's update)."""
     tested = run.samples("test")
     if not tested:
@@ -117,9 +118,10 @@ def infer_conditions(run: LoadedRun, conditions: dict[str, str | None], noise: s
         units = ([batch] for batch in run.data.loader(tested))
     for batches in units:
         for name in conditions:
-            subject = [corrupted(batch, name) for batch in batches]
-            groups = split_by_condition(subject) if adapt and adapt_by_condition else [subject]
-            for batch, out in predict_by_subject(run.module, groups, adapt):
+            inputs = [corrupted(batch, name) for batch in batches]
+            # the lists of batches adapted to together: one per pattern of silent streams, or all of them
+            adapted_together = split_by_condition(inputs) if adapt and adapt_by_condition else [inputs]
+            for batch, out in predict_by_subject(run.module, adapted_together, adapt):
                 rows[name].add(batch, out)
         if done is not None:
             done(sum(len(batch["sample_id"]) for batch in batches))

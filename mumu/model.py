@@ -178,8 +178,8 @@ class ConcatBaseline(MultimodalModel):
 class SelfAttentionBaseline(MultimodalModel):
     """B3: keyless temporal attention, then masked multi-head self-attention across modality tokens."""
 
-    def __init__(self, inputs: dict[str, ModalitySpec], num_classes: int, embed_dim: int, dropout: float, fusion_heads: int = 2,
-                 **options: Any):
+    def __init__(self, inputs: dict[str, ModalitySpec], num_classes: int, embed_dim: int, dropout: float,
+                 fusion_heads: int = B3_HEADS, **options: Any):
         super().__init__(inputs, embed_dim, dropout, "keyless", **options)
         self.fusion = ModalitySelfAttention(embed_dim, fusion_heads, dropout, len(inputs))
         self.head = two_layer_head(embed_dim, embed_dim, num_classes, dropout)
@@ -192,9 +192,10 @@ class SelfAttentionBaseline(MultimodalModel):
 def check_model_options(arch: str, embed_dim: int, *, gm_heads: int, motion: bool, sensor_encoder: str,
                         fusion_heads: int = B3_HEADS) -> None:
     """The checks of model options that depend on each other (training configs run them before any data loads)."""
-    for name, heads, used_by in (("fusion_heads", fusion_heads, "b3"), ("gm_heads", gm_heads, "mumu")):
-        if arch == used_by and (heads < 1 or embed_dim % heads):
-            raise MumuError(f"{name} must be >= 1 and divide embed_dim ({embed_dim}), got {heads}")
+    if arch == "b3" and (fusion_heads < 1 or embed_dim % fusion_heads):
+        raise MumuError(f"B3's {fusion_heads} self-attention heads must divide embed_dim ({embed_dim})")
+    if arch == "mumu" and (gm_heads < 1 or embed_dim % gm_heads):
+        raise MumuError(f"gm_heads must be >= 1 and divide embed_dim ({embed_dim}), got {gm_heads}")
     if motion and sensor_encoder != "sequence":
         raise MumuError("motion channels need the sequence sensor encoder (sensor_encoder: sequence)")
 

@@ -253,7 +253,9 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
         _refuse_other_settings(run_dir, explicit_resume=resume is not None)
     data = prepare_data(cfg)
     inputs = run_inputs(data)
-    changed = (["settings"] if other_settings else []) + _inputs_changed(run_dir, inputs) if _is_rank_zero() else []
+    changed = []  # what differs from the run RUN_DIR holds; rank zero decides (the other ranks start after it)
+    if _is_rank_zero():
+        changed = (["settings"] if other_settings else []) + _inputs_changed(run_dir, inputs)
     if changed and restart_if_changed:
         click.echo(f"{run_dir}: its {' and '.join(changed)} changed since it began; starting it afresh", err=True)
         shutil.rmtree(run_dir)

@@ -208,8 +208,9 @@ def test_evaluate_records_how_it_adapts_and_whole_group_noise_is_the_same_either
 
 @pytest.mark.parametrize("run_name", ["trained", "adapted"])
 def test_one_read_of_the_test_set_gives_each_condition_what_it_gives_alone(run_name, request):
-    """evaluate reads the test set once for all its conditions: the same noise draws, adaptation and outputs as
-    a pass per condition (per batch without adaptation, per subject and silent-stream pattern with it)."""
+    """evaluate reads the test set once for all its conditions: each condition gets the noise draws, adaptation
+    and outputs that a pass of its own gives (per batch without adaptation, per subject and silent-stream pattern
+    with it). Byte-identical metrics against the code that read once per condition: docs/performance.md."""
     run = load_run(request.getfixturevalue(run_name).run_dir)
     together = infer_conditions(run, CONDITIONS, noise="mean")
     for name, corrupt in CONDITIONS.items():

@@ -173,7 +173,7 @@ def test_a_bad_value_is_refused_naming_its_source_before_a_run_directory_exists(
     ("{select: best}", "unknown train.select 'best'; choose one of macro_f1, nll, last"),
     # settings that must agree with each other
     ("{model: mumu, embed_dim: 128, gm_heads: 3}", "gm_heads must be >= 1 and divide embed_dim (128), got 3"),
-    ("{model: b3, embed_dim: 127}", "fusion_heads must be >= 1 and divide embed_dim (127), got 2"),
+    ("{model: b3, embed_dim: 127}", "B3's 2 self-attention heads must divide embed_dim (127)"),
     ("{motion: true, sensor_encoder: window}",
      "motion channels need the sequence sensor encoder (sensor_encoder: sequence)"),
     ("{model: b1, lstm_layers: 0}", "B1 (non-attention) pools the last LSTM state; with lstm_layers 0 it would read "
