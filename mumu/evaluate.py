@@ -237,7 +237,7 @@ def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, se
                 adapt_by_condition: bool = True) -> tuple[list[dict[str, Inference]], LoadedRun]:
     """Every `CONDITIONS` pass for each fold's best model. Returns ([{condition: Inference}] per fold,
     the last fold's loaded run)."""
-    from mumu.train import load_run, run_splits
+    from mumu.train import load_run, run_splits, split_dir
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -248,7 +248,7 @@ def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, se
         raise MumuError(f"{run_dir} has not finished training (no metrics.json); rerun its `python cli.py train "
                         f"--out {run_dir}` to finish it, then evaluate")
     per_fold = []
-    tested = sum(len(json.loads((run_dir / (fold or "") / "split.json").read_text())["test"]) for fold in folds)
+    tested = sum(len(json.loads((split_dir(run_dir, fold) / "split.json").read_text())["test"]) for fold in folds)
     with tqdm(total=tested, desc=f"evaluate ({len(CONDITIONS)} conditions)", unit="sample") as bar:
         for fold in folds:
             bar.set_postfix_str(fold or "test")

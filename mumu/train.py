@@ -654,6 +654,12 @@ def run_splits(run_dir: str | Path) -> list[str | None]:
     return sorted(p.parent.name for p in run_dir.glob("*/split.json"))
 
 
+def split_dir(run_dir: Path, split: str | None) -> Path:
+    """Where a split's files are (`run_splits` names the splits): RUN_DIR itself for a one-split run (None),
+    else RUN_DIR/<split>."""
+    return run_dir if split is None else run_dir / split
+
+
 def finished_folds(run_dir: str | Path) -> list[str]:
     """The fold folders of a multi-split RUN_DIR (e.g. LOSO's fold_s1...) that have finished: written their
     metrics.json, the marker training itself skips on. A fold still training (it has a best.ckpt already,
@@ -688,7 +694,7 @@ def load_run(run_dir: str | Path, fold: str | None = None) -> LoadedRun:
     splits = run_splits(run_dir)
     if not splits:
         raise MumuError(f"{run_dir} is not a finished training run (no split.json)")
-    fold_dir = run_dir if splits == [None] else run_dir / (fold or splits[0])
+    fold_dir = split_dir(run_dir, None if splits == [None] else fold or splits[0])
     ckpt = fold_dir / "checkpoints" / "best.ckpt"
     if not ckpt.is_file():
         raise MumuError(f"{ckpt} does not exist; has `python cli.py train --out {run_dir}` finished?")
