@@ -1,7 +1,8 @@
 """The evaluation figures, drawn from plain arrays so they can be tested without a model.
 
-Every plotting function writes one PNG and returns its path (`tsne_2d` only computes the embedding). Figures grow with the number of classes /
-modalities so that labels stay readable; activity and modality names always label the axes.
+Every plotting function writes one PNG and returns its path (`tsne_2d` only computes the embedding).
+Figures grow with the number of classes / modalities so that labels stay readable; activity and modality
+names always label the axes.
 """
 from __future__ import annotations
 

@@ -586,7 +586,8 @@ def _trainer_options(cfg: TrainConfig, fold_dir: Path, progress: bool, resuming:
         DVCLiveLogger(dir=str(fold_dir / "dvclive"), dvcyaml=False, save_dvc_exp=False, report=None, resume=resuming),
     ]
     return dict(
-        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=_lightning_devices(cfg.devices), num_nodes=cfg.num_nodes,
+        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=_lightning_devices(cfg.devices),
+        num_nodes=cfg.num_nodes,
         strategy=cfg.strategy, precision="bf16-mixed" if gpu else "32-true",
         deterministic=True if not gpu else "warn", logger=loggers, default_root_dir=fold_dir,
         use_distributed_sampler=False,  # EpochSampler shards by rank itself (and evaluates every sample once)
@@ -754,7 +755,8 @@ def load_run(run_dir: str | Path, fold: str | None = None) -> LoadedRun:
               help="Sequence sensor encoder: add the step-to-step differences of the input as channels.")
 @click.option("--visual-norm/--no-visual-norm", default=None,
               help="LayerNorm over each visual step's features (video, depth) before the encoder's projection.")
-@click.option("--modality-dropout", type=float, help="Training: chance that a multimodal sample loses modalities (how many: --modality-dropout-mode).")
+@click.option("--modality-dropout", type=float,
+              help="Training: chance that a multimodal sample loses modalities (how many: --modality-dropout-mode).")
 @click.option("--modality-dropout-mode", type=click.Choice(MODALITY_DROPOUT_MODES),
               help="What such a sample loses: one modality, or 1 to n-1 of its n (each stream also seen alone).")
 @click.option("--modality-dropout-as", type=click.Choice(MODALITY_DROPOUT_AS),

@@ -1,7 +1,8 @@
 """What each dataset's modalities are, and how the pipeline treats them.
 
 `kind` decides the path through extraction:
-- ``video``: decoded with decord, frames (window 1, stride extract.frame_stride: 3) through the frozen ResNet-50 -> (S, 2048)
+- ``video``: decoded with decord, frames (window 1, stride extract.frame_stride: 3) through the frozen
+  ResNet-50 -> (S, 2048)
 - ``depth``: depth maps scaled to images, 3 channels, same backbone -> (S, 2048)
 - ``sensor``: time series on a common time base, cut into windows -> (S, W, J*A)
 
