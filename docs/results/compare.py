@@ -47,7 +47,8 @@ def main(out: str, names: list[str]) -> None:
         subjects = by_subject[label]
         if not subjects:
             raise SystemExit(f"{label}: no per-subject accuracies in its file; summarise it again")
-        x = np.arange(len(subjects)) + (i - (len(summaries) - 1) / 2) * width
+        shift = (i - (len(summaries) - 1) / 2) * width  # this model's bar beside the others'
+        x = np.arange(len(subjects)) + shift
         means = np.array([v.mean() for v in subjects.values()])
         spread = np.array([[m - v.min(), v.max() - m] for m, v in zip(means, subjects.values())]).T
         overall = summary["accuracy_over_folds_and_seeds"]["mean"] * 100
@@ -58,17 +59,16 @@ def main(out: str, names: list[str]) -> None:
             keys = [k for k, _ in NOISE_BARS]
             values = np.array([noise[k]["mean"] for k in keys]) * 100
             errors = np.array([noise[k]["std"] for k in keys]) * 100
-            right.bar(np.arange(len(keys)) + (i - (len(summaries) - 1) / 2) * width, values, width, yerr=errors,
-                      capsize=2, label=label)
+            right.bar(np.arange(len(keys)) + shift, values, width, yerr=errors, capsize=2, label=label)
     low = min(v.min() for subjects in by_subject.values() for v in subjects.values())
     left.set_ylim(max(0.0, low - 3), 100.5)
     left.set_ylabel("top-1 % (mean over seeds; bar: lowest to highest seed)")
     left.set_xlabel("test subject")
-    left.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(summaries), frameon=False)
     right.set_xticks(np.arange(len(NOISE_BARS)), [name for _, name in NOISE_BARS], fontsize=8)
     right.set_ylim(0, 100.5)
     right.set_ylabel("top-1 % (mean ± std over seeds)")
-    right.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(summaries), frameon=False)
+    for axes in (left, right):
+        axes.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(summaries), frameon=False)
     fig.suptitle(f"{out}: clean top-1 per test subject (left); the paper's noise, a group zeroed (right)", fontsize=10)
     fig.tight_layout()
     path = OUT / f"{out}.png"
