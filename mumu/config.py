@@ -64,7 +64,8 @@ class TrainConfig:
     gm_merge: str = "sum"  # GM-Fusion output: sum of the weighted values (eq. 7) | concat, one slot per modality
     fusion_init: str = "torch"  # MuMu's GM-Fusion projections and W_f: torch's default | xavier (keeps the scale)
     fusion_norm: str = "convex"  # eqs. 2, 7 | count: X_aux and X_c times the number of present modalities
-    fusion_kl: float = 0.0  # MuMu: weight of a loss term pulling its fusion weights toward equal weights
+    fusion_kl: float = 0.0  # MuMu: weight of a loss term pulling its fusion weights toward equal (or target) weights
+    fusion_targets: str | None = None  # MuMu: CSV of per-sample target fusion weights for it (mumu.fusion_targets)
     unimodal_aux: float = 0.0  # weight of the mean activity loss of per-modality classifiers (not in the paper)
     dropout: float = 0.2
     beta_aux: float = 0.5
@@ -180,6 +181,9 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.fusion_kl > 0 and cfg.gm_gate != "softmax":
         raise MumuError("fusion_kl pulls softmax fusion weights toward equal ones; gm_gate sigmoid has no softmax "
                         "(use gm_gate: softmax, or fusion_kl: 0)")
+    if cfg.fusion_targets and (cfg.model != "mumu" or cfg.fusion_kl <= 0):
+        raise MumuError("fusion_targets are the weights MuMu's fusion_kl term pulls its fusion weights toward; "
+                        f"they need model mumu and fusion_kl > 0 (got model {cfg.model}, fusion_kl {cfg.fusion_kl})")
     return cfg
 
 

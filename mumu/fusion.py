@@ -17,12 +17,17 @@ GM_GATES = ("softmax", "sigmoid")
 GM_MERGES = ("sum", "concat")
 
 
-def kl_from_uniform(weights: Tensor, present: Tensor) -> Tensor:
-    """KL(w || uniform over the present modalities), per sample: 0 for equal weights, log(n) when one of n
-    present modalities takes all the weight. weights (..., M) sum to 1 over the present ones, present
-    broadcasts to (..., M); a missing modality's weight is 0 and adds nothing (0 log 0 = 0)."""
-    n_present = present.sum(-1).to(weights.dtype)  # (...,)
-    return (weights * torch.log(weights.clamp_min(1e-12))).sum(-1) + torch.log(n_present)
+def kl_to_target(weights: Tensor, present: Tensor, target: Tensor | None = None) -> Tensor:
+    """KL(w || t) per sample, t the target weights over the present modalities: equal weights when `target` is
+    None, else `target` (positive, (B, M), broadcast like `present`) renormalised over them. 0 when w = t;
+    log(n) from equal weights when one of n present modalities takes all the weight. weights (..., M) sum to 1
+    over the present ones, present broadcasts to (..., M); a missing modality's weight is 0 and adds nothing
+    (0 log 0 = 0)."""
+    if target is None:
+        target = torch.ones_like(weights)
+    target = torch.broadcast_to(target, weights.shape) * present.to(weights.dtype)
+    target = target / target.sum(-1, keepdim=True)
+    return (weights * (torch.log(weights.clamp_min(1e-12)) - torch.log(target.clamp_min(1e-12)))).sum(-1)
 
 
 class SMFusion(nn.Module):

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from mumu.encoders import SensorEncoder, UnimodalEncoder
-from mumu.fusion import GM_GATES, GM_MERGES, GMFusion, ModalitySelfAttention, SMFusion, kl_from_uniform
+from mumu.fusion import GM_GATES, GM_MERGES, GMFusion, ModalitySelfAttention, SMFusion, kl_to_target
 from pipeline.errors import MumuError
 from pipeline.modalities import ModalitySpec
 
@@ -44,7 +44,8 @@ class ModelOutput:
     # "sm" (B, M) SM-Fusion alpha; "gm" (B, M) GM-Fusion / B3 weights; "temporal:<name>" (B, S'), S' < S when
     # the sequence encoder max-pools
     attention: dict[str, Tensor] = field(default_factory=dict)
-    # MuMu: KL from uniform weights of SM-Fusion's plus of GM-Fusion's (each head, softmax gate), batch means; ()
+    # MuMu: KL of SM-Fusion's weights plus of GM-Fusion's (each head, softmax gate) to the target weights (equal
+    # ones, or the batch's fusion targets), batch means; ()
     fusion_kl: Tensor | None = None
     unimodal_logits: Tensor | None = None  # (B, M, K) each modality's own activity logits (unimodal heads only)
     present: Tensor | None = None  # (B, M) bool: the modalities the model saw (after modality dropout)
@@ -108,10 +109,12 @@ class MultimodalModel(nn.Module):
                 temporal[f"temporal:{name}"] = weights
         return torch.stack(features, dim=1), present, temporal
 
-    def forward(self, x: dict[str, Tensor], lengths: dict[str, Tensor]) -> ModelOutput:
+    def forward(self, x: dict[str, Tensor], lengths: dict[str, Tensor],
+                fusion_target: Tensor | None = None) -> ModelOutput:
         # x: {name: (B, S, 2048) visual | (B, S, W, C) sensor}, lengths: {name: (B,)} valid steps
+        # fusion_target: (B, M) positive weights that MuMu's fusion_kl pulls its fusion weights toward (None: equal)
         xu, present, temporal = self.encode(x, lengths)  # (B, M, D), (B, M)
-        out = self.fuse(xu, present)
+        out = self.fuse(xu, present, fusion_target)
         out.attention.update(temporal)
         out.present = present
         if self.unimodal_heads is not None:
@@ -119,7 +122,7 @@ class MultimodalModel(nn.Module):
                 [self.unimodal_heads[name](xu[:, i]) for i, name in enumerate(self.modalities)], dim=1)  # (B, M, K)
         return out
 
-    def fuse(self, xu: Tensor, present: Tensor) -> ModelOutput:
+    def fuse(self, xu: Tensor, present: Tensor, fusion_target: Tensor | None = None) -> ModelOutput:
         raise NotImplementedError
 
 
@@ -143,7 +146,7 @@ class MuMu(MultimodalModel):
             for layer in (self.gm_fusion.q, self.gm_fusion.k, self.gm_fusion.v, self.gm_fusion.o, self.merge):
                 nn.init.xavier_uniform_(layer.weight)
 
-    def fuse(self, xu: Tensor, present: Tensor) -> ModelOutput:
+    def fuse(self, xu: Tensor, present: Tensor, fusion_target: Tensor | None = None) -> ModelOutput:
         # "count": X_aux (also as GM-Fusion's query and F_aux's input) and X_c scaled by the number of present
         # modalities, so a sample that lost one carries less evidence, as B2's zero-filled slot does.
         scale = present.sum(1, keepdim=True).to(xu.dtype) if self.fusion_norm == "count" else 1.0  # (B, 1)
@@ -152,9 +155,10 @@ class MuMu(MultimodalModel):
         x_c, gm = self.gm_fusion(x_aux, xu, present)  # (B, D), (B, H, M)
         x_c = x_c * scale
         x_f = self.merge(torch.cat([x_c, x_aux], dim=1))  # (B, D)
-        fusion_kl = kl_from_uniform(alpha, present).mean()
+        fusion_kl = kl_to_target(alpha, present, fusion_target).mean()
         if self.gm_fusion.gate == "softmax":  # sigmoid gates are no distribution over the modalities
-            fusion_kl = fusion_kl + kl_from_uniform(gm, present[:, None, :]).mean()
+            head_target = None if fusion_target is None else fusion_target[:, None, :]  # every head's
+            fusion_kl = fusion_kl + kl_to_target(gm, present[:, None, :], head_target).mean()
         gm_weights = gm.mean(1)  # (B, H, M) -> (B, M): the mean over heads
         return ModelOutput(self.head(x_f), self.aux_head(x_aux), xu, x_f, {"sm": alpha, "gm": gm_weights}, fusion_kl)
 
@@ -170,7 +174,7 @@ class ConcatBaseline(MultimodalModel):
         self.hidden = nn.Sequential(nn.Linear(len(inputs) * embed_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout))
         self.out = nn.Linear(embed_dim, num_classes)
 
-    def fuse(self, xu: Tensor, present: Tensor) -> ModelOutput:
+    def fuse(self, xu: Tensor, present: Tensor, fusion_target: Tensor | None = None) -> ModelOutput:
         fused = self.hidden(xu.flatten(1))  # (B, M*D) -> (B, D); missing slots are zeros
         return ModelOutput(self.out(fused), None, xu, fused)
 
@@ -184,7 +188,7 @@ class SelfAttentionBaseline(MultimodalModel):
         self.fusion = ModalitySelfAttention(embed_dim, fusion_heads, dropout, len(inputs))
         self.head = two_layer_head(embed_dim, embed_dim, num_classes, dropout)
 
-    def fuse(self, xu: Tensor, present: Tensor) -> ModelOutput:
+    def fuse(self, xu: Tensor, present: Tensor, fusion_target: Tensor | None = None) -> ModelOutput:
         fused, weights = self.fusion(xu, present)  # (B, D), (B, M)
         return ModelOutput(self.head(fused), None, xu, fused, {"gm": weights})
 

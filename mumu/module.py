@@ -74,6 +74,8 @@ class MumuModule(pl.LightningModule):
         self._val_subjects: list[list[Sample]] | None = None
         self._val_loader: Callable[[list[Sample]], Any] | None = None
         self._val_batchnorm: list[BatchNormState] | None = None
+        # fusion_targets: training sample id -> target fusion weights (M,) for the fusion_kl term (set before fitting)
+        self._fusion_targets: dict[str, torch.Tensor] | None = None
 
     # ---- inputs
     def features(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -150,11 +152,19 @@ class MumuModule(pl.LightningModule):
             self._backbone = Backbone(self.cfg.extract.weights, device=str(self.device))
         return self._backbone
 
+    def set_fusion_targets(self, targets: dict[str, list[float]]) -> None:
+        """fusion_targets: the training samples' target fusion weights (`mumu.fusion_targets`); training batches
+        pull MuMu's fusion weights toward them, validation and test batches toward equal weights."""
+        self._fusion_targets = {sample_id: torch.tensor(t) for sample_id, t in targets.items()}
+
     def forward(self, batch: dict) -> ModelOutput:
         x, lengths = self.features(batch), batch["lengths"]
         if self.training and self.cfg.modality_dropout > 0:
             x, lengths = self.drop_modalities(x, lengths)
-        return self.model(self.standardise(x), lengths)
+        target = None
+        if self.training and self._fusion_targets is not None:
+            target = torch.stack([self._fusion_targets[i] for i in batch["sample_id"]]).to(self.device)  # (B, M)
+        return self.model(self.standardise(x), lengths, target)
 
     def loss(self, out: ModelOutput, batch: dict) -> torch.Tensor:
         loss = F.cross_entropy(out.logits.float(), batch["label"], label_smoothing=self.cfg.label_smoothing)  # L_t

@@ -49,6 +49,7 @@ from mumu.ddp import mark_launcher
 from mumu.data import (CacheDataset, MumuDataModule, PadCollate, RawDataset, StepDataset, make_loader,
                        max_steps_for)
 from mumu.fusion import GM_GATES, GM_MERGES
+from mumu.fusion_targets import read_fusion_targets
 from mumu.metrics import headline, summarize_folds
 from mumu.model import ARCHS, FUSION_INITS, FUSION_NORMS, MODALITY_DROPOUT_AS, MODALITY_DROPOUT_MODES, ModelOutput
 from mumu.module import MumuModule
@@ -252,6 +253,10 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
     if other_settings and not restart_if_changed:
         _refuse_other_settings(run_dir, explicit_resume=resume is not None)
     data = prepare_data(cfg)
+    splits = split_samples(data)
+    modalities = [spec.name for spec in data.specs]  # the model's modality order
+    fusion_targets = {split.name: read_fusion_targets(cfg.fusion_targets, split.name, split.train, modalities)
+                      for split in splits} if cfg.fusion_targets else {}  # every split's checked before any trains
     inputs = run_inputs(data)
     changed = []  # what differs from the run RUN_DIR holds; rank zero decides (the other ranks start after it)
     if _is_rank_zero():
@@ -263,7 +268,6 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
         click.echo(f"warning: {run_dir}: its {' and '.join(c for c in changed if c != 'settings')} changed since it "
                    f"began; its finished splits are kept and the others resume (--overwrite or "
                    f"--restart-if-changed starts afresh)", err=True)
-    splits = split_samples(data)
     several = len(splits) > 1
     if several and resume is not None:  # refused before anything is written
         raise MumuError(f"--resume PATH is ambiguous with {len(splits)} splits; rerun without it and every "
@@ -280,7 +284,8 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
         fold_dir = run_dir / split.name if several else run_dir
         if several and _is_rank_zero():
             save_config(cfg, fold_dir / "config.yaml")
-        fold_metrics[split.name] = _train_split(data, split, fold_dir, resume, callbacks or [], progress)
+        fold_metrics[split.name] = _train_split(data, split, fold_dir, resume, callbacks or [], progress,
+                                                fusion_targets.get(split.name))
     recorded = sorted((run_dir / INPUT_PROBLEMS).glob("*.json"))
     if recorded and _is_rank_zero():
         click.echo(f"warning: {len(recorded)} samples had unusable raw inputs, used without those modalities (as "
@@ -416,7 +421,7 @@ def training_code() -> list[Path]:
 def run_inputs(data: RunData) -> dict[str, str]:
     """What a run learns from besides its settings, each as a short hash: "code", `training_code()`; "data", the
     feature cache's build (fingerprint, creation time) and every part's samples and source-file contents, or for
-    raw training each source file's size and mtime."""
+    raw training each source file's size and mtime; with train.fusion_targets, also that file's contents."""
     code = hashlib.sha256()
     for path in training_code():
         code.update(f"{path.relative_to(REPO_ROOT)}\0".encode() + path.read_bytes())
@@ -434,6 +439,8 @@ def run_inputs(data: RunData) -> dict[str, str]:
     else:
         record = [[s.sample_id, s.subject, s.activity_id,
                    {m: p and _size_and_mtime(p) for m, p in sorted(s.paths.items())}] for s in data.samples]
+    if data.cfg.fusion_targets:  # what the fusion weights learn from, as the cache is what the rest learns from
+        record.append(hashlib.sha256(Path(data.cfg.fusion_targets).read_bytes()).hexdigest())
     data_hash = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode())
     return {"code": code.hexdigest()[:16], "data": data_hash.hexdigest()[:16]}
 
@@ -472,7 +479,8 @@ def _refuse_other_settings(run_dir: Path, explicit_resume: bool, can_overwrite: 
                     f"{run_dir / 'config.yaml'}); {cure}")
 
 
-def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callbacks: list, progress: bool) -> dict:
+def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callbacks: list, progress: bool,
+                 fusion_targets: dict[str, list[float]] | None = None) -> dict:
     metrics_path = fold_dir / "metrics.json"
     if metrics_path.is_file():  # finished before: no repeated work
         return json.loads(metrics_path.read_text())
@@ -486,6 +494,8 @@ def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callb
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = MumuModule(cfg.to_dict(), [asdict(s) for s in data.specs], data.activity_names, data.group_names,
                         raw_visual=cfg.source == "raw")
+    if fusion_targets is not None:
+        module.set_fusion_targets(fusion_targets)
     if ckpt_path is None:  # a resumed run restores the statistics from its checkpoint
         norm_samples = random.Random(cfg.seed).sample(split.train, min(NORM_SAMPLES, len(split.train)))
         module.fit_input_norm(data.loader(norm_samples))
@@ -748,6 +758,9 @@ def load_run(run_dir: str | Path, fold: str | None = None) -> LoadedRun:
                    "(count; the scaled X_aux is also GM-Fusion's query).")
 @click.option("--fusion-kl", type=float,
               help="MuMu: weight of KL(fusion weights || equal weights) in the loss; 0 = the paper's loss.")
+@click.option("--fusion-targets", type=click.Path(dir_okay=False),
+              help="MuMu with --fusion-kl: CSV of per-sample target fusion weights (fold, sample_id, p_<modality>; "
+                   "mumu/fusion_targets.py) that the term pulls toward in training, instead of equal weights.")
 @click.option("--unimodal-aux", type=click.FloatRange(0),
               help="Weight of the activity loss of a linear classifier on each modality's own feature (mean over "
                    "the modalities present); 0 = the paper's loss.")

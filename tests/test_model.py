@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from mumu.fusion import GMFusion, ModalitySelfAttention, kl_from_uniform
+from mumu.fusion import GMFusion, ModalitySelfAttention, kl_to_target
 from mumu.model import ARCHS, build_model, lost_modalities
 from pipeline.errors import MumuError
 from pipeline.modalities import ModalitySpec
@@ -342,7 +342,18 @@ def test_fusion_kl_is_zero_for_equal_weights_and_log_n_for_one_modality():
     assert net(x, lengths).fusion_kl.item() == pytest.approx(0.0, abs=1e-6)
     one_hot = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
     present = torch.tensor([[True, True, True], [True, True, False]])
-    torch.testing.assert_close(kl_from_uniform(one_hot, present), torch.tensor([math.log(3), math.log(2)]))
+    torch.testing.assert_close(kl_to_target(one_hot, present), torch.tensor([math.log(3), math.log(2)]))
+
+
+def test_fusion_kl_to_given_targets_renormalised_over_the_present_modalities():
+    present = torch.tensor([[True, True, True], [True, True, False]])
+    target = torch.tensor([[2.0, 1.0, 1.0], [3.0, 1.0, 9.0]])  # sample 1's third modality is missing: 9 is ignored
+    weights = torch.tensor([[0.5, 0.25, 0.25], [0.75, 0.25, 0.0]])
+    torch.testing.assert_close(kl_to_target(weights, present, target), torch.zeros(2))
+    equal = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0.0]])
+    expected = torch.tensor([math.log(1 / 3 / 0.5) / 3 + 2 * math.log(1 / 3 / 0.25) / 3,
+                             0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)])
+    torch.testing.assert_close(kl_to_target(equal, present, target), expected)
 
 
 def test_fusion_kl_keeps_the_fusion_weights_near_equal_while_mumu_learns():
@@ -372,6 +383,33 @@ def test_fusion_kl_keeps_the_fusion_weights_near_equal_while_mumu_learns():
         accuracy[weight] = (out.logits.argmax(1) == labels).float().mean().item()
     assert kl[0.0] > 0.3 and kl[5.0] < 0.01, kl
     assert accuracy == {0.0: 1.0, 5.0: 1.0}
+
+
+def test_fusion_kl_with_targets_teaches_each_sample_its_own_fusion_weights():
+    """Each sample's target favours one modality (chosen per sample): with a heavy KL term toward the targets,
+    SM-Fusion learns to put most weight there, sample by sample; toward equal weights it does not."""
+    batch = 16
+    x, _ = make_batch(seed=2, batch=batch, lengths={})
+    lengths = {n: torch.full((batch,), STEPS[n]) for n in INPUTS}
+    favoured = torch.arange(batch) % 3  # (B,) the modality each sample's target favours
+    target = torch.nn.functional.one_hot(favoured, 3).float() * 0.9 + 0.05  # (B, M)
+    labels = torch.arange(batch) % 2
+    share = {}
+    for name, given in (("equal", None), ("targets", target)):
+        torch.manual_seed(0)
+        net = build_model("mumu", INPUTS, num_classes=2, num_groups=2, embed_dim=16, dropout=0.0, conv_channels=8)
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+        for _ in range(60):
+            out = net(x, lengths, given)
+            loss = torch.nn.functional.cross_entropy(out.logits, labels) + 5.0 * out.fusion_kl
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        net.eval()
+        with torch.no_grad():
+            alpha = net(x, lengths).attention["sm"]  # (B, M); no targets needed at test time
+        share[name] = alpha[torch.arange(batch), favoured].mean().item()
+    assert share["equal"] < 0.4 and share["targets"] > 0.7, share
 
 
 def test_visual_norm_gives_a_step_far_out_of_range_the_scale_of_any_other():

@@ -268,6 +268,8 @@ def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path)
                          (dict(fusion_norm="sum"), "unknown fusion_norm 'sum'"),
                          (dict(fusion_kl=-0.1), "fusion_kl is a loss weight"),
                          (dict(fusion_kl=0.5, gm_gate="sigmoid"), "gm_gate sigmoid has no softmax"),
+                         (dict(fusion_targets="t.csv"), "need model mumu and fusion_kl > 0 .*fusion_kl 0.0"),
+                         (dict(fusion_targets="t.csv", fusion_kl=1.0, model="b2"), "need model mumu .*got model b2"),
                          (dict(model="b1", lstm_layers=0), "B1 .* pools the last LSTM state"),
                          (dict(sensor_encoder="window", motion=True), "motion channels need the sequence sensor")):
         with pytest.raises(MumuError, match=message):
@@ -313,6 +315,53 @@ def test_unimodal_aux_adds_each_present_modalitys_own_activity_loss(tiny_demo, t
     torch.testing.assert_close(loss, expected)
     run = train_once(cfg, progress=False)  # the heads train, are saved and load with the run
     assert load_run(cfg.run_dir).module.model.unimodal_heads is not None and run.metrics["n_samples"] > 0
+
+
+def write_fusion_targets(path: Path, sample_ids: list[str], p: dict[str, object], fold: str = "cross_session") -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["fold", "sample_id", *(f"p_{m}" for m in p)])
+        writer.writeheader()
+        writer.writerows({"fold": fold, "sample_id": i, **{f"p_{m}": v for m, v in p.items()}} for i in sample_ids)
+    return path
+
+
+def test_fusion_targets_pull_mumus_trained_fusion_weights_toward_them(tiny_demo, tmp_path):  # noqa: F811
+    """Targets that trust only the phone's accelerometer: trained with them, SM-Fusion gives it most of the
+    weight on the training samples; trained toward equal weights, it does not."""
+    from mumu.train import prepare_data
+
+    samples = [s.sample_id for s in prepare_data(tiny_demo.config()).samples]
+    targets = write_fusion_targets(tmp_path / "targets.csv", samples, {"rgb_cam1": 0, "acc_phone": 1, "gyro": 0})
+    share = {}
+    for name, given in (("equal", None), ("targets", str(targets))):
+        cfg = tiny_demo.config(tmp_path / name, fusion_kl=10.0, fusion_targets=given, max_epochs=8, lr=3e-2)
+        train_once(cfg, progress=False)
+        run = load_run(cfg.run_dir)
+        acc = run.module.model.modalities.index("acc_phone")
+        share[name] = torch.cat([run.predict(b).attention["sm"][:, acc] for b in run.loader("train")]).mean().item()
+    assert share["equal"] < 0.45 and share["targets"] > 0.6, share
+    assert load_run(tmp_path / "targets").config.fusion_targets == str(targets)
+
+
+def test_fusion_targets_files_that_cannot_serve_are_named_before_training(tiny_demo, tmp_path):  # noqa: F811
+    from mumu.train import prepare_data
+
+    samples = [s.sample_id for s in prepare_data(tiny_demo.config()).samples]
+    full = {"rgb_cam1": 0.5, "acc_phone": 0.5, "gyro": 0.5}
+    for name, ids, p, fold, message in (
+            ("lacking.csv", samples[1:], full, "cross_session", f"no row for 1 of the .* \\(first: {samples[0]}\\)"),
+            ("other_fold.csv", samples, full, "fold_s1", "no row for"),
+            ("no_gyro.csv", samples, {"rgb_cam1": 0.5, "acc_phone": 0.5}, "cross_session", "lacks column\\(s\\) p_gyro"),
+            ("out_of_range.csv", samples, {**full, "gyro": 1.5}, "cross_session", "line 2: p values must be numbers"),
+            ("not_a_number.csv", samples, {**full, "gyro": "high"}, "cross_session", "line 2: p values must be numbers")):
+        path = write_fusion_targets(tmp_path / name, ids, p, fold)
+        cfg = tiny_demo.config(tmp_path / name.replace(".csv", ""), fusion_kl=1.0, fusion_targets=str(path))
+        with pytest.raises(MumuError, match=f"fusion targets file {path}.*{message}"):
+            train_once(cfg, progress=False)
+        assert not cfg.run_dir.exists()  # refused before anything is written
+    with pytest.raises(MumuError, match="fusion targets file .*missing.csv does not exist"):
+        train_once(tiny_demo.config(tmp_path / "m", fusion_kl=1.0, fusion_targets=str(tmp_path / "missing.csv")),
+                   progress=False)
 
 
 @pytest.mark.parametrize("kind", ["zeros", "mean"])

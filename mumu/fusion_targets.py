@@ -1,0 +1,54 @@
+"""Per-sample target weights for MuMu's fusion (train.fusion_targets).
+
+With `fusion_kl > 0` a loss term pulls MuMu's SM-Fusion and GM-Fusion weights toward target weights: equal
+ones by default, or per training sample from a CSV (`docs/results/held_out_modalities.py` writes one) with
+columns `fold` (the split's name: fold_s3 for LOSO's fold testing subject 3, or the protocol's name), `sample_id`,
+and `p_<modality>` for every modality of the model: how much that modality alone is to be trusted on the
+sample, in [0, 1] (e.g. the probability a model that never trained on the sample's subject gives the true label
+with that modality alone). A sample's target weight of modality m is proportional to p_m + TARGET_FLOOR, over
+the modalities present, so no modality's target is 0 (the KL stays finite) and equal p's mean equal weights.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from pipeline.errors import MumuError
+from pipeline.index import Sample
+
+TARGET_FLOOR = 0.1
+
+
+def read_fusion_targets(path: str | Path, split: str, samples: list[Sample], modalities: list[str]
+                        ) -> dict[str, list[float]]:
+    """sample_id -> target weights (unnormalised, in `modalities` order) for every sample of `samples`, from
+    the CSV's rows of `split`. A missing file, column or sample, or a value outside [0, 1], is a MumuError
+    that names the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise MumuError(f"fusion targets file {path} does not exist")
+    columns = ["fold", "sample_id", *(f"p_{m}" for m in modalities)]
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise MumuError(f"fusion targets file {path} lacks column(s) {', '.join(missing)} "
+                            f"(it needs {', '.join(columns)})")
+        targets = {}
+        for line, row in enumerate(reader, start=2):
+            if row["fold"] != split:
+                continue
+            try:
+                values = [float(row[f"p_{m}"]) for m in modalities]
+            except ValueError:
+                values = [math.nan]
+            if not all(0 <= v <= 1 for v in values):
+                raise MumuError(f"fusion targets file {path}, line {line}: p values must be numbers in [0, 1], "
+                                f"got {', '.join(row[f'p_{m}'] for m in modalities)}")
+            targets[row["sample_id"]] = [v + TARGET_FLOOR for v in values]
+    lacking = [s.sample_id for s in samples if s.sample_id not in targets]
+    if lacking:
+        raise MumuError(f"fusion targets file {path} has no row for {len(lacking)} of the {len(samples)} training "
+                        f"samples of split {split} (first: {lacking[0]}); was it written for this protocol?")
+    return {s.sample_id: targets[s.sample_id] for s in samples}
