@@ -23,11 +23,12 @@ def kl_to_target(weights: Tensor, present: Tensor, target: Tensor | None = None)
     log(n) from equal weights when one of n present modalities takes all the weight. weights (..., M) sum to 1
     over the present ones, present broadcasts to (..., M); a missing modality's weight is 0 and adds nothing
     (0 log 0 = 0)."""
-    if target is None:
-        target = torch.ones_like(weights)
+    log_weights = torch.log(weights.clamp_min(1e-12))
+    if target is None:  # KL to 1/n: sum w log w + log n
+        return (weights * log_weights).sum(-1) + torch.log(present.sum(-1).to(weights.dtype))
     target = torch.broadcast_to(target, weights.shape) * present.to(weights.dtype)
     target = target / target.sum(-1, keepdim=True)
-    return (weights * (torch.log(weights.clamp_min(1e-12)) - torch.log(target.clamp_min(1e-12)))).sum(-1)
+    return (weights * (log_weights - torch.log(target.clamp_min(1e-12)))).sum(-1)
 
 
 class SMFusion(nn.Module):
