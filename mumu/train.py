@@ -34,7 +34,7 @@ import random
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import click
 import pytorch_lightning as pl
@@ -284,8 +284,8 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
         fold_dir = run_dir / split.name if several else run_dir
         if several and _is_rank_zero():
             save_config(cfg, fold_dir / "config.yaml")
-        fold_metrics[split.name] = _train_split(data, split, fold_dir, resume, callbacks or [], progress,
-                                                fusion_targets.get(split.name))
+        fold_metrics[split.name] = train_split(data, split, fold_dir, resume, callbacks or [], progress,
+                                               fusion_targets.get(split.name))
     recorded = sorted((run_dir / INPUT_PROBLEMS).glob("*.json"))
     if recorded and _is_rank_zero():
         click.echo(f"warning: {len(recorded)} samples had unusable raw inputs, used without those modalities (as "
@@ -479,8 +479,12 @@ def _refuse_other_settings(run_dir: Path, explicit_resume: bool, can_overwrite: 
                     f"{run_dir / 'config.yaml'}); {cure}")
 
 
-def _train_split(data: RunData, split, fold_dir: Path, resume: str | None, callbacks: list, progress: bool,
-                 fusion_targets: dict[str, list[float]] | None = None) -> dict:
+def train_split(data: RunData, split: SampleSplit, fold_dir: Path, resume: str | None = None,
+                callbacks: Sequence[pl.Callback] = (), progress: bool = True,
+                fusion_targets: dict[str, list[float]] | None = None) -> dict:
+    """Train on one split (any train / val / test samples, e.g. nested folds) into fold_dir, select the epoch on
+    its validation samples and test it; returns the test metrics. A finished fold_dir is read back, an
+    unfinished one resumes from its last.ckpt. `train_once` runs it for each split of the protocol."""
     metrics_path = fold_dir / "metrics.json"
     if metrics_path.is_file():  # finished before: no repeated work
         return json.loads(metrics_path.read_text())

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from mumu.adapt import load_batchnorm_state, subject_batchnorm_state  # noqa: E402
 from mumu.config import resolve_config, save_config  # noqa: E402
-from mumu.train import SampleSplit, _train_split, load_module, prepare_data, split_samples  # noqa: E402
+from mumu.train import SampleSplit, load_module, prepare_data, split_samples, train_split  # noqa: E402
 
 
 def inner_splits(outer: SampleSplit) -> list[SampleSplit]:
@@ -78,7 +78,7 @@ def main(params: str, out_dir: str, folds: list[str]) -> None:
             fold_dir = out / "runs" / outer.name / inner.name
             fold_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, fold_dir / "config.yaml")
-            _train_split(data, inner, fold_dir, None, [], progress=False)
+            train_split(data, inner, fold_dir, progress=False)
             module = load_module(fold_dir / "checkpoints" / "best.ckpt")
             rows += alone_rows(module, data, inner.test, outer.name)
         path = out / f"{outer.name}.csv"
