@@ -34,7 +34,7 @@ from mumu.model import ConcatBaseline, ModelOutput, MuMu  # noqa: E402
 def b2_reads(merge: str):
     """B2 whose head reads the sum (or the mean over present modalities) of the unimodal features,
     in the first slot of its input, instead of their concatenation."""
-    def fuse(self: ConcatBaseline, xu: Tensor, present: Tensor) -> ModelOutput:
+    def fuse(self: ConcatBaseline, xu: Tensor, present: Tensor, fusion_target: Tensor | None = None) -> ModelOutput:
         merged = xu.sum(1)  # (B, D); missing modalities are zeros
         if merge == "mean":
             merged = merged / present.sum(1, keepdim=True).to(xu.dtype)
@@ -45,7 +45,7 @@ def b2_reads(merge: str):
 
 def mumu_head_reads(which: str):
     """MuMu whose target head reads X_aux alone (no GM-Fusion, no W_f), or W_f[X_c; 0] (no X_aux)."""
-    def fuse(self: MuMu, xu: Tensor, present: Tensor) -> ModelOutput:
+    def fuse(self: MuMu, xu: Tensor, present: Tensor, fusion_target: Tensor | None = None) -> ModelOutput:
         x_aux, alpha = self.sm_fusion(xu, present)
         x_c, gm = self.gm_fusion(x_aux, xu, present)
         x_f = x_aux if which == "x_aux" else self.merge(torch.cat([x_c, torch.zeros_like(x_aux)], 1))

@@ -19,7 +19,8 @@ GM_MERGES = ("sum", "concat")
 
 def kl_to_target(weights: Tensor, present: Tensor, target: Tensor | None = None) -> Tensor:
     """KL(w || t) per sample, t the target weights over the present modalities: equal weights when `target` is
-    None, else `target` (positive, (B, M), broadcast like `present`) renormalised over them. 0 when w = t;
+    None, else `target` (positive, broadcastable to the weights' shape: (B, 1, M) for per-head weights (B, H, M))
+    renormalised over them. 0 when w = t;
     log(n) from equal weights when one of n present modalities takes all the weight. weights (..., M) sum to 1
     over the present ones, present broadcasts to (..., M); a missing modality's weight is 0 and adds nothing
     (0 log 0 = 0)."""

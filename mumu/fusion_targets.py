@@ -35,17 +35,21 @@ def read_fusion_targets(path: str | Path, split: str, samples: list[Sample], mod
         if missing:
             raise MumuError(f"fusion targets file {path} lacks column(s) {', '.join(missing)} "
                             f"(it needs {', '.join(columns)})")
-        targets = {}
+        targets: dict[str, list[float]] = {}
         for line, row in enumerate(reader, start=2):
             if row["fold"] != split:
                 continue
+            given = [row[f"p_{m}"] or "" for m in modalities]  # None: the row is short of fields
             try:
-                values = [float(row[f"p_{m}"]) for m in modalities]
+                values = [float(v) for v in given]
             except ValueError:
                 values = [math.nan]
             if not all(0 <= v <= 1 for v in values):
                 raise MumuError(f"fusion targets file {path}, line {line}: p values must be numbers in [0, 1], "
-                                f"got {', '.join(row[f'p_{m}'] for m in modalities)}")
+                                f"got {', '.join(map(repr, given))}")
+            if row["sample_id"] in targets:
+                raise MumuError(f"fusion targets file {path}, line {line}: a second row for sample "
+                                f"{row['sample_id']} in split {split}")
             targets[row["sample_id"]] = [v + TARGET_FLOOR for v in values]
     lacking = [s.sample_id for s in samples if s.sample_id not in targets]
     if lacking:

@@ -157,7 +157,7 @@ class MuMu(MultimodalModel):
         x_f = self.merge(torch.cat([x_c, x_aux], dim=1))  # (B, D)
         fusion_kl = kl_to_target(alpha, present, fusion_target).mean()
         if self.gm_fusion.gate == "softmax":  # sigmoid gates are no distribution over the modalities
-            head_target = None if fusion_target is None else fusion_target[:, None, :]  # every head's
+            head_target = None if fusion_target is None else fusion_target[:, None, :]  # (B, 1, M): every head's
             fusion_kl = fusion_kl + kl_to_target(gm, present[:, None, :], head_target).mean()
         gm_weights = gm.mean(1)  # (B, H, M) -> (B, M): the mean over heads
         return ModelOutput(self.head(x_f), self.aux_head(x_aux), xu, x_f, {"sm": alpha, "gm": gm_weights}, fusion_kl)

@@ -154,7 +154,8 @@ class MumuModule(pl.LightningModule):
 
     def set_fusion_targets(self, targets: dict[str, list[float]]) -> None:
         """fusion_targets: the training samples' target fusion weights (`mumu.fusion_targets`); training batches
-        pull MuMu's fusion weights toward them, validation and test batches toward equal weights."""
+        pull MuMu's fusion weights toward them. Validation and test samples have none, so their logged loss
+        measures fusion_kl from equal weights (epoch selection reads nll or macro-F1, not that loss)."""
         self._fusion_targets = {sample_id: torch.tensor(t) for sample_id, t in targets.items()}
 
     def forward(self, batch: dict) -> ModelOutput:

@@ -761,7 +761,8 @@ def load_run(run_dir: str | Path, fold: str | None = None) -> LoadedRun:
               help="MuMu's fused features as eqs. 2 and 7 (convex), or times the number of present modalities "
                    "(count; the scaled X_aux is also GM-Fusion's query).")
 @click.option("--fusion-kl", type=float,
-              help="MuMu: weight of KL(fusion weights || equal weights) in the loss; 0 = the paper's loss.")
+              help="MuMu: weight of KL(fusion weights || equal weights, or --fusion-targets) in the loss; "
+                   "0 = the paper's loss.")
 @click.option("--fusion-targets", type=click.Path(dir_okay=False),
               help="MuMu with --fusion-kl: CSV of per-sample target fusion weights (fold, sample_id, p_<modality>; "
                    "mumu/fusion_targets.py) that the term pulls toward in training, instead of equal weights.")

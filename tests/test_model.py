@@ -354,6 +354,9 @@ def test_fusion_kl_to_given_targets_renormalised_over_the_present_modalities():
     expected = torch.tensor([math.log(1 / 3 / 0.5) / 3 + 2 * math.log(1 / 3 / 0.25) / 3,
                              0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)])
     torch.testing.assert_close(kl_to_target(equal, present, target), expected)
+    heads = torch.stack([weights, equal], dim=1)  # (B, H=2, M): GM-Fusion's per-head weights, one target per sample
+    torch.testing.assert_close(kl_to_target(heads, present[:, None, :], target[:, None, :]),
+                               torch.stack([torch.zeros(2), expected], dim=1))
 
 
 def test_fusion_kl_keeps_the_fusion_weights_near_equal_while_mumu_learns():

@@ -327,11 +327,13 @@ def write_fusion_targets(path: Path, sample_ids: list[str], p: dict[str, object]
 
 def test_fusion_targets_pull_mumus_trained_fusion_weights_toward_them(tiny_demo, tmp_path):  # noqa: F811
     """Targets that trust only the phone's accelerometer: trained with them, SM-Fusion gives it most of the
-    weight on the training samples; trained toward equal weights, it does not."""
-    from mumu.train import prepare_data
+    weight on the training samples; trained toward equal weights, it does not. The file has rows for the training
+    samples only: validation and testing must not look for targets."""
+    from mumu.train import prepare_data, split_samples
 
-    samples = [s.sample_id for s in prepare_data(tiny_demo.config()).samples]
-    targets = write_fusion_targets(tmp_path / "targets.csv", samples, {"rgb_cam1": 0, "acc_phone": 1, "gyro": 0})
+    (split,) = split_samples(prepare_data(tiny_demo.config()))
+    train_ids = [s.sample_id for s in split.train]
+    targets = write_fusion_targets(tmp_path / "targets.csv", train_ids, {"rgb_cam1": 0, "acc_phone": 1, "gyro": 0})
     share = {}
     for name, given in (("equal", None), ("targets", str(targets))):
         cfg = tiny_demo.config(tmp_path / name, fusion_kl=10.0, fusion_targets=given, max_epochs=8, lr=3e-2)
@@ -348,17 +350,23 @@ def test_fusion_targets_files_that_cannot_serve_are_named_before_training(tiny_d
 
     samples = [s.sample_id for s in prepare_data(tiny_demo.config()).samples]
     full = {"rgb_cam1": 0.5, "acc_phone": 0.5, "gyro": 0.5}
+    session = "cross_session"
     for name, ids, p, fold, message in (
-            ("lacking.csv", samples[1:], full, "cross_session", f"no row for 1 of the .* \\(first: {samples[0]}\\)"),
+            ("lacking.csv", samples[1:], full, session, f"no row for 1 of the .* \\(first: {samples[0]}\\)"),
             ("other_fold.csv", samples, full, "fold_s1", "no row for"),
-            ("no_gyro.csv", samples, {"rgb_cam1": 0.5, "acc_phone": 0.5}, "cross_session", "lacks column\\(s\\) p_gyro"),
-            ("out_of_range.csv", samples, {**full, "gyro": 1.5}, "cross_session", "line 2: p values must be numbers"),
-            ("not_a_number.csv", samples, {**full, "gyro": "high"}, "cross_session", "line 2: p values must be numbers")):
+            ("no_gyro.csv", samples, {"rgb_cam1": 0.5, "acc_phone": 0.5}, session, "lacks column\\(s\\) p_gyro"),
+            ("out_of_range.csv", samples, {**full, "gyro": 1.5}, session, "line 2: p values must be numbers"),
+            ("not_a_number.csv", samples, {**full, "gyro": "high"}, session, "line 2: p values must be numbers"),
+            ("twice.csv", samples + samples[:1], full, session, f"a second row for sample {samples[0]}")):
         path = write_fusion_targets(tmp_path / name, ids, p, fold)
         cfg = tiny_demo.config(tmp_path / name.replace(".csv", ""), fusion_kl=1.0, fusion_targets=str(path))
         with pytest.raises(MumuError, match=f"fusion targets file {path}.*{message}"):
             train_once(cfg, progress=False)
         assert not cfg.run_dir.exists()  # refused before anything is written
+    short = tmp_path / "short.csv"  # a row cut short: its gyro field is absent
+    short.write_text(f"fold,sample_id,p_rgb_cam1,p_acc_phone,p_gyro\n{session},{samples[0]},0.5,0.5\n")
+    with pytest.raises(MumuError, match=f"fusion targets file {short}, line 2: p values must be numbers"):
+        train_once(tiny_demo.config(tmp_path / "s", fusion_kl=1.0, fusion_targets=str(short)), progress=False)
     with pytest.raises(MumuError, match="fusion targets file .*missing.csv does not exist"):
         train_once(tiny_demo.config(tmp_path / "m", fusion_kl=1.0, fusion_targets=str(tmp_path / "missing.csv")),
                    progress=False)

@@ -25,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from mumu.adapt import load_batchnorm_state, subject_batchnorm_state  # noqa: E402
 from mumu.config import resolve_config, save_config  # noqa: E402
-from mumu.train import SampleSplit, load_module, prepare_data, split_samples, train_split  # noqa: E402
+from mumu.module import MumuModule  # noqa: E402
+from mumu.train import RunData, SampleSplit, load_module, prepare_data, split_samples, train_split  # noqa: E402
+from pipeline.index import Sample  # noqa: E402
 
 
 def inner_splits(outer: SampleSplit) -> list[SampleSplit]:
@@ -40,7 +42,7 @@ def inner_splits(outer: SampleSplit) -> list[SampleSplit]:
 
 
 @torch.no_grad()
-def alone_rows(module, data, samples, fold: str) -> list[dict]:
+def alone_rows(module: MumuModule, data: RunData, samples: list[Sample], fold: str) -> list[dict]:
     """Each sample predicted with each modality alone, after adapting BatchNorm to its subject."""
     module.eval()
     modalities = module.model.modalities
