@@ -372,6 +372,16 @@ def test_fusion_targets_files_that_cannot_serve_are_named_before_training(tiny_d
                    progress=False)
 
 
+def test_overwrite_with_inputs_that_cannot_serve_keeps_the_old_run(tiny_demo, tmp_path):  # noqa: F811
+    cfg = tiny_demo.config(tmp_path / "kept", max_epochs=1)
+    train_once(cfg, progress=False)
+    for bad, message in ((dict(fusion_kl=1.0, fusion_targets=str(tmp_path / "missing.csv")), "does not exist"),
+                         (dict(cache=str(tmp_path / "no_cache.zarr")), "no_cache.zarr")):
+        with pytest.raises(MumuError, match=message):
+            train_once(tiny_demo.config(cfg.run_dir, max_epochs=1, **bad), overwrite=True, progress=False)
+        assert (cfg.run_dir / "metrics.json").is_file()  # refused before the old run was deleted
+
+
 @pytest.mark.parametrize("kind", ["zeros", "mean"])
 def test_modality_dropout_keeps_a_lost_stream_present_as_the_noise_study_corrupts_it(tiny_demo, kind):  # noqa: F811
     """A lost stream stays in the fusion, every valid step zeroed or set to the training mean, as the noise
