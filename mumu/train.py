@@ -40,6 +40,7 @@ import click
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+import yaml
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
@@ -597,7 +598,8 @@ def _trainer_options(cfg: TrainConfig, fold_dir: Path, progress: bool, resuming:
     loggers = [
         CSVLogger(fold_dir, name="logs", version=""),
         TensorBoardLogger(fold_dir, name="tensorboard", version="", default_hp_metric=False),
-        DVCLiveLogger(dir=str(fold_dir / "dvclive"), dvcyaml=False, save_dvc_exp=False, report=None, resume=resuming),
+        DVCLiveLogger(dir=str(_without_torn_files(fold_dir / "dvclive") if resuming else fold_dir / "dvclive"),
+                      dvcyaml=False, save_dvc_exp=False, report=None, resume=resuming),
     ]
     return dict(
         max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=_lightning_devices(cfg.devices),
@@ -607,6 +609,21 @@ def _trainer_options(cfg: TrainConfig, fold_dir: Path, progress: bool, resuming:
         use_distributed_sampler=False,  # EpochSampler shards by rank itself (and evaluates every sample once)
         num_sanity_val_steps=0, enable_model_summary=False, enable_progress_bar=progress, log_every_n_steps=1,
     )
+
+
+def _without_torn_files(live_dir: Path) -> Path:
+    """DVCLive rewrites its metrics.json and params.yaml in place each epoch, so a kill mid-write can leave one
+    torn, and DVCLive's resume parses both. A torn one is removed: DVCLive's summary and step count then
+    restart, while its per-epoch plots and the CSV and TensorBoard logs keep the epochs before the kill."""
+    for name, parse in (("metrics.json", json.loads), ("params.yaml", yaml.safe_load)):
+        path = live_dir / name
+        try:
+            if path.is_file() and not isinstance(parse(path.read_text()), dict):  # empty: None, not a mapping
+                raise ValueError(f"{path} holds no mapping")
+        except (ValueError, yaml.YAMLError):
+            click.echo(f"warning: {path} was cut short by the interruption; removed, so training can resume", err=True)
+            path.unlink()
+    return live_dir
 
 
 def _prediction_columns(activity_names: list[str]) -> list[str]:

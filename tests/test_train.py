@@ -152,6 +152,21 @@ def test_same_seed_same_metrics_and_resume_after_a_kill_matches(tiny_demo, tmp_p
     assert (tmp_path / "c/config.yaml").read_text() == written  # the finished run's settings still describe it
 
 
+@pytest.mark.parametrize("torn", ["metrics.json", "params.yaml"])
+def test_a_run_killed_while_dvclive_rewrote_its_files_resumes(tiny_demo, tmp_path, torn, capsys):  # noqa: F811
+    """DVCLive rewrites its files in place: a kill mid-write leaves one empty, which its resume cannot parse."""
+    cfg = tiny_demo.config(tmp_path / "run")
+    with pytest.raises(SystemExit):
+        train_once(cfg, callbacks=[KillAtSecondEpoch()], progress=False)
+    live_file = cfg.run_dir / "dvclive" / torn
+    assert live_file.is_file()
+    live_file.write_text("")
+    resumed = train_once(cfg, progress=False)
+    assert f"{live_file} was cut short by the interruption" in capsys.readouterr().err
+    whole = train_once(tiny_demo.config(tmp_path / "whole"), progress=False)
+    assert resumed.metrics["macro_f1"] == whole.metrics["macro_f1"]
+
+
 def test_resuming_a_checkpoint_of_an_earlier_model_version_is_a_clear_error(tiny_demo, tmp_path):  # noqa: F811
     cfg = tiny_demo.config(tmp_path / "run")
     with pytest.raises(SystemExit):
