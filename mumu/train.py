@@ -248,6 +248,9 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
     if restart_if_changed and cfg.num_nodes > 1:  # every node's ranks start at once: none may delete under another
         raise MumuError("--restart-if-changed is for runs on one machine; on several nodes resume by rerunning the "
                         "same command, or start afresh with another --out")
+    other_settings = not overwrite and _holds_other_settings(run_dir, cfg)  # what --overwrite deletes does not count
+    if other_settings and not restart_if_changed:
+        _refuse_other_settings(run_dir, explicit_resume=resume is not None)
     data = prepare_data(cfg)
     splits = split_samples(data)
     modalities = [spec.name for spec in data.specs]  # the model's modality order
@@ -255,9 +258,6 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
                       for split in splits} if cfg.fusion_targets else {}  # every split's checked before any trains
     if overwrite and _is_rank_zero() and run_dir.exists():  # only once the inputs are known to serve
         shutil.rmtree(run_dir)
-    other_settings = _holds_other_settings(run_dir, cfg)
-    if other_settings and not restart_if_changed:
-        _refuse_other_settings(run_dir, explicit_resume=resume is not None)
     inputs = run_inputs(data)
     changed = []  # what differs from the run RUN_DIR holds; rank zero decides (the other ranks start after it)
     if _is_rank_zero():
