@@ -20,11 +20,12 @@ from pipeline.index import Sample
 TARGET_FLOOR = 0.1
 
 
-def read_fusion_targets(path: str | Path, split: str, samples: list[Sample], modalities: list[str]
-                        ) -> dict[str, list[float]]:
-    """sample_id -> target weights (unnormalised, in `modalities` order) for every sample of `samples`, from
-    the CSV's rows of `split`. A missing file, column or sample, or a value outside [0, 1], is a MumuError
-    that names the file and the problem."""
+def read_fusion_targets(path: str | Path, splits: dict[str, list[Sample]], modalities: list[str]
+                        ) -> dict[str, dict[str, list[float]]]:
+    """{split: {sample_id: target weights (unnormalised, in `modalities` order)}} for every training sample of
+    every split (`splits`: split name -> its training samples), from one read of the CSV. A missing file,
+    column or sample, a duplicate row, or a value outside [0, 1], is a MumuError that names the file and the
+    problem."""
     path = Path(path)
     if not path.is_file():
         raise MumuError(f"fusion targets file {path} does not exist")
@@ -35,9 +36,10 @@ def read_fusion_targets(path: str | Path, split: str, samples: list[Sample], mod
         if missing:
             raise MumuError(f"fusion targets file {path} lacks column(s) {', '.join(missing)} "
                             f"(it needs {', '.join(columns)})")
-        targets: dict[str, list[float]] = {}
+        targets: dict[str, dict[str, list[float]]] = {split: {} for split in splits}
         for line, row in enumerate(reader, start=2):
-            if row["fold"] != split:
+            split = row["fold"]
+            if split not in targets:
                 continue
             given = [row[f"p_{m}"] or "" for m in modalities]  # None: the row is short of fields
             try:
@@ -47,12 +49,14 @@ def read_fusion_targets(path: str | Path, split: str, samples: list[Sample], mod
             if not all(0 <= v <= 1 for v in values):
                 raise MumuError(f"fusion targets file {path}, line {line}: p values must be numbers in [0, 1], "
                                 f"got {', '.join(map(repr, given))}")
-            if row["sample_id"] in targets:
+            if row["sample_id"] in targets[split]:
                 raise MumuError(f"fusion targets file {path}, line {line}: a second row for sample "
                                 f"{row['sample_id']} in split {split}")
-            targets[row["sample_id"]] = [v + TARGET_FLOOR for v in values]
-    lacking = [s.sample_id for s in samples if s.sample_id not in targets]
-    if lacking:
-        raise MumuError(f"fusion targets file {path} has no row for {len(lacking)} of the {len(samples)} training "
-                        f"samples of split {split} (first: {lacking[0]}); was it written for this protocol?")
-    return {s.sample_id: targets[s.sample_id] for s in samples}
+            targets[split][row["sample_id"]] = [v + TARGET_FLOOR for v in values]
+    for split, samples in splits.items():
+        lacking = [s.sample_id for s in samples if s.sample_id not in targets[split]]
+        if lacking:
+            raise MumuError(f"fusion targets file {path} has no row for {len(lacking)} of the {len(samples)} "
+                            f"training samples of split {split} (first: {lacking[0]}); was it written for this "
+                            "protocol?")
+    return {split: {s.sample_id: targets[split][s.sample_id] for s in samples} for split, samples in splits.items()}

@@ -254,8 +254,8 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
     data = prepare_data(cfg)
     splits = split_samples(data)
     modalities = [spec.name for spec in data.specs]  # the model's modality order
-    fusion_targets = {split.name: read_fusion_targets(cfg.fusion_targets, split.name, split.train, modalities)
-                      for split in splits} if cfg.fusion_targets else {}  # every split's checked before any trains
+    fusion_targets = read_fusion_targets(cfg.fusion_targets, {split.name: split.train for split in splits},
+                                         modalities) if cfg.fusion_targets else {}  # checked before any split trains
     if overwrite and _is_rank_zero() and run_dir.exists():  # only once the inputs are known to serve
         shutil.rmtree(run_dir)
     inputs = run_inputs(data)
@@ -595,11 +595,13 @@ def _trainer_options(cfg: TrainConfig, fold_dir: Path, progress: bool, resuming:
     csv_file = fold_dir / "logs" / "metrics.csv"
     if resuming and csv_file.is_file() and _is_rank_zero():  # CSVLogger would delete the epochs logged so far
         csv_file.rename(csv_file.with_name(f"metrics-until-resume-{len(list(csv_file.parent.glob('metrics*.csv')))}.csv"))
+    live_dir = fold_dir / "dvclive"
+    if resuming:
+        _drop_torn_files(live_dir)
     loggers = [
         CSVLogger(fold_dir, name="logs", version=""),
         TensorBoardLogger(fold_dir, name="tensorboard", version="", default_hp_metric=False),
-        DVCLiveLogger(dir=str(_without_torn_files(fold_dir / "dvclive") if resuming else fold_dir / "dvclive"),
-                      dvcyaml=False, save_dvc_exp=False, report=None, resume=resuming),
+        DVCLiveLogger(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=resuming),
     ]
     return dict(
         max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=_lightning_devices(cfg.devices),
@@ -611,7 +613,7 @@ def _trainer_options(cfg: TrainConfig, fold_dir: Path, progress: bool, resuming:
     )
 
 
-def _without_torn_files(live_dir: Path) -> Path:
+def _drop_torn_files(live_dir: Path) -> None:
     """DVCLive rewrites its metrics.json and params.yaml in place each epoch, so a kill mid-write can leave one
     torn, and DVCLive's resume parses both. A torn one is removed: DVCLive's summary and step count then
     restart, while its per-epoch plots and the CSV and TensorBoard logs keep the epochs before the kill."""
@@ -623,7 +625,6 @@ def _without_torn_files(live_dir: Path) -> Path:
         except (ValueError, yaml.YAMLError):
             click.echo(f"warning: {path} was cut short by the interruption; removed, so training can resume", err=True)
             path.unlink()
-    return live_dir
 
 
 def _prediction_columns(activity_names: list[str]) -> list[str]:

@@ -23,10 +23,11 @@ from pytorch_lightning.utilities import move_data_to_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mumu.adapt import load_batchnorm_state, subject_batchnorm_state  # noqa: E402
+from mumu.adapt import by_subject, load_batchnorm_state, subject_batchnorm_state  # noqa: E402
 from mumu.config import resolve_config, save_config  # noqa: E402
 from mumu.module import MumuModule  # noqa: E402
 from mumu.train import RunData, SampleSplit, load_module, prepare_data, split_samples, train_split  # noqa: E402
+from pipeline.files import replaced_whole  # noqa: E402
 from pipeline.index import Sample  # noqa: E402
 
 
@@ -47,8 +48,8 @@ def alone_rows(module: MumuModule, data: RunData, samples: list[Sample], fold: s
     module.eval()
     modalities = module.model.modalities
     rows = []
-    for subject in sorted({s.subject for s in samples}):
-        mine = [s for s in samples if s.subject == subject]
+    for mine in by_subject(samples):
+        subject = mine[0].subject
         load_batchnorm_state(module, subject_batchnorm_state(module, data.loader(mine)))
         for batch in data.loader(mine):
             batch = move_data_to_device(batch, module.device)
@@ -83,12 +84,10 @@ def main(params: str, out_dir: str, folds: list[str]) -> None:
             train_split(data, inner, fold_dir, progress=False)
             module = load_module(fold_dir / "checkpoints" / "best.ckpt")
             rows += alone_rows(module, data, inner.test, outer.name)
-        path = out / f"{outer.name}.csv"
-        with open(path.with_suffix(".tmp"), "w", newline="") as handle:  # renamed when whole: a kill leaves no CSV
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        with replaced_whole(out / f"{outer.name}.csv") as tmp, open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))  # whole or not at all: a kill leaves no CSV
             writer.writeheader()
             writer.writerows(rows)
-        path.with_suffix(".tmp").rename(path)
         print(f"{outer.name}: {len(rows)} samples", flush=True)
 
 
