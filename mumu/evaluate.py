@@ -20,6 +20,7 @@ embeddings of different models do not share a space.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,15 +38,32 @@ from mumu.noise import check_noise, corrupt_batch, split_groups
 from mumu.noise_modes import LEVEL_HELP, NOISE_HELP, NOISE_MODES
 from pipeline.errors import MumuError
 from pipeline.files import replaced_whole, write_json
-from pipeline.params import DEFAULT_PARAMS, read_params
+from pipeline.params import DEFAULT_PARAMS, check_types, read_params, reject_unknown
 
 if TYPE_CHECKING:  # mumu.train loads Lightning: imported where a run is loaded
     from mumu.train import LoadedRun
 
 # the clean pass plus three noisy conditions; value: which group to corrupt ("random" = p=0.5 per sample)
 CONDITIONS = {"clean": None, "noisy": "random", "noisy_visual": "visual", "noisy_non_visual": "non_visual"}
-DEFAULTS = {"noise": "drop", "noise_level": 1.0, "activities": "auto", "tsne_samples": 400, "seed": 0,
-            "adapt_by_condition": True}
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """The evaluate: block of a params file (and the command's options)."""
+    noise: str = "drop"
+    noise_level: float = 1.0
+    activities: str = "auto"
+    tsne_samples: int = 400
+    seed: int = 0
+    adapt_by_condition: bool = True
+
+    def __post_init__(self) -> None:  # values from a params file never pass click's checks
+        check_noise(self.noise, self.noise_level)
+        if self.tsne_samples < 10:
+            raise MumuError(f"tsne_samples must be at least 10, got {self.tsne_samples}")
+
+
+DEFAULTS = dataclasses.asdict(EvaluateSettings())
 
 
 @dataclass
@@ -347,8 +365,11 @@ def _plot_tsne(result: Inference, modality_names: list[str], activity_names: lis
                     f"t-SNE of unimodal and fused embeddings, test set ({where})", seed=seed)
 
 
-def _evaluate_params(params: str | None) -> dict[str, Any]:
-    return (read_params(params).get("evaluate") or {}) if params else {}
+def _evaluate_params(params: str) -> dict[str, Any]:
+    """The evaluate: block of `params`, or a MumuError naming the file and the key it cannot use."""
+    values = read_params(params).get("evaluate") or {}
+    reject_unknown(values, DEFAULTS, f"{params}: unknown evaluate: setting(s)")
+    return check_types(values, EvaluateSettings, params, "evaluate.")
 
 
 @click.command("evaluate")
@@ -373,10 +394,15 @@ def evaluate_command(run_dir: Path, out: Path | None, params: str, **options: An
     Writes metrics.json, per_class.json, confusion.csv and plots/ (confusion matrix, per-class F1, attention weights
     clean vs noisy, t-SNE) into OUT, default RUN_DIR/eval.
     """
-    settings = {**DEFAULTS, **_evaluate_params(params), **{k: v for k, v in options.items() if v is not None}}
-    unknown = set(settings) - set(DEFAULTS)
-    if unknown:
-        raise MumuError(f"{params}: unknown evaluate setting(s) {', '.join(sorted(unknown))}")
+    from_file = _evaluate_params(params)
+    given = {k: v for k, v in options.items() if v is not None}
+    settings = {**DEFAULTS, **from_file, **given}
+    try:  # the range checks, on the file's values and the options together (noise shift takes a level below 1)
+        EvaluateSettings(**settings)
+    except MumuError as e:
+        origin = " + ".join(name for name, values in ((f"{params} (evaluate:)", from_file), ("command line", given))
+                            if values)
+        raise MumuError(f"{origin or 'evaluate'}: {e.message}") from None
     metrics, per_class, out_dir = evaluate_run(run_dir, out, **settings)
     click.echo(summary(metrics, per_class, out_dir))
 

@@ -5,10 +5,11 @@ A file that starts with `base: other.yaml` (a path relative to that file) holds 
 replaces the base's value. So a variant of a recipe is a few lines, and a change to the recipe reaches it.
 
 The top level holds the settings several commands (and dvc.yaml) share, and one block per command. Every
-file of a chain is checked against that layout, and its extract: block (read by `extract`, which builds a
-cache with it, and by `train`, which checks the cache against it) is checked here for both: a misspelt key
-is an error naming the file, not a setting silently left at its default. The train: and evaluate: blocks
-are checked by their commands (mumu.config, mumu.evaluate).
+file of a chain is checked against that layout here: its demo: block (dvc.yaml passes it to `cli.py demo-data`)
+for names and whole numbers, its extract: block (read by `extract`, which builds a cache with it, and by `train`,
+which checks the cache against it) for names, types and ranges. A misspelt key is an error naming the file, not a
+setting silently left at its default. The train: and evaluate: blocks are checked by their commands
+(mumu.config, mumu.evaluate).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 DEFAULT_PARAMS = "params.yaml"  # what every command reads unless told otherwise
 SHARED = ("dataset", "data_root", "protocol", "modalities")  # top-level settings, read by several commands
 BLOCKS = ("demo", "extract", "train", "evaluate")  # each command's own settings (demo: dvc.yaml's demo_data)
+DEMO_KEYS = ("seed", "subjects", "sessions", "frames", "frame_size")  # whole numbers for `cli.py demo-data`
 _TYPE_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "a string", dict: "a mapping",
                type(None): "null"}
 
@@ -84,6 +86,11 @@ def _check_layout(path: Path, params: dict[str, Any]) -> None:
     for block in BLOCKS:
         if not isinstance(params.get(block) or {}, dict):
             raise MumuError(f"{path}: {block}: must be a block of settings (key: value lines), not {params[block]!r}")
+    demo = params.get("demo") or {}
+    reject_unknown(demo, DEMO_KEYS, f"{path}: unknown demo: setting(s)")
+    for key, value in demo.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise MumuError(f"{path}: demo.{key} must be a whole number, got {value!r}")
     extract = params.get("extract") or {}
     reject_unknown(extract, _extract_keys(), f"{path}: unknown extract: setting(s)")
     extract_settings({k: v for k, v in extract.items() if k != "workers"}, str(path))

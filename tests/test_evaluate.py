@@ -106,6 +106,33 @@ def test_attention_plot_marks_corrupted_modalities_in_red(tmp_path):
     assert red_pixels(["gyro"]) > 20 and red_pixels([]) == 0
 
 
+@pytest.mark.parametrize("block, options, message", [
+    ("tsne_samples: abc", [], "p.yaml: evaluate.tsne_samples must be a whole number, got 'abc'"),
+    ("adapt_by_condition: 'no'", [], "p.yaml: evaluate.adapt_by_condition must be true or false, got 'no'"),
+    ("noise_level: 2", [], "p.yaml (evaluate:): noise level must lie in [0, 1], got 2"),
+    ("noise: shift", ["--noise-level", "1"], "p.yaml (evaluate:) + command line: noise 'shift' delays a stream"),
+    ("nois: drop", [], "p.yaml: unknown evaluate: setting(s) nois (did you mean noise?)"),
+])
+def test_a_bad_evaluate_setting_in_the_params_file_is_named_before_the_run_loads(tmp_path, block, options, message):
+    """Values in the evaluate: block were only checked for unknown keys: a wrong type failed after inference with a
+    bare TypeError, and `adapt_by_condition: 'no'` was taken as true."""
+    params = tmp_path / "p.yaml"
+    params.write_text(f"evaluate:\n  {block}\n")
+    result = CliRunner().invoke(evaluate_command, [str(tmp_path / "no-run"), "--params", str(params), *options])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_noise_shift_from_the_params_file_takes_its_level_from_the_command_line(trained_run, tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("evaluate:\n  noise: shift\n")
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(evaluate_command, [str(trained_run.run_dir), "--params", str(params),
+                                                   "--noise-level", "0.25", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "metrics.json").read_text())["noise"] == {"mode": "shift", "level": 0.25}
+
+
 def test_not_a_run_directory_is_one_clear_line(tmp_path):
     result = CliRunner().invoke(evaluate_command, [str(tmp_path), "--params", "none"])
     assert str(tmp_path) in result.output

@@ -209,6 +209,8 @@ def test_a_number_in_exponent_form_is_a_number_though_yaml_reads_it_as_text(tmp_
     ("protocl: cross_subject\n", "unknown top-level key(s) protocl (did you mean protocol?)"),
     ("extract:\n  imge_size: 32\n", "unknown extract: setting(s) imge_size (did you mean image_size?)"),
     ("extract:\n  image_size: 8.5\n", "extract.image_size must be a whole number, got 8.5"),
+    ("demo:\n  fps: 30\n", "unknown demo: setting(s) fps; known: frame_size, frames, seed, sessions, subjects"),
+    ("demo:\n  subjects: many\n", "demo.subjects must be a whole number, got 'many'"),
     ("lr: 0.1\n", "unknown top-level key(s) lr; known: base, data_root, dataset, demo, evaluate, extract, "
                    "modalities, protocol, train; each command's own settings go in its block"),
 ])
@@ -235,6 +237,28 @@ def test_the_shipped_params_files_keep_to_the_layout():
     for path in (ROOT / "params.yaml", *sorted((ROOT / "params").glob("*.yaml"))):
         read_params(path)
         resolve_config(path)
+
+
+def test_dvc_exp_run_can_set_every_training_setting(tmp_path):
+    """`dvc exp run -S train.KEY=VALUE` sets only keys that params.yaml already has (a new one needs `+`), so
+    params.yaml lists every training setting but those dvc.yaml's train command gives (cache, out, source)."""
+    import dataclasses
+    import shutil
+
+    import yaml
+    from dvc.utils.hydra import apply_overrides
+
+    from mumu.config import TrainConfig
+
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    top_level = {"dataset", "data_root", "protocol", "modalities"}
+    settable = {f.name for f in dataclasses.fields(TrainConfig)} - {"extract", "cache", "out", "source"} - top_level
+    assert sorted(settable - set(yaml.safe_load(params.read_text())["train"])) == []
+    apply_overrides(params, ["train.select=nll", "train.fusion_kl=1.0", "train.adapt_bn=true"])
+    cfg = resolve_config(params)
+    assert (cfg.select, cfg.fusion_kl, cfg.adapt_bn) == ("nll", 1.0, True)
+    assert resolve_config(ROOT / "params.yaml").select == "macro_f1"  # the file as shipped: the code's defaults
 
 
 def test_a_folder_with_another_tools_config_yaml_is_not_taken_for_a_run(sensor_demo, tmp_path):
