@@ -78,15 +78,13 @@ class ExtractSettings:
                 raise MumuError(f"extract.{name} must be a number > 0, got {getattr(self, name)!r}")
 
 
-def params_defaults(params_path: str | Path | None = None) -> dict:
-    """The ``extract:`` block plus top-level dataset/data_root/modalities from params.yaml (`base` resolved)."""
-    if params_path is None:  # the working directory's params.yaml, else the repository's; neither is required
-        params_path = next((p for p in (Path(DEFAULT_PARAMS), REPO_ROOT / DEFAULT_PARAMS) if p.is_file()), None)
-        if params_path is None:
-            return {}
-    params = read_params(params_path)
+def params_defaults(params_path: str | Path = DEFAULT_PARAMS) -> dict:
+    """The ``extract:`` block plus top-level dataset/data_root/modalities and ``train.cache`` (as ``cache``: where
+    the file's training reads the cache, so extract writes it there) from params.yaml (`base` resolved)."""
+    params = read_params(params_path)  # the default file may be absent, and `none` reads nothing
     top = {k: params[k] for k in ("dataset", "data_root", "modalities") if k in params}
-    return {**top, **(params.get("extract") or {})}
+    cache = (params.get("train") or {}).get("cache")
+    return {**top, **({"cache": cache} if cache else {}), **(params.get("extract") or {})}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -567,7 +565,8 @@ def _from_params(key: str, **options: object) -> dict:
 @click.option("--index", "index_path", type=click.Path(path_type=Path), default=None,
               help="Sample index CSV from `cli.py index` (default: build it from --data-root).")
 @click.option("--cache", "cache_path", type=click.Path(path_type=Path), default=None,
-              help="Output zarr store  [default: cache/<dataset>.zarr]")
+              help="Output zarr store  [default: params train.cache for its dataset (where that file's training "
+                   "reads), else cache/<dataset>.zarr]")
 @click.option("--modalities", **_from_params("modalities", help="Comma-separated subset of the dataset's modalities, or all."))
 @click.option("--weights", **_from_params("weights", help="imagenet | random | PATH to a ResNet-50 state_dict."))
 @click.option("--device", default="auto", show_default=True, help="cpu | cuda | cuda:N | auto (cuda when available).")
@@ -598,7 +597,7 @@ def extract_command(params: str, data_root: Path | None, index_path: Path | None
                     rebuild_if_changed: bool, **options: object) -> None:
     """Turn a sample index into a feature cache: frames -> frozen ResNet-50 (float16, 2048-d),
     sensors -> windows. Resumable: rerun after an interruption to finish; a complete cache is skipped."""
-    from_file = {} if params == "none" else params_defaults(None if params == DEFAULT_PARAMS else params)
+    from_file = params_defaults(params)
     value = {}  # params key -> the option given, else the file's value, else the built-in one
     for option, given in options.items():
         key = _PARAMS_KEY.get(option, option)
@@ -617,7 +616,9 @@ def extract_command(params: str, data_root: Path | None, index_path: Path | None
     samples, index_report = _load_samples(dataset, data_root, index_path, strict)
     skipped = index_report["skipped_files"] if index_report else []
     # where the skipped files are listed: beside --index, else in the cache (written below)
-    cache_path = cache_path or Path("cache") / f"{dataset}.zarr"
+    if cache_path is None:
+        cache_path = Path(from_file["cache"]) if dataset == from_file.get("dataset") and from_file.get("cache") \
+            else Path("cache") / f"{dataset}.zarr"
     report_path = index_report_path(index_path) if index_path else cache_path / "index_report.json"
     if skipped:
         click.echo(f"{len(skipped)} files were skipped when indexing (unreadable or malformed; their samples keep "

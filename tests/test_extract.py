@@ -216,8 +216,8 @@ def test_different_settings_are_refused(dataset):
 
 
 def test_settings_come_from_a_params_file_and_options_override_them(dataset, tmp_path):
-    """`extract --params FILE` reads the recipe's extract: block (the same settings: the cache is complete); an
-    option still wins over the file; a bad value in the file is refused with its key."""
+    """`extract --params FILE` reads the recipe's extract: block (the same settings: the cache is complete) and
+    writes to its train.cache; an option still wins over the file; a bad value in the file is refused with its key."""
     params = tmp_path / "recipe.yaml"
     params.write_text(f"dataset: demo\nmodalities: {MODALITIES}\nextract:\n  image_size: 32\n  frame_stride: 3\n"
                       "  batch_size: 4\n  part_size: 2\n  weights: random\n  workers: 0\n")
@@ -227,6 +227,11 @@ def test_settings_come_from_a_params_file_and_options_override_them(dataset, tmp
     assert "extracted 0 samples in 0 parts (3 parts already complete)" in same.output
     other = CliRunner().invoke(extract_command, args + ["--frame-stride", "2"])
     assert other.exit_code == 2 and "frame_stride: cache has 3, now 2" in other.output
+    # without --cache, extract writes where the file's training reads: its train.cache
+    params.write_text(params.read_text() + f"train:\n  cache: {dataset['cache']}\n")
+    to_train_cache = CliRunner().invoke(extract_command, args[:4])
+    assert to_train_cache.exit_code == 0, to_train_cache.output
+    assert f"{dataset['cache']}: extracted 0 samples in 0 parts (3 parts already complete)" in to_train_cache.output
     params.write_text(params.read_text().replace("part_size: 2", "part_size: 0"))
     bad = CliRunner().invoke(extract_command, args)
     assert bad.exit_code == 2 and "extract.part_size must be a whole number >= 1, got 0" in bad.output
