@@ -32,7 +32,8 @@ import json
 import os
 import random
 import shutil
-from dataclasses import asdict, dataclass, replace
+import dataclasses
+from dataclasses import MISSING, asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -145,8 +146,9 @@ def _cache_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> list[Sample]:
     from pipeline.cache import FeatureCache
     path = cfg.cache_path
     if not path.exists():
-        raise MumuError(f"feature cache {path} does not exist; run `python cli.py extract --dataset {cfg.dataset}` "
-                        f"first (or pass --cache PATH)")
+        raise MumuError(f"feature cache {path} does not exist; build it first: `python cli.py extract --params P`, "
+                        f"P the params file this training reads, writes its train.cache with its extract: settings "
+                        f"(or pass --cache PATH to train on another cache)")
     cache = FeatureCache(path)
     have = {m.name for m in cache.modalities}
     missing = [s.name for s in specs if s.name not in have]
@@ -741,11 +743,22 @@ def load_run(run_dir: str | Path, fold: str | None = None) -> LoadedRun:
 # Command line
 
 
+def _show_defaults(command: click.Command) -> click.Command:
+    """Each training option's help says where a value left out comes from: the params file, else TrainConfig."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default not in (None, MISSING)}
+    for option in command.params:
+        if option.name in defaults:
+            default = defaults[option.name]
+            option.show_default = f"params, else {str(default).lower() if isinstance(default, bool) else default}"
+    return command
+
+
+@_show_defaults
 @click.command("train")
 @click.option("--params", default=DEFAULT_PARAMS, show_default=True,
               help="Options left out come from this file (its top level and train: block, `base:` chains "
-                   "resolved; none: no file), else mumu's defaults; its extract: block must match the cache's "
-                   "settings. RUN_DIR/config.yaml records every value used.")
+                   "resolved; none: no file), else the defaults shown below; its extract: block must match the "
+                   "cache's settings. RUN_DIR/config.yaml records every value used.")
 @click.option("--dataset", help=" | ".join(sorted(DATASET_MODALITIES)))
 @click.option("--data-root", help="Raw dataset root (for --from-raw).")
 @click.option("--cache", help="Feature cache (default cache/<dataset>.zarr).")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +32,19 @@ def test_every_command_has_help(name):
     result = run_cli(name, "--help")
     assert result.returncode == 0, result.stderr
     assert "Usage:" in result.stdout
+
+
+def test_train_help_shows_the_value_an_option_left_out_takes():
+    """A user reading `train --help` sees the built-in value behind the params file, e.g. that num_workers is
+    2 without one (params.yaml says 0)."""
+    from click.testing import CliRunner
+
+    from mumu.train import train_command
+
+    help_text = " ".join(CliRunner().invoke(train_command, ["--help"], terminal_width=1000).output.split())
+    for option, default in (("--num-workers", "2"), ("--select", "macro_f1"), ("--lr", "0.001"),
+                            ("--adapt-bn / --no-adapt-bn", "false"), ("--max-epochs", "30")):
+        assert re.search(rf"{re.escape(option)} .*?\[default: \(params, else {re.escape(default)}\)", help_text), option
 
 
 @pytest.mark.parametrize("name", ["demo-data", "index", "extract", "cache-info", "study"])
