@@ -73,8 +73,11 @@ def run() -> None:
     except Exception as e:  # noqa: BLE001 - the last line of defence against raw tracebacks
         if os.environ.get("MUMU_DEBUG"):
             raise
-        click.echo(f"Error: {type(e).__name__}: {_without_worker_traceback(str(e))} (set MUMU_DEBUG=1 for the "
-                   "traceback)", err=True)
+        if isinstance(e, OSError) and e.filename:  # a path that cannot be read or written: name it
+            click.echo(f"Error: {e.filename}: {e.strerror}", err=True)
+        else:
+            click.echo(f"Error: {type(e).__name__}: {_without_worker_traceback(str(e))} (set MUMU_DEBUG=1 for the "
+                       "traceback)", err=True)
         sys.exit(1)
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -255,18 +254,19 @@ def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, se
                 adapt_by_condition: bool = True) -> tuple[list[dict[str, Inference]], LoadedRun]:
     """Every `CONDITIONS` pass for each fold's best model. Returns ([{condition: Inference}] per fold,
     the last fold's loaded run)."""
-    from mumu.train import load_run, run_splits, split_dir
+    from mumu.train import load_run, read_split, run_splits, split_dir
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise MumuError(f"{run_dir} is not a training run directory (no config.yaml); "
                         f"run `python cli.py train --out {run_dir}` first")
     folds = run_splits(run_dir)
-    if not folds or not (run_dir / "metrics.json").is_file():  # written last, when every fold has finished
-        raise MumuError(f"{run_dir} has not finished training (no metrics.json); rerun its `python cli.py train "
+    missing = "no split.json" if not folds else None if (run_dir / "metrics.json").is_file() else "no metrics.json"
+    if missing:  # metrics.json is written last, when every fold has finished
+        raise MumuError(f"{run_dir} has not finished training ({missing}); rerun its `python cli.py train "
                         f"--out {run_dir}` to finish it, then evaluate")
     per_fold = []
-    tested = sum(len(json.loads((split_dir(run_dir, fold) / "split.json").read_text())["test"]) for fold in folds)
+    tested = sum(len(read_split(split_dir(run_dir, fold))["test"]) for fold in folds)
     with tqdm(total=tested, desc=f"evaluate ({len(CONDITIONS)} conditions)", unit="sample") as bar:
         for fold in folds:
             bar.set_postfix_str(fold or "test")
@@ -293,6 +293,7 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
 
         config = load_config(run_dir / "config.yaml")
         choose_activities(activities, load_table(config.dataset, config.activity_table).activity_names, [], [], set())
+    out.mkdir(parents=True, exist_ok=True)  # an --out that cannot be written fails here, not after inference
     (out / "metrics.json").unlink(missing_ok=True)  # written last: present only beside a complete evaluation
     per_fold, run = infer_folds(run_dir, noise, noise_level, seed, adapt_by_condition)
     folds = len(per_fold)

@@ -7,6 +7,7 @@ cross_subject / cross_session / odd_even, one per held-out subject for loso):
     RUN_DIR/checkpoints/best.ckpt       the tested epoch, by `train.select` (+ last.ckpt, to resume)
     RUN_DIR/inputs.json                 hashes of the code and the data the run began with
     RUN_DIR/input_problems/<id>.json    raw training only: a sample's unusable inputs, {modality: reason}
+    RUN_DIR/input_report.json           samples left out (none of the chosen modalities), files indexing skipped
     RUN_DIR/split.json                  the sample ids of train / val / test
     RUN_DIR/metrics.json                test macro-F1, top-1 accuracy, group accuracy, per-class F1
     RUN_DIR/predictions.csv             one row per test sample
@@ -29,11 +30,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
 import random
 import shutil
 import dataclasses
-from dataclasses import MISSING, asdict, dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -57,6 +59,7 @@ from mumu.model import ARCHS, FUSION_INITS, FUSION_NORMS, MODALITY_DROPOUT_AS, M
 from mumu.module import MumuModule
 from mumu.transforms import SensorTransform
 from pipeline.codebase import REPO_ROOT, imported_sources
+from pipeline.datasets.base import skipped_lines
 from pipeline.errors import MumuError
 from pipeline.extract import weights_kind
 from pipeline.files import replaced_whole, write_json
@@ -84,6 +87,8 @@ class RunData:
     group_names: list[str]
     samples: list[Sample]
     problems_dir: Path | None = None  # raw training: where unusable inputs are recorded (RawDataset)
+    left_out: dict[str, str] = field(default_factory=dict)  # sample id -> why: none of the chosen modalities
+    skipped_files: list[dict] = field(default_factory=list)  # raw training: files its indexing skipped
 
     @property
     def max_steps(self) -> dict[str, int]:
@@ -118,11 +123,13 @@ def prepare_data(cfg: TrainConfig) -> RunData:
     """Open the cache (or the raw index), check it against the config, and load the label tables."""
     specs = select_modalities(cfg.dataset, cfg.modalities)
     table = load_table(cfg.dataset, cfg.activity_table)
+    skipped_files = []
     if cfg.source == "cache":
-        samples = _cache_samples(cfg, specs)
+        samples, left_out = _cache_samples(cfg, specs)
     else:
-        samples = _raw_samples(cfg, specs)
-    return RunData(cfg, specs, table.activity_names, table.group_names, regroup(samples, table))
+        samples, left_out, skipped_files = _raw_samples(cfg, specs)
+    return RunData(cfg, specs, table.activity_names, table.group_names, regroup(samples, table),
+                   left_out=left_out, skipped_files=skipped_files)
 
 
 def regroup(samples: list[Sample], table: ActivityTable) -> list[Sample]:
@@ -135,14 +142,15 @@ def regroup(samples: list[Sample], table: ActivityTable) -> list[Sample]:
         activity = table.activities[sample.activity_id] if known else None
         if activity is None or activity.activity != sample.activity:
             raise MumuError(f"activity table {table.path}: sample {sample.sample_id} is activity {sample.activity_id} "
-                            f"({sample.activity!r}), but the table "
+                            f"({sample.activity!r}) in the index or cache, but the table "
                             + (f"names that id {activity.activity!r}" if activity else "has no such id")
-                            + "; the table must list the dataset's activities with the same ids")
+                            + "; the table and the index must list the dataset's activities with the same ids")
         regrouped.append(replace(sample, group=activity.group, group_id=activity.group_id))
     return regrouped
 
 
-def _cache_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> list[Sample]:
+def _cache_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> tuple[list[Sample], dict[str, str]]:
+    """The cache's usable samples, and those left out for holding none of the chosen modalities (with why)."""
     from pipeline.cache import FeatureCache
     path = cfg.cache_path
     if not path.exists():
@@ -150,13 +158,20 @@ def _cache_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> list[Sample]:
                         f"P the params file this training reads, writes its train.cache with its extract: settings "
                         f"(or pass --cache PATH to train on another cache)")
     cache = FeatureCache(path)
+    _check_fingerprint(path, cache.fingerprint, cfg)  # first: another dataset's cache is named as such
     have = {m.name for m in cache.modalities}
     missing = [s.name for s in specs if s.name not in have]
     if missing:
         raise MumuError(f"feature cache {path} has no modality {', '.join(missing)} (it has {', '.join(sorted(have))}); "
                         f"choose --modalities from those or re-extract")
-    _check_fingerprint(path, cache.fingerprint, cfg)
-    return list(cache.samples)
+    if not cache.samples:
+        raise MumuError(f"feature cache {path} holds no usable sample"
+                        + (f": extraction failed for all {len(cache.failures)}; `python cli.py cache-info {path}` "
+                           f"lists why" if cache.failures else ""))
+    names = [s.name for s in specs]
+    left_out = {sample_id: f"no {' or '.join(names)} in the cache: {cache.failures.get(sample_id, 'no such input')}"
+                for sample_id in cache.lacking(names)}
+    return [s for s in cache.samples if s.sample_id not in left_out], left_out
 
 
 def _check_fingerprint(path: Path, fingerprint: dict, cfg: TrainConfig) -> None:
@@ -183,11 +198,18 @@ def _same_number(a: Any, b: Any) -> bool:
         return False
 
 
-def _raw_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> list[Sample]:
+def _raw_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> tuple[list[Sample], dict[str, str], list[dict]]:
+    """The data root's samples, those left out for having no file of the chosen modalities (with why), and the
+    files indexing skipped (unreadable or malformed: their samples lack that modality)."""
     from pipeline.datasets import build_index
     if not Path(cfg.data_root).is_dir():
         raise MumuError(f"--from-raw: data root {cfg.data_root} does not exist (set --data-root or params.yaml data_root)")
-    return build_index(cfg.dataset, cfg.data_root).samples
+    index = build_index(cfg.dataset, cfg.data_root)
+    names = [s.name for s in specs]
+    left_out = {s.sample_id: f"no {' or '.join(names)} file in {cfg.data_root} (or indexing skipped it)"
+                for s in index.samples if not any(s.paths.get(name) for name in names)}
+    samples = [s for s in index.samples if s.sample_id not in left_out]
+    return samples, left_out, index.report(None)["skipped_files"]
 
 
 @dataclass
@@ -207,8 +229,15 @@ def split_samples(data: RunData) -> list[SampleSplit]:
     if note and _is_rank_zero():  # before a split comes out short or empty for want of those samples
         click.echo(f"warning: {note}", err=True)
     by_id = {s.sample_id: s for s in data.samples}
+    try:
+        splits = make_splits(data.samples, cfg.dataset, cfg.protocol, cfg.val_fraction, cfg.seed)
+    except MumuError as e:
+        if not data.left_out:
+            raise
+        raise MumuError(f"{e.message} ({len(data.left_out)} samples were left out for lacking the chosen "
+                        f"modalities)") from None
     return [SampleSplit(split.name, *([by_id[i] for i in getattr(split, part)] for part in ("train", "val", "test")))
-            for split in make_splits(data.samples, cfg.dataset, cfg.protocol, cfg.val_fraction, cfg.seed)]
+            for split in splits]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -250,10 +279,13 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
     if restart_if_changed and cfg.num_nodes > 1:  # every node's ranks start at once: none may delete under another
         raise MumuError("--restart-if-changed is for runs on one machine; on several nodes resume by rerunning the "
                         "same command, or start afresh with another --out")
+    _check_trainer_settings(cfg)
     other_settings = not overwrite and _holds_other_settings(run_dir, cfg)  # what --overwrite deletes does not count
     if other_settings and not restart_if_changed:
         _refuse_other_settings(run_dir, explicit_resume=resume is not None)
     data = prepare_data(cfg)
+    if _is_rank_zero():
+        _warn_of_input_problems(data, run_dir)
     splits = split_samples(data)
     modalities = [spec.name for spec in data.specs]  # the model's modality order
     fusion_targets = read_fusion_targets(cfg.fusion_targets, {split.name: split.train for split in splits},
@@ -280,6 +312,8 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
         save_config(cfg, run_dir / "config.yaml")
         if begins:  # what the run began with; a resume keeps it
             write_json(run_dir / INPUTS, inputs)
+        if data.left_out or data.skipped_files:
+            write_json(run_dir / INPUT_REPORT, {"left_out": data.left_out, "skipped_files": data.skipped_files})
     if cfg.source == "raw":
         data = replace(data, problems_dir=run_dir / INPUT_PROBLEMS)
     fold_metrics: dict[str, dict] = {}
@@ -294,6 +328,20 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
         click.echo(f"warning: {len(recorded)} samples had unusable raw inputs, used without those modalities (as "
                    f"extract would record them): {run_dir / INPUT_PROBLEMS}/<sample_id>.json", err=True)
     return _finish_run(run_dir, fold_metrics)
+
+
+def _warn_of_input_problems(data: RunData, run_dir: Path) -> None:
+    """Samples left out and files skipped are said before training starts (and kept in RUN_DIR/input_report.json)."""
+    report = run_dir / INPUT_REPORT
+    if data.left_out:
+        shown = ", ".join(f"{i} ({why})" for i, why in sorted(data.left_out.items())[:5])
+        more = f" and {len(data.left_out) - 5} more" if len(data.left_out) > 5 else ""
+        click.echo(f"warning: {len(data.left_out)} samples have none of the chosen modalities and are left out of "
+                   f"every split: {shown}{more} (all in {report})", err=True)
+    if data.skipped_files:
+        click.echo(f"warning: indexing {data.cfg.data_root} skipped {len(data.skipped_files)} files (unreadable or "
+                   f"malformed; their samples train without that modality):", err=True)
+        click.echo("\n".join(skipped_lines(data.skipped_files, report)), err=True)
 
 
 def _finish_run(run_dir: Path, fold_metrics: dict[str, dict]) -> RunResult:
@@ -363,7 +411,7 @@ def _retest_split(data: RunData, split: SampleSplit, source: Path, fold_dir: Pat
         return json.loads((fold_dir / "metrics.json").read_text())
     if not (source / "metrics.json").is_file():
         raise MumuError(f"{source} has not finished training (no metrics.json); finish it with `cli.py train` first")
-    tested = json.loads((source / "split.json").read_text())["test"]
+    tested = read_split(source)["test"]
     if sorted(tested) != sorted(s.sample_id for s in split.test):
         raise MumuError(f"{source}: its test samples differ from the split the cache gives now; was the cache "
                         f"rebuilt since training?")
@@ -385,6 +433,21 @@ def _retest_split(data: RunData, split: SampleSplit, source: Path, fold_dir: Pat
             link.symlink_to(tested_ckpt.resolve())
     trainer = pl.Trainer(**_trainer_options(data.cfg, fold_dir, progress, resuming=False))
     return _test_split(trainer, module, data, split, fold_dir, selection)
+
+
+def _check_trainer_settings(cfg: TrainConfig) -> None:
+    """Lightning's accelerator, devices, strategy and nodes, checked by building a Trainer with them before a run
+    directory is deleted or written: a bad one is a MumuError naming the settings, not a Lightning exception after
+    --overwrite has already cost the old run."""
+    logging.disable(logging.INFO)  # its "GPU available" lines come once, from the real Trainer
+    try:
+        pl.Trainer(accelerator=cfg.accelerator, devices=_lightning_devices(cfg.devices), num_nodes=cfg.num_nodes,
+                   strategy=cfg.strategy, logger=False, enable_checkpointing=False)
+    except Exception as e:  # noqa: BLE001 - Lightning raises MisconfigurationException, ValueError, TypeError
+        raise MumuError(f"train.accelerator {cfg.accelerator!r}, devices {cfg.devices!r}, strategy {cfg.strategy!r}, "
+                        f"num_nodes {cfg.num_nodes}: Lightning refuses them ({e})") from None
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _lightning_devices(devices: str) -> int | list[int] | str:
@@ -411,6 +474,7 @@ def _is_rank_zero() -> bool:
 
 INPUTS = "inputs.json"
 INPUT_PROBLEMS = "input_problems"  # raw training: one {modality: reason} file per sample with an unusable input
+INPUT_REPORT = "input_report.json"  # samples left out for lacking the chosen modalities; files indexing skipped
 
 
 def training_code() -> list[Path]:
@@ -689,6 +753,19 @@ def run_splits(run_dir: str | Path) -> list[str | None]:
     return sorted(p.parent.name for p in run_dir.glob("*/split.json"))
 
 
+def read_split(fold_dir: Path) -> dict[str, list[str]]:
+    """A split's split.json (its train / val / test sample ids), or a MumuError naming a damaged file."""
+    path = fold_dir / "split.json"
+    try:
+        split = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise MumuError(f"{path}: cannot be read ({e}); train the run again (--overwrite)") from None
+    if not isinstance(split, dict) or not all(isinstance(split.get(part), list) for part in ("train", "val", "test")):
+        raise MumuError(f"{path}: not a split (lists of train, val and test sample ids); train the run again "
+                        f"(--overwrite)")
+    return split
+
+
 def split_dir(run_dir: Path, split: str | None) -> Path:
     """Where a split's files are (`run_splits` names the splits): RUN_DIR itself for a one-split run (None),
     else RUN_DIR/<split>."""
@@ -733,9 +810,12 @@ def load_run(run_dir: str | Path, fold: str | None = None) -> LoadedRun:
     ckpt = fold_dir / "checkpoints" / "best.ckpt"
     if not ckpt.is_file():
         raise MumuError(f"{ckpt} does not exist; has `python cli.py train --out {run_dir}` finished?")
+    split = read_split(fold_dir)
+    if cfg.source == "cache" and not cfg.cache_path.exists():
+        raise MumuError(f"{run_dir} was trained on the feature cache {cfg.cache_path}, which does not exist (any "
+                        f"more); extract it again with the run's settings ({run_dir / 'config.yaml'}: extract:)")
     module = load_module(ckpt).eval()
     data = prepare_data(cfg)
-    split = json.loads((fold_dir / "split.json").read_text())
     return LoadedRun(module, cfg, data, split, fold_dir)
 
 

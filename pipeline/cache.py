@@ -362,6 +362,19 @@ class FeatureCache:
                 out[spec.name] = values[start:stop] if stop > start else None
         return out
 
+    def lacking(self, names: list[str]) -> list[str]:
+        """The samples (ids) that hold not one step of any of the modalities `names`, e.g. because extraction
+        recorded those files as failed: a model given only those modalities has nothing to read for them."""
+        lacking = []
+        for sample_id, (part, position) in self._where.items():
+            steps = 0
+            for name in names:
+                offsets, _ = self._modality(part, name)
+                steps += int(offsets[position + 1] - offsets[position])
+            if not steps:
+                lacking.append(sample_id)
+        return lacking
+
     def stored_bytes(self) -> dict[str, int]:
         """On-disk bytes per modality, over all parts."""
         sizes = {}

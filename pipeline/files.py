@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import MumuError
+
 
 @contextmanager
 def replaced_whole(path: str | Path, shared: bool = False) -> Iterator[Path]:
@@ -15,12 +17,17 @@ def replaced_whole(path: str | Path, shared: bool = False) -> Iterator[Path]:
     error it is removed and `path` keeps its old content. shared: several processes may write `path` at once,
     so each gets a temporary of its own (the last rename wins) instead of the one fixed name a rerun reuses."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a file where a folder of the path should be
+        raise MumuError(f"cannot write {path}: a file stands where a folder of that path should be") from None
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp" if shared else f".{path.name}.tmp")
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename == str(tmp):  # name the file the user asked for, not our temporary
+            raise MumuError(f"cannot write {path}: {e.strerror}") from None
         raise
     tmp.replace(path)
 

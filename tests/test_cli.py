@@ -57,6 +57,20 @@ def test_help_of_commands_that_need_no_model_does_not_load_torch(name):
     assert "torch" not in imported
 
 
+def test_an_output_path_that_cannot_be_written_is_named(tmp_path):
+    """A file where a folder should be came out as a bare FileExistsError / NotADirectoryError, and an index
+    written under an unwritable folder named the hidden temporary file beside it."""
+    from tests.fixtures import write_utd_mhad
+
+    (tmp_path / "a_file").write_text("")
+    root = write_utd_mhad(tmp_path / "utd", actions=(1,), subjects=(1,), trials=(1,))
+    for args in (("demo-data", "--out", str(tmp_path / "a_file" / "demo")),
+                 ("index", "--dataset", "utd_mhad", "--data-root", str(root), "--out", str(tmp_path / "a_file" / "i.csv"))):
+        result = run_cli(*args)
+        assert result.returncode != 0 and str(tmp_path / "a_file") in result.stderr, result.stderr
+        assert not any(raw in result.stderr for raw in ("Traceback", "FileExistsError", "NotADirectoryError"))
+
+
 def test_user_error_is_one_line_without_traceback(tmp_path):
     result = run_cli("cache-info", str(tmp_path / "no-such-cache.zarr"))
     assert result.returncode != 0

@@ -144,8 +144,35 @@ def test_a_run_that_has_not_written_a_split_yet_is_one_clear_line(trained_run, t
     started.mkdir()
     (started / "config.yaml").write_bytes((trained_run.run_dir / "config.yaml").read_bytes())
     result = CliRunner().invoke(evaluate_command, [str(started), "--params", "none"])
-    assert "has not finished training" in result.output
+    assert "has not finished training (no split.json)" in result.output  # it said "no metrics.json"
     assert result.exit_code == 2  # a user error (MumuError): its message, no traceback
+
+
+def test_a_damaged_split_file_a_lost_cache_and_an_unwritable_out_are_named(trained_run, tmp_path):
+    """These surfaced as a bare JSONDecodeError, as advice to pass an option evaluate lacks (--cache), and as
+    NotADirectoryError after the whole evaluation had run."""
+    import yaml
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(trained_run.run_dir, damaged, symlinks=True)
+    (damaged / "split.json").write_text("{")
+    result = CliRunner().invoke(evaluate_command, [str(damaged), "--params", "none"])
+    assert result.exit_code == 2 and f"{damaged / 'split.json'}: cannot be read" in result.output, result.output
+
+    moved = tmp_path / "moved"
+    shutil.copytree(trained_run.run_dir, moved, symlinks=True)
+    config = yaml.safe_load((moved / "config.yaml").read_text())
+    config["cache"] = str(tmp_path / "gone.zarr")
+    (moved / "config.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(evaluate_command, [str(moved), "--params", "none"])
+    assert result.exit_code == 2 and "gone.zarr, which does not exist" in result.output, result.output
+    assert "--cache" not in result.output
+
+    (tmp_path / "a_file").write_text("")
+    result = CliRunner().invoke(evaluate_command, [str(trained_run.run_dir), "--params", "none", "--out",
+                                                   str(tmp_path / "a_file" / "eval")])
+    assert result.exit_code != 0 and "a_file" in str(result.exception or result.output)
+    assert "evaluate (4 conditions)" not in result.output  # refused before the test set was passed over
 
 
 def test_an_unknown_activity_for_the_plot_is_refused_before_the_test_passes(trained_run, tmp_path, monkeypatch):

@@ -395,6 +395,46 @@ def test_overwrite_with_inputs_that_cannot_serve_keeps_the_old_run(tiny_demo, tm
         with pytest.raises(MumuError, match=message):
             train_once(tiny_demo.config(cfg.run_dir, max_epochs=1, **bad), overwrite=True, progress=False)
         assert (cfg.run_dir / "metrics.json").is_file()  # refused before the old run was deleted
+    for bad in (dict(strategy="foo"), dict(accelerator="gpu") if not torch.cuda.is_available() else {}):
+        if bad:
+            with pytest.raises(MumuError, match=f"{next(iter(bad.values()))}.*Lightning refuses them"):
+                train_once(tiny_demo.config(cfg.run_dir, max_epochs=1, **bad), overwrite=True, progress=False)
+            assert (cfg.run_dir / "metrics.json").is_file()
+
+
+def test_samples_without_any_chosen_modality_are_left_out_and_reported(tmp_path):
+    """A sample whose only chosen stream failed (here an empty gyro CSV, which indexing skips) used to crash
+    training mid-epoch with a ValueError naming no sample; cache and raw training now leave it out, say so
+    before training and record it, and raw training lists the file indexing skipped."""
+    from pipeline.datasets import build_index
+    from pipeline.demo import write_demo_dataset
+    from pipeline.extract import ExtractSettings, run_extract
+    from pipeline.modalities import select_modalities
+
+    root = write_demo_dataset(tmp_path / "demo", n_subjects=3, n_sessions=1, n_frames=9, frame_size=32)
+    broken = sorted((root / "sensors" / "gyro_clip").rglob("*.csv"))[0]
+    broken.write_text("")
+    samples = build_index("demo", root).samples
+    lacking = [s.sample_id for s in samples if not s.paths.get("gyro")]
+    assert len(lacking) == 1
+    run_extract(samples, "demo", select_modalities("demo", "acc_phone,gyro"), tmp_path / "c.zarr", ExtractSettings(),
+                show_progress=False)
+    common = ["--params", "none", "--dataset", "demo", "--data-root", str(root), "--cache", str(tmp_path / "c.zarr"),
+              "--modalities", "gyro", "--protocol", "cross_subject", "--max-epochs", "1", "--embed-dim", "8",
+              "--accelerator", "cpu", "--num-workers", "0"]
+    for source in ("--from-cache", "--from-raw"):
+        run_dir = tmp_path / source
+        result = CliRunner().invoke(train_command, [*common, source, "--out", str(run_dir)])
+        assert result.exit_code == 0, result.output
+        assert f"1 samples have none of the chosen modalities and are left out of every split: {lacking[0]}" \
+            in result.output
+        report = json.loads((run_dir / "input_report.json").read_text())
+        assert list(report["left_out"]) == lacking
+        tested = [row["sample_id"] for row in read_predictions(run_dir)]
+        assert lacking[0] not in tested and tested
+        if source == "--from-raw":
+            assert "skipped 1 files" in result.output and str(broken) in result.output
+            assert [f["path"] for f in report["skipped_files"]] == [str(broken)]
 
 
 @pytest.mark.parametrize("kind", ["zeros", "mean"])
