@@ -458,12 +458,47 @@ def _run_dask(todo: Parts, modalities: list[ModalitySpec], settings: ExtractSett
     return results
 
 
+def resolve_device(device: str, here: bool = True) -> str:
+    """``auto`` -> cuda when available, else cpu; MumuError for anything but cpu, cuda or cuda:N, and (``here``: the
+    backbone runs on this machine, not on a --scheduler's workers) for a GPU this machine lacks. Checked before the
+    cache is touched, so a mistyped device never costs the cache it would rebuild."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda"):
+        raise MumuError(f"--device {device}: not a device; use cpu, cuda, cuda:N or auto")
+    if parsed.type == "cuda" and here:
+        if not torch.cuda.is_available():
+            raise MumuError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise MumuError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def check_sources_exist(samples: list[Sample], modalities: list[ModalitySpec], index_path: str | None) -> None:
+    """MumuError when not one of the samples' files (of ``modalities``) exists: the dataset moved or is not mounted,
+    and extracting would replace every part with failures. Some files missing stay per-sample failures."""
+    paths = [p for s in samples for m in modalities if (p := s.paths.get(m.name))]
+    where = index_path or "the index"
+    if not paths:
+        raise MumuError(f"{where}: no sample has a file of {', '.join(m.name for m in modalities)}")
+    if not any(os.path.exists(p) for p in paths):  # stops at the first file found: cheap on a good index
+        raise MumuError(f"{where}: none of its {len(paths)} source files exists, the first: {paths[0]}; has the "
+                        "dataset moved or is it not mounted? Run `python cli.py index` for where it is now")
+
+
 def run_extract(samples: list[Sample], dataset: str, modalities: list[ModalitySpec], cache_path: str | Path,
                 settings: ExtractSettings, device: str = "cpu", workers: int = 0, scheduler: str | None = None,
                 overwrite: bool = False, index_path: str | None = None, show_progress: bool = True,
                 rebuild_if_changed: bool = False, whole_index: bool = True) -> dict:
     """Extract ``samples`` into the cache (only parts not already complete).
 
+    device: cpu | cuda | cuda:N | auto (see `resolve_device`).
     whole_index: ``samples`` is the whole index, so parts beyond its plan (left by a longer index) are removed:
     their samples left the index or moved into earlier parts. False (``--limit``) keeps them.
 
@@ -474,6 +509,9 @@ def run_extract(samples: list[Sample], dataset: str, modalities: list[ModalitySp
 
     from pipeline.backbone import load_state_dict, state_dict_hash
 
+    device = resolve_device(device, here=not scheduler)  # both checks before the cache is created, emptied or rebuilt
+    if not scheduler:  # a scheduler's workers may see the data where this machine does not
+        check_sources_exist(samples, modalities, index_path)
     cache_path = Path(cache_path)
     weights_hash = state_dict_hash(load_state_dict(settings.weights))
     started = time.monotonic()
@@ -525,17 +563,17 @@ def run_extract(samples: list[Sample], dataset: str, modalities: list[ModalitySp
 # CLI
 
 
-def _load_samples(dataset: str, data_root: Path, index: Path | None, strict: bool) -> tuple[list[Sample], dict | None]:
+def _load_samples(dataset: str, data_root: Path, index: Path | None) -> tuple[list[Sample], dict | None]:
     """The samples, and the report of their indexing: files skipped as unreadable or malformed (their samples
     keep the modality as missing). Read from beside --index (None when that has no report), or made here by
-    indexing --data-root, where `strict` stops at the first bad file as `cli.py index --strict` does."""
+    indexing --data-root (never strict: --strict only concerns the modalities extracted, see `extract_command`)."""
     if index is not None:
         samples, report_path = read_index(index), index_report_path(index)
         report = json.loads(report_path.read_text()) if report_path.is_file() else None
     else:
         from pipeline.datasets import build_index
 
-        result = build_index(dataset, data_root, strict=strict)
+        result = build_index(dataset, data_root)
         samples, report = result.samples, result.report(None)
     wrong = {s.dataset for s in samples} - {dataset}
     if wrong:
@@ -575,7 +613,8 @@ def _from_params(key: str, **options: object) -> dict:
                                           help="dask worker processes on a local cluster; 0 = run in this process."))
 @click.option("--scheduler", default=None, help="tcp://HOST:PORT of an existing dask scheduler (instead of a local cluster).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N samples of the index (a quick try).")
-@click.option("--strict", is_flag=True, help="Exit non-zero when any sample had a failure or a file was skipped when indexing (without --index: at the first such file).")
+@click.option("--strict", is_flag=True,
+              help="Exit non-zero when any sample had a failure or a file of a modality extracted was skipped when indexing.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing cache at --cache and rebuild it.")
 @click.option("--rebuild-if-changed", is_flag=True,
               help="Rebuild an existing cache only when it was built with other settings (dvc.yaml uses this).")
@@ -605,15 +644,11 @@ def extract_command(params: str, data_root: Path | None, index_path: Path | None
     dataset, workers = value["dataset"], value["workers"]
     if not isinstance(workers, int) or workers < 0:
         raise MumuError(f"extract.workers must be 0 (this process) or more, got {workers!r}")
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     specs = select_modalities(dataset, value["modalities"])
     if data_root is None:
         data_root = Path(from_file["data_root"]) if dataset == from_file.get("dataset") and from_file.get("data_root") \
             else Path("data") / dataset
-    samples, index_report = _load_samples(dataset, data_root, index_path, strict)
+    samples, index_report = _load_samples(dataset, data_root, index_path)
     skipped = index_report["skipped_files"] if index_report else []
     # where the skipped files are listed: beside --index, else in the cache (written below)
     if cache_path is None:
@@ -624,9 +659,11 @@ def extract_command(params: str, data_root: Path | None, index_path: Path | None
         click.echo(f"{len(skipped)} files were skipped when indexing (unreadable or malformed; their samples keep "
                    f"the modality as missing):")
         click.echo("\n".join(skipped_lines(skipped, report_path)))
-        if strict:
-            raise MumuError(f"{len(skipped)} files were skipped when indexing, the first {skipped[0]['path']}: "
-                            f"{skipped[0]['reason']} (--strict; all in {report_path})")
+        # --strict is about the modalities extracted (a file of unknown modality, from an older report, counts)
+        relevant = [s for s in skipped if s.get("modality") in {spec.name for spec in specs} | {None}]
+        if strict and relevant:
+            raise MumuError(f"{len(relevant)} files of the modalities extracted were skipped when indexing, the first "
+                            f"{relevant[0]['path']}: {relevant[0]['reason']} (--strict; all in {report_path})")
     if limit is not None:
         samples = samples[:limit]
     settings = ExtractSettings(**{field.name: value[field.name] for field in dataclasses.fields(ExtractSettings)})
@@ -646,5 +683,8 @@ def extract_command(params: str, data_root: Path | None, index_path: Path | None
             click.echo(f"  {sample_id}: {reason}")
         if len(failures) > 20:
             click.echo(f"  ... and {len(failures) - 20} more (`python cli.py cache-info {cache_path}`)")
+    if len(summary["unusable"]) == len(samples):  # the cache holds nothing to train on: not a success
+        raise MumuError(f"{cache_path}: not one of the {len(samples)} samples has a usable modality; the failures "
+                        f"are listed by `python cli.py cache-info {cache_path}`")
     if strict and failures:
         raise MumuError(f"{len(failures)} samples had failures (--strict)")

@@ -59,8 +59,14 @@ def read_index(path: str | Path) -> list[Sample]:
     path = Path(path)
     columns, rows = read_csv_rows(path, FIELDS, "sample index", hint="; run `python cli.py index` first")
     modalities = [c.split(":", 1)[1] for c in columns if c.startswith("path:")]
-    samples = []
+    if not rows:  # extracting it would leave an empty cache in place of a full one
+        raise MumuError(f"{path}: the sample index holds no samples (only its header); run `python cli.py index` again")
+    samples, first_line = [], {}  # sample_id -> the line it was first seen on
     for line, row in rows:
+        sample_id = row["sample_id"]
+        if sample_id in first_line:  # the cache keys samples by id: a second copy would make it unreadable
+            raise MumuError(f"{path}: duplicate sample_id {sample_id} (lines {first_line[sample_id]} and {line})")
+        first_line[sample_id] = line
         try:
             values = {k: (int(row[k]) if row[k] != "" else None) if k in _INT_FIELDS else row[k] for k in FIELDS}
         except ValueError as e:

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from pipeline.backbone import Backbone
 from pipeline.cache import FeatureCache, cache_info_command, read_part_attrs
-from pipeline.extract import ExtractSettings, extract_command, load_raw_sample, run_extract
+from pipeline.extract import ExtractSettings, extract_command, load_raw_sample, resolve_device, run_extract
 from pipeline.errors import MumuError
 from pipeline.index import Sample, write_index
 from pipeline.modalities import select_modalities
@@ -418,7 +418,8 @@ def test_a_shorter_index_leaves_no_old_parts_behind(dataset, tmp_path):
 
 def test_files_skipped_when_indexing_are_listed_recorded_and_stop_strict(tmp_path):
     """A bad raw file is skipped by the indexing (its sample keeps the modality as missing); extract must say so,
-    record it (in the cache when it indexed the data root itself, beside --index otherwise) and fail --strict."""
+    record it (in the cache when it indexed the data root itself, beside --index otherwise) and fail --strict when
+    it is of a modality extracted."""
     from pipeline.commands import index as index_command
     from tests.fixtures import write_mmact
 
@@ -431,14 +432,15 @@ def test_files_skipped_when_indexing_are_listed_recorded_and_stop_strict(tmp_pat
     assert itself.exit_code == 0, itself.output
     assert "2 files were skipped when indexing" in itself.output and f"{bad_video}: not an MP4 file" in itself.output
     recorded = json.loads((cache / "index_report.json").read_text())["skipped_files"]
-    assert {"path": str(bad_video), "reason": "not an MP4 file (no MP4 box at the start)"} in recorded
-    strict = CliRunner().invoke(extract_command, args + ["--data-root", str(root), "--strict"])
-    assert strict.exit_code != 0 and "empty file" in strict.output  # the first bad file, as `index --strict`
+    assert {"path": str(bad_video), "reason": "not an MP4 file (no MP4 box at the start)", "modality": "rgb_cam1"} \
+        in recorded
+    strict = CliRunner().invoke(extract_command, args + ["--data-root", str(root), "--strict", "--modalities", "gyro"])
+    assert strict.exit_code != 0 and "empty file" in strict.output  # the bad gyro file (the video is not extracted)
 
     index = tmp_path / "index.csv"
     assert CliRunner().invoke(index_command, ["--dataset", "mmact", "--data-root", str(root), "--out", str(index)]
                               ).exit_code == 0
-    from_index = CliRunner().invoke(extract_command, args + ["--index", str(index), "--strict"])
+    from_index = CliRunner().invoke(extract_command, args + ["--index", str(index), "--strict", "--modalities", "gyro"])
     assert from_index.exit_code != 0
     assert "2 files were skipped when indexing" in from_index.output and str(tmp_path / "index_report.json") in from_index.output
 
@@ -462,3 +464,102 @@ def test_cache_info_tells_bridged_gaps_from_refused_streams(tmp_path):
     assert info.exit_code == 0, info.output
     assert "missing values bridged by interpolation: acc_phone in 1 samples (up to 30 %)" in info.output
     assert "1 with failures" in info.output and "80 % of the file's rows have missing or unreadable" in info.output
+
+
+SENSOR_ARGS = CLI_SETTINGS + ["--modalities", "acc_phone,gyro", "--workers", "0"]  # the later --modalities wins
+
+
+def _extract(index: Path, cache: Path, *more: str):
+    return CliRunner().invoke(extract_command, ["--index", str(index), "--cache", str(cache), *SENSOR_ARGS, *more])
+
+
+def _part_files(cache: Path) -> dict[str, int]:
+    """Every file of the cache's parts with its mtime: what a run that must change nothing leaves as it was."""
+    return {str(p.relative_to(cache)): p.stat().st_mtime_ns for p in (cache / "parts").rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("flag", [[], ["--rebuild-if-changed"], ["--overwrite"]])
+def test_an_index_that_would_empty_the_cache_is_refused_before_it_is_touched(tmp_path, flag):
+    """An index of no samples, of one sample twice, or of a dataset that moved (not one file where it says) would
+    leave a cache of nothing, or one cache-info rejects: extract refuses it, naming the index, and keeps the cache."""
+    samples, index = make_dataset(tmp_path / "data", n_good=1)
+    cache = tmp_path / "c.zarr"
+    assert _extract(index, cache).exit_code == 0
+    before = _part_files(cache)
+    assert len(before) > 4
+    empty = tmp_path / "empty.csv"
+    empty.write_text(index.read_text().splitlines()[0] + "\n")
+    twice = tmp_path / "twice.csv"
+    write_index(samples + samples[:1], twice, list(samples[0].paths))
+    moved = tmp_path / "moved.csv"
+    shutil.copy(index, moved)
+    shutil.move(tmp_path / "data", tmp_path / "elsewhere")
+    expected = {empty: f"{empty}: the sample index holds no samples",
+                twice: f"{twice}: duplicate sample_id sample0 (lines 2 and 6)",
+                moved: f"{moved}: none of its 8 source files exists, the first: {tmp_path / 'data/sample0_acc.csv'}; "
+                       "has the dataset moved"}
+    for bad, message in expected.items():
+        for target in (cache, tmp_path / "new.zarr"):
+            result = _extract(bad, target, *flag)
+            assert result.exit_code == 2 and message in result.output, result.output
+            assert "Traceback" not in result.output
+        assert _part_files(cache) == before and FeatureCache(cache).samples  # not one part redone or removed
+        assert not (tmp_path / "new.zarr").exists()
+
+
+@pytest.mark.parametrize("device, message", [("gpu", "--device gpu: not a device; use cpu, cuda, cuda:N or auto"),
+                                             ("cuda", "--device cuda: CUDA is not available on this machine")])
+def test_a_bad_device_is_refused_before_the_cache_is_rebuilt(tmp_path, monkeypatch, device, message):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only machine, wherever the test runs
+    _, index = make_dataset(tmp_path / "data", n_good=1)
+    cache = tmp_path / "c.zarr"
+    assert _extract(index, cache).exit_code == 0
+    before = _part_files(cache)
+    for flag in ("--overwrite", "--rebuild-if-changed"):
+        result = _extract(index, cache, flag, "--device", device)
+        assert result.exit_code == 2 and f"Error: {message}" in result.output, result.output
+        assert _part_files(cache) == before
+    assert _extract(index, tmp_path / "new.zarr", "--device", device).exit_code == 2
+    assert not (tmp_path / "new.zarr").exists()
+    # with --scheduler the backbone runs on the cluster's workers: a head node without CUDA may still ask for it
+    if device == "cuda":
+        assert resolve_device("cuda:1", here=False) == "cuda:1"
+    else:
+        with pytest.raises(MumuError, match=message):
+            resolve_device(device, here=False)
+
+
+def test_an_extraction_without_one_usable_sample_fails(tmp_path):
+    """Every file there but none usable (a zero-frame video, an empty CSV): the cache records why, and the run
+    says where that is listed and exits non-zero instead of reporting success."""
+    samples, _ = make_dataset(tmp_path, n_good=0)
+    index = tmp_path / "unusable.csv"
+    write_index(samples[1:2], index, list(samples[0].paths))  # sample1: nothing usable
+    Path(samples[1].paths["gyro"]).write_text("")  # present, but empty
+    result = _extract(index, tmp_path / "c.zarr")
+    assert result.exit_code == 2, result.output
+    assert f"not one of the 1 samples has a usable modality; the failures are listed by `python cli.py cache-info " \
+           f"{tmp_path / 'c.zarr'}`" in result.output
+    assert set(FeatureCache(tmp_path / "c.zarr").failures) == {"sample1"}
+
+
+def test_strict_fails_only_on_skipped_files_of_the_modalities_extracted(tmp_path):
+    """A corrupt depth file does not stop --strict extracting skeleton and inertial (it is still listed), and the
+    report records each skipped file's modality; extracting depth --strict fails on it."""
+    root = write_utd_mhad(tmp_path / "utd", actions=(1,), subjects=(1,), trials=(1, 2))
+    bad = root / "Depth/a1_s1_t2_depth.mat"
+    bad.write_bytes(bad.read_bytes()[:300])  # truncated
+    args = ["--params", "none", "--dataset", "utd_mhad", "--data-root", str(root), "--weights", "random",
+            "--workers", "0", "--device", "cpu", "--strict"]
+    cache = tmp_path / "sensors.zarr"
+    sensors = CliRunner().invoke(extract_command, args + ["--modalities", "skeleton,inertial", "--cache", str(cache)])
+    assert sensors.exit_code == 0, sensors.output
+    assert "1 files were skipped when indexing" in sensors.output and str(bad) in sensors.output
+    (skipped,) = json.loads((cache / "index_report.json").read_text())["skipped_files"]
+    assert skipped["path"] == str(bad) and skipped["modality"] == "depth"
+    assert len(FeatureCache(cache).samples) == 2
+    depth = CliRunner().invoke(extract_command,
+                               [*args, "--modalities", "depth,inertial", "--cache", str(tmp_path / "d.zarr")])
+    assert depth.exit_code == 2 and f"the first {bad}: truncated MATLAB file" in depth.output, depth.output

@@ -23,6 +23,7 @@ from pipeline.tables import Activity, ActivityTable
 class Skipped:
     path: str
     reason: str
+    modality: str | None = None  # the file's modality: `extract --strict` fails only on those it extracts
 
 
 @dataclass
@@ -53,7 +54,7 @@ class IndexResult:
         indexes the data root itself) into the cache."""
         return {"dataset": self.dataset, "data_root": str(self.data_root), "table": str(self.table.path),
                 "index": index, **self.counts(),
-                "skipped_files": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+                "skipped_files": [{"path": s.path, "reason": s.reason, "modality": s.modality} for s in self.skipped],
                 "unknown_file_list": self.unknown}
 
 
@@ -71,10 +72,10 @@ class Recorder:
     def __init__(self, result: IndexResult, strict: bool):
         self.result, self.strict = result, strict
 
-    def skip(self, path: Path, reason: str) -> None:
+    def skip(self, path: Path, reason: str, modality: str | None = None) -> None:
         if self.strict:
             raise MumuError(f"{path}: {reason}")
-        self.result.skipped.append(Skipped(str(path), reason))
+        self.result.skipped.append(Skipped(str(path), reason, modality))
 
     def unknown(self, path: Path) -> None:
         self.result.unknown.append(str(path))
@@ -98,7 +99,8 @@ class SampleSet:
                 paths={m: None for m in self.modalities}, **fields,
             )
         if sample.paths[modality]:
-            self.record.skip(path, f"duplicate {modality} file for {sample.sample_id} (kept {sample.paths[modality]})")
+            self.record.skip(path, f"duplicate {modality} file for {sample.sample_id} (kept {sample.paths[modality]})",
+                             modality)
             return
         sample.paths[modality] = str(path.resolve())
         if view:

@@ -54,11 +54,11 @@ def scan(root: Path, dataset: str, table: ActivityTable, modalities: list[str], 
         label = file_label(stem, scene)
         activity = table.by_label(label)
         if activity is None:
-            record.skip(path, f"action {label!r} (scene {scene}) is not in the activity table {table.path}")
+            record.skip(path, f"action {label!r} (scene {scene}) is not in the activity table {table.path}", modality)
             continue
         problem = check_video(path) if view else check_mmact_csv(path)
         if problem:
-            record.skip(path, problem)
+            record.skip(path, problem, modality)
             continue
         samples.add((subject, scene, session, activity.activity_id), path, modality, activity,
                     f"subject{subject}_scene{scene}_session{session}_{activity.activity}", view=view,

@@ -32,11 +32,11 @@ def scan(root: Path, dataset: str, table: ActivityTable, modalities: list[str], 
         subject, label, trial = int(match.group(1)), match.group(2).lower(), int(match.group(3))
         activity = table.by_label(label)
         if activity is None:
-            record.skip(path, f"activity folder {match.group(2)!r} is not in the activity table {table.path}")
+            record.skip(path, f"activity folder {match.group(2)!r} is not in the activity table {table.path}", modality)
             continue
         problem = check_headed_csv(path, 1 + channels[modality])
         if problem:
-            record.skip(path, problem)
+            record.skip(path, problem, modality)
             continue
         samples.add((subject, activity.activity_id, trial), path, modality, activity,
                     f"subject{subject}_{activity.activity}_trial{trial}", subject=subject, trial=trial)

@@ -35,11 +35,11 @@ def scan(root: Path, dataset: str, table: ActivityTable, modalities: list[str], 
         modality, _, variable = suffix
         activity = table.by_label(f"a{action}")
         if activity is None:
-            record.skip(path, f"action a{action} is not in the activity table {table.path}")
+            record.skip(path, f"action a{action} is not in the activity table {table.path}", modality)
             continue
         problem = check_mat(path, variable) if variable else check_video(path)
         if problem:
-            record.skip(path, problem)
+            record.skip(path, problem, modality)
             continue
         samples.add((subject, action, trial), path, modality, activity, f"a{action}_s{subject}_t{trial}",
                     subject=subject, trial=trial)
