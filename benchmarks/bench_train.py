@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mumu.config import resolve_config  # noqa: E402
 from mumu.data import make_loader  # noqa: E402
 from mumu.module import MumuModule  # noqa: E402
-from mumu.train import prepare_data  # noqa: E402
+from mumu.rundata import prepare_data  # noqa: E402
 
 
 def build_demo(work: Path, subjects: int, frames: int, image_size: int) -> tuple[Path, Path]:

@@ -172,7 +172,7 @@ def test_raw_path_gives_the_cache_inputs_and_logits(tiny_demo):
     """Parity: decoding + the frozen ResNet-50 in the model step == the cached features (float16
     tolerance), sensor windows identical, and so the same logits from the same model."""
     from mumu.module import MumuModule
-    from mumu.train import prepare_data
+    from mumu.rundata import prepare_data
 
     cached, raw = (prepare_data(tiny_demo.config(source=source)) for source in ("cache", "raw"))
     by_id = {s.sample_id: s for s in raw.samples}
@@ -202,28 +202,28 @@ def test_raw_path_gives_the_cache_inputs_and_logits(tiny_demo):
 
 
 def test_missing_cache_is_a_clear_error(tiny_demo, tmp_path):
-    from mumu.train import prepare_data
+    from mumu.rundata import prepare_data
 
     with pytest.raises(MumuError, match=r"feature cache .*nowhere\.zarr does not exist.*extract"):
         prepare_data(tiny_demo.config(cache=str(tmp_path / "nowhere.zarr")))
 
 
 def test_modality_missing_from_cache_is_a_clear_error(tiny_demo):
-    from mumu.train import prepare_data
+    from mumu.rundata import prepare_data
 
     with pytest.raises(MumuError, match=r"has no modality rgb_cam1 \(it has acc_phone\)"):
         prepare_data(tiny_demo.config(cache=str(tiny_demo.sensor_cache), modalities="rgb_cam1,acc_phone"))
 
 
 def test_fingerprint_mismatch_is_a_clear_error(tiny_demo):
-    from mumu.train import prepare_data
+    from mumu.rundata import prepare_data
 
     with pytest.raises(MumuError, match=r"extracted with image_size=32 \(requested 112\)"):
         prepare_data(tiny_demo.config(extract={"image_size": 112}))
 
 
 def test_empty_split_is_a_clear_error(tiny_demo):
-    from mumu.train import prepare_data, split_samples
+    from mumu.rundata import prepare_data, split_samples
 
     data = prepare_data(tiny_demo.config(cache=str(tiny_demo.sensor_cache), modalities="acc_phone",
                                          protocol="cross_subject"))  # one subject only: nobody to test on

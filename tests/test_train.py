@@ -293,7 +293,7 @@ def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path)
 
 def test_fusion_kl_adds_its_weighted_term_to_mumus_training_loss(tiny_demo):  # noqa: F811
     from mumu.module import MumuModule
-    from mumu.train import prepare_data
+    from mumu.rundata import prepare_data
 
     data = prepare_data(tiny_demo.config())
     batch = next(iter(data.loader(data.samples[:4], batch_size=4)))
@@ -311,7 +311,7 @@ def test_fusion_kl_adds_its_weighted_term_to_mumus_training_loss(tiny_demo):  # 
 
 def test_unimodal_aux_adds_each_present_modalitys_own_activity_loss(tiny_demo, tmp_path):  # noqa: F811
     from mumu.module import MumuModule
-    from mumu.train import prepare_data
+    from mumu.rundata import prepare_data
 
     cfg = tiny_demo.config(tmp_path / "run", unimodal_aux=0.5, max_epochs=1)
     data = prepare_data(cfg)
@@ -344,7 +344,7 @@ def test_fusion_targets_pull_mumus_trained_fusion_weights_toward_them(tiny_demo,
     """Targets that trust only the phone's accelerometer: trained with them, SM-Fusion gives it most of the
     weight on the training samples; trained toward equal weights, it does not. The file has rows for the training
     samples only: validation and testing must not look for targets."""
-    from mumu.train import prepare_data, split_samples
+    from mumu.rundata import prepare_data, split_samples
 
     (split,) = split_samples(prepare_data(tiny_demo.config()))
     train_ids = [s.sample_id for s in split.train]
@@ -361,7 +361,7 @@ def test_fusion_targets_pull_mumus_trained_fusion_weights_toward_them(tiny_demo,
 
 
 def test_fusion_targets_files_that_cannot_serve_are_named_before_training(tiny_demo, tmp_path):  # noqa: F811
-    from mumu.train import prepare_data
+    from mumu.rundata import prepare_data
 
     samples = [s.sample_id for s in prepare_data(tiny_demo.config()).samples]
     full = {"rgb_cam1": 0.5, "acc_phone": 0.5, "gyro": 0.5}
@@ -442,7 +442,7 @@ def test_modality_dropout_keeps_a_lost_stream_present_as_the_noise_study_corrupt
     """A lost stream stays in the fusion, every valid step zeroed or set to the training mean, as the noise
     study's "drop" / "mean" modes leave a corrupted group."""
     from mumu.module import MumuModule
-    from mumu.train import prepare_data
+    from mumu.rundata import prepare_data
 
     data = prepare_data(tiny_demo.config())
     batch = next(iter(data.loader(data.samples[:8], batch_size=8)))

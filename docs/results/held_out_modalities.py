@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from mumu.adapt import by_subject, load_batchnorm_state, subject_batchnorm_state  # noqa: E402
 from mumu.config import resolve_config, save_config  # noqa: E402
 from mumu.module import MumuModule  # noqa: E402
-from mumu.train import RunData, SampleSplit, load_module, prepare_data, split_samples, train_split  # noqa: E402
+from mumu.rundata import RunData, SampleSplit, prepare_data, split_samples  # noqa: E402
+from mumu.train import load_module, train_split  # noqa: E402
 from pipeline.files import replaced_whole  # noqa: E402
 from pipeline.index import Sample  # noqa: E402
 
