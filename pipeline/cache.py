@@ -141,7 +141,8 @@ def prepare_cache(path: str | Path, header: dict, overwrite: bool, rebuild_if_ch
             return
     if contents and lock is not None:
         lock.exclude_readers()
-    for entry in contents:  # rebuild everything but the locks
+    # Rebuild everything but the locks, the header last: a kill mid-way leaves a cache the rerun rebuilds again.
+    for entry in sorted(contents, key=lambda entry: entry.name == "zarr.json"):
         shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     # The header goes into zarr.json in one write, so a kill never leaves a cache without one.
     root = zarr.create_group(str(path), zarr_format=3, attributes={ATTRS_KEY: {"format": FORMAT_VERSION, **header}})
@@ -269,8 +270,12 @@ def _contents(path: Path) -> list[Path]:
 
 
 def _no_cache_yet(path: Path) -> bool:
-    """Nothing there, or an empty folder (locks aside): a place to extract a new cache into."""
-    return not path.exists() or (path.is_dir() and not _contents(path))
+    """Nothing there, an empty folder (locks aside), or what a rebuild killed before this code deleted the header
+    last left (our lock and our folders, no header): a place to extract a new cache into."""
+    if not path.exists() or (path.is_dir() and not _contents(path)):
+        return True
+    ours = {PARTS, STAGING, "index_report.json"}
+    return (path / LOCK).is_file() and not (path / "zarr.json").exists() and {e.name for e in _contents(path)} <= ours
 
 
 def _read_header(path: Path, check_format: bool = True) -> dict:

@@ -19,6 +19,7 @@ import os
 import pickle
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -171,6 +172,9 @@ def _serve() -> None:
     """Worker loop: one (path, kind, stride, image_size) request in, one result out, until EOF."""
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # stray prints from libraries must not corrupt the result stream
+    # Ctrl-C reaches the whole process group; the parent decides (it closes the pipe or kills this process).
+    # Dying here would read as a crash on the file being decoded, recorded as that sample's failure.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(5)  # where cores are scarce, decoding ahead yields to the backbone it feeds
     import decord  # noqa: F401  (imported before the first request, while the parent is still setting up)
     _write_message(out, ("ready", None, None))  # request deadlines start from here, not from the spawn
@@ -239,8 +243,12 @@ class DecodeWorker:
             self.close()
             raise
         except EOFError:
-            self.close()  # the decoder crashed (e.g. a segfault inside ffmpeg)
-            raise DecodeError("the decoder process crashed on this file") from None
+            stopped_by = -self._proc.wait()
+            self.close()
+            if stopped_by in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the run is ending, not this file
+                raise RuntimeError(f"the decoder process was stopped (signal {stopped_by}) while decoding {path}; "
+                                   f"rerun to finish") from None
+            raise DecodeError("the decoder process crashed on this file") from None  # e.g. a segfault in ffmpeg
         self._served += 1
         if status == "error":
             raise DecodeError(payload)

@@ -71,6 +71,34 @@ def test_different_settings_are_refused_and_overwrite_rebuilds(tmp_path):
     assert len(cache) == 0 and cache.fingerprint["frame_stride"] == 2
 
 
+def test_a_rebuild_killed_while_deleting_the_old_cache_is_finished_by_the_rerun(tmp_path, monkeypatch):
+    """The old cache's entries went in directory order, its header (zarr.json) before its parts: a kill in
+    between left a folder every later extract (and `dvc repro`) refused as "not a mumu feature cache"."""
+    import pipeline.cache
+
+    make_cache(tmp_path / "c.zarr", np.random.default_rng(0))
+    real_rmtree, calls = pipeline.cache.shutil.rmtree, []
+
+    def killed_after_one(path, *args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(path)
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.cache.shutil, "rmtree", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        with CacheLock(tmp_path / "c.zarr") as lock:
+            prepare_cache(tmp_path / "c.zarr", header(frame_stride=2), overwrite=False, rebuild_if_changed=True,
+                          lock=lock)
+    monkeypatch.undo()
+    assert (tmp_path / "c.zarr" / "zarr.json").is_file()  # deleted last
+    (tmp_path / "c.zarr" / "zarr.json").unlink()  # what the old order left behind
+    with CacheLock(tmp_path / "c.zarr") as lock:
+        prepare_cache(tmp_path / "c.zarr", header(frame_stride=2), overwrite=False, rebuild_if_changed=True, lock=lock)
+    cache = FeatureCache(tmp_path / "c.zarr")
+    assert len(cache) == 0 and cache.fingerprint["frame_stride"] == 2
+
+
 def test_a_part_left_in_staging_by_a_killed_writer_is_invisible(tmp_path):
     make_cache(tmp_path / "c.zarr", np.random.default_rng(0))
     staged = tmp_path / "c.zarr" / ".staging" / "part-000002-deadbeef"

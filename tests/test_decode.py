@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 import av
 import numpy as np
@@ -96,6 +98,49 @@ def test_worker_kills_a_hanging_decode_and_keeps_working(tmp_path):
         # Same frames as decoding in this process.
         np.testing.assert_array_equal(worker.decode(str(tmp_path / "ok.mp4"), "video", 3, 32),
                                       decode_visual(str(tmp_path / "ok.mp4"), "video", 3, 32)[0])
+
+
+def _decoder_pids() -> list[int]:
+    """This process's children (Linux): the decode worker's process."""
+    return [int(pid) for task in Path("/proc/self/task").iterdir() for pid in (task / "children").read_text().split()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads this process's children from /proc (Linux)")
+def test_an_interrupted_run_is_never_recorded_as_a_file_the_decoder_crashed_on(tmp_path):
+    """Ctrl-C reaches the decoder with the rest of the process group: it used to die of it, and extraction
+    recorded the file being decoded as a failure in a part it then saved as complete. The decoder now ignores
+    SIGINT, and one stopped by SIGTERM is the run ending (an error that saves no part), not a bad file."""
+    import signal
+    import threading
+
+    fifo = tmp_path / "hang.mp4"  # a decode that blocks until the test has signalled the decoder
+    os.mkfifo(fifo)
+    with DecodeWorker(timeout_s=4) as worker:
+        worker.start()
+        errors = []
+        decoding = threading.Thread(target=lambda: errors.append(_raised(worker.decode, str(fifo), "video", 3, 32)))
+        decoding.start()
+        time.sleep(2)
+        for pid in _decoder_pids():
+            os.kill(pid, signal.SIGINT)
+        decoding.join()
+        assert isinstance(errors[0], DecodeError) and "longer than 4 s" in str(errors[0])  # outlived Ctrl-C
+
+        decoding = threading.Thread(target=lambda: errors.append(_raised(worker.decode, str(fifo), "video", 3, 32)))
+        decoding.start()
+        time.sleep(2)
+        for pid in _decoder_pids():
+            os.kill(pid, signal.SIGTERM)
+        decoding.join()
+        assert not isinstance(errors[1], DecodeError) and "was stopped (signal 15)" in str(errors[1])
+
+
+def _raised(function, *args) -> BaseException | None:
+    try:
+        function(*args)
+    except BaseException as e:  # noqa: BLE001 - the test inspects it
+        return e
+    return None
 
 
 def test_a_slow_starting_worker_does_not_eat_into_the_decode_timeout(tmp_path, monkeypatch):
