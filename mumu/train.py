@@ -28,6 +28,7 @@ differ from those, and otherwise resumes it.
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import json
 import logging
@@ -36,14 +37,16 @@ import random
 import shutil
 import dataclasses
 from dataclasses import MISSING, asdict, dataclass, replace
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import click
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import yaml
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
@@ -120,44 +123,74 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
     modalities = [spec.name for spec in data.specs]  # the model's modality order
     fusion_targets = read_fusion_targets(cfg.fusion_targets, {split.name: split.train for split in splits},
                                          modalities) if cfg.fusion_targets else {}  # checked before any split trains
-    if overwrite and _is_rank_zero() and run_dir.exists():  # only once the inputs are known to serve
-        shutil.rmtree(run_dir)
-    inputs = run_inputs(data)
-    changed = []  # what differs from the run RUN_DIR holds; rank zero decides (the other ranks start after it)
-    if _is_rank_zero():
-        changed = (["settings"] if other_settings else []) + _inputs_changed(run_dir, inputs)
-    if changed and restart_if_changed:
-        click.echo(f"{run_dir}: its {' and '.join(changed)} changed since it began; starting it afresh", err=True)
-        shutil.rmtree(run_dir)
-    elif set(changed) & {"code", "data"} and (run_dir / INPUTS).is_file():
-        click.echo(f"warning: {run_dir}: its {' and '.join(c for c in changed if c != 'settings')} changed since it "
-                   f"began; its finished splits are kept and the others resume (--overwrite or "
-                   f"--restart-if-changed starts afresh)", err=True)
     several = len(splits) > 1
     if several and resume is not None:  # refused before anything is written
         raise MumuError(f"--resume PATH is ambiguous with {len(splits)} splits; rerun without it and every "
                         f"unfinished split resumes from its own last.ckpt")
-    if _is_rank_zero():
-        begins = not (run_dir / "config.yaml").is_file()  # a run from before inputs.json gets none: unknown
-        save_config(cfg, run_dir / "config.yaml")
-        if begins:  # what the run began with; a resume keeps it
-            write_json(run_dir / INPUTS, inputs)
-        if data.left_out or data.skipped_files:
-            write_json(run_dir / INPUT_REPORT, {"left_out": data.left_out, "skipped_files": data.skipped_files})
-    if cfg.source == "raw":
-        data = replace(data, problems_dir=run_dir / INPUT_PROBLEMS)
-    fold_metrics: dict[str, dict] = {}
-    for split in splits:
-        fold_dir = run_dir / split.name if several else run_dir
-        if several and _is_rank_zero():
-            save_config(cfg, fold_dir / "config.yaml")
-        fold_metrics[split.name] = train_split(data, split, fold_dir, resume, callbacks or [], progress,
-                                               fusion_targets.get(split.name))
-    recorded = sorted((run_dir / INPUT_PROBLEMS).glob("*.json"))
-    if recorded and _is_rank_zero():
-        click.echo(f"warning: {len(recorded)} samples had unusable raw inputs, used without those modalities (as "
-                   f"extract would record them): {run_dir / INPUT_PROBLEMS}/<sample_id>.json", err=True)
-    return _finish_run(run_dir, fold_metrics)
+    with _run_lock(run_dir):  # from here on RUN_DIR is deleted and written: one process at a time
+        if overwrite and _is_rank_zero():  # only once the inputs are known to serve
+            _clear_run_dir(run_dir)
+        inputs = run_inputs(data)
+        changed = []  # what differs from the run RUN_DIR holds; rank zero decides (the other ranks start after it)
+        if _is_rank_zero():
+            changed = (["settings"] if other_settings else []) + _inputs_changed(run_dir, inputs)
+        if changed and restart_if_changed:
+            click.echo(f"{run_dir}: its {' and '.join(changed)} changed since it began; starting it afresh",
+                       err=True)
+            _clear_run_dir(run_dir)
+        elif set(changed) & {"code", "data"} and (run_dir / INPUTS).is_file():
+            click.echo(f"warning: {run_dir}: its {' and '.join(c for c in changed if c != 'settings')} changed since "
+                       f"it began; its finished splits are kept and the others resume (--overwrite or "
+                       f"--restart-if-changed starts afresh)", err=True)
+        if _is_rank_zero():
+            begins = not (run_dir / "config.yaml").is_file()  # a run from before inputs.json gets none: unknown
+            save_config(cfg, run_dir / "config.yaml")
+            if begins:  # what the run began with; a resume keeps it
+                write_json(run_dir / INPUTS, inputs)
+            if data.left_out or data.skipped_files:
+                write_json(run_dir / INPUT_REPORT,
+                           {"left_out": data.left_out, "skipped_files": data.skipped_files})
+        if cfg.source == "raw":
+            data = replace(data, problems_dir=run_dir / INPUT_PROBLEMS)
+        fold_metrics: dict[str, dict] = {}
+        for split in splits:
+            fold_dir = run_dir / split.name if several else run_dir
+            if several and _is_rank_zero():
+                save_config(cfg, fold_dir / "config.yaml")
+            fold_metrics[split.name] = train_split(data, split, fold_dir, resume, callbacks or [], progress,
+                                                   fusion_targets.get(split.name))
+        recorded = sorted((run_dir / INPUT_PROBLEMS).glob("*.json"))
+        if recorded and _is_rank_zero():
+            click.echo(f"warning: {len(recorded)} samples had unusable raw inputs, used without those modalities "
+                       f"(as extract would record them): {run_dir / INPUT_PROBLEMS}/<sample_id>.json", err=True)
+        return _finish_run(run_dir, fold_metrics)
+
+
+RUN_LOCK = ".lock"  # RUN_DIR's lock: one training process per run directory
+
+
+@contextmanager
+def _run_lock(run_dir: Path) -> Iterator[None]:
+    """Held by rank zero while it deletes and writes RUN_DIR (flock: released by the kernel even after SIGKILL).
+    A second `train` into the same RUN_DIR is refused, instead of resuming from checkpoints being written."""
+    if not _is_rank_zero():
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / RUN_LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MumuError(f"{run_dir} is being trained by another process; wait for it to finish, or train "
+                            f"into another --out") from None
+        yield
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    """Delete what RUN_DIR holds but its lock, which this process holds."""
+    for entry in run_dir.iterdir() if run_dir.is_dir() else []:
+        if entry.name != RUN_LOCK:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
 def _warn_of_input_problems(data: RunData, run_dir: Path) -> None:
@@ -425,7 +458,7 @@ def train_split(data: RunData, split: SampleSplit, fold_dir: Path, resume: str |
                          callbacks=[checkpoint, last, *callbacks])
     if ckpt_path:
         _check_resumable(ckpt_path, module)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    _interruptible(trainer.fit, trainer, module, datamodule=datamodule, ckpt_path=ckpt_path)
     # loaded by hand: with ckpt_path, the EMA callback would restore the raw weights. By its place, not by the
     # callback's best_model_path: a run moved between a kill and its resume restores the old place's path.
     best = torch.load(fold_dir / "checkpoints" / "best.ckpt", map_location=module.device, weights_only=False)
@@ -434,6 +467,27 @@ def train_split(data: RunData, split: SampleSplit, fold_dir: Path, resume: str |
     selection = {"selected_by": monitor or "last epoch", "selected_epoch": best["epoch"],
                  "selected_val_score": None if score is None else float(score)}
     return _test_split(trainer, module, data, split, fold_dir, selection)
+
+
+class _CtrlC(pl.Callback):
+    """Notes whether the exception Lightning shuts down on was Ctrl-C (see `_interruptible`)."""
+    pressed = False
+
+    def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
+        self.pressed = isinstance(exception, KeyboardInterrupt)
+
+
+def _interruptible(call: Callable[..., Any], trainer: pl.Trainer, *args: Any, **kwargs: Any) -> Any:
+    """trainer.fit / test. Lightning turns Ctrl-C into sys.exit(1) after its own shutdown; it is raised as
+    KeyboardInterrupt again, which cli.py reports as an interruption (exit 130, and how to resume)."""
+    ctrl_c = _CtrlC()
+    trainer.callbacks.append(ctrl_c)
+    try:
+        return call(*args, **kwargs)
+    except SystemExit:
+        if ctrl_c.pressed:
+            raise KeyboardInterrupt from None
+        raise
 
 
 def _test_split(trainer: pl.Trainer, module: MumuModule, data: RunData, split: SampleSplit, fold_dir: Path,
@@ -446,7 +500,7 @@ def _test_split(trainer: pl.Trainer, module: MumuModule, data: RunData, split: S
         module.adapt_to_test_subjects(subjects, data.loader)
     datamodule = MumuDataModule(data.dataset, data.collate(), split.train, split.val, split.test,
                                 cfg.batch_size, cfg.seed, cfg.num_workers, test_groups=subjects)
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    _interruptible(trainer.test, trainer, module, datamodule=datamodule, verbose=False)
     results = module.test_results
     if cfg.adapt_bn:  # the evidence for adapting, on the validation subjects: compare with selected_val_score
         selection = {**selection, **_adapted_validation(module, data, split.val)}
@@ -511,7 +565,20 @@ def _trainer_options(cfg: TrainConfig, fold_dir: Path, progress: bool, resuming:
         deterministic=True if not gpu else "warn", logger=loggers, default_root_dir=fold_dir,
         use_distributed_sampler=False,  # EpochSampler shards by rank itself (and evaluates every sample once)
         num_sanity_val_steps=0, enable_model_summary=False, enable_progress_bar=progress, log_every_n_steps=1,
+        plugins=[_CheckpointsRenamedIntoPlace()],
     )
+
+
+class _CheckpointsRenamedIntoPlace(TorchCheckpointIO):
+    """Lightning stages a checkpoint in $TMPDIR and moves it into place: a copy, not one rename, where $TMPDIR is
+    another file system (a tmpfs, a node's local disk), so a kill could tear last.ckpt and cost the run, and a
+    kill mid-write left the temporary in $TMPDIR. Here it is written beside its place and renamed."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError("checkpoints are written whole to a local path; storage_options are not supported")
+        with replaced_whole(path) as tmp:
+            torch.save(checkpoint, tmp)
 
 
 def _drop_torn_files(live_dir: Path) -> None:

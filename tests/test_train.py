@@ -179,6 +179,58 @@ def test_resuming_a_checkpoint_of_an_earlier_model_version_is_a_clear_error(tiny
         train_once(cfg, progress=False)
 
 
+def test_a_second_training_into_a_run_being_trained_is_refused(tiny_demo, tmp_path):  # noqa: F811
+    """It used to resume from the checkpoints the first was still writing and move the first's training log
+    aside mid-run; now it is refused, touching nothing, and the first finishes as usual."""
+    cfg = tiny_demo.config(tmp_path / "run")
+
+    class SecondTraining(pl.Callback):
+        refusal = None
+
+        def on_train_epoch_end(self, trainer, module):
+            if self.refusal is None:
+                try:
+                    train_once(cfg, progress=False)
+                except MumuError as e:
+                    SecondTraining.refusal = str(e)
+
+    train_once(cfg, callbacks=[SecondTraining()], progress=False)
+    assert SecondTraining.refusal == f"{cfg.run_dir} is being trained by another process; wait for it to finish, " \
+                                     f"or train into another --out"
+    assert not list((cfg.run_dir / "logs").glob("metrics-until-resume-*.csv"))
+    assert len([row for row in csv.DictReader(open(cfg.run_dir / "logs" / "metrics.csv")) if row["epoch"]]) > 1
+    assert train_once(cfg, progress=False).metrics  # the lock went with the first; finished: nothing to redo
+
+
+def test_ctrl_c_during_training_is_an_interruption_that_the_rerun_finishes(tiny_demo, tmp_path):  # noqa: F811
+    """Lightning turns Ctrl-C into sys.exit(1): `train` exited 1 without cli.py's "interrupted: rerun the same
+    command to resume" (exit 130). It is a KeyboardInterrupt again, and the rerun finishes the run."""
+    class CtrlCAtSecondEpoch(pl.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == 1:
+                raise KeyboardInterrupt
+
+    cfg = tiny_demo.config(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train_once(cfg, callbacks=[CtrlCAtSecondEpoch()], progress=False)
+    assert train_once(cfg, progress=False).metrics == train_once(tiny_demo.config(tmp_path / "whole"),
+                                                                  progress=False).metrics
+
+
+def test_checkpoints_are_renamed_into_place_not_staged_in_tmpdir(tiny_demo, tmp_path, monkeypatch):  # noqa: F811
+    """Lightning staged each checkpoint in $TMPDIR and moved it into place: a copy where $TMPDIR is another file
+    system, so a kill could leave a torn last.ckpt (and the run with it) and a stray temporary in $TMPDIR."""
+    import tempfile
+
+    def staged(*args, **kwargs):
+        raise AssertionError("a checkpoint was staged in $TMPDIR")
+
+    monkeypatch.setattr(tempfile, "mkstemp", staged)
+    result = train_once(tiny_demo.config(tmp_path / "run"), progress=False)
+    assert result.metrics and (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp"))
+
+
 def test_a_killed_run_resumes_from_its_last_finished_epoch_not_its_best(tiny_demo, tmp_path):  # noqa: F811
     """With lr 0 validation never improves, so the tested epoch stays the first; a kill before the last epoch
     must still resume there, not redo every epoch since the best one."""
