@@ -5,7 +5,8 @@ clean; with a random modality group corrupted per sample (visual or non-visual, 
 `mumu.noise`); with the visual group corrupted in every sample; with the non-visual group corrupted
 in every sample. Writes into OUT (default RUN_DIR/eval):
 
-    metrics.json            macro-F1 and top-1 accuracy (clean and noisy), per activity group
+    metrics.json            macro-F1 and top-1 accuracy (clean and noisy), per activity group (the mean F1 of
+                            its classes, as per_class.json has them, and the share of its samples right)
     per_class.json          F1, precision, recall and support per activity
     confusion.csv           actual/predicted activity names (for `dvc plots show`'s confusion template)
     plots/confusion.png     row-normalised confusion matrix
@@ -195,15 +196,17 @@ def compute_metrics(results: dict[str, Inference], activity_names: list[str], gr
     for condition, result in results.items():
         if condition != "clean":
             metrics[condition] = headline_metrics(result.labels, result.preds)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        clean.labels, clean.preds, labels=range(k), zero_division=0)
     metrics["per_group"] = {}
     for g, name in enumerate(group_names):
         rows = clean.groups == g
-        if rows.any():  # macro-F1 over the group's own classes: a sample predicted as another group's
-            # class is a miss of its own class, not a class of this group with F1 0
-            metrics["per_group"][name] = headline_metrics(clean.labels[rows], clean.preds[rows],
-                                                          classes=np.unique(clean.labels[rows]))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        clean.labels, clean.preds, labels=range(k), zero_division=0)
+        if rows.any():  # the mean of per_class.json's F1 over the group's classes in the test set (other groups'
+            # samples predicted as one of them count against it), and the share of the group's samples right
+            classes = [c for c in range(k) if class_groups[c] == g and support[c] > 0]
+            metrics["per_group"][name] = {"macro_f1": float(np.mean(f1[classes])),
+                                          "accuracy": float(accuracy_score(clean.labels[rows], clean.preds[rows])),
+                                          "n_samples": int(rows.sum())}
     per_class = [{"activity": name, "group": group_names[class_groups[i]], "f1": float(f1[i]),
                   "precision": float(precision[i]), "recall": float(recall[i]), "support": int(support[i])}
                  for i, name in enumerate(activity_names)]
@@ -328,6 +331,7 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
                             f"Per-class F1, test set ({where})")
     modality_names = [s.name for s in data.specs]
     groups = split_groups(data.specs)
+    one_model = where + (f"; the first fold's model and test subjects, 1 of {folds} folds" if folds > 1 else "")
     if first["clean"].attention:
         chosen = choose_activities(activities, names, group_names, class_groups, set(first["clean"].labels.tolist()))
         level = f"{noise} {noise_level:g}"
@@ -337,10 +341,10 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
             [names[a] for a in chosen], modality_names,
             [(title, mean_weights(first[condition], chosen, run.config.model), corrupted)
              for title, condition, corrupted in columns],
-            figures / "attention.png", f"Modality attention weights, mean over test samples ({where})")
+            figures / "attention.png", f"Modality attention weights, mean over test samples ({one_model})")
     else:
         (figures / "attention.png").unlink(missing_ok=True)  # B1/B2 have no modality attention
-    _plot_tsne(first["clean"], modality_names, names, figures / "tsne.png", where, tsne_samples, seed)
+    _plot_tsne(first["clean"], modality_names, names, figures / "tsne.png", one_model, tsne_samples, seed)
 
     write_confusion_csv(out / "confusion.csv", clean, names)
     write_json(out / "per_class.json", {"per_class": per_class})

@@ -86,7 +86,7 @@ class RunResult:
 
 def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool = False,
                restart_if_changed: bool = False, callbacks: list[pl.Callback] | None = None,
-               progress: bool = True) -> RunResult:
+               progress: bool = True, offers_overwrite: bool = True) -> RunResult:
     """Train and test `cfg` on every split of its protocol, writing the run directory.
 
     resume: a checkpoint path to continue from (default: RUN_DIR[/split]/checkpoints/last.ckpt when
@@ -95,6 +95,8 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
     code or data (`run_inputs`); a run begun with the same ones resumes. Without it, other settings are an
     error and other code or data a warning.
     callbacks: extra Lightning callbacks (e.g. for studies).
+    offers_overwrite: the caller has an --overwrite option (the studies do not), which the refusal of a RUN_DIR
+    holding other settings then suggests.
     """
     run_dir = cfg.run_dir
     if cfg.accelerator == "cpu" or not torch.cuda.is_available():
@@ -115,7 +117,7 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
     _check_trainer_settings(cfg)
     other_settings = not overwrite and _holds_other_settings(run_dir, cfg)  # what --overwrite deletes does not count
     if other_settings and not restart_if_changed:
-        _refuse_other_settings(run_dir, explicit_resume=resume is not None)
+        _refuse_other_settings(run_dir, explicit_resume=resume is not None, can_overwrite=offers_overwrite)
     data = prepare_data(cfg)
     if _is_rank_zero():
         _warn_of_input_problems(data, run_dir)
@@ -232,8 +234,9 @@ TEST_SETTINGS = ("adapt_bn", "select")
 def retest(run_dir: str | Path, out: str | Path, progress: bool = True, **test_settings: Any) -> RunResult:
     """Test a finished training run's selected checkpoints again with other test-time settings (adapt_bn), or its
     last epoch's (select="last": what training with `select: last` would have tested), writing OUT in a training
-    run's layout (config.yaml, [fold_*/]metrics.json, predictions.csv; each split's checkpoints/best.ckpt a link to
-    the tested checkpoint of RUN_DIR). A split already tested in OUT is skipped, so a killed retest resumes."""
+    run's layout (config.yaml, inputs.json, [fold_*/]metrics.json, predictions.csv; each split's
+    checkpoints/best.ckpt a link to the tested checkpoint of RUN_DIR). A split already tested in OUT is skipped,
+    so a killed retest resumes."""
     run_dir, out = Path(run_dir), Path(out)
     unknown = set(test_settings) - set(TEST_SETTINGS)
     if unknown:
@@ -253,6 +256,8 @@ def retest(run_dir: str | Path, out: str | Path, progress: bool = True, **test_s
     several = len(splits) > 1
     if _is_rank_zero():
         save_config(cfg, out / "config.yaml")
+        if (run_dir / INPUTS).is_file():  # the code and data the tested weights were trained with
+            shutil.copyfile(run_dir / INPUTS, out / INPUTS)
     fold_metrics: dict[str, dict] = {}
     for split in splits:
         source, fold_dir = (run_dir / split.name, out / split.name) if several else (run_dir, out)

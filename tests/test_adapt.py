@@ -63,6 +63,8 @@ def test_retest_without_adaptation_reproduces_the_trained_run(trained, tmp_path)
     assert result.metrics["selected_epoch"] == trained_metrics["selected_epoch"]
     assert "adapted_val_nll" not in result.metrics
     assert (tmp_path / "same" / "checkpoints" / "best.ckpt").is_file()  # a link to the trained run's
+    # a training run's layout: also what code and data the tested weights came from
+    assert (tmp_path / "same" / "inputs.json").read_bytes() == (trained.run_dir / "inputs.json").read_bytes()
 
 
 def test_retest_command_writes_a_run_and_prints_its_numbers(trained, tmp_path):

@@ -223,17 +223,22 @@ def test_a_truncated_checkpoint_is_one_clear_line(trained_run, tmp_path):
     assert result.exit_code == 2  # a user error (MumuError): its message, no traceback
 
 
-def test_per_group_macro_f1_averages_over_the_groups_own_classes():
+def test_per_group_macro_f1_is_the_mean_of_its_classes_f1_as_per_class_json_gives_them():
+    """It was a macro-F1 over the group's samples only, which never counted another group's sample predicted as
+    one of the group's classes: above the mean of the same classes in per_class.json."""
     # group "a" = classes 0, 1; group "b" = classes 2, 3. One sample of class 1 is predicted as class 2.
     labels, preds = np.array([0, 0, 1, 1, 2, 3]), np.array([0, 0, 1, 2, 2, 3])
     groups = np.array([0, 0, 0, 0, 1, 1])
     clean = Inference(sample_ids=list("uvwxyz"), labels=labels, groups=groups, preds=preds, group_preds=None,
                       attention={}, unimodal=np.zeros((6, 2, 4)), fused=np.zeros((6, 4)))
-    metrics, _ = compute_metrics({"clean": clean}, ["c0", "c1", "c2", "c3"], ["a", "b"], [0, 0, 1, 1])
-    # class 0: F1 1; class 1: precision 1, recall 0.5, F1 2/3; class 2 is not one of group a's classes
+    metrics, per_class = compute_metrics({"clean": clean}, ["c0", "c1", "c2", "c3"], ["a", "b"], [0, 0, 1, 1])
+    # class 0: F1 1; class 1: precision 1, recall 0.5, F1 2/3; class 2: precision 1/2 (class 1's sample), recall 1
     assert metrics["per_group"]["a"]["macro_f1"] == pytest.approx((1 + 2 / 3) / 2)
     assert metrics["per_group"]["a"]["accuracy"] == pytest.approx(0.75)
-    assert metrics["per_group"]["b"]["macro_f1"] == pytest.approx(1.0)
+    assert metrics["per_group"]["b"]["macro_f1"] == pytest.approx((2 / 3 + 1) / 2)
+    for group in ("a", "b"):
+        f1 = [row["f1"] for row in per_class if row["group"] == group]
+        assert metrics["per_group"][group]["macro_f1"] == pytest.approx(np.mean(f1))
 
 
 def test_an_unfinished_run_is_refused_and_a_failed_evaluation_leaves_no_complete_looking_metrics(trained_run,

@@ -98,7 +98,14 @@ def test_quick_ablation_study_reports_mean_std_and_aso(params, tmp_path):
     eps = results["significance"]["eps_min"]
     assert 0 <= eps["mumu"]["b1"] <= 1 and 0 <= eps["b1"]["mumu"] <= 1
     assert "Almost Stochastic Order" in output and "±" in output
-    assert "| B1 non-attention |" in (tmp_path / "table.md").read_text()
+    table = (tmp_path / "table.md").read_text()
+    assert "| B1 non-attention |" in table
+    # 2 seeds: no verdict (it called near-chance ties significant), and the table says it is a quick run
+    assert table.count("not tested (< 3 seeds)") == 2 and "**Quick mode**" in table
+    # the study's own advice when its runs hold other settings: studies have --out, not --overwrite
+    result = CliRunner().invoke(study_command, ["ablation", "--quick", "--params", str(no_lstm), "--out",
+                                                str(tmp_path), "--max-epochs", "2", "--models", "b1,mumu"])
+    assert result.exit_code == 2 and "use another --out" in result.output and "--overwrite" not in result.output
 
 
 def test_quick_modalities_study_trains_each_group(params, tmp_path):
@@ -116,3 +123,28 @@ def test_unknown_model_is_a_clear_error(params, tmp_path):
     result = CliRunner().invoke(study_command, ["ablation", "--params", str(params), "--out", str(tmp_path),
                                                 "--models", "b9"])
     assert result.exit_code != 0 and "b9" in result.output
+
+
+def test_the_noise_study_scores_a_loso_run_as_its_metrics_and_the_other_studies_do(tmp_path):
+    """Its clean column pooled every fold's predictions while the ablation and modality tables (and the run's own
+    metrics.json) average the folds: the same run had two different clean scores."""
+    from pipeline.datasets import build_index
+    from pipeline.extract import ExtractSettings, run_extract
+    from pipeline.modalities import select_modalities
+    from tests.fixtures import write_utd_mhad
+
+    root = write_utd_mhad(tmp_path / "utd", subjects=(1, 2, 3))
+    extract = {"sensor_window": 1, "sensor_stride": 1, "sensor_rate_hz": 50, "weights": "random"}
+    run_extract(build_index("utd_mhad", root).samples, "utd_mhad", select_modalities("utd_mhad", "skeleton,inertial"),
+                tmp_path / "utd.zarr", ExtractSettings(**extract), show_progress=False)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "dataset": "utd_mhad", "protocol": "loso", "modalities": "skeleton,inertial", "extract": extract,
+        "train": {"cache": str(tmp_path / "utd.zarr"), "max_epochs": 6, "lr": 0.01, "batch_size": 8, "num_workers": 0,
+                  "accelerator": "cpu", "embed_dim": 16, "max_steps_sensor": 8}}))
+    run_study("noise", "--params", str(params), "--out", str(tmp_path / "study"), "--models", "b2")
+    clean = json.loads((tmp_path / "study" / "results.json").read_text())["results"]["b2"]["clean"]
+    trained = json.loads((tmp_path / "study" / "runs" / "b2" / "metrics.json").read_text())
+    assert len(trained["folds"]) == 3
+    assert clean["macro_f1"] == pytest.approx(trained["macro_f1"]) and clean["n_samples"] == 35
+    assert clean["accuracy"] == pytest.approx(trained["accuracy"])
