@@ -32,6 +32,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -122,6 +123,8 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
     if _is_rank_zero():
         _warn_of_input_problems(data, run_dir)
     splits = split_samples(data)
+    if _is_rank_zero():
+        _warn_if_the_average_outlasts_training(cfg, splits)
     modalities = [spec.name for spec in data.specs]  # the model's modality order
     fusion_targets = read_fusion_targets(cfg.fusion_targets, {split.name: split.train for split in splits},
                                          modalities) if cfg.fusion_targets else {}  # checked before any split trains
@@ -166,6 +169,20 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
             click.echo(f"warning: {len(recorded)} samples had unusable raw inputs, used without those modalities "
                        f"(as extract would record them): {run_dir / INPUT_PROBLEMS}/<sample_id>.json", err=True)
         return _finish_run(run_dir, fold_metrics)
+
+
+def _warn_if_the_average_outlasts_training(cfg: TrainConfig, splits: list[SampleSplit]) -> None:
+    """The weight average (ema_decay) forgets a step's weights at decay**(steps since): in a run much shorter than
+    its horizon, ~1 / (1 - decay) steps, the tested average is still mostly the first steps' weights (a one-epoch
+    run of the UTD recipe tests at chance)."""
+    if cfg.ema_decay <= 0:
+        return
+    steps = cfg.max_epochs * math.ceil(min(len(split.train) for split in splits) / cfg.batch_size)
+    first_steps_share = cfg.ema_decay ** steps  # the weight left on the average's starting point
+    if first_steps_share > 0.1:
+        click.echo(f"warning: ema_decay {cfg.ema_decay} averages the weights over ~{1 / (1 - cfg.ema_decay):.0f} "
+                   f"optimiser steps, but this run takes {steps}: its first steps' weights still make up "
+                   f"{first_steps_share:.0%} of the average it tests; train longer or lower ema_decay", err=True)
 
 
 RUN_LOCK = ".lock"  # RUN_DIR's lock: one training process per run directory

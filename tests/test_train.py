@@ -263,6 +263,14 @@ def test_weight_average_survives_a_kill(tiny_demo, tmp_path):  # noqa: F811
     assert resumed.metrics["loss"] == pytest.approx(whole.metrics["loss"], rel=1e-5)
 
 
+def test_a_run_shorter_than_its_weight_average_says_so(tiny_demo, tmp_path, capsys):  # noqa: F811
+    """A one-epoch try of the UTD recipe (ema_decay 0.99, ~100-step horizon) tested at chance without a word."""
+    train_once(tiny_demo.config(tmp_path / "short", max_epochs=1, ema_decay=0.99), progress=False)
+    assert "ema_decay 0.99 averages the weights over ~100 optimiser steps, but this run takes" in capsys.readouterr().err
+    train_once(tiny_demo.config(tmp_path / "long", max_epochs=1, ema_decay=0.2), progress=False)  # 3 steps: 0.8 %
+    assert "ema_decay" not in capsys.readouterr().err
+
+
 def test_select_picks_the_tested_epoch(tiny_demo, tmp_path):  # noqa: F811
     """train.select decides which epoch is tested: the best validation macro-F1 (first of ties), the
     lowest validation NLL, or the last. Which epochs those are depends on float rounding (the machine), so
