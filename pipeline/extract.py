@@ -27,9 +27,12 @@ import logging
 import os
 import platform
 import queue
+import signal
 import subprocess
+import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -424,6 +427,20 @@ def _dask_part_task(name: str, samples: list[Sample], modalities: list[ModalityS
     return extract_part(name, raws, modalities, backbone, cache_path)
 
 
+@contextmanager
+def _workers_leave_ctrl_c_to_this_process() -> Iterator[None]:
+    """Processes started inside inherit an ignored SIGINT: Ctrl-C reaches the whole process group, this process
+    closes the cluster, and the workers no longer each print a KeyboardInterrupt traceback."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _run_dask(todo: Parts, modalities: list[ModalitySpec], settings: ExtractSettings, cache_path: Path, device: str,
               workers: int, scheduler: str | None, weights_hash: str, progress: Progress) -> list[dict]:
     import dask
@@ -436,7 +453,7 @@ def _run_dask(todo: Parts, modalities: list[ModalitySpec], settings: ExtractSett
         client, cluster = Client(scheduler, timeout="60s"), None
     else:
         with dask.config.set({"distributed.worker.multiprocessing-method": "spawn",
-                              "distributed.worker.daemon": False}):
+                              "distributed.worker.daemon": False}), _workers_leave_ctrl_c_to_this_process():
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                    dashboard_address=":0", resources={"GPU": 1} if gpu else None,
                                    silence_logs=logging.ERROR)

@@ -327,6 +327,42 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(dataset, tmp_path):
     assert FeatureCache(cache).failures == FeatureCache(reference).failures
 
 
+def test_ctrl_c_during_a_dask_extraction_records_no_failure_and_the_rerun_finishes(tmp_path):
+    """Ctrl-C reaches the whole process group: it killed the decode helpers, whose files the dask workers then
+    recorded as failed in parts saved as complete, and each worker printed a traceback. Now: exit 130 with the
+    resume hint and no traceback, and the rerun completes a cache without failures."""
+    from pipeline.datasets import build_index
+    from pipeline.demo import write_demo_dataset
+
+    root = write_demo_dataset(tmp_path / "demo", n_subjects=2, n_sessions=1, n_frames=12, frame_size=32)
+    samples = build_index("demo", root).samples
+    write_index(samples, tmp_path / "index.csv", list(samples[0].paths))
+    cache = tmp_path / "c.zarr"
+    settings = list(CLI_SETTINGS)
+    del settings[settings.index("--part-size"):settings.index("--part-size") + 2]
+    cmd = [sys.executable, "cli.py", "extract", "--index", str(tmp_path / "index.csv"), "--cache", str(cache),
+           "--workers", "2", "--part-size", "1", *settings]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 240
+        while not any((cache / "parts").glob("part-*")):  # Ctrl-C once a part is written, mid-run
+            assert proc.poll() is None, "extract ended before it could be interrupted"
+            assert time.monotonic() < deadline, "extract wrote no part in 240 s"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        output = proc.communicate(timeout=120)[0]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130 and "interrupted: rerun the same command to resume" in output, output[-2000:]
+    assert "Traceback" not in output, output[-3000:]
+    rerun = CliRunner().invoke(extract_command, cmd[3:])
+    assert rerun.exit_code == 0, rerun.output
+    finished = FeatureCache(cache)
+    assert len(finished) == len(samples) and finished.failures == {}
+
+
 def test_two_dask_workers_give_the_same_bytes_as_one_process(dataset, tmp_path):
     run_extract(dataset["samples"], "demo", select_modalities("demo", MODALITIES), tmp_path / "dask.zarr", SETTINGS,
                 workers=2, show_progress=False)
