@@ -117,13 +117,17 @@ def plot_attention(
 
 
 def tsne_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
-    """(N, D) -> (N, 2) t-SNE; perplexity shrinks for small N so tiny test sets still work."""
+    """(N, D) -> (N, 2) t-SNE; perplexity shrinks for small N so tiny test sets still work. One thread: the
+    gradient's sums (OpenMP) and the PCA start (BLAS) came out otherwise with the machine's core count, and so
+    did the committed plot (a fresh `dvc repro` changed tsne.png)."""
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     n = len(features)
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
-        features.astype(np.float32))
+    with threadpool_limits(1):
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
+            features.astype(np.float32))
 
 
 def plot_tsne(

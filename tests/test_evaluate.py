@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +19,8 @@ from mumu.plots import plot_attention
 from tests.test_data import tiny_demo  # noqa: F401  (session fixture: tiny demo dataset + feature cache)
 
 PNGS = ("confusion.png", "per_class_f1.png", "attention.png", "tsne.png")
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -256,3 +260,20 @@ def test_an_unfinished_run_is_refused_and_a_failed_evaluation_leaves_no_complete
                                                    "--tsne-samples", "40"])
     assert failed.exit_code != 0
     assert not (out / "metrics.json").exists()
+
+
+def test_the_tsne_map_does_not_depend_on_the_machines_core_count(tmp_path):
+    """With its OpenMP/BLAS threads left to the machine, a fresh `dvc repro` on another core count changed the
+    committed tsne.png (same metrics, other map)."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    centres = np.repeat(rng.normal(size=(6, 128)) * 3, 28, axis=0)
+    np.save(tmp_path / "features.npy", (rng.normal(size=(168, 128)) + centres).astype(np.float32))
+    script = ("import sys, numpy as np; from mumu.plots import tsne_2d; "
+              "np.save(sys.argv[2], tsne_2d(np.load(sys.argv[1])))")
+    for threads in ("1", "2"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / "features.npy"), str(tmp_path / f"{threads}.npy")],
+                       cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": threads}, check=True, timeout=300)
+    np.testing.assert_array_equal(np.load(tmp_path / "1.npy"), np.load(tmp_path / "2.npy"))
