@@ -158,12 +158,16 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
         if cfg.source == "raw":
             data = replace(data, problems_dir=run_dir / INPUT_PROBLEMS)
         fold_metrics: dict[str, dict] = {}
-        for split in splits:
+        for number, split in enumerate(splits, 1):
             fold_dir = run_dir / split.name if several else run_dir
             if several and _is_rank_zero():
                 save_config(cfg, fold_dir / "config.yaml")
             fold_metrics[split.name] = train_split(data, split, fold_dir, resume, callbacks or [], progress,
                                                    fusion_targets.get(split.name))
+            if several and progress and _is_rank_zero():  # a LOSO run's folds look alike in Lightning's output
+                tested = fold_metrics[split.name]
+                click.echo(f"{split.name} ({number} of {len(splits)}): test macro-F1 {100 * tested['macro_f1']:.1f} %, "
+                           f"accuracy {100 * tested['accuracy']:.1f} % ({tested['n_samples']} samples)")
         recorded = sorted((run_dir / INPUT_PROBLEMS).glob("*.json"))
         if recorded and _is_rank_zero():
             click.echo(f"warning: {len(recorded)} samples had unusable raw inputs, used without those modalities "

@@ -690,9 +690,10 @@ def extract_command(params: str, data_root: Path | None, index_path: Path | None
     if index_path is None:  # the cache exists now; its own indexing's report goes into it
         write_json(report_path, index_report)
     rate = summary["frames"] / summary["seconds"] if summary["seconds"] else 0.0
+    frames = f", {summary['frames']} frames" if any(spec.visual for spec in specs) else ""
+    speed = f" ({rate:.1f} frames/s)" if frames else ""
     click.echo(f"{cache_path}: extracted {summary['done']} samples in {summary['parts']} parts "
-               f"({summary['skipped_parts']} parts already complete), {summary['frames']} frames "
-               f"in {summary['seconds']:.1f} s ({rate:.1f} frames/s)")
+               f"({summary['skipped_parts']} parts already complete){frames} in {summary['seconds']:.1f} s{speed}")
     failures = summary["failures"]
     if failures:
         click.echo(f"{len(failures)} samples with failures ({len(summary['unusable'])} without any usable modality):")

@@ -783,3 +783,24 @@ def test_loso_tests_each_subject_once_pools_the_folds_resumes_a_missing_one_and_
     pooled = sum(r["label"] == r["pred"] for r in read_predictions(run)) / len(rows)
     assert evaluated["accuracy"] == pytest.approx(pooled)  # the clean pass pools the folds' predictions
     assert evaluated["fold_mean"]["accuracy"] == pytest.approx(first.metrics["accuracy"])
+
+
+def test_a_loso_run_says_which_fold_it_finished_and_how_it_scored(tmp_path):
+    """Lightning's output looks the same for every fold: a newcomer could not tell how far an 8-fold run was."""
+    from pipeline.datasets import build_index
+    from pipeline.extract import ExtractSettings, run_extract
+    from pipeline.modalities import select_modalities
+    from tests.fixtures import write_utd_mhad
+
+    root = write_utd_mhad(tmp_path / "utd", subjects=(1, 2, 3))
+    run_extract(build_index("utd_mhad", root).samples, "utd_mhad", select_modalities("utd_mhad", "skeleton,inertial"),
+                tmp_path / "utd.zarr", ExtractSettings(), show_progress=False)
+    result = CliRunner().invoke(train_command, [
+        "--params", "none", "--dataset", "utd_mhad", "--cache", str(tmp_path / "utd.zarr"), "--protocol", "loso",
+        "--modalities", "skeleton,inertial", "--max-epochs", "1", "--embed-dim", "8", "--num-workers", "0",
+        "--accelerator", "cpu", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    for number, subject in enumerate((1, 2, 3), 1):
+        fold = json.loads((tmp_path / "run" / f"fold_s{subject}" / "metrics.json").read_text())
+        assert (f"fold_s{subject} ({number} of 3): test macro-F1 {100 * fold['macro_f1']:.1f} %, accuracy "
+                f"{100 * fold['accuracy']:.1f} % ({fold['n_samples']} samples)") in result.output
