@@ -44,11 +44,19 @@ def main() -> None:
     parser.add_argument("-S", dest="params", action="append", default=[], help="params.yaml override key=value.")
     args = parser.parse_args()
 
-    workdir = args.keep or Path(tempfile.mkdtemp(prefix="mumu-bench-"))
+    if args.keep:
+        time_stages(args.keep, args.params)
+    else:  # the clone (~150 MB once run) goes with the run
+        with tempfile.TemporaryDirectory(prefix="mumu-bench-") as workdir:
+            time_stages(Path(workdir) / "clone", args.params)
+
+
+def time_stages(workdir: Path, overrides: list[str]) -> None:
+    """Clone the repository into `workdir`, apply the params overrides and time each stage of `dvc repro`."""
     subprocess.run(["git", "clone", "-q", str(REPO_ROOT), str(workdir)], check=True)
-    if args.params:
+    if overrides:
         params = yaml.safe_load((workdir / "params.yaml").read_text())
-        for assignment in args.params:
+        for assignment in overrides:
             set_param(params, assignment)
         (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     print(f"fresh clone of {REPO_ROOT} at {workdir}; {os.cpu_count()} CPUs; "
