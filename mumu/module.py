@@ -235,7 +235,8 @@ class MumuModule(pl.LightningModule):
         self.val_metrics.reset()
         for name in ("macro_f1", "accuracy", "group_accuracy", "loss", "nll"):
             if metrics[name] is not None:
-                self.log(f"val/{name}", metrics[name], prog_bar=name in ("macro_f1", "accuracy"))
+                # sync_dist: the values are synced already; it tells Lightning so (DDP warned for each metric)
+                self.log(f"val/{name}", metrics[name], prog_bar=name in ("macro_f1", "accuracy"), sync_dist=True)
 
     # ---- test
     def on_test_batch_start(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -273,4 +274,4 @@ class MumuModule(pl.LightningModule):
         self.test_results = {"metrics": metrics, "predictions": sorted(predictions, key=lambda p: p["sample_id"])}
         for name in ("macro_f1", "accuracy", "group_accuracy"):
             if metrics[name] is not None:
-                self.log(f"test/{name}", metrics[name])
+                self.log(f"test/{name}", metrics[name], sync_dist=True)  # synced already, as val's
