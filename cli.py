@@ -73,8 +73,9 @@ def run() -> None:
     except Exception as e:  # noqa: BLE001 - the last line of defence against raw tracebacks
         if os.environ.get("MUMU_DEBUG"):
             raise
-        if isinstance(e, OSError) and e.filename:  # a path that cannot be read or written: name it
-            click.echo(f"Error: {e.filename}: {e.strerror}", err=True)
+        if isinstance(e, OSError) and e.filename:  # a path that cannot be read or written: name it (them)
+            paths = f"{e.filename} -> {e.filename2}" if e.filename2 else e.filename
+            click.echo(f"Error: {paths}: {e.strerror} (set MUMU_DEBUG=1 for the traceback)", err=True)
         else:
             click.echo(f"Error: {type(e).__name__}: {_without_worker_traceback(str(e))} (set MUMU_DEBUG=1 for the "
                        "traceback)", err=True)

@@ -6,7 +6,8 @@ clean; with a random modality group corrupted per sample (visual or non-visual, 
 in every sample. Writes into OUT (default RUN_DIR/eval):
 
     metrics.json            macro-F1 and top-1 accuracy (clean and noisy), per activity group (the mean F1 of
-                            its classes, as per_class.json has them, and the share of its samples right)
+                            its classes present in the test set, as per_class.json has them, and the share of
+                            its samples right)
     per_class.json          F1, precision, recall and support per activity
     confusion.csv           actual/predicted activity names (for `dvc plots show`'s confusion template)
     plots/confusion.png     row-normalised confusion matrix
@@ -253,13 +254,10 @@ def write_confusion_csv(path: Path, result: Inference, activity_names: list[str]
             writer.writerow([activity_names[label], activity_names[pred]])
 
 
-def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, seed: int = 0,
-                adapt_by_condition: bool = True) -> tuple[list[dict[str, Inference]], LoadedRun]:
-    """Every `CONDITIONS` pass for each fold's best model. Returns ([{condition: Inference}] per fold,
-    the last fold's loaded run)."""
-    from mumu.train import load_run, read_split, run_splits, split_dir
+def finished_run_folds(run_dir: Path) -> list[str | None]:
+    """The folds of a finished training run (`mumu.train.run_splits`), or a MumuError saying what it lacks."""
+    from mumu.train import run_splits
 
-    run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise MumuError(f"{run_dir} is not a training run directory (no config.yaml); "
                         f"run `python cli.py train --out {run_dir}` first")
@@ -268,6 +266,17 @@ def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, se
     if missing:  # metrics.json is written last, when every fold has finished
         raise MumuError(f"{run_dir} has not finished training ({missing}); rerun its `python cli.py train "
                         f"--out {run_dir}` to finish it, then evaluate")
+    return folds
+
+
+def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, seed: int = 0,
+                adapt_by_condition: bool = True) -> tuple[list[dict[str, Inference]], LoadedRun]:
+    """Every `CONDITIONS` pass for each fold's best model. Returns ([{condition: Inference}] per fold,
+    the last fold's loaded run)."""
+    from mumu.train import load_run, read_split, split_dir
+
+    run_dir = Path(run_dir)
+    folds = finished_run_folds(run_dir)
     per_fold = []
     tested = sum(len(read_split(split_dir(run_dir, fold))["test"]) for fold in folds)
     with tqdm(total=tested, desc=f"evaluate ({len(CONDITIONS)} conditions)", unit="sample") as bar:
@@ -296,6 +305,7 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
 
         config = load_config(run_dir / "config.yaml")
         choose_activities(activities, load_table(config.dataset, config.activity_table).activity_names, [], [], set())
+    finished_run_folds(run_dir)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)  # an --out that cannot be written fails here, not after inference
     (out / "metrics.json").unlink(missing_ok=True)  # written last: present only beside a complete evaluation
     per_fold, run = infer_folds(run_dir, noise, noise_level, seed, adapt_by_condition)

@@ -100,16 +100,16 @@ def _cache_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> tuple[list[Sa
     from pipeline.cache import FeatureCache
     path = cfg.cache_path
     if not path.exists():
-        raise MumuError(f"feature cache {path} does not exist; build it first: `python cli.py extract --params P`, "
-                        f"P the params file this training reads, writes its train.cache with its extract: settings "
-                        f"(or pass --cache PATH to train on another cache)")
+        raise MumuError(f"feature cache {path} does not exist; build it with `python cli.py extract --params P` "
+                        f"(P: the params file this training reads; extract writes to its train.cache) or, for a "
+                        f"--cache given here, `python cli.py extract --params P --cache {path}`")
     cache = FeatureCache(path)
     _check_fingerprint(path, cache.fingerprint, cfg)  # first: another dataset's cache is named as such
     have = {m.name for m in cache.modalities}
     missing = [s.name for s in specs if s.name not in have]
     if missing:
-        raise MumuError(f"feature cache {path} has no modality {', '.join(missing)} (it has {', '.join(sorted(have))}); "
-                        f"choose --modalities from those or re-extract")
+        raise MumuError(f"feature cache {path} has no modality {', '.join(missing)} (it has "
+                        f"{', '.join(sorted(have))}); choose --modalities from those or re-extract")
     if not cache.samples:
         raise MumuError(f"feature cache {path} holds no usable sample"
                         + (f": extraction failed for all {len(cache.failures)}; `python cli.py cache-info {path}` "
@@ -149,7 +149,8 @@ def _raw_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> tuple[list[Samp
     files indexing skipped (unreadable or malformed: their samples lack that modality)."""
     from pipeline.datasets import build_index
     if not Path(cfg.data_root).is_dir():
-        raise MumuError(f"--from-raw: data root {cfg.data_root} does not exist (set --data-root or params.yaml data_root)")
+        raise MumuError(f"--from-raw: data root {cfg.data_root} does not exist (set --data-root or params.yaml "
+                        f"data_root)")
     index = build_index(cfg.dataset, cfg.data_root)
     names = [s.name for s in specs]
     left_out = {s.sample_id: f"no {' or '.join(names)} file in {cfg.data_root} (or indexing skipped it)"

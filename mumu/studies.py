@@ -185,7 +185,8 @@ def run_ablation_study(study: Study, models: list[str], seeds: list[int]) -> str
              + (" With fewer than 5 seeds per model the asymptotic bound is optimistic: read the verdicts as "
                 "indicative." if tested and len(seeds) < 5 else "")]
     results = {"seeds": seeds, "macro_f1": scores, "accuracy": accuracy,
-               "significance": {"test": TEST_NAME, "eps_min": eps_min, "significantly_better_than": better}}
+               "significance": {"test": TEST_NAME, "eps_min": eps_min,
+                                "significantly_better_than": better if tested else None}}
     return study.write(f"Ablation (Table 7), {study.base.dataset}",
                        ["model", "macro-F1", "accuracy", "significantly better than"], rows, results, notes)
 

@@ -36,11 +36,12 @@ import math
 import os
 import random
 import shutil
-import dataclasses
-from dataclasses import MISSING, asdict, dataclass, replace
+import signal
+import threading
 from contextlib import contextmanager
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import click
 import pytorch_lightning as pl
@@ -155,6 +156,8 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
             if data.left_out or data.skipped_files:
                 write_json(run_dir / INPUT_REPORT,
                            {"left_out": data.left_out, "skipped_files": data.skipped_files})
+            else:  # a resumed run whose data was mended since
+                (run_dir / INPUT_REPORT).unlink(missing_ok=True)
         if cfg.source == "raw":
             data = replace(data, problems_dir=run_dir / INPUT_PROBLEMS)
         fold_metrics: dict[str, dict] = {}
@@ -181,7 +184,8 @@ def _warn_if_the_average_outlasts_training(cfg: TrainConfig, splits: list[Sample
     run of the UTD recipe tests at chance)."""
     if cfg.ema_decay <= 0:
         return
-    steps = cfg.max_epochs * math.ceil(min(len(split.train) for split in splits) / cfg.batch_size)
+    processes = cfg.num_nodes * _processes_per_node(cfg)  # DDP: each process steps through its share of an epoch
+    steps = cfg.max_epochs * math.ceil(min(len(split.train) for split in splits) / processes / cfg.batch_size)
     first_steps_share = cfg.ema_decay ** steps  # the weight left on the average's starting point
     if first_steps_share > 0.1:
         click.echo(f"warning: ema_decay {cfg.ema_decay} averages the weights over ~{1 / (1 - cfg.ema_decay):.0f} "
@@ -200,13 +204,16 @@ def _run_lock(run_dir: Path) -> Iterator[None]:
         yield
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / RUN_LOCK, "a+") as handle:
+    lock = os.open(run_dir / RUN_LOCK, os.O_RDONLY | os.O_CREAT)  # read-only is enough (DVC may link it so)
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise MumuError(f"{run_dir} is being trained by another process; wait for it to finish, or train "
                             f"into another --out") from None
         yield
+    finally:
+        os.close(lock)
 
 
 def _clear_run_dir(run_dir: Path) -> None:
@@ -278,7 +285,8 @@ def retest(run_dir: str | Path, out: str | Path, progress: bool = True, **test_s
     if _is_rank_zero():
         save_config(cfg, out / "config.yaml")
         if (run_dir / INPUTS).is_file():  # the code and data the tested weights were trained with
-            shutil.copyfile(run_dir / INPUTS, out / INPUTS)
+            with replaced_whole(out / INPUTS) as tmp:
+                shutil.copyfile(run_dir / INPUTS, tmp)
     fold_metrics: dict[str, dict] = {}
     for split in splits:
         source, fold_dir = (run_dir / split.name, out / split.name) if several else (run_dir, out)
@@ -333,6 +341,7 @@ def _check_trainer_settings(cfg: TrainConfig) -> None:
     """Lightning's accelerator, devices, strategy and nodes, checked by building a Trainer with them before a run
     directory is deleted or written: a bad one is a MumuError naming the settings, not a Lightning exception after
     --overwrite has already cost the old run."""
+    disabled = logging.root.manager.disable
     logging.disable(logging.INFO)  # its "GPU available" lines come once, from the real Trainer
     try:
         pl.Trainer(accelerator=cfg.accelerator, devices=_lightning_devices(cfg.devices), num_nodes=cfg.num_nodes,
@@ -341,7 +350,7 @@ def _check_trainer_settings(cfg: TrainConfig) -> None:
         raise MumuError(f"train.accelerator {cfg.accelerator!r}, devices {cfg.devices!r}, strategy {cfg.strategy!r}, "
                         f"num_nodes {cfg.num_nodes}: Lightning refuses them ({e})") from None
     finally:
-        logging.disable(logging.NOTSET)
+        logging.disable(disabled)
 
 
 def _lightning_devices(devices: str) -> int | list[int] | str:
@@ -351,9 +360,14 @@ def _lightning_devices(devices: str) -> int | list[int] | str:
     return [int(d) for d in devices.split(",") if d] if "," in devices else int(devices)
 
 
-def _warn_if_more_processes_than_cores(cfg: TrainConfig) -> None:
+def _processes_per_node(cfg: TrainConfig) -> int:
+    """Training processes each machine starts (its --devices; "auto" counts as one)."""
     devices = _lightning_devices(cfg.devices)
-    processes = len(devices) if isinstance(devices, list) else devices if isinstance(devices, int) else 1
+    return len(devices) if isinstance(devices, list) else devices if isinstance(devices, int) else 1
+
+
+def _warn_if_more_processes_than_cores(cfg: TrainConfig) -> None:
+    processes = _processes_per_node(cfg)
     cores = os.cpu_count() or 1
     if processes > cores and _is_rank_zero():
         click.echo(f"warning: --devices {cfg.devices} starts {processes} training processes on this machine's "
@@ -484,7 +498,7 @@ def train_split(data: RunData, split: SampleSplit, fold_dir: Path, resume: str |
                          callbacks=[checkpoint, last, *callbacks])
     if ckpt_path:
         _check_resumable(ckpt_path, module)
-    _interruptible(trainer.fit, trainer, module, datamodule=datamodule, ckpt_path=ckpt_path)
+    _interruptible(trainer, "fit", module, datamodule=datamodule, ckpt_path=ckpt_path)
     # loaded by hand: with ckpt_path, the EMA callback would restore the raw weights. By its place, not by the
     # callback's best_model_path: a run moved between a kill and its resume restores the old place's path.
     best = torch.load(fold_dir / "checkpoints" / "best.ckpt", map_location=module.device, weights_only=False)
@@ -503,15 +517,20 @@ class _CtrlC(pl.Callback):
         self.pressed = isinstance(exception, KeyboardInterrupt)
 
 
-def _interruptible(call: Callable[..., Any], trainer: pl.Trainer, *args: Any, **kwargs: Any) -> Any:
-    """trainer.fit / test. Lightning turns Ctrl-C into sys.exit(1) after its own shutdown; it is raised as
-    KeyboardInterrupt again, which cli.py reports as an interruption (exit 130, and how to resume)."""
-    ctrl_c = _CtrlC()
-    trainer.callbacks.append(ctrl_c)
+def _interruptible(trainer: pl.Trainer, method: str, *args: Any, **kwargs: Any) -> Any:
+    """trainer.fit / test. Lightning turns Ctrl-C into sys.exit(1) after its own shutdown, with Ctrl-C ignored
+    from then on; it is raised as KeyboardInterrupt again, which cli.py reports as an interruption (exit 130, and
+    how to resume), and Ctrl-C works again in this process."""
+    ctrl_c = next((c for c in trainer.callbacks if isinstance(c, _CtrlC)), None)
+    if ctrl_c is None:
+        ctrl_c = _CtrlC()
+        trainer.callbacks.append(ctrl_c)
     try:
-        return call(*args, **kwargs)
+        return getattr(trainer, method)(*args, **kwargs)
     except SystemExit:
         if ctrl_c.pressed:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt from None
         raise
 
@@ -526,7 +545,7 @@ def _test_split(trainer: pl.Trainer, module: MumuModule, data: RunData, split: S
         module.adapt_to_test_subjects(subjects, data.loader)
     datamodule = MumuDataModule(data.dataset, data.collate(), split.train, split.val, split.test,
                                 cfg.batch_size, cfg.seed, cfg.num_workers, test_groups=subjects)
-    _interruptible(trainer.test, trainer, module, datamodule=datamodule, verbose=False)
+    _interruptible(trainer, "test", module, datamodule=datamodule, verbose=False)
     results = module.test_results
     if cfg.adapt_bn:  # the evidence for adapting, on the validation subjects: compare with selected_val_score
         selection = {**selection, **_adapted_validation(module, data, split.val)}
@@ -753,7 +772,7 @@ def load_run(run_dir: str | Path, fold: str | None = None) -> LoadedRun:
 
 def _show_defaults(command: click.Command) -> click.Command:
     """Each training option's help says where a value left out comes from: the params file, else TrainConfig."""
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default not in (None, MISSING)}
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default not in (None, MISSING)}
     for option in command.params:
         if option.name in defaults:
             default = defaults[option.name]

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import MumuError
+
 STARTUP_TIMEOUT_S = 300.0  # a decode worker that has not imported its decoders by then is not starting
 
 
@@ -243,11 +245,14 @@ class DecodeWorker:
             self.close()
             raise
         except EOFError:
-            stopped_by = -self._proc.wait()
+            try:
+                stopped_by = -self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # its output closed, the process hangs on: a crash all the same
+                stopped_by = None
             self.close()
-            if stopped_by in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the run is ending, not this file
-                raise RuntimeError(f"the decoder process was stopped (signal {stopped_by}) while decoding {path}; "
-                                   f"rerun to finish") from None
+            if stopped_by in (signal.SIGTERM, signal.SIGHUP):  # the run is ending (SIGINT is ignored), not this file
+                raise MumuError(f"the decoder process was stopped (signal {stopped_by}) while decoding {path}; "
+                                f"rerun to finish") from None
             raise DecodeError("the decoder process crashed on this file") from None  # e.g. a segfault in ffmpeg
         self._served += 1
         if status == "error":

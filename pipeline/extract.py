@@ -631,7 +631,8 @@ def _from_params(key: str, **options: object) -> dict:
 @click.option("--scheduler", default=None, help="tcp://HOST:PORT of an existing dask scheduler (instead of a local cluster).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N samples of the index (a quick try).")
 @click.option("--strict", is_flag=True,
-              help="Exit non-zero when any sample had a failure or a file of a modality extracted was skipped when indexing.")
+              help="Exit non-zero when any sample had a failure or a file of a modality extracted was skipped "
+                   "when indexing.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing cache at --cache and rebuild it.")
 @click.option("--rebuild-if-changed", is_flag=True,
               help="Rebuild an existing cache only when it was built with other settings (dvc.yaml uses this).")

@@ -65,7 +65,8 @@ def test_an_output_path_that_cannot_be_written_is_named(tmp_path):
     (tmp_path / "a_file").write_text("")
     root = write_utd_mhad(tmp_path / "utd", actions=(1,), subjects=(1,), trials=(1,))
     for args in (("demo-data", "--out", str(tmp_path / "a_file" / "demo")),
-                 ("index", "--dataset", "utd_mhad", "--data-root", str(root), "--out", str(tmp_path / "a_file" / "i.csv"))):
+                 ("index", "--dataset", "utd_mhad", "--data-root", str(root), "--out",
+                  str(tmp_path / "a_file" / "i.csv"))):
         result = run_cli(*args)
         assert result.returncode != 0 and str(tmp_path / "a_file") in result.stderr, result.stderr
         assert not any(raw in result.stderr for raw in ("Traceback", "FileExistsError", "NotADirectoryError"))

@@ -139,6 +139,7 @@ def test_noise_shift_from_the_params_file_takes_its_level_from_the_command_line(
 
 def test_not_a_run_directory_is_one_clear_line(tmp_path):
     result = CliRunner().invoke(evaluate_command, [str(tmp_path), "--params", "none"])
+    assert not (tmp_path / "eval").exists()  # refused before anything was written
     assert str(tmp_path) in result.output
     assert result.exit_code == 2  # a user error (MumuError): its message, no traceback
 

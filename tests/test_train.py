@@ -210,9 +210,12 @@ def test_ctrl_c_during_training_is_an_interruption_that_the_rerun_finishes(tiny_
             if trainer.current_epoch == 1:
                 raise KeyboardInterrupt
 
+    import signal
+
     cfg = tiny_demo.config(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
         train_once(cfg, callbacks=[CtrlCAtSecondEpoch()], progress=False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Lightning had left Ctrl-C ignored
     assert train_once(cfg, progress=False).metrics == train_once(tiny_demo.config(tmp_path / "whole"),
                                                                   progress=False).metrics
 
@@ -266,7 +269,8 @@ def test_weight_average_survives_a_kill(tiny_demo, tmp_path):  # noqa: F811
 def test_a_run_shorter_than_its_weight_average_says_so(tiny_demo, tmp_path, capsys):  # noqa: F811
     """A one-epoch try of the UTD recipe (ema_decay 0.99, ~100-step horizon) tested at chance without a word."""
     train_once(tiny_demo.config(tmp_path / "short", max_epochs=1, ema_decay=0.99), progress=False)
-    assert "ema_decay 0.99 averages the weights over ~100 optimiser steps, but this run takes" in capsys.readouterr().err
+    warned = capsys.readouterr().err
+    assert "ema_decay 0.99 averages the weights over ~100 optimiser steps, but this run takes" in warned
     train_once(tiny_demo.config(tmp_path / "long", max_epochs=1, ema_decay=0.2), progress=False)  # 3 steps: 0.8 %
     assert "ema_decay" not in capsys.readouterr().err
 
