@@ -134,30 +134,8 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
         raise MumuError(f"--resume PATH is ambiguous with {len(splits)} splits; rerun without it and every "
                         f"unfinished split resumes from its own last.ckpt")
     with _run_lock(run_dir):  # from here on RUN_DIR is deleted and written: one process at a time
-        if overwrite and _is_rank_zero():  # only once the inputs are known to serve
-            _clear_run_dir(run_dir)
-        inputs = run_inputs(data)
-        changed = []  # what differs from the run RUN_DIR holds; rank zero decides (the other ranks start after it)
-        if _is_rank_zero():
-            changed = (["settings"] if other_settings else []) + _inputs_changed(run_dir, inputs)
-        if changed and restart_if_changed:
-            click.echo(f"{run_dir}: its {' and '.join(changed)} changed since it began; starting it afresh",
-                       err=True)
-            _clear_run_dir(run_dir)
-        elif set(changed) & {"code", "data"} and (run_dir / INPUTS).is_file():
-            click.echo(f"warning: {run_dir}: its {' and '.join(c for c in changed if c != 'settings')} changed since "
-                       f"it began; its finished splits are kept and the others resume (--overwrite or "
-                       f"--restart-if-changed starts afresh)", err=True)
-        if _is_rank_zero():
-            begins = not (run_dir / "config.yaml").is_file()  # a run from before inputs.json gets none: unknown
-            save_config(cfg, run_dir / "config.yaml")
-            if begins:  # what the run began with; a resume keeps it
-                write_json(run_dir / INPUTS, inputs)
-            if data.left_out or data.skipped_files:
-                write_json(run_dir / INPUT_REPORT,
-                           {"left_out": data.left_out, "skipped_files": data.skipped_files})
-            else:  # a resumed run whose data was mended since
-                (run_dir / INPUT_REPORT).unlink(missing_ok=True)
+        if _is_rank_zero():  # the other ranks start after it
+            _begin_run(cfg, data, overwrite, restart_if_changed, other_settings)
         if cfg.source == "raw":
             data = replace(data, problems_dir=run_dir / INPUT_PROBLEMS)
         fold_metrics: dict[str, dict] = {}
@@ -176,6 +154,33 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
             click.echo(f"warning: {len(recorded)} samples had unusable raw inputs, used without those modalities "
                        f"(as extract would record them): {run_dir / INPUT_PROBLEMS}/<sample_id>.json", err=True)
         return _finish_run(run_dir, fold_metrics)
+
+
+def _begin_run(cfg: TrainConfig, data: RunData, overwrite: bool, restart_if_changed: bool,
+               other_settings: bool) -> None:
+    """Rank zero, holding the run lock, once the inputs are known to serve: empty RUN_DIR for --overwrite, or for
+    --restart-if-changed when its settings, code or data changed since it began (else warn of other code or data),
+    and write what the run begins with: config.yaml, inputs.json (kept on a resume), input_report.json."""
+    run_dir = cfg.run_dir
+    if overwrite:
+        _clear_run_dir(run_dir)
+    inputs = run_inputs(data)
+    changed = (["settings"] if other_settings else []) + _inputs_changed(run_dir, inputs)
+    if changed and restart_if_changed:
+        click.echo(f"{run_dir}: its {' and '.join(changed)} changed since it began; starting it afresh", err=True)
+        _clear_run_dir(run_dir)
+    elif set(changed) & {"code", "data"} and (run_dir / INPUTS).is_file():
+        click.echo(f"warning: {run_dir}: its {' and '.join(c for c in changed if c != 'settings')} changed since it "
+                   f"began; its finished splits are kept and the others resume (--overwrite or "
+                   f"--restart-if-changed starts afresh)", err=True)
+    begins = not (run_dir / "config.yaml").is_file()  # a run from before inputs.json gets none: unknown
+    save_config(cfg, run_dir / "config.yaml")
+    if begins:  # what the run began with; a resume keeps it
+        write_json(run_dir / INPUTS, inputs)
+    if data.left_out or data.skipped_files:
+        write_json(run_dir / INPUT_REPORT, {"left_out": data.left_out, "skipped_files": data.skipped_files})
+    else:  # a resumed run whose data was mended since
+        (run_dir / INPUT_REPORT).unlink(missing_ok=True)
 
 
 def _warn_if_the_average_outlasts_training(cfg: TrainConfig, splits: list[SampleSplit]) -> None:
