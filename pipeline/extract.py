@@ -663,15 +663,12 @@ def extract_command(params: str, data_root: Path | None, index_path: Path | None
     if not isinstance(workers, int) or workers < 0:
         raise MumuError(f"extract.workers must be 0 (this process) or more, got {workers!r}")
     specs = select_modalities(dataset, value["modalities"])
-    if data_root is None:
-        data_root = Path(from_file["data_root"]) if dataset == from_file.get("dataset") and from_file.get("data_root") \
-            else Path("data") / dataset
+    for_dataset = from_file if dataset == from_file.get("dataset") else {}  # the file's paths are its dataset's
+    data_root = data_root or Path(for_dataset.get("data_root") or Path("data") / dataset)
     samples, index_report = _load_samples(dataset, data_root, index_path)
     skipped = index_report["skipped_files"] if index_report else []
     # where the skipped files are listed: beside --index, else in the cache (written below)
-    if cache_path is None:
-        cache_path = Path(from_file["cache"]) if dataset == from_file.get("dataset") and from_file.get("cache") \
-            else Path("cache") / f"{dataset}.zarr"
+    cache_path = cache_path or Path(for_dataset.get("cache") or Path("cache") / f"{dataset}.zarr")
     report_path = index_report_path(index_path) if index_path else cache_path / "index_report.json"
     if skipped:
         click.echo(f"{len(skipped)} files were skipped when indexing (unreadable or malformed; their samples keep "
