@@ -117,14 +117,16 @@ class StepDataset(Dataset):
 
     def take_steps(self, arrays: dict[str, np.ndarray | None], choose: Callable[[str, int], np.ndarray],
                    dtype: type | None = None) -> dict[str, torch.Tensor | None]:
-        """The chosen steps of each selected modality as tensors; absent or empty -> None (missing)."""
+        """The chosen steps of each selected modality (a part: of its modality's) as tensors, from `arrays` by
+        stored modality; absent or empty -> None (missing)."""
         x: dict[str, torch.Tensor | None] = {}
         for spec in self.modalities:
-            values = arrays.get(spec.name)
+            values = arrays.get(spec.stored_as)
             if values is None or len(values) == 0:
                 x[spec.name] = None
                 continue
-            x[spec.name] = torch.from_numpy(np.ascontiguousarray(values[choose(spec.name, len(values))], dtype=dtype))
+            steps = spec.steps_of(values[choose(spec.name, len(values))])
+            x[spec.name] = torch.from_numpy(np.ascontiguousarray(steps, dtype=dtype))
         return x
 
 
@@ -192,7 +194,7 @@ class RawDataset(StepDataset):
         from pipeline.extract import load_raw_sample
         from pipeline.modalities import dataset_modalities
 
-        selected = {spec.name for spec in self.modalities}
+        selected = {spec.stored_as for spec in self.modalities}
         to_load = [s for s in dataset_modalities(sample.dataset) if s.name in selected or not s.visual]
         raw = load_raw_sample(sample, to_load, self.settings)
         problems = {name: reason for name, reason in raw.problems.items() if name in selected}

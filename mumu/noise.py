@@ -40,7 +40,7 @@ CAMERA_DERIVED = {"skeleton", "mocap"}
 
 def modality_group(spec: ModalitySpec) -> str:
     """"visual" for camera-derived modalities, "non_visual" for wearable sensors."""
-    return "visual" if spec.visual or spec.name in CAMERA_DERIVED else "non_visual"
+    return "visual" if spec.visual or spec.stored_as in CAMERA_DERIVED else "non_visual"
 
 
 def split_groups(specs: list[ModalitySpec]) -> dict[str, list[str]]:

@@ -106,7 +106,7 @@ def _cache_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> tuple[list[Sa
     cache = FeatureCache(path)
     _check_fingerprint(path, cache.fingerprint, cfg)  # first: another dataset's cache is named as such
     have = {m.name for m in cache.modalities}
-    missing = [s.name for s in specs if s.name not in have]
+    missing = list(dict.fromkeys(s.stored_as for s in specs if s.stored_as not in have))
     if missing:
         raise MumuError(f"feature cache {path} has no modality {', '.join(missing)} (it has "
                         f"{', '.join(sorted(have))}); choose --modalities from those or re-extract")
@@ -114,7 +114,7 @@ def _cache_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> tuple[list[Sa
         raise MumuError(f"feature cache {path} holds no usable sample"
                         + (f": extraction failed for all {len(cache.failures)}; `python cli.py cache-info {path}` "
                            f"lists why" if cache.failures else ""))
-    names = [s.name for s in specs]
+    names = list(dict.fromkeys(s.stored_as for s in specs))  # a part is in its modality's stored steps
     left_out = {sample_id: f"no {' or '.join(names)} in the cache: {cache.failures.get(sample_id, 'no such input')}"
                 for sample_id in cache.lacking(names)}
     return [s for s in cache.samples if s.sample_id not in left_out], left_out
@@ -152,7 +152,7 @@ def _raw_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> tuple[list[Samp
         raise MumuError(f"--from-raw: data root {cfg.data_root} does not exist (set --data-root or params.yaml "
                         f"data_root)")
     index = build_index(cfg.dataset, cfg.data_root)
-    names = [s.name for s in specs]
+    names = list(dict.fromkeys(s.stored_as for s in specs))
     left_out = {s.sample_id: f"no {' or '.join(names)} file in {cfg.data_root} (or indexing skipped it)"
                 for s in index.samples if not any(s.paths.get(name) for name in names)}
     samples = [s for s in index.samples if s.sample_id not in left_out]

@@ -797,7 +797,8 @@ def _show_defaults(command: click.Command) -> click.Command:
 @click.option("--from-cache/--from-raw", "from_cache", default=None,
               help="Train from the feature cache (default) or decode/window the raw data on the fly.")
 @click.option("--model", type=click.Choice(ARCHS), help="MuMu or a Table 7 baseline.")
-@click.option("--modalities", help="Comma-separated subset of the dataset's modalities, or all.")
+@click.option("--modalities", help="Comma-separated subset of the dataset's modalities, or all. A sensor's parts "
+                                    "count as modalities of their own: UTD-MHAD's inertial_acc, inertial_gyro.")
 @click.option("--activity-table", type=click.Path(dir_okay=False),
               help="Activity table (CSV) whose groups the auxiliary task learns "
                    "[default: pipeline/tables/<dataset>.csv].")

@@ -48,7 +48,7 @@ from pipeline.decode import DecodeError, DecodeWorker, decode_visual
 from pipeline.errors import MumuError
 from pipeline.files import write_json
 from pipeline.index import Sample, index_report_path, read_index
-from pipeline.modalities import DATASET_MODALITIES, FEATURE_DIM, ModalitySpec, select_modalities
+from pipeline.modalities import DATASET_MODALITIES, FEATURE_DIM, ModalitySpec, select_modalities, stored_modalities
 from pipeline.params import DEFAULT_PARAMS, read_params
 from pipeline.sensors import SensorError, align_streams, cut_windows, read_sensor
 
@@ -662,7 +662,7 @@ def extract_command(params: str, data_root: Path | None, index_path: Path | None
     dataset, workers = value["dataset"], value["workers"]
     if not isinstance(workers, int) or workers < 0:
         raise MumuError(f"extract.workers must be 0 (this process) or more, got {workers!r}")
-    specs = select_modalities(dataset, value["modalities"])
+    specs = stored_modalities(dataset, select_modalities(dataset, value["modalities"]))  # a part: its modality
     for_dataset = from_file if dataset == from_file.get("dataset") else {}  # the file's paths are its dataset's
     data_root = data_root or Path(for_dataset.get("data_root") or Path("data") / dataset)
     samples, index_report = _load_samples(dataset, data_root, index_path)

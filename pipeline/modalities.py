@@ -8,11 +8,18 @@
 
 `joints` x `attributes` is the co-occurrence encoder's view of one time step (J, A):
 skeleton (20 joints, xyz) is (20, 3); a 3-axis accelerometer is (1, 3).
+
+A sensor whose joints are separate devices in one file (UTD-MHAD's inertial file: accelerometer and gyroscope)
+names them in `parts`. Training may then treat each as a modality of its own, `<modality>_<part>` (e.g.
+`inertial_acc`), as the paper treats MMAct's phone and watch sensors: a part is read from its modality's cached
+steps (its joint's channels), so it needs no extraction of its own.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+import numpy as np
 
 from pipeline.errors import MumuError
 
@@ -27,6 +34,28 @@ class ModalitySpec:
     joints: int = 1  # J (sensor only)
     attributes: int = 1  # A (sensor only)
     rate_hz: float | None = None  # nominal sampling rate, None = read from the file
+    parts: tuple[str, ...] = ()  # sensor only: one name per joint, where each joint is a device of its own
+    part_of: str | None = None  # a part: the modality whose stored steps hold it, at joint `joint`
+    joint: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parts", tuple(self.parts))  # a list when read back from JSON
+
+    @property
+    def stored_as(self) -> str:
+        """The modality whose files and cached steps hold this one's values."""
+        return self.part_of or self.name
+
+    def part_specs(self) -> list[ModalitySpec]:
+        """Each of `parts` as a modality of its own (one joint, the same attributes and rate)."""
+        return [ModalitySpec(f"{self.name}_{part}", self.kind, 1, self.attributes, self.rate_hz, part_of=self.name,
+                             joint=j) for j, part in enumerate(self.parts)]
+
+    def steps_of(self, stored: np.ndarray) -> np.ndarray:
+        """This modality's steps from its stored_as modality's steps: (S, W, J*A), joint-major, -> a part's (S, W, A)."""
+        if self.part_of is None:
+            return stored
+        return stored[..., self.joint * self.attributes:(self.joint + 1) * self.attributes]
 
     @property
     def visual(self) -> bool:
@@ -52,7 +81,7 @@ DATASET_MODALITIES: dict[str, list[ModalitySpec]] = {
         ModalitySpec("rgb", "video"),
         ModalitySpec("depth", "depth"),
         ModalitySpec("skeleton", "sensor", 20, 3, None),
-        ModalitySpec("inertial", "sensor", 2, 3, 50.0),  # (acc, gyro) x xyz
+        ModalitySpec("inertial", "sensor", 2, 3, 50.0, parts=("acc", "gyro")),  # (acc, gyro) x xyz
     ],
     "ucsd_mit": [
         ModalitySpec("mocap", "sensor", 20, 3, 100.0),
@@ -70,14 +99,29 @@ def dataset_modalities(dataset: str) -> list[ModalitySpec]:
 
 
 def select_modalities(dataset: str, names: str | list[str] | None) -> list[ModalitySpec]:
-    """Parse ``"a,b,c"`` (or a list) against the dataset's modalities; None/"all" means all of them."""
+    """Parse ``"a,b,c"`` (or a list) against the dataset's modalities and their parts; None/"all" means all of
+    the modalities (not their parts, which would repeat them)."""
     specs = dataset_modalities(dataset)
     if names is None or names == "all" or names == []:
         return specs
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
-    by_name = {s.name: s for s in specs}
+    parts = [part for spec in specs for part in spec.part_specs()]
+    by_name = {s.name: s for s in specs + parts}
     unknown = [n for n in names if n not in by_name]
     if unknown:
-        raise MumuError(f"dataset {dataset!r} has no modality {', '.join(unknown)}; it has {', '.join(by_name)}")
-    return [by_name[n] for n in names]
+        raise MumuError(f"dataset {dataset!r} has no modality {', '.join(unknown)}; it has "
+                        f"{', '.join(s.name for s in specs)}"
+                        + (f" (and the parts {', '.join(p.name for p in parts)})" if parts else ""))
+    chosen = [by_name[n] for n in names]
+    overlapping = [f"{s.name} (a part of {s.part_of})" for s in chosen if s.part_of in names]
+    if overlapping:
+        raise MumuError(f"modalities {', '.join(names)}: {', '.join(overlapping)} chosen with the modality that holds "
+                        f"it; choose a modality or its parts")
+    return chosen
+
+
+def stored_modalities(dataset: str, specs: list[ModalitySpec]) -> list[ModalitySpec]:
+    """The modalities whose files and cached steps hold `specs` (a part's is its modality), each once, in order."""
+    by_name = {s.name: s for s in dataset_modalities(dataset)}
+    return list({s.stored_as: by_name[s.stored_as] for s in specs}.values())
