@@ -501,6 +501,59 @@ def test_samples_without_any_chosen_modality_are_left_out_and_reported(tmp_path)
             assert [f["path"] for f in report["skipped_files"]] == [str(broken)]
 
 
+def test_a_sensors_parts_train_and_evaluate_as_modalities_of_their_own(tmp_path):
+    """UTD-MHAD's inertial file holds an accelerometer and a gyroscope: `--modalities skeleton,inertial_acc,
+    inertial_gyro` extracts the inertial stream once, reads each part as its three channels (the same from the
+    cache and from raw files), and trains and evaluates a model fusing three modalities."""
+    import numpy as np
+
+    from mumu.config import resolve_config
+    from mumu.evaluate import evaluate_run
+    from mumu.rundata import prepare_data
+    from pipeline.cache import FeatureCache
+    from pipeline.extract import extract_command
+    from tests.fixtures import write_utd_mhad
+
+    root = write_utd_mhad(tmp_path / "utd", actions=(1, 8), subjects=(1, 2, 3), trials=(1, 2), absent=())
+    cache, parts = tmp_path / "utd.zarr", "skeleton,inertial_acc,inertial_gyro"
+    extract = CliRunner().invoke(extract_command, [
+        "--params", "none", "--dataset", "utd_mhad", "--data-root", str(root), "--cache", str(cache),
+        "--modalities", parts, "--weights", "random", "--workers", "0", "--device", "cpu"])
+    assert extract.exit_code == 0, extract.output
+    assert [m.name for m in FeatureCache(cache).modalities] == ["skeleton", "inertial"]
+
+    settings = dict(dataset="utd_mhad", data_root=str(root), cache=str(cache), protocol="odd_even",
+                    extract={"weights": "random"})
+    whole, from_cache, from_raw = (prepare_data(resolve_config(None, **settings, modalities=modalities, source=source))
+                                   for modalities, source in (("skeleton,inertial", "cache"), (parts, "cache"),
+                                                              (parts, "raw")))
+    assert [s.name for s in from_cache.specs] == ["skeleton", "inertial_acc", "inertial_gyro"]
+    inertial = next(iter(whole.loader(whole.samples)))["x"]["inertial"]  # (B, S, W, 6): acc xyz, gyro xyz
+    for data in (from_cache, from_raw):
+        batch = next(iter(data.loader(data.samples)))
+        np.testing.assert_allclose(batch["x"]["inertial_acc"], inertial[..., :3], rtol=1e-6)
+        np.testing.assert_allclose(batch["x"]["inertial_gyro"], inertial[..., 3:], rtol=1e-6)
+
+    run_dir = tmp_path / "run"
+    trained = CliRunner().invoke(train_command, [
+        "--params", "none", "--dataset", "utd_mhad", "--cache", str(cache), "--modalities", parts,
+        "--protocol", "odd_even", "--max-epochs", "1", "--embed-dim", "8", "--accelerator", "cpu",
+        "--num-workers", "0", "--out", str(run_dir)])
+    assert trained.exit_code == 0, trained.output
+    assert [s.name for s in load_run(run_dir).data.specs] == ["skeleton", "inertial_acc", "inertial_gyro"]
+    metrics, _, out = evaluate_run(run_dir, tsne_samples=20)  # noise: the two parts form the non-visual group
+    assert 0 <= metrics["accuracy"] <= 1 and (out / "plots" / "attention.png").is_file()
+
+
+def test_choosing_a_modality_with_its_own_part_or_an_unknown_part_is_a_clear_error():
+    from pipeline.modalities import select_modalities
+
+    with pytest.raises(MumuError, match=r"inertial_acc \(a part of inertial\) chosen with the modality that holds"):
+        select_modalities("utd_mhad", "skeleton,inertial,inertial_acc")
+    with pytest.raises(MumuError, match=r"no modality inertial_mag; .*\(and the parts inertial_acc, inertial_gyro\)"):
+        select_modalities("utd_mhad", "inertial_mag")
+
+
 @pytest.mark.parametrize("kind", ["zeros", "mean"])
 def test_modality_dropout_keeps_a_lost_stream_present_as_the_noise_study_corrupts_it(tiny_demo, kind):  # noqa: F811
     """A lost stream stays in the fusion, every valid step zeroed or set to the training mean, as the noise
