@@ -106,7 +106,8 @@ def _cache_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> tuple[list[Sa
     cache = FeatureCache(path)
     _check_fingerprint(path, cache.fingerprint, cfg)  # first: another dataset's cache is named as such
     have = {m.name for m in cache.modalities}
-    missing = list(dict.fromkeys(s.stored_as for s in specs if s.stored_as not in have))
+    missing = list(dict.fromkeys(s.stored_as + (f" (which holds {s.name})" if s.part_of else "")
+                                 for s in specs if s.stored_as not in have))
     if missing:
         raise MumuError(f"feature cache {path} has no modality {', '.join(missing)} (it has "
                         f"{', '.join(sorted(have))}); choose --modalities from those or re-extract")

@@ -39,7 +39,7 @@ import shutil
 import signal
 import threading
 from contextlib import contextmanager
-from dataclasses import MISSING, asdict, dataclass, fields, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -476,7 +476,7 @@ def train_split(data: RunData, split: SampleSplit, fold_dir: Path, resume: str |
     ckpt_path = resume or (str(last) if last.is_file() else None)
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = MumuModule(cfg.to_dict(), [asdict(s) for s in data.specs], data.activity_names, data.group_names,
+    module = MumuModule(cfg.to_dict(), [s.to_dict() for s in data.specs], data.activity_names, data.group_names,
                         raw_visual=cfg.source == "raw")
     if fusion_targets is not None:
         module.set_fusion_targets(fusion_targets)

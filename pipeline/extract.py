@@ -533,7 +533,7 @@ def run_extract(samples: list[Sample], dataset: str, modalities: list[ModalitySp
     weights_hash = state_dict_hash(load_state_dict(settings.weights))
     started = time.monotonic()
     with cache_store.CacheLock(cache_path) as lock:
-        header = {"dataset": dataset, "modalities": [dataclasses.asdict(m) for m in modalities],
+        header = {"dataset": dataset, "modalities": [m.to_dict() for m in modalities],
                   "fingerprint": fingerprint(dataset, modalities, settings, weights_hash),
                   "provenance": provenance(index_path, settings)}
         cache_store.prepare_cache(cache_path, header, overwrite, rebuild_if_changed, lock)
@@ -622,7 +622,8 @@ def _from_params(key: str, **options: object) -> dict:
 @click.option("--cache", "cache_path", type=click.Path(path_type=Path), default=None,
               help="Output zarr store  [default: params train.cache for its dataset (where that file's training "
                    "reads), else cache/<dataset>.zarr]")
-@click.option("--modalities", **_from_params("modalities", help="Comma-separated subset of the dataset's modalities, or all."))
+@click.option("--modalities", **_from_params("modalities", help="Comma-separated subset of the dataset's modalities, "
+                                            "or all; a sensor's part (UTD-MHAD's inertial_acc) extracts its modality."))
 @click.option("--weights", **_from_params("weights", help="imagenet | random | PATH to a ResNet-50 state_dict."))
 @click.option("--device", default="auto", show_default=True, help="cpu | cuda | cuda:N | auto (cuda when available).")
 @click.option("--batch-size", **_from_params("batch_size", type=click.IntRange(1), help="Frames per backbone batch."))

@@ -16,7 +16,7 @@ steps (its joint's channels), so it needs no extraction of its own.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -46,13 +46,19 @@ class ModalitySpec:
         """The modality whose files and cached steps hold this one's values."""
         return self.part_of or self.name
 
+    def to_dict(self) -> dict:
+        """For cache headers and checkpoints; the part fields only where set, so that a file without parts reads
+        as it did before they existed."""
+        values = asdict(self)
+        return {k: v for k, v in values.items() if k not in ("parts", "part_of", "joint") or v}
+
     def part_specs(self) -> list[ModalitySpec]:
         """Each of `parts` as a modality of its own (one joint, the same attributes and rate)."""
         return [ModalitySpec(f"{self.name}_{part}", self.kind, 1, self.attributes, self.rate_hz, part_of=self.name,
                              joint=j) for j, part in enumerate(self.parts)]
 
     def steps_of(self, stored: np.ndarray) -> np.ndarray:
-        """This modality's steps from its stored_as modality's steps: (S, W, J*A), joint-major, -> a part's (S, W, A)."""
+        """This modality's steps from its stored_as modality's: (S, W, J*A), joint-major, -> a part's (S, W, A)."""
         if self.part_of is None:
             return stored
         return stored[..., self.joint * self.attributes:(self.joint + 1) * self.attributes]
@@ -113,6 +119,9 @@ def select_modalities(dataset: str, names: str | list[str] | None) -> list[Modal
         raise MumuError(f"dataset {dataset!r} has no modality {', '.join(unknown)}; it has "
                         f"{', '.join(s.name for s in specs)}"
                         + (f" (and the parts {', '.join(p.name for p in parts)})" if parts else ""))
+    doubled = sorted({n for n in names if names.count(n) > 1})
+    if doubled:
+        raise MumuError(f"modalities {', '.join(names)}: {', '.join(doubled)} chosen more than once")
     chosen = [by_name[n] for n in names]
     overlapping = [f"{s.name} (a part of {s.part_of})" for s in chosen if s.part_of in names]
     if overlapping:

@@ -552,6 +552,21 @@ def test_choosing_a_modality_with_its_own_part_or_an_unknown_part_is_a_clear_err
         select_modalities("utd_mhad", "skeleton,inertial,inertial_acc")
     with pytest.raises(MumuError, match=r"no modality inertial_mag; .*\(and the parts inertial_acc, inertial_gyro\)"):
         select_modalities("utd_mhad", "inertial_mag")
+    # a repeat trained, then crashed evaluate with an IndexError
+    with pytest.raises(MumuError, match=r"modalities inertial_acc, skeleton, inertial_acc: inertial_acc chosen more"):
+        select_modalities("utd_mhad", "inertial_acc,skeleton,inertial_acc")
+
+
+def test_caches_and_runs_without_parts_record_their_modalities_as_before_parts_existed(tiny_demo, learned_run):  # noqa: F811
+    """Readers older than parts build a modality from every recorded field: files that use no parts must not
+    record the part fields, or those readers fail with a TypeError on this version's caches and checkpoints."""
+    from pipeline.cache import ATTRS_KEY
+
+    header = json.loads((tiny_demo.cache / "zarr.json").read_text())["attributes"][ATTRS_KEY]
+    checkpoint = torch.load(learned_run[0].run_dir / "checkpoints" / "best.ckpt", map_location="cpu",
+                            weights_only=False)
+    for recorded in (header["modalities"], checkpoint["hyper_parameters"]["inputs"]):
+        assert recorded and all(set(m) == {"name", "kind", "joints", "attributes", "rate_hz"} for m in recorded)
 
 
 @pytest.mark.parametrize("kind", ["zeros", "mean"])
