@@ -106,7 +106,7 @@ def main() -> None:
 
     # 1./2. from the cache through the real training loader (shuffled, jittered sampling, workers), and
     # the same batches already in memory; epochs interleaved so that both see the same machine load
-    loader = make_loader(data.dataset(samples, train=True), data.collate(), cfg.batch_size, shuffle=True, seed=0,
+    loader = make_loader(data.make_dataset(samples, train=True), data.collate(), cfg.batch_size, shuffle=True, seed=0,
                          num_workers=args.workers)
     in_memory = list(loader)  # epoch 0, also the warm-up (workers start)
     totals = {"cache": [0, 0.0, 0.0], "memory": [0, 0.0, 0.0]}
@@ -132,10 +132,11 @@ def main() -> None:
     raw_module.backbone  # noqa: B018  (builds the frozen ResNet-50 now, outside the timed epoch)
     raw_optimizer = torch.optim.AdamW(raw_module.model.parameters(), lr=cfg.lr)
     by_id = {s.sample_id: s for s in raw_data.samples}
-    raw_loader = make_loader(raw_data.dataset([by_id[s.sample_id] for s in samples], train=True), raw_data.collate(),
-                             cfg.batch_size, shuffle=True, seed=0, num_workers=0)
+    raw_samples = [by_id[s.sample_id] for s in samples]
+    raw_loader = make_loader(raw_data.make_dataset(raw_samples, train=True), raw_data.collate(), cfg.batch_size,
+                             shuffle=True, seed=0, num_workers=0)
     raw_n, raw_seconds, _ = train_epoch(raw_module, raw_optimizer, raw_loader, device)
-    cache_loader = make_loader(data.dataset(samples, train=True), data.collate(), cfg.batch_size, shuffle=True,
+    cache_loader = make_loader(data.make_dataset(samples, train=True), data.collate(), cfg.batch_size, shuffle=True,
                                seed=0, num_workers=0)
     cache_n, cache_seconds, _ = train_epoch(module, optimizer, cache_loader, device)
 

@@ -179,8 +179,9 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
     check_model_options(cfg.model, cfg.embed_dim, gm_heads=cfg.gm_heads, motion=cfg.motion,
                         sensor_encoder=cfg.sensor_encoder)
     if cfg.fusion_kl > 0 and cfg.gm_gate != "softmax":
-        raise MumuError("fusion_kl pulls softmax fusion weights toward equal ones; gm_gate sigmoid has no softmax "
-                        "(use gm_gate: softmax, or fusion_kl: 0)")
+        raise MumuError("fusion_kl pulls MuMu's fusion weights, a softmax over the modalities, toward equal (or "
+                        "target) weights; gm_gate sigmoid gives GM-Fusion no softmax (use gm_gate: softmax, or "
+                        "fusion_kl: 0)")
     if cfg.fusion_targets and (cfg.model != "mumu" or cfg.fusion_kl <= 0):
         raise MumuError("fusion_targets are the weights MuMu's fusion_kl term pulls its fusion weights toward; "
                         f"they need model mumu and fusion_kl > 0 (got model {cfg.model}, fusion_kl {cfg.fusion_kl})")

@@ -1,6 +1,6 @@
 """Unimodal Feature Encoders (UFE, paper §3.3): per-step embedding -> LSTM (optional) -> temporal pooling.
 
-Step embeddings, one shared sequence model:
+Step embeddings (every modality has an encoder of its own):
 - visual (video / depth): a cached 2048-d ResNet-50 feature per step -> (LayerNorm) -> Linear -> ReLU -> Dropout;
 - sensor / skeleton, `sensor_encoder="window"`: a co-occurrence-style 2-conv encoder inside each window of
   W time steps (J joints, A attributes), as in the HAMLET/MuMu code;

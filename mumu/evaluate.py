@@ -42,6 +42,7 @@ from pipeline.files import replaced_whole, write_json
 from pipeline.params import DEFAULT_PARAMS, check_types, read_params, reject_unknown
 
 if TYPE_CHECKING:  # mumu.train loads Lightning: imported where a run is loaded
+    from mumu.model import ModelOutput
     from mumu.train import LoadedRun
 
 # the clean pass plus three noisy conditions; value: which group to corrupt ("random" = p=0.5 per sample)
@@ -155,7 +156,7 @@ class _Rows:
                                                         "fused")}
         self.attention: dict[str, list] = {}
 
-    def add(self, batch: dict, out) -> None:
+    def add(self, batch: dict, out: ModelOutput) -> None:
         parts = self.parts
         parts["ids"] += list(batch["sample_id"])
         parts["labels"].append(batch["label"].numpy())

@@ -62,9 +62,9 @@ class GMFusion(nn.Module):
     merge: how the weighted values of the modalities become X_c'. "sum" (eq. 7): one D-dim mixture, in which
     W^V is shared, so the modalities' features overlap in one space. "concat" (the same-lineage code's
     `mm_embedding_attn_merge_type concat`): the M weighted values side by side, (B, M*D), and W^O maps them
-    to D, so each modality keeps its own slot, as in B2's concatenation; needs `modalities`, the M of the input."""
+    to D, so each modality keeps its own slot, as in B2's concatenation; needs `num_modalities`, the input's M."""
 
-    def __init__(self, dim: int, heads: int = 1, gate: str = "softmax", merge: str = "sum", modalities: int = 1):
+    def __init__(self, dim: int, heads: int = 1, gate: str = "softmax", merge: str = "sum", num_modalities: int = 1):
         super().__init__()
         if dim % heads:
             raise ValueError(f"GM-Fusion heads ({heads}) must divide the embedding size ({dim})")
@@ -75,7 +75,7 @@ class GMFusion(nn.Module):
         self.q = nn.Linear(dim, dim, bias=False)  # W^Q
         self.k = nn.Linear(dim, dim, bias=False)  # W^K
         self.v = nn.Linear(dim, dim, bias=False)  # W^V
-        merged = dim * modalities if merge == "concat" else dim
+        merged = dim * num_modalities if merge == "concat" else dim
         self.o = nn.Linear(merged, dim, bias=False)  # W^O
         self.heads = heads
         self.gate = gate
@@ -108,11 +108,11 @@ class ModalitySelfAttention(nn.Module):
     the mask is applied, so a missing modality's (zero) token is never attended to or averaged in; it does
     enter the BatchNorm's batch statistics in training (and in test-time adaptation), as in HAMLET."""
 
-    def __init__(self, dim: int, heads: int, dropout: float, modalities: int):
+    def __init__(self, dim: int, heads: int, dropout: float, num_modalities: int):
         super().__init__()
-        self.pre = nn.Sequential(nn.BatchNorm1d(modalities), nn.ReLU())  # BatchNorm1d(M): one scale per modality
+        self.pre = nn.Sequential(nn.BatchNorm1d(num_modalities), nn.ReLU())  # BatchNorm1d(M): one scale per modality
         self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.post = nn.Sequential(nn.BatchNorm1d(modalities), nn.ReLU(), nn.Dropout(dropout))
+        self.post = nn.Sequential(nn.BatchNorm1d(num_modalities), nn.ReLU(), nn.Dropout(dropout))
 
     def forward(self, xu: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
         # xu: (B, M, D), present: (B, M) -> merged (B, D), weights (B, M) averaged over present queries

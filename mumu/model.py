@@ -160,7 +160,8 @@ class MuMu(MultimodalModel):
             head_target = None if fusion_target is None else fusion_target[:, None, :]  # (B, 1, M): every head's
             fusion_kl = fusion_kl + kl_to_target(gm, present[:, None, :], head_target).mean()
         gm_weights = gm.mean(1)  # (B, H, M) -> (B, M): the mean over heads
-        return ModelOutput(self.head(x_f), self.aux_head(x_aux), xu, x_f, {"sm": alpha, "gm": gm_weights}, fusion_kl)
+        return ModelOutput(logits=self.head(x_f), group_logits=self.aux_head(x_aux), unimodal=xu, fused=x_f,
+                           attention={"sm": alpha, "gm": gm_weights}, fusion_kl=fusion_kl)
 
 
 class ConcatBaseline(MultimodalModel):
@@ -176,28 +177,28 @@ class ConcatBaseline(MultimodalModel):
 
     def fuse(self, xu: Tensor, present: Tensor, fusion_target: Tensor | None = None) -> ModelOutput:
         fused = self.hidden(xu.flatten(1))  # (B, M*D) -> (B, D); missing slots are zeros
-        return ModelOutput(self.out(fused), None, xu, fused)
+        return ModelOutput(logits=self.out(fused), group_logits=None, unimodal=xu, fused=fused)
 
 
 class SelfAttentionBaseline(MultimodalModel):
     """B3: keyless temporal attention, then masked multi-head self-attention across modality tokens."""
 
     def __init__(self, inputs: dict[str, ModalitySpec], num_classes: int, embed_dim: int, dropout: float,
-                 fusion_heads: int = B3_HEADS, **options: Any):
+                 **options: Any):
         super().__init__(inputs, embed_dim, dropout, "keyless", **options)
-        self.fusion = ModalitySelfAttention(embed_dim, fusion_heads, dropout, len(inputs))
+        self.fusion = ModalitySelfAttention(embed_dim, B3_HEADS, dropout, len(inputs))
         self.head = two_layer_head(embed_dim, embed_dim, num_classes, dropout)
 
     def fuse(self, xu: Tensor, present: Tensor, fusion_target: Tensor | None = None) -> ModelOutput:
         fused, weights = self.fusion(xu, present)  # (B, D), (B, M)
-        return ModelOutput(self.head(fused), None, xu, fused, {"gm": weights})
+        return ModelOutput(logits=self.head(fused), group_logits=None, unimodal=xu, fused=fused,
+                           attention={"gm": weights})
 
 
-def check_model_options(arch: str, embed_dim: int, *, gm_heads: int, motion: bool, sensor_encoder: str,
-                        fusion_heads: int = B3_HEADS) -> None:
+def check_model_options(arch: str, embed_dim: int, *, gm_heads: int, motion: bool, sensor_encoder: str) -> None:
     """The checks of model options that depend on each other (training configs run them before any data loads)."""
-    if arch == "b3" and (fusion_heads < 1 or embed_dim % fusion_heads):
-        raise MumuError(f"B3's {fusion_heads} self-attention heads must divide embed_dim ({embed_dim})")
+    if arch == "b3" and embed_dim % B3_HEADS:
+        raise MumuError(f"B3's {B3_HEADS} self-attention heads must divide embed_dim ({embed_dim})")
     if arch == "mumu" and (gm_heads < 1 or embed_dim % gm_heads):
         raise MumuError(f"gm_heads must be >= 1 and divide embed_dim ({embed_dim}), got {gm_heads}")
     if motion and sensor_encoder != "sequence":
@@ -206,7 +207,7 @@ def check_model_options(arch: str, embed_dim: int, *, gm_heads: int, motion: boo
 
 def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, num_groups: int,
                 embed_dim: int = 128, dropout: float = 0.2, *, window: int = 5, conv_channels: int = 64,
-                kernel_size: int = 3, lstm_layers: int = 1, fusion_heads: int = B3_HEADS,
+                kernel_size: int = 3, lstm_layers: int = 1,
                 sensor_encoder: str = "window", max_pools: int = 0, motion: bool = False, visual_norm: bool = False,
                 gm_heads: int = 1, gm_gate: str = "softmax", gm_merge: str = "sum", fusion_init: str = "torch",
                 fusion_norm: str = "convex", unimodal_heads: bool = False) -> MultimodalModel:
@@ -218,7 +219,7 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
     max_pools: "sequence" only; max-pools by 2 along the steps after the first 0, 1 or 2 conv blocks.
     motion: "sequence" only; the step-to-step differences of each sensor input become extra input channels.
     visual_norm: a LayerNorm over each visual step's features before its projection.
-    fusion_heads: B3's attention heads; gm_heads: MuMu's GM-Fusion heads (1 = eq. 7). Both must divide embed_dim.
+    gm_heads: MuMu's GM-Fusion heads (1 = eq. 7); they, and B3's B3_HEADS, must divide embed_dim.
     gm_gate: MuMu's GM-Fusion weights, "softmax" over modalities or one "sigmoid" gate per modality.
     gm_merge: MuMu's GM-Fusion output, the "sum" of the weighted values (eq. 7) or their "concat" (one slot each).
     fusion_init: MuMu's GM-Fusion projections and W_f, torch's default init or "xavier" (scale-preserving).
@@ -236,8 +237,7 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
         raise MumuError(f"unknown sensor encoder {sensor_encoder!r}; choose one of {', '.join(SENSOR_ENCODERS)}")
     if not 0 <= max_pools <= 2:
         raise MumuError(f"max_pools must be 0, 1 or 2 (pools after the first conv blocks), got {max_pools}")
-    check_model_options(arch, embed_dim, fusion_heads=fusion_heads, gm_heads=gm_heads, motion=motion,
-                        sensor_encoder=sensor_encoder)
+    check_model_options(arch, embed_dim, gm_heads=gm_heads, motion=motion, sensor_encoder=sensor_encoder)
     options = dict(window=window, conv_channels=conv_channels, kernel_size=kernel_size, lstm_layers=lstm_layers,
                    sensor_encoder=sensor_encoder, max_pools=max_pools, motion=motion, visual_norm=visual_norm,
                    unimodal_classes=num_classes if unimodal_heads else 0)
@@ -249,6 +249,6 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
         return MuMu(inputs, num_classes, num_groups, embed_dim, dropout, gm_heads, gm_gate, gm_merge, fusion_init,
                     fusion_norm, **options)
     if arch == "b3":
-        return SelfAttentionBaseline(inputs, num_classes, embed_dim, dropout, fusion_heads, **options)
+        return SelfAttentionBaseline(inputs, num_classes, embed_dim, dropout, **options)
     pooling = "last" if arch == "b1" else "keyless"
     return ConcatBaseline(inputs, num_classes, embed_dim, dropout, pooling, **options)

@@ -51,7 +51,7 @@ class RunData:
         return PadCollate({s.name: self.step_shape(s) for s in self.specs}, self.max_steps,
                           {s.name: torch.uint8 for s in self.specs if s.visual and raw})
 
-    def dataset(self, samples: list[Sample], train: bool) -> StepDataset:
+    def make_dataset(self, samples: list[Sample], train: bool) -> StepDataset:
         transform = SensorTransform.from_params(self.cfg.transforms)  # skeleton frame; augmentation if train
         if self.cfg.source == "raw":
             return RawDataset(samples, self.specs, self.max_steps, train, self.cfg.seed, self.cfg.extract, transform,
@@ -61,7 +61,7 @@ class RunData:
 
     def loader(self, samples: list[Sample], batch_size: int | None = None, num_workers: int = 0) -> DataLoader:
         """An evaluation DataLoader (deterministic sampling, in order) over `samples`."""
-        return make_loader(self.dataset(samples, train=False), self.collate(), batch_size or self.cfg.batch_size,
+        return make_loader(self.make_dataset(samples, train=False), self.collate(), batch_size or self.cfg.batch_size,
                            shuffle=False, seed=self.cfg.seed, num_workers=num_workers)
 
 

@@ -486,7 +486,7 @@ def train_split(data: RunData, split: SampleSplit, fold_dir: Path, resume: str |
     val_subjects = by_subject(split.val) if cfg.validate_adapted else None
     if val_subjects is not None:
         module.validate_adapted_to(val_subjects, data.loader)
-    datamodule = MumuDataModule(data.dataset, data.collate(), split.train, split.val, split.test,
+    datamodule = MumuDataModule(data.make_dataset, data.collate(), split.train, split.val, split.test,
                                 cfg.batch_size, cfg.seed, cfg.num_workers, val_groups=val_subjects,
                                 subject_batches=cfg.subject_batches)
     monitor, mode = SELECTION_METRICS[cfg.select]
@@ -548,7 +548,7 @@ def _test_split(trainer: pl.Trainer, module: MumuModule, data: RunData, split: S
     subjects = by_subject(split.test) if cfg.adapt_bn else None
     if subjects is not None:
         module.adapt_to_test_subjects(subjects, data.loader)
-    datamodule = MumuDataModule(data.dataset, data.collate(), split.train, split.val, split.test,
+    datamodule = MumuDataModule(data.make_dataset, data.collate(), split.train, split.val, split.test,
                                 cfg.batch_size, cfg.seed, cfg.num_workers, test_groups=subjects)
     _interruptible(trainer, "test", module, datamodule=datamodule, verbose=False)
     results = module.test_results

@@ -294,7 +294,7 @@ def test_gm_fusion_concat_merge_tells_the_modalities_apart():
     x_aux, xu, present = torch.randn(4, 16), torch.randn(4, 3, 16), torch.ones(4, 3, dtype=torch.bool)
     swapped = xu[:, [1, 0, 2]]
     for merge, changes in (("sum", False), ("concat", True)):
-        fusion = GMFusion(16, heads=2, merge=merge, modalities=3)
+        fusion = GMFusion(16, heads=2, merge=merge, num_modalities=3)
         moved = (fusion(x_aux, xu, present)[0] - fusion(x_aux, swapped, present)[0]).abs().max()
         assert (moved > 1e-3) == changes, f"{merge}: {moved:.2e}"
 
@@ -446,7 +446,7 @@ def test_b3_fusion_is_not_ruled_by_a_stream_of_a_larger_scale():
     """B3 normalises each modality's tokens (as HAMLET does) before its self-attention: a stream whose
     features are 100x larger (a 2048-d depth stream's, say) gets the same weights and output in training."""
     torch.manual_seed(0)
-    fusion = ModalitySelfAttention(dim=16, heads=2, dropout=0.0, modalities=3).train()
+    fusion = ModalitySelfAttention(dim=16, heads=2, dropout=0.0, num_modalities=3).train()
     xu = torch.randn(8, 3, 16)  # (B, M, D)
     present = torch.ones(8, 3, dtype=torch.bool)
     louder = xu.clone()
