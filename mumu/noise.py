@@ -31,16 +31,14 @@ import torch
 from mumu.data import valid_steps
 from mumu.noise_modes import NOISE_MODES, NoiseMode
 from pipeline.errors import MumuError
-from pipeline.modalities import ModalitySpec
+from pipeline.modalities import CAMERA_SENSORS, ModalitySpec
 
 GROUPS = ("visual", "non_visual")
-# Sensor-kind modalities that are nevertheless measured by a camera.
-CAMERA_DERIVED = {"skeleton", "mocap"}
 
 
 def modality_group(spec: ModalitySpec) -> str:
     """"visual" for camera-derived modalities, "non_visual" for wearable sensors."""
-    return "visual" if spec.visual or spec.stored_as in CAMERA_DERIVED else "non_visual"
+    return "visual" if spec.visual or spec.stored_as in CAMERA_SENSORS else "non_visual"
 
 
 def split_groups(specs: list[ModalitySpec]) -> dict[str, list[str]]:

@@ -97,6 +97,11 @@ DATASET_MODALITIES: dict[str, list[ModalitySpec]] = {
 }
 
 
+# Sensor-kind modalities that a camera measures (skeletons from a depth camera, optical motion capture): the noise
+# study puts them in the visual group with video and depth (mumu/noise.py). A new camera-derived sensor goes here.
+CAMERA_SENSORS = {"skeleton", "mocap"}
+
+
 def dataset_modalities(dataset: str) -> list[ModalitySpec]:
     try:
         return DATASET_MODALITIES[dataset]
