@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mumu.evaluate import CONDITIONS, infer, infer_conditions  # noqa: E402
-from mumu.train import load_run, run_splits  # noqa: E402
+from mumu.rundir import load_run, run_splits  # noqa: E402
 
 
 def demo_run(work: Path) -> Path:

@@ -41,9 +41,9 @@ from pipeline.errors import MumuError
 from pipeline.files import replaced_whole, write_json
 from pipeline.params import DEFAULT_PARAMS, check_types, read_params, reject_unknown
 
-if TYPE_CHECKING:  # mumu.train loads Lightning: imported where a run is loaded
+if TYPE_CHECKING:  # mumu.rundir loads Lightning: imported where a run is loaded
     from mumu.model import ModelOutput
-    from mumu.train import LoadedRun
+    from mumu.rundir import LoadedRun
 
 # the clean pass plus three noisy conditions; value: which group to corrupt ("random" = p=0.5 per sample)
 CONDITIONS = {"clean": None, "noisy": "random", "noisy_visual": "visual", "noisy_non_visual": "non_visual"}
@@ -94,7 +94,7 @@ class Inference:
 
 def infer(run: LoadedRun, corrupt: str | None = None, noise: str = "drop", level: float = 1.0, seed: int = 0,
           adapt_by_condition: bool = True) -> Inference:
-    """Run a loaded run (`mumu.train.load_run`) over its test set, optionally corrupting the input.
+    """Run a loaded run (`mumu.rundir.load_run`) over its test set, optionally corrupting the input.
 
     corrupt: None (clean), "random" (visual or non-visual group per sample, p = 0.5), "visual" or
     "non_visual" (that group in every sample). A run configured with adapt_bn adapts to each test subject's
@@ -256,8 +256,8 @@ def write_confusion_csv(path: Path, result: Inference, activity_names: list[str]
 
 
 def finished_run_folds(run_dir: Path) -> list[str | None]:
-    """The folds of a finished training run (`mumu.train.run_splits`), or a MumuError saying what it lacks."""
-    from mumu.train import run_splits
+    """The folds of a finished training run (`mumu.rundir.run_splits`), or a MumuError saying what it lacks."""
+    from mumu.rundir import run_splits
 
     if not (run_dir / "config.yaml").is_file():
         raise MumuError(f"{run_dir} is not a training run directory (no config.yaml); "
@@ -274,7 +274,7 @@ def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, se
                 adapt_by_condition: bool = True) -> tuple[list[dict[str, Inference]], LoadedRun]:
     """Every `CONDITIONS` pass for each fold's best model. Returns ([{condition: Inference}] per fold,
     the last fold's loaded run)."""
-    from mumu.train import load_run, read_split, split_dir
+    from mumu.rundir import load_run, read_split, split_dir
 
     run_dir = Path(run_dir)
     folds = finished_run_folds(run_dir)

@@ -18,7 +18,8 @@ from mumu.data import SubjectBatchSampler
 from mumu.evaluate import CONDITIONS, evaluate_command, infer, infer_conditions
 from mumu.noise import corrupt_tensor
 from mumu.metrics import headline
-from mumu.train import load_run, retest, retest_command, train_once
+from mumu.rundir import load_run
+from mumu.train import retest, retest_command, train_once
 from pipeline.errors import MumuError
 from tests.test_data import tiny_demo  # noqa: F401  (session fixture: tiny demo dataset + feature cache)
 

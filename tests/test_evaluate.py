@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from mumu.evaluate import Inference, compute_metrics, evaluate_command, infer
-from mumu.train import load_run
+from mumu.rundir import load_run
 from mumu.plots import plot_attention
 from tests.test_data import tiny_demo  # noqa: F401  (session fixture: tiny demo dataset + feature cache)
 

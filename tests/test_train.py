@@ -16,7 +16,8 @@ import torch
 from click.testing import CliRunner
 
 from mumu.metrics import headline, summarize_folds
-from mumu.train import finished_folds, load_run, train_command, train_once
+from mumu.rundir import finished_folds, load_run
+from mumu.train import train_command, train_once
 from pipeline.errors import MumuError
 from pipeline.tables import table_path
 from tests.test_data import tiny_demo  # noqa: F401  (session fixture)

@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mumu.train import finished_folds  # noqa: E402
+from mumu.rundir import finished_folds  # noqa: E402
 from summarise import unadapted_run  # noqa: E402
 
 

@@ -22,7 +22,7 @@ RESULTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(RESULTS.parents[1]))
 
 from mumu.adapt import by_subject, predict_by_subject  # noqa: E402
-from mumu.train import finished_folds, load_run  # noqa: E402
+from mumu.rundir import finished_folds, load_run  # noqa: E402
 
 LAMS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 

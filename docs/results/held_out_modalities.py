@@ -27,7 +27,8 @@ from mumu.adapt import by_subject, load_batchnorm_state, subject_batchnorm_state
 from mumu.config import resolve_config, save_config  # noqa: E402
 from mumu.module import MumuModule  # noqa: E402
 from mumu.rundata import RunData, SampleSplit, prepare_data, split_samples  # noqa: E402
-from mumu.train import load_module, train_split  # noqa: E402
+from mumu.rundir import load_module  # noqa: E402
+from mumu.train import train_split  # noqa: E402
 from pipeline.files import replaced_whole  # noqa: E402
 from pipeline.index import Sample  # noqa: E402
 

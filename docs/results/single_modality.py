@@ -24,7 +24,7 @@ import torch
 RESULTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(RESULTS.parents[1]))
 
-from mumu.train import finished_folds  # noqa: E402
+from mumu.rundir import finished_folds  # noqa: E402
 from summarise import unadapted_run  # noqa: E402
 
 

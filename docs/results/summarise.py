@@ -36,9 +36,9 @@ def fold_metrics(run_dir: Path) -> dict[str, dict]:
 
 
 def unadapted_run(run_dir: Path, fold: str):
-    """`mumu.train.load_run` for the probes that predict the test set in one pass, without test-time adaptation:
+    """`mumu.rundir.load_run` for the probes that predict the test set in one pass, without test-time adaptation:
     a run tested with adapt_bn is refused, since their numbers would not be the ones it reported."""
-    from mumu.train import load_run
+    from mumu.rundir import load_run
 
     run = load_run(run_dir, fold=fold)
     if run.config.adapt_bn:

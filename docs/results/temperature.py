@@ -25,7 +25,7 @@ RESULTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(RESULTS.parents[1]))
 
 from mumu.adapt import by_subject, predict_by_subject  # noqa: E402
-from mumu.train import finished_folds, load_run  # noqa: E402
+from mumu.rundir import finished_folds, load_run  # noqa: E402
 
 TEMPERATURES = torch.logspace(-1, 1, 121)  # 0.1 .. 10
 

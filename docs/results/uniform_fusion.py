@@ -22,7 +22,7 @@ sys.path.insert(0, str(RESULTS.parents[1]))
 
 import mumu.fusion as fusion  # noqa: E402
 from mumu.encoders import masked_softmax  # noqa: E402
-from mumu.train import finished_folds  # noqa: E402
+from mumu.rundir import finished_folds  # noqa: E402
 from summarise import unadapted_run  # noqa: E402
 
 
