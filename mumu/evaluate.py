@@ -312,10 +312,8 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
     per_fold, run = infer_folds(run_dir, noise, noise_level, seed, adapt_by_condition)
     folds = len(per_fold)
     results = {name: Inference.concat([f[name] for f in per_fold]) for name in CONDITIONS}
-    first = per_fold[0]  # attention and t-SNE: one model (see module docstring)
 
-    data = run.data
-    names, group_names = data.activity_names, data.group_names
+    names, group_names = run.data.activity_names, run.data.group_names
     class_groups = _class_groups(run.config.dataset, run.config.activity_table)
     metrics, per_class = compute_metrics(results, names, group_names, class_groups)
     metrics.update({"model": run.config.model, "dataset": run.config.dataset, "protocol": run.config.protocol,
@@ -323,15 +321,34 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
                     "adaptation": (("subject and silent streams" if adapt_by_condition else "subject")
                                    if run.config.adapt_bn else None)})
     if folds > 1:  # LOSO papers report the mean ± std over folds; the headline numbers above pool them
-        scores = [headline_metrics(f["clean"].labels, f["clean"].preds) for f in per_fold]
-        metrics["fold_mean"] = {}
-        for name in ("macro_f1", "accuracy"):
-            values = [score[name] for score in scores]
-            metrics["fold_mean"].update({name: float(np.mean(values)), f"{name}_std": float(np.std(values))})
+        metrics["fold_mean"] = _fold_mean(per_fold)
+    _write_plots(out / "plots", results, per_fold[0], run, metrics, per_class, class_groups,
+                 activities, noise, noise_level, tsne_samples, seed)
+    write_confusion_csv(out / "confusion.csv", results["clean"], names)
+    write_json(out / "per_class.json", {"per_class": per_class})
+    write_json(out / "metrics.json", metrics)  # last: marks a complete evaluation
+    return metrics, per_class, out
 
-    figures = out / "plots"
+
+def _fold_mean(per_fold: list[dict[str, Inference]]) -> dict[str, float]:
+    """Mean and std over folds of the clean macro-F1 and accuracy."""
+    scores = [headline_metrics(f["clean"].labels, f["clean"].preds) for f in per_fold]
+    summary = {}
+    for name in ("macro_f1", "accuracy"):
+        values = [score[name] for score in scores]
+        summary.update({name: float(np.mean(values)), f"{name}_std": float(np.std(values))})
+    return summary
+
+
+def _write_plots(figures: Path, results: dict[str, Inference], first: dict[str, Inference], run: LoadedRun,
+                 metrics: dict, per_class: list[dict], class_groups: list[int], activities: str, noise: str,
+                 noise_level: float, tsne_samples: int, seed: int) -> None:
+    """Confusion matrix and per-class F1 over every fold's test predictions; attention weights and t-SNE of the
+    first fold's model (`first`: its inference per condition), one model's view (see module docstring)."""
     figures.mkdir(parents=True, exist_ok=True)
-    where = f"{run.config.dataset}, {run.config.model}, {run.config.protocol}"
+    data, config, folds = run.data, run.config, metrics["folds"]
+    names, group_names = data.activity_names, data.group_names
+    where = f"{config.dataset}, {config.model}, {config.protocol}"
     clean = results["clean"]
     confusion = np.zeros((len(names), len(names)), dtype=int)
     np.add.at(confusion, (clean.labels, clean.preds), 1)
@@ -350,17 +367,12 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
                    (f"noisy non-visual ({level})", "noisy_non_visual", groups["non_visual"])]
         plots.plot_attention(
             [names[a] for a in chosen], modality_names,
-            [(title, mean_weights(first[condition], chosen, run.config.model), corrupted)
+            [(title, mean_weights(first[condition], chosen, config.model), corrupted)
              for title, condition, corrupted in columns],
             figures / "attention.png", f"Modality attention weights, mean over test samples ({one_model})")
     else:
         (figures / "attention.png").unlink(missing_ok=True)  # B1/B2 have no modality attention
     _plot_tsne(first["clean"], modality_names, names, figures / "tsne.png", one_model, tsne_samples, seed)
-
-    write_confusion_csv(out / "confusion.csv", clean, names)
-    write_json(out / "per_class.json", {"per_class": per_class})
-    write_json(out / "metrics.json", metrics)  # last: marks a complete evaluation
-    return metrics, per_class, out
 
 
 def _class_groups(dataset: str, table: str | None) -> list[int]:
