@@ -25,12 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def trained_run(tiny_demo, tmp_path_factory):  # noqa: F811
-    """A one-epoch MuMu run on the tiny demo cache (cross_session: every subject in train and test)."""
+    """MuMu trained on the tiny demo cache (cross_session: every subject in train and test) until it learns: a
+    model that predicts one class whatever its input would score corrupted inputs as clean ones."""
     from mumu.train import train_once
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("run") / "mumu"
-    return train_once(tiny_demo.config(out, max_epochs=1), progress=False)
+    return train_once(tiny_demo.config(out, max_epochs=15, batch_size=4, lr=1e-2, dropout=0.0), progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,9 @@ def test_clean_metrics_match_the_training_run(trained_run, evaluated):
     assert metrics["group_accuracy"] == pytest.approx(trained_run.metrics["group_accuracy"], abs=1e-6)
     n = trained_run.metrics["n_samples"]
     assert metrics["n_samples"] == n
+    assert metrics["accuracy"] > 2 / 6  # above chance (1/6), so corrupted inputs can score otherwise
     for condition in ("noisy", "noisy_visual", "noisy_non_visual"):
-        assert metrics[condition]["n_samples"] == n and 0 <= metrics[condition]["macro_f1"] <= 1
+        assert metrics[condition]["n_samples"] == n and metrics[condition]["accuracy"] != metrics["accuracy"]
     assert sum(g["n_samples"] for g in metrics["per_group"].values()) == n
 
 
