@@ -63,15 +63,29 @@ def run_study(*args: str) -> str:
 
 
 def test_quick_noise_study_reports_clean_and_noisy_columns(params, tmp_path):
-    args = ["noise", "--quick", "--params", str(params), "--out", str(tmp_path), "--max-epochs", "1",
+    """Each column is its own condition's score, as `evaluate` computes it for the same run; the runs learn above
+    chance (a one-epoch run predicted one class, so every column scored alike whatever it was computed from)."""
+    from mumu.evaluate import CONDITIONS, evaluate_run
+
+    learning = tmp_path / "learning.yaml"
+    settings = yaml.safe_load(params.read_text())
+    settings["train"].update(batch_size=4, lr=1e-2, dropout=0.0)
+    learning.write_text(yaml.safe_dump(settings))
+    args = ["noise", "--quick", "--params", str(learning), "--out", str(tmp_path), "--max-epochs", "15",
             "--models", "b3,mumu"]
     output = run_study(*args)
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["results"]) == {"b3", "mumu"}
     for model in ("b3", "mumu"):
         row = results["results"][model]
-        assert set(row) == {"clean", "noisy", "noisy_visual", "noisy_non_visual"}
+        assert set(row) == set(CONDITIONS)
         assert len({r["n_samples"] for r in row.values()}) == 1  # every condition covers the whole test set
+        evaluated, _, _ = evaluate_run(tmp_path / "runs" / model, tmp_path / f"eval-{model}", tsne_samples=20)
+        for condition in CONDITIONS:
+            expected = evaluated if condition == "clean" else evaluated[condition]
+            assert row[condition]["macro_f1"] == pytest.approx(expected["macro_f1"], abs=1e-9), (model, condition)
+    mumu = results["results"]["mumu"]
+    assert mumu["clean"]["accuracy"] > 2 / 6 and mumu["noisy"]["accuracy"] != mumu["clean"]["accuracy"]
     table = (tmp_path / "table.md").read_text()
     assert "| MuMu |" in table and "noisy visual" in table and table.split("\n\n")[1] in output
     # a rerun reuses the finished runs instead of training again
