@@ -672,14 +672,7 @@ def extract_command(params: str, data_root: Path | None, index_path: Path | None
     cache_path = cache_path or Path(for_dataset.get("cache") or Path("cache") / f"{dataset}.zarr")
     report_path = index_report_path(index_path) if index_path else cache_path / "index_report.json"
     if skipped:
-        click.echo(f"{len(skipped)} files were skipped when indexing (unreadable or malformed; their samples keep "
-                   f"the modality as missing):")
-        click.echo("\n".join(skipped_lines(skipped, report_path)))
-        # --strict is about the modalities extracted (a file of unknown modality, from an older report, counts)
-        relevant = [s for s in skipped if s.get("modality") in {spec.name for spec in specs} | {None}]
-        if strict and relevant:
-            raise MumuError(f"{len(relevant)} files of the modalities extracted were skipped when indexing, the first "
-                            f"{relevant[0]['path']}: {relevant[0]['reason']} (--strict; all in {report_path})")
+        _report_skipped(skipped, report_path, specs, strict)
     if limit is not None:
         samples = samples[:limit]
     settings = ExtractSettings(**{field.name: value[field.name] for field in dataclasses.fields(ExtractSettings)})
@@ -688,6 +681,25 @@ def extract_command(params: str, data_root: Path | None, index_path: Path | None
                           whole_index=limit is None)
     if index_path is None:  # the cache exists now; its own indexing's report goes into it
         write_json(report_path, index_report)
+    _report_extraction(summary, cache_path, specs, len(samples), strict)
+
+
+def _report_skipped(skipped: list[dict], report_path: Path, specs: list[ModalitySpec], strict: bool) -> None:
+    """The files indexing skipped; under --strict, an error if any is of a modality extracted."""
+    click.echo(f"{len(skipped)} files were skipped when indexing (unreadable or malformed; their samples keep "
+               f"the modality as missing):")
+    click.echo("\n".join(skipped_lines(skipped, report_path)))
+    # --strict is about the modalities extracted (a file of unknown modality, from an older report, counts)
+    relevant = [s for s in skipped if s.get("modality") in {spec.name for spec in specs} | {None}]
+    if strict and relevant:
+        raise MumuError(f"{len(relevant)} files of the modalities extracted were skipped when indexing, the first "
+                        f"{relevant[0]['path']}: {relevant[0]['reason']} (--strict; all in {report_path})")
+
+
+def _report_extraction(summary: dict, cache_path: Path, specs: list[ModalitySpec], n_samples: int,
+                       strict: bool) -> None:
+    """What was extracted and the samples with failures; an error when no sample is usable, or (--strict) any
+    failed."""
     rate = summary["frames"] / summary["seconds"] if summary["seconds"] else 0.0
     frames = f", {summary['frames']} frames" if any(spec.visual for spec in specs) else ""
     speed = f" ({rate:.1f} frames/s)" if frames else ""
@@ -700,8 +712,8 @@ def extract_command(params: str, data_root: Path | None, index_path: Path | None
             click.echo(f"  {sample_id}: {reason}")
         if len(failures) > 20:
             click.echo(f"  ... and {len(failures) - 20} more (`python cli.py cache-info {cache_path}`)")
-    if len(summary["unusable"]) == len(samples):  # the cache holds nothing to train on: not a success
-        raise MumuError(f"{cache_path}: not one of the {len(samples)} samples has a usable modality; the failures "
+    if len(summary["unusable"]) == n_samples:  # the cache holds nothing to train on: not a success
+        raise MumuError(f"{cache_path}: not one of the {n_samples} samples has a usable modality; the failures "
                         f"are listed by `python cli.py cache-info {cache_path}`")
     if strict and failures:
         raise MumuError(f"{len(failures)} samples had failures (--strict)")
