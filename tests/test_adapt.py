@@ -138,6 +138,28 @@ def test_evaluate_adapts_as_the_test_did(adapted, tmp_path):
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(adapted.metrics["accuracy"], abs=1e-6)
     assert metrics["macro_f1"] == pytest.approx(adapted.metrics["macro_f1"], abs=1e-6)
+    # the short run predicts one class with or without adaptation, so the metrics cannot tell: evaluate's fused
+    # features are those of each test subject's samples under that subject's own BatchNorm statistics
+    run = load_run(adapted.run_dir)
+    expected = {}
+    for samples in by_subject(run.samples("test")):
+        batches = list(run.data.loader(samples))
+        with adapted_batchnorm(run.module, batches), torch.no_grad():
+            for batch in batches:
+                expected.update(zip(batch["sample_id"], run.predict(batch).fused.numpy()))
+    clean = infer(run)
+    np.testing.assert_allclose(clean.fused, np.stack([expected[i] for i in clean.sample_ids]), atol=1e-5)
+
+
+def test_a_stream_with_one_constant_channel_is_not_silent():
+    """Only a stream whose every channel is constant over the sample's valid steps is silent (a dead sensor, a
+    zeroed group); a flat channel among live ones (a stuck axis, a ReLU'd feature) is not."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 6, 5, 4)  # (B, S, W, C)
+    x[..., 0] = 0.0  # one flat channel, the others live
+    x[2] = 1.5  # sample 2: the whole stream flat
+    batch = {"x": {"acc": x}, "lengths": {"acc": torch.tensor([6, 4, 6])}}
+    assert silent_streams(batch)[:, 0].tolist() == [False, False, True]
 
 
 def zeroed(batch: dict, name: str, rows: torch.Tensor) -> dict:

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from mumu.fusion import GMFusion, ModalitySelfAttention, kl_to_target
+from mumu.fusion import GMFusion, ModalitySelfAttention, SMFusion, kl_to_target
 from mumu.model import ARCHS, build_model, lost_modalities
 from pipeline.errors import MumuError
 from pipeline.modalities import ModalitySpec
@@ -126,6 +126,16 @@ def test_sm_fusion_alpha_sums_to_one_over_present_modalities():
         torch.testing.assert_close(w.sum(1), torch.ones(4))
         assert (w[~present] == 0).all() and (w[present] > 0).all()
     assert out.attention["sm"][2].tolist() == [1.0, 0.0, 0.0]  # only rgb present
+
+
+def test_sm_fusion_mixes_the_features_with_the_weights_it_reports():
+    torch.manual_seed(0)
+    xu = torch.randn(2, 3, 16)
+    xu[1, 1:] = 0  # sample 1 has modality 0 only; a missing modality's feature is zero
+    present = torch.tensor([[True, True, True], [True, False, False]])
+    x_aux, alpha = SMFusion(16)(xu, present)
+    torch.testing.assert_close(x_aux[1], xu[1, 0])  # one present modality: X_aux is its feature
+    torch.testing.assert_close(x_aux, torch.einsum("bm,bmd->bd", alpha, xu))  # eq. (3)
 
 
 def test_b3_fusion_weights_ignore_missing_modalities():
@@ -251,6 +261,9 @@ def test_modality_dropout_drops_one_modality_per_sample_and_never_the_last():
         lost = lost_modalities(present, 0.999)  # (B, M)
         assert (lost <= present).all()
         assert lost.sum(1).tolist() == [1 if n >= 2 else 0 for n in present.sum(1).tolist()]
+    torch.manual_seed(0)  # and the lost one is drawn among all present, not always the same
+    lost = lost_modalities(torch.ones(64, 3, dtype=torch.bool), 0.999)
+    assert (lost.sum(0) > 10).all(), lost.sum(0)  # each about a third of the time
 
 
 def test_modality_dropout_down_to_one_shows_every_stream_alone_and_never_empties_a_sample():
@@ -340,6 +353,9 @@ def test_fusion_kl_is_zero_for_equal_weights_and_log_n_for_one_modality():
         torch.nn.init.zeros_(layer.weight)
     torch.nn.init.zeros_(net.sm_fusion.score.bias)
     assert net(x, lengths).fusion_kl.item() == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():  # SM-Fusion still equal, GM-Fusion's heads far from it: the term counts them too
+        net.gm_fusion.q.weight.normal_().mul_(100)
+    assert net(x, lengths).fusion_kl > 1e-4
     one_hot = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
     present = torch.tensor([[True, True, True], [True, True, False]])
     torch.testing.assert_close(kl_to_target(one_hot, present), torch.tensor([math.log(3), math.log(2)]))

@@ -36,6 +36,13 @@ def test_mmact_csv_is_sorted_deduplicated_and_counts_missing_rows(tmp_path):
     np.testing.assert_allclose(np.diff(stream.times), [0.01] * 4 + [0.02] + [0.01] * 3, atol=1e-4)
     np.testing.assert_array_equal(stream.values[:, 0], [0, 3, 6, 9, 12, 18, 21, 24, 27])
     assert stream.missing_fraction == pytest.approx(0.1)  # 0.09 s at 100 Hz: 10 expected, 9 valid
+    # a second row at a time already read, with other values, is dropped (the first kept); without a rate, an
+    # unparseable row counts as missing
+    stamp = lines[1].split(",")[0]
+    (tmp_path / "c.csv").write_text("\n".join([lines[0], lines[1], f"{stamp},99,99,99", lines[2], "not,a,row"]) + "\n")
+    stream = read_mmact_csv(tmp_path / "c.csv", rate_hz=None)
+    assert stream.values[:, 0].tolist() == [0, 3, 6]
+    assert stream.missing_fraction == pytest.approx(0.25)  # 3 usable of 4 distinct rows
 
 
 def test_empty_csv_and_missing_file_are_errors_with_reasons(tmp_path):

@@ -103,9 +103,10 @@ def test_quick_ablation_study_reports_mean_std_and_aso(params, tmp_path):
     no_lstm.write_text(yaml.safe_dump(settings))
     output = run_study("ablation", "--quick", "--params", str(no_lstm), "--out", str(tmp_path),
                        "--max-epochs", "1", "--models", "b1,mumu")
-    lstm_layers = {m: yaml.safe_load((tmp_path / "runs" / f"{m}-seed0" / "config.yaml").read_text())["lstm_layers"]
-                   for m in ("b1", "mumu")}
-    assert lstm_layers == {"b1": 1, "mumu": 0}
+    configs = {(m, s): yaml.safe_load((tmp_path / "runs" / f"{m}-seed{s}" / "config.yaml").read_text())
+               for m in ("b1", "mumu") for s in (0, 1)}
+    assert {m: configs[m, 0]["lstm_layers"] for m in ("b1", "mumu")} == {"b1": 1, "mumu": 0}
+    assert all(config["seed"] == s for (_, s), config in configs.items())  # each run is trained with its seed
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["seeds"] == [0, 1]
     assert all(len(scores) == 2 for scores in results["macro_f1"].values())

@@ -432,6 +432,26 @@ def test_fusion_targets_pull_mumus_trained_fusion_weights_toward_them(tiny_demo,
     assert load_run(tmp_path / "targets").config.fusion_targets == str(targets)
 
 
+def test_each_training_sample_is_pulled_toward_its_own_fusion_target(tiny_demo):  # noqa: F811
+    """Targets that differ by sample: a batch's term is the model's KL to each row's own target (the test above
+    gives every sample the same target, so it cannot see rows paired with the wrong targets)."""
+    from mumu.module import MumuModule
+    from mumu.rundata import prepare_data
+
+    cfg = tiny_demo.config(fusion_kl=1.0, dropout=0.0)
+    data = prepare_data(cfg)
+    batch = next(iter(data.loader(data.samples[:6], batch_size=6)))
+    targets = torch.nn.functional.one_hot(torch.arange(6) % 3, 3).float() * 0.9 + 0.05  # (B, M), one per sample
+    torch.manual_seed(0)
+    module = MumuModule(cfg.to_dict(), [s.to_dict() for s in data.specs], data.activity_names,
+                        data.group_names).train()
+    module.set_fusion_targets({i: t.tolist() for i, t in zip(batch["sample_id"], targets)})
+    with torch.no_grad():
+        got = module(batch).fusion_kl
+        expected = module.model(module.standardise(module.features(batch)), batch["lengths"], targets).fusion_kl
+    torch.testing.assert_close(got, expected)
+
+
 def test_fusion_targets_files_that_cannot_serve_are_named_before_training(tiny_demo, tmp_path):  # noqa: F811
     from mumu.rundata import prepare_data
 

@@ -120,7 +120,8 @@ def test_the_data_module_applies_the_transform_per_epoch_and_sample():
         def load(self, s, choose):
             return {"skeleton": torch.from_numpy(x["skeleton"][choose("skeleton", 6)])}
 
-    samples = [Sample("a1_s1_t1", "utd_mhad", 1, "swipe_left", 0, "hand_gesture", 0)]
+    # two samples loading the same skeleton: each must get its own augmentation
+    samples = [Sample(f"a1_s1_t{t}", "utd_mhad", 1, "swipe_left", 0, "hand_gesture", 0) for t in (1, 2)]
     specs = select_modalities("utd_mhad", "skeleton")
     transform = SensorTransform.from_params({"skeleton": FRAME, "augment": AUGMENT})
     evaluation = Fixed(samples, specs, {"skeleton": 6}, train=False, seed=0, transform=transform)
@@ -129,4 +130,5 @@ def test_the_data_module_applies_the_transform_per_epoch_and_sample():
     np.testing.assert_allclose(evaluation[0]["x"]["skeleton"].numpy(), body, atol=1e-6)
     np.testing.assert_array_equal(training[(0, 3)]["x"]["skeleton"], training[(0, 3)]["x"]["skeleton"])
     assert not np.allclose(training[(0, 3)]["x"]["skeleton"], training[(0, 4)]["x"]["skeleton"])
+    assert not np.allclose(training[(0, 3)]["x"]["skeleton"], training[(1, 3)]["x"]["skeleton"])
     assert not np.allclose(training[(0, 3)]["x"]["skeleton"].numpy(), body)
