@@ -354,7 +354,7 @@ def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path)
                          (dict(fusion_init="zeros"), "unknown fusion_init 'zeros'"),
                          (dict(fusion_norm="sum"), "unknown fusion_norm 'sum'"),
                          (dict(fusion_kl=-0.1), "fusion_kl is a loss weight"),
-                         (dict(fusion_kl=0.5, gm_gate="sigmoid"), "gm_gate sigmoid has no softmax"),
+                         (dict(fusion_kl=0.5, gm_gate="sigmoid"), "gm_gate sigmoid gives GM-Fusion no softmax"),
                          (dict(fusion_targets="t.csv"), "need model mumu and fusion_kl > 0 .*fusion_kl 0.0"),
                          (dict(fusion_targets="t.csv", fusion_kl=1.0, model="b2"), "need model mumu .*got model b2"),
                          (dict(model="b1", lstm_layers=0), "B1 .* pools the last LSTM state"),
@@ -660,7 +660,7 @@ def test_train_command_prints_the_headline(tiny_demo, tmp_path):  # noqa: F811
     motion = runner.invoke(train_command, args[:-1] + [str(tmp_path / "motion"), "--motion"])  # reaches the config
     assert motion.exit_code != 0 and "motion channels need the sequence sensor encoder" in motion.output
     kl = runner.invoke(train_command, args[:-1] + [str(tmp_path / "kl"), "--fusion-kl", "0.5"])  # with the sigmoid gate
-    assert kl.exit_code != 0 and "gm_gate sigmoid has no softmax" in kl.output
+    assert kl.exit_code != 0 and "gm_gate sigmoid gives GM-Fusion no softmax" in kl.output
 
     missing = runner.invoke(train_command, args[:5] + [str(tmp_path / "absent.zarr")] + args[6:-1]
                             + [str(tmp_path / "other")])
