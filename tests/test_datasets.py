@@ -264,6 +264,12 @@ def test_cli_index_writes_index_report_and_summary(repo_root, mmact_root, tmp_pa
     report = json.loads((tmp_path / "idx" / "index_report.json").read_text())
     assert report["samples"] == 24 and report["per_group"] == {"complex": 4, "simple": 8, "desk": 12}
     assert report["unknown_files"] == 3 and len(report["skipped_files"]) == 2
+    assert report["per_subject"] == {"1": 12, "2": 12}
+    assert {a: n for a, n in report["per_activity"].items() if n} == {
+        "carrying_light": 4, "walking": 4, "using_phone": 4, "using_phone_desk": 4, "talking_on_phone_desk": 4,
+        "using_pc": 4}
+    assert len(report["per_activity"]) == 37  # every activity of the table, in its order, zeros too
+    assert "per subject:  1: 12, 2: 12" in result.stdout
     assert "24 mmact samples" in result.stdout
     assert "gyro 1/24" in result.stdout  # missing modalities
     assert "walking.csv: empty file" in result.stdout

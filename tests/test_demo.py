@@ -127,6 +127,26 @@ def test_an_interrupted_run_is_finished_by_rerunning(demo, tmp_path):
     assert _files(out) == _files(demo)
 
 
+def test_a_run_killed_while_writing_a_video_is_finished_by_rerunning(demo, tmp_path, monkeypatch):
+    """A video half-written when the run is killed must not be kept as done by the rerun."""
+    import av
+
+    real, frames = av.VideoFrame.from_ndarray, []
+
+    def killed_on_the_30th_frame(*args, **kwargs):
+        frames.append(1)
+        if len(frames) == 30:  # the third video, mid-way
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(av.VideoFrame, "from_ndarray", killed_on_the_30th_frame)
+    with pytest.raises(KeyboardInterrupt):
+        write_demo_dataset(tmp_path / "demo", seed=3, **SMALL)
+    monkeypatch.undo()
+    write_demo_dataset(tmp_path / "demo", seed=3, **SMALL)
+    assert _files(tmp_path / "demo") == _files(demo)
+
+
 def test_cli_writes_the_demo(tmp_path, repo_root):
     result = subprocess.run(
         [sys.executable, str(repo_root / "cli.py"), "demo-data", "--out", str(tmp_path / "d"), "--subjects", "1",

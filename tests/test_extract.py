@@ -514,6 +514,25 @@ def _part_files(cache: Path) -> dict[str, int]:
     return {str(p.relative_to(cache)): p.stat().st_mtime_ns for p in (cache / "parts").rglob("*") if p.is_file()}
 
 
+def test_rebuild_if_changed_resumes_an_unchanged_cache_instead_of_rebuilding_it(tmp_path):
+    """dvc.yaml's extract passes --rebuild-if-changed: with the settings unchanged (a `dvc repro` after a kill) the
+    cache is kept, its complete parts untouched, and only a missing part is computed."""
+    _, index = make_dataset(tmp_path / "data", n_good=1)  # 4 samples in parts of 2
+    cache = tmp_path / "c.zarr"
+    assert _extract(index, cache).exit_code == 0
+    before = _part_files(cache)
+    same = _extract(index, cache, "--rebuild-if-changed")
+    assert same.exit_code == 0, same.output
+    assert "extracted 0 samples in 0 parts (2 parts already complete)" in same.output
+    assert _part_files(cache) == before
+    shutil.rmtree(cache / "parts" / "part-000001")  # as if `dvc repro` had been killed mid-extract
+    resumed = _extract(index, cache, "--rebuild-if-changed")
+    assert resumed.exit_code == 0, resumed.output
+    assert "in 1 parts (1 parts already complete)" in resumed.output
+    kept = {k: v for k, v in before.items() if k.startswith("parts/part-000000")}
+    assert kept and {k: v for k, v in _part_files(cache).items() if k.startswith("parts/part-000000")} == kept
+
+
 @pytest.mark.parametrize("flag", [[], ["--rebuild-if-changed"], ["--overwrite"]])
 def test_an_index_that_would_empty_the_cache_is_refused_before_it_is_touched(tmp_path, flag):
     """An index of no samples, of one sample twice, or of a dataset that moved (not one file where it says) would
