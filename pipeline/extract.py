@@ -468,6 +468,12 @@ def _run_dask(todo: Parts, modalities: list[ModalitySpec], settings: ExtractSett
         for future in as_completed(futures):
             results.append(future.result())
             progress(results[-1])
+    except KeyboardInterrupt:
+        # After Ctrl-C, closing the cluster can race in dask's event loop and log a traceback (seen once: a
+        # NameError from distributed.utils, under load); the resume hint the command prints is all there is to say.
+        for name in ("distributed", "tornado", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+        raise
     finally:
         client.close()
         if cluster is not None:
