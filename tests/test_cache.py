@@ -1,6 +1,8 @@
 """The zarr feature cache: ragged round trip, fingerprint refusal, the writer lock, cache-info, damaged caches."""
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -280,3 +282,21 @@ def test_training_on_a_cache_with_incomplete_parts_warns_naming_them(demo, tmp_p
     assert (f"warning: {tmp_path / 'c.zarr' / 'parts'}: 2 part folder(s) without their zarr.json, so not complete "
             "and left out: part-000000, part-000001; rerun the same `cli.py extract` to redo them") in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("Error: protocol cross_subject on demo")
+
+
+def test_cache_info_counts_the_samples_that_hold_each_modality(tmp_path):
+    make_cache(tmp_path / "c.zarr", np.random.default_rng(0))  # rgb: 2 of 3 samples; imu: all 3
+    output = CliRunner().invoke(cache_info_command, [str(tmp_path / "c.zarr")]).output
+    assert re.search(r"rgb\s+video\s+2 samples\s+307 segments", output), output
+    assert re.search(r"imu\s+sensor\s+3 samples\s+14 windows", output), output
+
+
+def test_a_cache_of_another_format_version_is_refused(tmp_path):
+    make_cache(tmp_path / "c.zarr", np.random.default_rng(0))
+    meta = tmp_path / "c.zarr" / "zarr.json"
+    document = json.loads(meta.read_text())
+    document["attributes"]["mumu_cache"]["format"] = 0
+    meta.write_text(json.dumps(document))
+    with pytest.raises(MumuError,
+                       match=r"cache format 0, this code reads format 1; rebuild it with `extract --overwrite`"):
+        FeatureCache(tmp_path / "c.zarr")

@@ -229,3 +229,14 @@ def test_empty_split_is_a_clear_error(tiny_demo):
                                          protocol="cross_subject"))  # one subject only: nobody to test on
     with pytest.raises(MumuError, match=r"split cross_subject: the \w+ set is empty"):
         split_samples(data)
+
+
+def test_each_bin_draws_its_own_offset():
+    rng = np.random.default_rng(0)
+    draws = np.stack([step_indices(10, 5, rng) for _ in range(200)])  # bins of 2 steps
+    assert any(len(set((d % 2).tolist())) > 1 for d in draws)  # not one offset shared by every bin
+
+
+def test_the_training_order_depends_on_the_seed():
+    orders = {seed: [i for i, _ in EpochSampler(11, shuffle=True, seed=seed)] for seed in (3, 4)}
+    assert orders[3] != orders[4]

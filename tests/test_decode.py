@@ -8,7 +8,8 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.decode import DecodeError, DecodeWorker, decode_visual, decode_video_pyav, load_depth_frames
+from pipeline.decode import (DecodeError, DecodeWorker, decode_visual, decode_video_decord, decode_video_pyav,
+                             load_depth_frames)
 
 
 def write_mp4(path, n_frames: int = 10, size: tuple[int, int] = (64, 48), seed: int = 0,
@@ -171,3 +172,21 @@ def test_utd_mhad_depth_maps_become_three_channel_images(tmp_path):
     scipy.io.savemat(tmp_path / "empty_depth.mat", {"d_depth": np.zeros((24, 32, 0), np.uint16)})
     with pytest.raises(DecodeError, match=r"d_depth has shape \(24, 32, 0\)"):
         load_depth_frames(str(tmp_path / "empty_depth.mat"), 3, 16)
+
+
+def test_the_fallback_decoder_keeps_the_channel_order(tmp_path):
+    path = tmp_path / "red.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        frame = np.zeros((48, 64, 3), np.uint8)
+        frame[..., 0] = 220  # red
+        frame[..., 2] = 30
+        for _ in range(6):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    for frames in (decode_video_pyav(str(path), 3, 32), decode_video_decord(str(path), 3, 32)):
+        red, blue = frames[..., 0].mean(), frames[..., 2].mean()
+        assert red > 180 and blue < 70, (red, blue)

@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from mumu import plots
 from mumu.evaluate import Inference, compute_metrics, evaluate_command, infer
 from mumu.rundir import load_run
 from mumu.plots import plot_attention
@@ -280,3 +282,49 @@ def test_the_tsne_map_does_not_depend_on_the_machines_core_count(tmp_path):
         subprocess.run([sys.executable, "-c", script, str(tmp_path / "features.npy"), str(tmp_path / f"{threads}.npy")],
                        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": threads}, check=True, timeout=300)
     np.testing.assert_array_equal(np.load(tmp_path / "1.npy"), np.load(tmp_path / "2.npy"))
+
+
+def _pairs(out):
+    with open(out / "confusion.csv") as f:
+        return [(r["actual"], r["predicted"]) for r in csv.DictReader(f)]
+
+
+def test_confusion_csv_rows_are_actual_predicted_pairs(trained_run, evaluated):  # noqa: F811
+    out, _ = evaluated
+    pairs = _pairs(out)
+    per_class = json.loads((out / "per_class.json").read_text())["per_class"]
+    assert Counter(a for a, _ in pairs) == Counter({r["activity"]: r["support"] for r in per_class if r["support"]})
+    assert np.mean([a == p for a, p in pairs]) == pytest.approx(trained_run.metrics["accuracy"], abs=1e-6)
+
+
+def test_per_class_precision_and_recall_agree_with_the_confusion_csv(evaluated):  # noqa: F811
+    out, _ = evaluated
+    pairs = _pairs(out)
+    for row in json.loads((out / "per_class.json").read_text())["per_class"]:
+        name = row["activity"]
+        hits = sum(a == p == name for a, p in pairs)
+        predicted = sum(p == name for _, p in pairs)
+        assert row["recall"] == pytest.approx(hits / row["support"] if row["support"] else 0.0), name
+        assert row["precision"] == pytest.approx(hits / predicted if predicted else 0.0), name
+
+
+def test_the_red_tick_labels_are_the_corrupted_modalities(tmp_path, monkeypatch):
+    figures = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(
+        [[(t.get_text(), t.get_color()) for t in ax.get_xticklabels()] for ax in fig.axes]), save(fig, path))[1])
+    weights = {"SM-Fusion": np.array([[0.7, 0.3]]), "GM-Fusion": np.array([[0.4, 0.6]])}
+    plots.plot_attention(["carrying_heavy"], ["rgb_cam1", "gyro"],
+                         [("clean input", weights, []), ("noisy non-visual", weights, ["gyro"])],
+                         tmp_path / "a.png", "t")
+    clean, noisy = figures[0][:2]
+    assert [name for name, color in clean if color == "red"] == []
+    assert [name for name, color in noisy if color == "red"] == ["gyro"]
+
+
+def test_summary_lines_carry_their_conditions_numbers(evaluated):  # noqa: F811
+    out, output = evaluated
+    metrics = json.loads((out / "metrics.json").read_text())
+    for label, key in (("noisy visual", "noisy_visual"), ("noisy non-visual", "noisy_non_visual")):
+        line = next(l for l in output.splitlines() if l.strip().startswith(label + " "))
+        assert f"accuracy {100 * metrics[key]['accuracy']:5.1f} %" in line, (line, metrics[key])

@@ -618,3 +618,19 @@ def test_strict_fails_only_on_skipped_files_of_the_modalities_extracted(tmp_path
     depth = CliRunner().invoke(extract_command,
                                [*args, "--modalities", "depth,inertial", "--cache", str(tmp_path / "d.zarr")])
     assert depth.exit_code == 2 and f"the first {bad}: truncated MATLAB file" in depth.output, depth.output
+
+
+def test_the_bridged_gaps_line_lists_only_streams_with_gaps(tmp_path):
+    rng = np.random.default_rng(0)
+    acc, gyro = tmp_path / "s_acc.csv", tmp_path / "s_gyro.csv"
+    values = rng.normal(size=(100, 3))
+    values[:30] = np.nan
+    write_mmact_csv(acc, T0, 100, values)
+    write_mmact_csv(gyro, T0, 50, rng.normal(size=(50, 3)))  # whole: nothing bridged
+    sample = Sample("s0", "demo", subject=1, activity="walk", activity_id=0, group="g", group_id=0, session=1,
+                    scene=1, views=[], paths={"acc_phone": str(acc), "gyro": str(gyro)})
+    run_extract([sample], "demo", select_modalities("demo", "acc_phone,gyro"), tmp_path / "c.zarr", SETTINGS,
+                show_progress=False)
+    info = CliRunner().invoke(cache_info_command, [str(tmp_path / "c.zarr")])
+    (line,) = [l for l in info.output.splitlines() if l.startswith("missing values bridged")]
+    assert line == "missing values bridged by interpolation: acc_phone in 1 samples (up to 30 %)", line

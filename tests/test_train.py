@@ -906,3 +906,56 @@ def test_a_loso_run_says_which_fold_it_finished_and_how_it_scored(tmp_path):
         fold = json.loads((tmp_path / "run" / f"fold_s{subject}" / "metrics.json").read_text())
         assert (f"fold_s{subject} ({number} of 3): test macro-F1 {100 * fold['macro_f1']:.1f} %, accuracy "
                 f"{100 * fold['accuracy']:.1f} % ({fold['n_samples']} samples)") in result.output
+
+
+def test_the_headline_gives_macro_f1_and_accuracy_of_metrics_json(tiny_demo, tmp_path):  # noqa: F811
+    params = tmp_path / "params.yaml"
+    params.write_text("extract:\n  image_size: 32\n")
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(train_command, [
+        "--params", str(params), "--dataset", "demo", "--cache", str(tiny_demo.cache), "--protocol", "cross_session",
+        "--modalities", "acc_phone,gyro", "--max-epochs", "1", "--batch-size", "8", "--embed-dim", "16",
+        "--max-steps-sensor", "6", "--num-workers", "0", "--accelerator", "cpu", "--val-fraction", "0.2",
+        "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert round(100 * m["macro_f1"], 2) != round(100 * m["accuracy"], 2)  # else the check below proves nothing
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(f"test macro-F1 {100 * m['macro_f1']:.2f} %, accuracy {100 * m['accuracy']:.2f} %"), last
+
+
+def test_loso_fold_lines_carry_each_folds_own_macro_f1_and_accuracy(tmp_path, monkeypatch):
+    import mumu.train
+    from pipeline.datasets import build_index
+    from pipeline.extract import ExtractSettings, run_extract
+    from pipeline.modalities import select_modalities
+    from tests.fixtures import write_utd_mhad
+
+    real = mumu.train.train_split
+    scores = iter([(0.11, 0.52), (0.23, 0.64), (0.35, 0.76)])
+
+    def scored(*args, **kwargs):  # known, distinct numbers per fold (a 1-epoch run scores 0 in every fold)
+        f1, acc = next(scores)
+        return {**real(*args, **kwargs), "macro_f1": f1, "accuracy": acc}
+
+    monkeypatch.setattr(mumu.train, "train_split", scored)
+    root = write_utd_mhad(tmp_path / "utd", subjects=(1, 2, 3))
+    run_extract(build_index("utd_mhad", root).samples, "utd_mhad", select_modalities("utd_mhad", "skeleton,inertial"),
+                tmp_path / "utd.zarr", ExtractSettings(), show_progress=False)
+    result = CliRunner().invoke(train_command, [
+        "--params", "none", "--dataset", "utd_mhad", "--cache", str(tmp_path / "utd.zarr"), "--protocol", "loso",
+        "--modalities", "skeleton,inertial", "--max-epochs", "1", "--embed-dim", "8", "--num-workers", "0",
+        "--accelerator", "cpu", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    for number, (f1, acc) in enumerate([(11.0, 52.0), (23.0, 64.0), (35.0, 76.0)], 1):
+        assert f"fold_s{number} ({number} of 3): test macro-F1 {f1:.1f} %, accuracy {acc:.1f} %" in result.output
+
+
+def test_a_dvclive_file_torn_mid_line_is_dropped_and_the_run_resumes(tiny_demo, tmp_path, capsys):  # noqa: F811
+    cfg = tiny_demo.config(tmp_path / "run")
+    with pytest.raises(SystemExit):
+        train_once(cfg, callbacks=[KillAtSecondEpoch()], progress=False)
+    live_file = cfg.run_dir / "dvclive" / "params.yaml"
+    live_file.write_text("model: mumu\nmax_ep")  # cut mid-key: not YAML (an empty file parses as None)
+    train_once(cfg, progress=False)
+    assert f"{live_file} was cut short by the interruption" in capsys.readouterr().err
