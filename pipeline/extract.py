@@ -458,7 +458,7 @@ def _run_dask(todo: Parts, modalities: list[ModalitySpec], settings: ExtractSett
                                    dashboard_address=":0", resources={"GPU": 1} if gpu else None,
                                    silence_logs=logging.ERROR)
         client = Client(cluster)
-    results = []
+    results, quietened = [], {}
     try:
         futures = [client.submit(_dask_part_task, name, samples, modalities, settings, str(cache_path), device,
                                  weights_hash, torch.get_num_threads(), key=f"mumu-extract-{name}-{os.getpid()}",
@@ -472,12 +472,15 @@ def _run_dask(todo: Parts, modalities: list[ModalitySpec], settings: ExtractSett
         # After Ctrl-C, closing the cluster can race in dask's event loop and log a traceback (seen once: a
         # NameError from distributed.utils, under load); the resume hint the command prints is all there is to say.
         for name in ("distributed", "tornado", "asyncio"):
+            quietened[name] = logging.getLogger(name).level
             logging.getLogger(name).setLevel(logging.CRITICAL + 1)
         raise
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+        for name, level in quietened.items():
+            logging.getLogger(name).setLevel(level)
     return results
 
 
@@ -532,6 +535,7 @@ def run_extract(samples: list[Sample], dataset: str, modalities: list[ModalitySp
 
     from pipeline.backbone import load_state_dict, state_dict_hash
 
+    modalities = stored_modalities(dataset, modalities)  # a part (UTD-MHAD's inertial_acc) is its modality's steps
     device = resolve_device(device, here=not scheduler)  # both checks before the cache is created, emptied or rebuilt
     if not scheduler:  # a scheduler's workers may see the data where this machine does not
         check_sources_exist(samples, modalities, index_path)

@@ -47,10 +47,10 @@ class ModalitySpec:
         return self.part_of or self.name
 
     def to_dict(self) -> dict:
-        """For cache headers and checkpoints; the part fields only where set, so that a file without parts reads
-        as it did before they existed."""
-        values = asdict(self)
-        return {k: v for k, v in values.items() if k not in ("parts", "part_of", "joint") or v}
+        """For cache headers and checkpoints. `parts` never (only the dataset table's specs are split), a part's
+        fields only where set: a file of a run without parts reads as before, also with versions older than them."""
+        values = {k: v for k, v in asdict(self).items() if k != "parts"}
+        return {k: v for k, v in values.items() if k not in ("part_of", "joint") or v}
 
     def part_specs(self) -> list[ModalitySpec]:
         """Each of `parts` as a modality of its own (one joint, the same attributes and rate)."""

@@ -551,6 +551,12 @@ def test_a_sensors_parts_train_and_evaluate_as_modalities_of_their_own(tmp_path)
         "--modalities", parts, "--weights", "random", "--workers", "0", "--device", "cpu"])
     assert extract.exit_code == 0, extract.output
     assert [m.name for m in FeatureCache(cache).modalities] == ["skeleton", "inertial"]
+    from pipeline.datasets import build_index
+    from pipeline.extract import ExtractSettings, run_extract
+    from pipeline.modalities import select_modalities
+    run_extract(build_index("utd_mhad", root).samples, "utd_mhad", select_modalities("utd_mhad", "inertial_gyro"),
+                tmp_path / "gyro.zarr", ExtractSettings(weights="random"), show_progress=False)  # the Python API too
+    assert [m.name for m in FeatureCache(tmp_path / "gyro.zarr").modalities] == ["inertial"]
 
     settings = dict(dataset="utd_mhad", data_root=str(root), cache=str(cache), protocol="odd_even",
                     extract={"weights": "random"})
@@ -592,10 +598,13 @@ def test_caches_and_runs_without_parts_record_their_modalities_as_before_parts_e
     record the part fields, or those readers fail with a TypeError on this version's caches and checkpoints."""
     from pipeline.cache import ATTRS_KEY
 
+    from pipeline.modalities import select_modalities
+
     header = json.loads((tiny_demo.cache / "zarr.json").read_text())["attributes"][ATTRS_KEY]
     checkpoint = torch.load(learned_run[0].run_dir / "checkpoints" / "best.ckpt", map_location="cpu",
                             weights_only=False)
-    for recorded in (header["modalities"], checkpoint["hyper_parameters"]["inputs"]):
+    utd = [s.to_dict() for s in select_modalities("utd_mhad", "skeleton,inertial")]  # inertial has parts
+    for recorded in (header["modalities"], checkpoint["hyper_parameters"]["inputs"], utd):
         assert recorded and all(set(m) == {"name", "kind", "joints", "attributes", "rate_hz"} for m in recorded)
 
 
