@@ -19,7 +19,7 @@ from mumu.transforms import SensorTransform
 from pipeline.errors import MumuError
 from pipeline.extract import weights_kind
 from pipeline.index import Sample
-from pipeline.modalities import FEATURE_DIM, ModalitySpec, select_modalities
+from pipeline.modalities import FEATURE_DIM, ModalitySpec, select_modalities, stored_modalities
 from pipeline.tables import ActivityTable, load_table
 
 
@@ -115,7 +115,7 @@ def _cache_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> tuple[list[Sa
         raise MumuError(f"feature cache {path} holds no usable sample"
                         + (f": extraction failed for all {len(cache.failures)}; `python cli.py cache-info {path}` "
                            f"lists why" if cache.failures else ""))
-    names = list(dict.fromkeys(s.stored_as for s in specs))  # a part is in its modality's stored steps
+    names = [s.name for s in stored_modalities(cfg.dataset, specs)]  # a part is in its modality's stored steps
     left_out = {sample_id: f"no {' or '.join(names)} in the cache: {cache.failures.get(sample_id, 'no such input')}"
                 for sample_id in cache.lacking(names)}
     return [s for s in cache.samples if s.sample_id not in left_out], left_out
@@ -153,7 +153,7 @@ def _raw_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> tuple[list[Samp
         raise MumuError(f"--from-raw: data root {cfg.data_root} does not exist (set --data-root or params.yaml "
                         f"data_root)")
     index = build_index(cfg.dataset, cfg.data_root)
-    names = list(dict.fromkeys(s.stored_as for s in specs))
+    names = [s.name for s in stored_modalities(cfg.dataset, specs)]
     left_out = {s.sample_id: f"no {' or '.join(names)} file in {cfg.data_root} (or indexing skipped it)"
                 for s in index.samples if not any(s.paths.get(name) for name in names)}
     samples = [s for s in index.samples if s.sample_id not in left_out]
