@@ -67,7 +67,7 @@ def test_step_indices_uniform_at_eval_jittered_in_training():
     assert step_indices(10, 5, None, span=(0.2, 0.8)).tolist() == [2, 3, 5, 6, 7]  # bins over steps 2-8 only
 
 
-def test_time_crop_gives_every_modality_the_same_steps_of_one_random_crop(tiny_demo):
+def test_time_crop_gives_every_modality_the_same_steps_of_one_random_crop_and_none_jitters_each(tiny_demo):
     from pipeline.cache import FeatureCache
     from pipeline.modalities import select_modalities
 
@@ -91,6 +91,11 @@ def test_time_crop_gives_every_modality_the_same_steps_of_one_random_crop(tiny_d
     assert len(patterns) > 1 and all(list(p) == sorted(p) for p in patterns)  # in time order
     evaluation = CacheDataset(tiny_demo.cache, [sample], specs, steps, train=False, seed=0, time_crop=0.4)
     assert chosen(evaluation[0], "gyro") == step_indices(n, 4, None).tolist()  # no crop at evaluation
+
+    jittered = CacheDataset(tiny_demo.cache, [sample], specs, steps, train=True, seed=0)  # time_crop 0, the default
+    draws = [(chosen(jittered[(0, epoch)], "acc_phone"), chosen(jittered[(0, epoch)], "gyro")) for epoch in range(30)]
+    assert len({tuple(acc) for acc, _ in draws}) > 1  # a random step per bin, not the bin centres
+    assert any(acc != gyro for acc, gyro in draws)  # drawn anew for each modality
 
 
 def test_collate_pads_and_marks_missing_modalities():
