@@ -222,6 +222,14 @@ class PadCollate:
         self.dtypes = dtypes or {}
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        # Raw training finds a sample's files unusable only when it loads them (RawDataset records why); one left
+        # with none of the chosen modalities is left out here, as a cache's would be before training.
+        unusable = [item["sample_id"] for item in items if all(steps is None for steps in item["x"].values())]
+        if len(unusable) == len(items):
+            raise MumuError(f"no sample of this batch has a usable input of the chosen modalities "
+                            f"({', '.join(unusable)}); their raw files failed to load: fix them, or choose modalities "
+                            f"they have")
+        items = [item for item in items if item["sample_id"] not in unusable]
         batch_size = len(items)
         x, lengths = {}, {}
         for name, step_shape in self.step_shapes.items():

@@ -149,10 +149,8 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
                 tested = fold_metrics[split.name]
                 click.echo(f"{split.name} ({number} of {len(splits)}): test macro-F1 {100 * tested['macro_f1']:.1f} %, "
                            f"accuracy {100 * tested['accuracy']:.1f} % ({tested['n_samples']} samples)")
-        recorded = sorted((run_dir / INPUT_PROBLEMS).glob("*.json"))
-        if recorded and _is_rank_zero():
-            click.echo(f"warning: {len(recorded)} samples had unusable raw inputs, used without those modalities "
-                       f"(as extract would record them): {run_dir / INPUT_PROBLEMS}/<sample_id>.json", err=True)
+        if _is_rank_zero():
+            _warn_of_raw_problems(data, run_dir)
         return _finish_run(run_dir, fold_metrics)
 
 
@@ -245,6 +243,21 @@ def _warn_of_input_problems(data: RunData, run_dir: Path) -> None:
         click.echo(f"warning: indexing {data.cfg.data_root} skipped {len(data.skipped_files)} files (unreadable or "
                    f"malformed; their samples train without that modality):", err=True)
         click.echo("\n".join(skipped_lines(data.skipped_files, report)), err=True)
+
+
+def _warn_of_raw_problems(data: RunData, run_dir: Path) -> None:
+    """Raw training: the samples whose files failed to load (RawDataset records each), and those of them left with
+    none of the chosen modalities, which the batches left out (PadCollate) as a cache's are left out before."""
+    recorded = sorted((run_dir / INPUT_PROBLEMS).glob("*.json"))
+    if not recorded:
+        return
+    chosen = {spec.stored_as for spec in data.specs}
+    left_out = [record.stem for record in recorded if chosen <= set(json.loads(record.read_text()))]
+    click.echo(f"warning: {len(recorded)} samples had unusable raw inputs (as extract would record them): "
+               f"{run_dir / INPUT_PROBLEMS}/<sample_id>.json; " + (
+                   f"{len(left_out)} of them had none of the chosen modalities and were left out of training and "
+                   f"testing ({', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}), the others "
+                   if left_out else "they ") + "trained and tested without those modalities", err=True)
 
 
 def _finish_run(run_dir: Path, fold_metrics: dict[str, dict]) -> RunResult:

@@ -113,6 +113,10 @@ def test_collate_pads_and_marks_missing_modalities():
     assert batch["sample_id"] == ["a", "b"]
     with pytest.raises(MumuError, match="expected"):
         collate([{"x": {"v": torch.ones(2, 512), "s": None}, "label": 0, "group": 0, "sample_id": "c"}])
+    nothing = {"x": {"v": None, "s": None}, "label": 0, "group": 0, "sample_id": "d"}  # its raw files all failed
+    assert collate([*items, nothing])["sample_id"] == ["a", "b"]  # left out, as a cache leaves it out
+    with pytest.raises(MumuError, match=r"no sample of this batch has a usable input .*\(d\)"):
+        collate([nothing])
 
 
 def test_sampler_shards_cover_every_sample():

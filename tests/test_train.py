@@ -831,19 +831,35 @@ def test_restart_if_changed_resumes_the_same_run_and_starts_a_changed_one_afresh
     assert load_run(tmp_path / "run").config.lr == 0.5
 
 
+def tested_ids(run_dir: Path) -> list[str]:
+    with open(run_dir / "predictions.csv", newline="") as f:
+        return [row["sample_id"] for row in csv.DictReader(f)]
+
+
 def test_raw_training_records_an_unusable_input_and_warns(tiny_demo, tmp_path, capsys):  # noqa: F811
     """From raw files, a video that passes the index's header check but does not decode is used as a missing
-    modality (as in a cache); the run records the reason against the file and says so."""
+    modality (as in a cache); the run records the reason against the file and says so. Chosen alone, the video's
+    sample has no input left: it is left out of training and testing (as a cache leaves it out), not a crash."""
     root = shutil.copytree(tiny_demo.root, tmp_path / "demo")
-    video = sorted((root / "video").glob("subject1/cam1/*/*/*.mp4"))[0]
+    video = sorted((root / "video").glob("subject1/cam1/*/session2/*.mp4"))[0]  # a test sample (cross_session)
+    sample_id = "_".join(["subject1", *video.relative_to(root / "video" / "subject1" / "cam1").with_suffix("").parts]).lower()
     video.write_bytes(video.read_bytes()[:600])  # the MP4 header survives, the frames do not
     train_once(tiny_demo.config(tmp_path / "raw", source="raw", data_root=str(root), modalities="rgb_cam1,acc_phone",
                                 max_epochs=1), progress=False)
     recorded = list((tmp_path / "raw" / "input_problems").glob("*.json"))
-    assert len(recorded) == 1
+    assert [record.stem for record in recorded] == [sample_id]
     reasons = json.loads(recorded[0].read_text())
     assert list(reasons) == ["rgb_cam1"] and reasons["rgb_cam1"].startswith(f"{video}: ")
-    assert "1 samples had unusable raw inputs" in capsys.readouterr().err
+    warned = capsys.readouterr().err
+    assert "1 samples had unusable raw inputs" in warned and "left out" not in warned
+    assert sample_id in tested_ids(tmp_path / "raw")
+
+    result = train_once(tiny_demo.config(tmp_path / "rgb", source="raw", data_root=str(root), modalities="rgb_cam1",
+                                         max_epochs=1), progress=False)
+    assert f"1 of them had none of the chosen modalities and were left out of training and testing ({sample_id})" \
+        in capsys.readouterr().err
+    tested = tested_ids(tmp_path / "rgb")
+    assert sample_id not in tested and len(tested) == result.metrics["n_samples"] == 23  # the 24 test samples less it
 
 
 def test_loso_tests_each_subject_once_pools_the_folds_resumes_a_missing_one_and_evaluate_agrees(tmp_path):
