@@ -40,7 +40,8 @@ def load_state_dict(weights: str) -> dict[str, torch.Tensor]:
             raise MumuError(
                 f"ImageNet ResNet-50 weights not found at {path} and this machine cannot download them; "
                 f"copy {IMAGENET_WEIGHTS.url} to that path (or pass --weights PATH to a state_dict file)")
-        raise MumuError(f"--weights {weights}: no such file (expected imagenet, random or a ResNet-50 state_dict path)")
+        raise MumuError(f"weights {weights} (--weights, or extract.weights in the params file): no such file (expected "
+                        "imagenet, random or a ResNet-50 state_dict path)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -49,7 +50,21 @@ def load_state_dict(weights: str) -> dict[str, torch.Tensor]:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise MumuError(f"{path}: expected a state_dict (dict of tensors), got {type(state).__name__}")
+    _check_resnet50(state, weights)
     return state
+
+
+def _check_resnet50(state: dict, weights: str) -> None:
+    """MumuError unless `state` holds a ResNet-50's tensors (fc aside), so a wrong file fails before a cache is made."""
+    with torch.device("meta"):  # shapes only, no memory
+        expected = {k: tuple(v.shape) for k, v in torchvision.models.resnet50(weights=None).state_dict().items()
+                    if not k.startswith("fc.")}
+    given = {k: tuple(getattr(v, "shape", ())) for k, v in state.items() if not k.startswith("fc.")}
+    problems = [f"{what} {names[:3]}" for what, names in (
+        ("missing", sorted(expected.keys() - given.keys())), ("unexpected", sorted(given.keys() - expected.keys())),
+        ("other shapes", sorted(k for k in expected.keys() & given.keys() if given[k] != expected[k]))) if names]
+    if problems:
+        raise MumuError(f"weights {weights}: not a ResNet-50 state_dict ({'; '.join(problems)})")
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,11 +102,7 @@ class Backbone:
         with torch.device("meta"):  # no random init: every tensor comes from the state_dict
             model = torchvision.models.resnet50(weights=None)
         model.fc = torch.nn.Identity()  # keep the 2048-d global-average-pooled vector
-        missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")},
-                                                    strict=False, assign=True)
-        if missing or unexpected:
-            raise MumuError(f"--weights {weights}: not a ResNet-50 state_dict "
-                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, assign=True)  # checked
         model.eval().requires_grad_(False)
         self.gpu = self.device.type == "cuda"
         # GPU features differ from CPU ones by ~1% (relative L2; measured on an H200): each part records which

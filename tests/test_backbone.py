@@ -1,0 +1,94 @@
+"""The frozen ResNet-50's weights, as a user meets them: ImageNet from torch's cache (no download here, so a missing
+file is a clear error that says where to put it), a user's state_dict file, or random; the cache records which."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from click.testing import CliRunner
+
+from pipeline.backbone import Backbone, state_dict_hash
+from pipeline.cache import FeatureCache
+from pipeline.datasets import build_index
+from pipeline.errors import MumuError
+from pipeline.extract import extract_command
+from pipeline.index import write_index
+from tests.test_data import IMAGE_SIZE, tiny_demo  # noqa: F401  (session fixture)
+
+IMAGENET_FILE = "resnet50-11ad3fa6.pth"  # torchvision's IMAGENET1K_V2 file name in torch's hub cache
+
+
+@pytest.fixture
+def few_samples(tiny_demo, tmp_path) -> Path:  # noqa: F811
+    samples = build_index("demo", tiny_demo.root).samples[:2]
+    write_index(samples, tmp_path / "index.csv", list(samples[0].paths))
+    return tmp_path / "index.csv"
+
+
+def extract(index: Path, cache: Path, weights: str):
+    return CliRunner().invoke(extract_command, [
+        "--params", "none", "--dataset", "demo", "--index", str(index), "--cache", str(cache), "--modalities",
+        "rgb_cam1", "--image-size", str(IMAGE_SIZE), "--weights", weights, "--device", "cpu"])
+
+
+def other_resnet50(path: Path) -> dict[str, torch.Tensor]:
+    """A ResNet-50 state_dict that is neither torchvision's random init at our seed nor ImageNet's, saved at path."""
+    torch.manual_seed(123)
+    state = torchvision.models.resnet50(weights=None).state_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return state
+
+
+def test_missing_imagenet_weights_say_where_to_put_them_and_leave_no_cache(few_samples, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    result = extract(few_samples, tmp_path / "c.zarr", "imagenet")
+    expected = tmp_path / "torch" / "hub" / "checkpoints" / IMAGENET_FILE
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    assert f"ImageNet ResNet-50 weights not found at {expected}" in result.output
+    assert "cannot download" in result.output and "--weights PATH" in result.output
+    assert not (tmp_path / "c.zarr").exists()  # refused before the cache is created
+
+
+def test_imagenet_weights_from_torch_cache_and_a_user_file_give_the_same_features_recorded_as_such(
+        few_samples, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    state = other_resnet50(tmp_path / "torch" / "hub" / "checkpoints" / IMAGENET_FILE)  # stands in for ImageNet's
+    user_file = tmp_path / "mine.pt"
+    torch.save({"state_dict": state}, user_file)  # a training checkpoint's layout is read too
+    for weights, cache in (("imagenet", "imagenet.zarr"), (str(user_file), "file.zarr"), ("random", "random.zarr")):
+        result = extract(few_samples, tmp_path / cache, weights)
+        assert result.exit_code == 0, result.output
+    caches = {name: FeatureCache(tmp_path / f"{name}.zarr") for name in ("imagenet", "file", "random")}
+    assert {name: c.fingerprint["weights"] for name, c in caches.items()} == {
+        "imagenet": "imagenet", "file": "file", "random": "random"}
+    assert caches["imagenet"].fingerprint["weights_hash"] == caches["file"].fingerprint["weights_hash"] \
+        == state_dict_hash(state) != caches["random"].fingerprint["weights_hash"]
+    sample_id = caches["file"].samples[0].sample_id
+    features = {name: c.read(sample_id)["rgb_cam1"] for name, c in caches.items()}  # (S, 2048)
+    np.testing.assert_array_equal(features["imagenet"], features["file"])
+    assert not np.allclose(features["file"], features["random"])
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such file"),
+    (b"not a checkpoint", "cannot load a state_dict"),
+    ("resnet18", r"not a ResNet-50 state_dict \(missing \['layer1.0.bn3.bias'.*other shapes \['layer1.0.conv1.weight'"),
+])
+def test_weights_that_are_not_a_resnet50_are_a_clear_error_naming_them_before_a_cache_is_made(
+        few_samples, tmp_path, content, message):
+    path = tmp_path / "weights.pt"
+    if content == "resnet18":
+        torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    elif content is not None:
+        path.write_bytes(content)
+    result = extract(few_samples, tmp_path / "c.zarr", str(path))
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    assert re.search(message, result.output) and str(path) in result.output, result.output
+    assert not (tmp_path / "c.zarr").exists()
+    with pytest.raises(MumuError, match=message):  # the backbone itself, as dask workers build it
+        Backbone(str(path))
