@@ -400,6 +400,21 @@ def _evaluate_params(params: str) -> dict[str, Any]:
     return check_types(values, EvaluateSettings, params, "evaluate.")
 
 
+def evaluate_settings(params: str, **options: Any) -> dict[str, Any]:
+    """An evaluation's settings (also the noise study's): the options given (None: not given), else the `params`
+    file's evaluate: block, else the defaults; checked together, an error naming where the values came from."""
+    from_file = _evaluate_params(params)
+    given = {k: v for k, v in options.items() if v is not None}
+    settings = {**DEFAULTS, **from_file, **given}
+    try:  # the range checks, on the file's values and the options together (noise shift takes a level below 1)
+        EvaluateSettings(**settings)
+    except MumuError as e:
+        origin = " + ".join(name for name, values in ((f"{params} (evaluate:)", from_file), ("command line", given))
+                            if values)
+        raise MumuError(f"{origin or 'evaluate'}: {e.message}") from None
+    return settings
+
+
 @click.command("evaluate")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
@@ -422,16 +437,7 @@ def evaluate_command(run_dir: Path, out: Path | None, params: str, **options: An
     Writes metrics.json, per_class.json, confusion.csv and plots/ (confusion matrix, per-class F1, attention weights
     clean vs noisy, t-SNE) into OUT, default RUN_DIR/eval.
     """
-    from_file = _evaluate_params(params)
-    given = {k: v for k, v in options.items() if v is not None}
-    settings = {**DEFAULTS, **from_file, **given}
-    try:  # the range checks, on the file's values and the options together (noise shift takes a level below 1)
-        EvaluateSettings(**settings)
-    except MumuError as e:
-        origin = " + ".join(name for name, values in ((f"{params} (evaluate:)", from_file), ("command line", given))
-                            if values)
-        raise MumuError(f"{origin or 'evaluate'}: {e.message}") from None
-    metrics, per_class, out_dir = evaluate_run(run_dir, out, **settings)
+    metrics, per_class, out_dir = evaluate_run(run_dir, out, **evaluate_settings(params, **options))
     click.echo(summary(metrics, per_class, out_dir))
 
 

@@ -96,9 +96,10 @@ class Study:
         click.echo(f"outputs: {self.out}/table.md, {self.out}/results.json, runs in {self.out}/runs/")
 
 
-def run_noise_study(study: Study, models: list[str], noise: str, level: float, seed: int) -> str:
+def run_noise_study(study: Study, models: list[str], noise: str, level: float, seed: int,
+                    adapt_by_condition: bool = True) -> str:
     """Table 6: each model on clean input, with the visual group and with the non-visual group corrupted,
-    and with one of the two picked per sample (p = 0.5)."""
+    and with one of the two picked per sample (p = 0.5). adapt_by_condition: as `cli.py evaluate`'s."""
     from mumu.evaluate import CONDITIONS, headline_metrics, infer_folds
     from mumu.noise import check_noise, split_groups
 
@@ -106,7 +107,7 @@ def run_noise_study(study: Study, models: list[str], noise: str, level: float, s
     trained = study.train({m: study.config(m, model=m) for m in models})
     results, rows = {}, []
     for model in tqdm(models, desc="noisy test passes", unit="model"):
-        per_fold, _ = infer_folds(trained[model].run_dir, noise, level, seed)
+        per_fold, _ = infer_folds(trained[model].run_dir, noise, level, seed, adapt_by_condition)
         results[model] = {}
         for condition in CONDITIONS:  # a run's score, as in training's metrics.json: the mean over its folds
             folds = [headline_metrics(fold[condition].labels, fold[condition].preds) for fold in per_fold]
@@ -209,10 +210,10 @@ def common_options(f: Callable) -> Callable:
                      help="Base settings come from this file; none: no file."),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path),
                      help="Output folder (default runs/study-<name>)."),
-        click.option("--quick", is_flag=True, help="A quick try on the --params dataset (minutes on the demo): "
+        click.option("--quick", is_flag=True, help="A quick try on the --params dataset (under a minute per study on the demo): "
                      + ", ".join(f"{k}={v}" for k, v in QUICK.items()) + ", fewer runs."),
         click.option("--max-epochs", type=click.IntRange(1), help="Override train.max_epochs for every run."),
-        click.option("--cache", help="Feature cache (default cache/<dataset>.zarr)."),
+        click.option("--cache", help="Feature cache  [default: params train.cache, else cache/<dataset>.zarr]"),
     ]
     for option in reversed(options):
         f = option(f)
@@ -230,15 +231,19 @@ def study_command() -> None:
 @study_command.command("noise")
 @common_options
 @click.option("--models", default=",".join(MODELS), show_default=True, help="Models to compare.")
-@click.option("--noise", type=click.Choice(NOISE_MODES), default="drop", show_default=True,
-              help=NOISE_HELP)
-@click.option("--noise-level", type=click.FloatRange(0, 1), default=1.0, show_default=True, help=LEVEL_HELP)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise draws.")
+@click.option("--noise", type=click.Choice(NOISE_MODES), help=NOISE_HELP + "  [default: params evaluate.noise, else drop]")
+@click.option("--noise-level", type=click.FloatRange(0, 1),
+              help=LEVEL_HELP + "  [default: params evaluate.noise_level, else 1]")
+@click.option("--seed", type=int, help="Seed of the noise draws.  [default: params evaluate.seed, else 0]")
 def noise_command(params: str, out: Path | None, quick: bool, max_epochs: int | None, cache: str | None, models: str,
-                  noise: str, noise_level: float, seed: int) -> None:
+                  noise: str | None, noise_level: float | None, seed: int | None) -> None:
     """Noise robustness (Table 6): clean vs noisy visual vs noisy non-visual input, for each model."""
+    from mumu.evaluate import evaluate_settings
+
+    settings = evaluate_settings(params, noise=noise, noise_level=noise_level, seed=seed)  # as `evaluate` reads them
     study = Study("noise", params, out, quick, {"max_epochs": max_epochs, "cache": cache})
-    study.finish(run_noise_study(study, _models(models), noise, noise_level, seed))
+    study.finish(run_noise_study(study, _models(models), settings["noise"], settings["noise_level"], settings["seed"],
+                                 settings["adapt_by_condition"]))
 
 
 @study_command.command("modalities")

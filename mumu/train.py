@@ -69,6 +69,7 @@ from pipeline.files import replaced_whole, write_json
 from pipeline.index import Sample
 from pipeline.modalities import DATASET_MODALITIES
 from pipeline.params import DEFAULT_PARAMS
+from pipeline.splits import PROTOCOLS
 
 # train.select -> (logged metric, mode) of the checkpoint that is tested; None: the last epoch's
 SELECTION_METRICS = {"macro_f1": ("val/macro_f1", "max"), "nll": ("val/nll", "min"), "last": (None, "min")}
@@ -684,7 +685,7 @@ def _show_defaults(command: click.Command) -> click.Command:
                    "cache's settings. RUN_DIR/config.yaml records every value used.")
 @click.option("--dataset", help=" | ".join(sorted(DATASET_MODALITIES)))
 @click.option("--data-root", help="Raw dataset root (for --from-raw).")
-@click.option("--cache", help="Feature cache (default cache/<dataset>.zarr).")
+@click.option("--cache", help="Feature cache  [default: params train.cache, else cache/<dataset>.zarr]")
 @click.option("--from-cache/--from-raw", "from_cache", default=None,
               help="Train from the feature cache (default) or decode/window the raw data on the fly.")
 @click.option("--model", type=click.Choice(ARCHS), help="MuMu or a Table 7 baseline.")
@@ -693,7 +694,7 @@ def _show_defaults(command: click.Command) -> click.Command:
 @click.option("--activity-table", type=click.Path(dir_okay=False),
               help="Activity table (CSV) whose groups the auxiliary task learns "
                    "[default: pipeline/tables/<dataset>.csv].")
-@click.option("--protocol", help="cross_subject | cross_session | odd_even | loso")
+@click.option("--protocol", help="; ".join(f"{name}: {' | '.join(protocols)}" for name, protocols in PROTOCOLS.items()))
 @click.option("--seed", type=int, help="Seed of initialisation, sampling and augmentation (same seed, same run).")
 @click.option("--max-epochs", type=click.IntRange(1), help="Epochs of training (every fold).")
 @click.option("--batch-size", type=click.IntRange(1), help="Samples per training batch.")

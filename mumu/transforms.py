@@ -97,7 +97,7 @@ class SensorTransform:
             return cls(frame, Augment(**(params.get("augment") or {})))
         except (KeyError, TypeError, ValueError) as e:
             raise MumuError(f"train.transforms: {type(e).__name__}: {e} (keys: skeleton {{modality, centre_joint, "
-                            "scale_joints}}, augment {rotate_deg, scale, jitter})") from None
+                            "scale_joints}, augment {rotate_deg, scale, jitter})") from None
 
     def check_against(self, specs: list[ModalitySpec], dataset: str) -> None:
         """MumuError unless the skeleton frame names one of the dataset's xyz-joint modalities, and joints it has."""

@@ -672,7 +672,8 @@ def extract_command(params: str, data_root: Path | None, index_path: Path | None
         value[key] = given if given is not None else from_file.get(key, BUILT_IN[key])
     dataset, workers = value["dataset"], value["workers"]
     if not isinstance(workers, int) or workers < 0:
-        raise MumuError(f"extract.workers must be 0 (this process) or more, got {workers!r}")
+        where = "--workers" if options.get("workers") is not None else f"{params}: extract.workers"
+        raise MumuError(f"{where} must be 0 (this process) or more, got {workers!r}")
     specs = stored_modalities(dataset, select_modalities(dataset, value["modalities"]))  # a part: its modality
     for_dataset = from_file if dataset == from_file.get("dataset") else {}  # the file's paths are its dataset's
     data_root = data_root or Path(for_dataset.get("data_root") or Path("data") / dataset)

@@ -63,24 +63,28 @@ def run_study(*args: str) -> str:
 
 
 def test_quick_noise_study_reports_clean_and_noisy_columns(params, tmp_path):
-    """Each column is its own condition's score, as `evaluate` computes it for the same run; the runs learn above
-    chance (a one-epoch run predicted one class, so every column scored alike whatever it was computed from)."""
+    """Each column is its own condition's score, as `evaluate` computes it for the same run with the same params
+    file's evaluate: block (noise, level, seed); the runs learn above chance (a one-epoch run predicted one class,
+    so every column scored alike whatever it was computed from)."""
     from mumu.evaluate import CONDITIONS, evaluate_run
 
     learning = tmp_path / "learning.yaml"
     settings = yaml.safe_load(params.read_text())
     settings["train"].update(batch_size=4, lr=1e-2, dropout=0.0)
+    noise = {"noise": "gaussian", "noise_level": 0.9, "seed": 3}
+    settings["evaluate"] = noise
     learning.write_text(yaml.safe_dump(settings))
     args = ["noise", "--quick", "--params", str(learning), "--out", str(tmp_path), "--max-epochs", "15",
             "--models", "b3,mumu"]
     output = run_study(*args)
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["results"]) == {"b3", "mumu"}
+    assert (results["noise"]["mode"], results["noise"]["level"]) == ("gaussian", 0.9)
     for model in ("b3", "mumu"):
         row = results["results"][model]
         assert set(row) == set(CONDITIONS)
         assert len({r["n_samples"] for r in row.values()}) == 1  # every condition covers the whole test set
-        evaluated, _, _ = evaluate_run(tmp_path / "runs" / model, tmp_path / f"eval-{model}", tsne_samples=20)
+        evaluated, _, _ = evaluate_run(tmp_path / "runs" / model, tmp_path / f"eval-{model}", tsne_samples=20, **noise)
         for condition in CONDITIONS:
             expected = evaluated if condition == "clean" else evaluated[condition]
             assert row[condition]["macro_f1"] == pytest.approx(expected["macro_f1"], abs=1e-9), (model, condition)
