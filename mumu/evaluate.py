@@ -257,11 +257,13 @@ def write_confusion_csv(path: Path, result: Inference, activity_names: list[str]
 
 def finished_run_folds(run_dir: Path) -> list[str | None]:
     """The folds of a finished training run (`mumu.rundir.run_splits`), or a MumuError saying what it lacks."""
+    from mumu.config import load_config
     from mumu.rundir import run_splits
 
     if not (run_dir / "config.yaml").is_file():
         raise MumuError(f"{run_dir} is not a training run directory (no config.yaml); "
                         f"run `python cli.py train --out {run_dir}` first")
+    load_config(run_dir / "config.yaml")  # another tool's config.yaml: not a run, rather than an unfinished one
     folds = run_splits(run_dir)
     missing = "no split.json" if not folds else None if (run_dir / "metrics.json").is_file() else "no metrics.json"
     if missing:  # metrics.json is written last, when every fold has finished

@@ -261,19 +261,22 @@ def test_dvc_exp_run_can_set_every_training_setting(tmp_path):
     assert resolve_config(ROOT / "params.yaml").select == "macro_f1"  # the file as shipped: the code's defaults
 
 
-def test_a_folder_with_another_tools_config_yaml_is_not_taken_for_a_run(sensor_demo, tmp_path):
+@pytest.mark.parametrize("content", ["keep\n", "defaults:\n- model: resnet\nname: other\n", ""])  # Hydra's, say
+def test_a_folder_with_another_tools_config_yaml_is_not_taken_for_a_run(sensor_demo, tmp_path, content):
+    from mumu.evaluate import evaluate_command
     from mumu.train import retest_command, train_command
 
     folder = tmp_path / "folder"
-    write(folder / "config.yaml", "keep\n")
+    write(folder / "config.yaml", content)
     run = tmp_path / "run"
     save_config(resolve_config(None, dataset="demo", cache=str(sensor_demo["cache"])), run / "config.yaml")
     message = f"{folder / 'config.yaml'} is not a mumu run config (it holds no training settings), so {folder} is not"
     for command, args in ((train_command, ["--params", "none", "--out", folder]),
-                          (retest_command, [run, "--out", folder]), (retest_command, [folder, "--out", run])):
+                          (retest_command, [run, "--out", folder]), (retest_command, [folder, "--out", run]),
+                          (evaluate_command, [folder, "--params", "none"])):
         result = invoke(command, args)
-        assert result.exit_code == 2 and message in result.output
-        assert (folder / "config.yaml").read_text() == "keep\n"
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert (folder / "config.yaml").read_text() == content
 
 
 def test_a_cache_mismatch_without_a_params_file_advises_one(sensor_demo, tmp_path):
@@ -291,18 +294,3 @@ def test_a_cache_mismatch_without_a_params_file_advises_one(sensor_demo, tmp_pat
 def test_a_demo_value_of_true_is_not_a_whole_number(tmp_path):
     with pytest.raises(MumuError, match=r"demo\.subjects must be a whole number, got True"):
         read_params(write(tmp_path / "p.yaml", "demo:\n  subjects: true\n"))
-
-
-def test_another_tools_mapping_config_yaml_is_not_taken_for_a_run(sensor_demo, tmp_path):  # noqa: F811
-    from mumu.train import retest_command, train_command
-
-    folder = tmp_path / "folder"
-    write(folder / "config.yaml", "defaults:\n- model: resnet\nname: other\n")  # e.g. a Hydra config
-    run = tmp_path / "run"
-    save_config(resolve_config(None, dataset="demo", cache=str(sensor_demo["cache"])), run / "config.yaml")
-    message = f"{folder / 'config.yaml'} is not a mumu run config (it holds no training settings), so {folder} is not"
-    for command, args in ((train_command, ["--params", "none", "--out", folder]),
-                          (retest_command, [folder, "--out", run])):
-        result = invoke(command, args)
-        assert result.exit_code == 2 and message in result.output, result.output
-        assert (folder / "config.yaml").read_text() == "defaults:\n- model: resnet\nname: other\n"
