@@ -358,7 +358,7 @@ def _write_plots(figures: Path, results: dict[str, Inference], first: dict[str, 
                          f"Confusion matrix, test set ({where}); accuracy {100 * metrics['accuracy']:.1f} %")
     f1 = np.array([row["f1"] for row in per_class])
     plots.plot_per_class_f1(f1, names, [group_names[g] for g in class_groups], figures / "per_class_f1.png",
-                            f"Per-class F1, test set ({where})")
+                            f"Per-class F1, test set ({where})", metrics["macro_f1"])
     modality_names = [s.name for s in data.specs]
     groups = split_groups(data.specs)
     one_model = where + (f"; the first fold's model and test subjects, 1 of {folds} folds" if folds > 1 else "")

@@ -53,9 +53,10 @@ def plot_confusion(confusion: np.ndarray, class_names: list[str], path: str | Pa
 
 
 def plot_per_class_f1(
-    f1: np.ndarray, class_names: list[str], class_groups: list[str], path: str | Path, title: str,
+    f1: np.ndarray, class_names: list[str], class_groups: list[str], path: str | Path, title: str, macro_f1: float,
 ) -> Path:
-    """Horizontal bars of per-class F1 (K,), coloured by activity group, macro-F1 as a dashed line."""
+    """Horizontal bars of per-class F1 (K,), coloured by activity group, `macro_f1` (metrics.json's: over the classes
+    present, which the mean of all K bars is not when a class is absent from the test set) as a dashed line."""
     k = len(class_names)
     groups = list(dict.fromkeys(class_groups))
     colors = plt.get_cmap("tab10")
@@ -64,7 +65,7 @@ def plot_per_class_f1(
     ax.barh(y, f1, color=[colors(groups.index(g) % 10) for g in class_groups])
     for i, value in enumerate(f1):
         ax.text(value + 0.01, i, f"{value:.2f}", va="center", fontsize=8)
-    ax.axvline(float(np.mean(f1)), color="black", linestyle="--", linewidth=1)
+    ax.axvline(macro_f1, color="black", linestyle="--", linewidth=1)
     ax.set_yticks(y, class_names, fontsize=8 if k > 20 else 9)
     ax.invert_yaxis()  # first class on top, as in the tables
     ax.set_xlim(0, 1.08)  # room for the value labels
@@ -72,7 +73,7 @@ def plot_per_class_f1(
     ax.set_title(title)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors(i % 10)) for i in range(len(groups))]
     handles.append(plt.Line2D([], [], color="black", linestyle="--"))
-    ax.legend(handles, groups + [f"macro-F1 {np.mean(f1):.3f}"], loc="upper left", bbox_to_anchor=(1.01, 1.0),
+    ax.legend(handles, groups + [f"macro-F1 {macro_f1:.3f}"], loc="upper left", bbox_to_anchor=(1.01, 1.0),
               fontsize=8, title="activity group", title_fontsize=8)
     return _save(fig, path)
 
