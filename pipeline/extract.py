@@ -441,6 +441,9 @@ def _workers_leave_ctrl_c_to_this_process() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+SCHEDULER_TIMEOUT_S = 60
+
+
 def _run_dask(todo: Parts, modalities: list[ModalitySpec], settings: ExtractSettings, cache_path: Path, device: str,
               workers: int, scheduler: str | None, weights_hash: str, progress: Progress) -> list[dict]:
     import dask
@@ -450,7 +453,11 @@ def _run_dask(todo: Parts, modalities: list[ModalitySpec], settings: ExtractSett
 
     gpu = device.startswith("cuda")
     if scheduler:
-        client, cluster = Client(scheduler, timeout="60s"), None
+        try:
+            client, cluster = Client(scheduler, timeout=f"{SCHEDULER_TIMEOUT_S}s"), None
+        except OSError as e:  # distributed retries until the timeout, then says only "Timed out ..."
+            raise MumuError(f"--scheduler {scheduler}: no dask scheduler answered within {SCHEDULER_TIMEOUT_S} s "
+                            f"({e}); is it running, and is the address reachable from here?") from None
     else:
         with dask.config.set({"distributed.worker.multiprocessing-method": "spawn",
                               "distributed.worker.daemon": False}), _workers_leave_ctrl_c_to_this_process():

@@ -586,6 +586,18 @@ def test_a_bad_device_is_refused_before_the_cache_is_rebuilt(tmp_path, monkeypat
             resolve_device(device, here=False)
 
 
+def test_an_unreachable_scheduler_is_a_clear_error_and_the_rerun_without_it_finishes(tmp_path, monkeypatch):
+    monkeypatch.setattr("pipeline.extract.SCHEDULER_TIMEOUT_S", 1)  # 60 s by default
+    samples, _ = make_dataset(tmp_path, n_good=2)
+    index = tmp_path / "index.csv"
+    write_index(samples[:2], index, list(samples[0].paths))
+    result = _extract(index, tmp_path / "c.zarr", "--scheduler", "tcp://127.0.0.1:1")  # nothing listens there
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "--scheduler tcp://127.0.0.1:1: no dask scheduler answered within 1 s" in result.output
+    assert _extract(index, tmp_path / "c.zarr").exit_code == 0
+    assert len(FeatureCache(tmp_path / "c.zarr")) == 2
+
+
 def test_an_extraction_without_one_usable_sample_fails(tmp_path):
     """Every file there but none usable (a zero-frame video, an empty CSV): the cache records why, and the run
     says where that is listed and exits non-zero instead of reporting success."""
