@@ -831,7 +831,7 @@ def test_restart_if_changed_resumes_the_same_run_and_starts_a_changed_one_afresh
     assert load_run(tmp_path / "run").config.lr == 0.5
 
 
-def tested_ids(run_dir: Path) -> list[str]:
+def predicted_ids(run_dir: Path) -> list[str]:
     with open(run_dir / "predictions.csv", newline="") as f:
         return [row["sample_id"] for row in csv.DictReader(f)]
 
@@ -852,13 +852,13 @@ def test_raw_training_records_an_unusable_input_and_warns(tiny_demo, tmp_path, c
     assert list(reasons) == ["rgb_cam1"] and reasons["rgb_cam1"].startswith(f"{video}: ")
     warned = capsys.readouterr().err
     assert "1 samples had unusable raw inputs" in warned and "left out" not in warned
-    assert sample_id in tested_ids(tmp_path / "raw")
+    assert sample_id in predicted_ids(tmp_path / "raw")
 
     result = train_once(tiny_demo.config(tmp_path / "rgb", source="raw", data_root=str(root), modalities="rgb_cam1",
                                          max_epochs=1), progress=False)
     assert f"1 of them had none of the chosen modalities and were left out of training and testing ({sample_id})" \
         in capsys.readouterr().err
-    tested = tested_ids(tmp_path / "rgb")
+    tested = predicted_ids(tmp_path / "rgb")
     assert sample_id not in tested and len(tested) == result.metrics["n_samples"] == 23  # the 24 test samples less it
 
 
