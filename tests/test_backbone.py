@@ -92,3 +92,12 @@ def test_weights_that_are_not_a_resnet50_are_a_clear_error_naming_them_before_a_
     assert not (tmp_path / "c.zarr").exists()
     with pytest.raises(MumuError, match=message):  # the backbone itself, as dask workers build it
         Backbone(str(path))
+
+
+def test_training_refuses_a_cache_made_with_another_kind_of_weights(tiny_demo, tmp_path):  # noqa: F811
+    from mumu.rundata import prepare_data
+
+    config = tiny_demo.config(tmp_path / "run", extract={"image_size": IMAGE_SIZE, "weights": "imagenet"})
+    with pytest.raises(MumuError, match=rf"feature cache {re.escape(str(tiny_demo.cache))} was extracted with "
+                                        r"weights='random' \(requested 'imagenet'\); re-extract it"):
+        prepare_data(config)
