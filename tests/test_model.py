@@ -138,6 +138,24 @@ def test_sm_fusion_mixes_the_features_with_the_weights_it_reports():
     torch.testing.assert_close(x_aux, torch.einsum("bm,bmd->bd", alpha, xu))  # eq. (3)
 
 
+def test_the_auxiliary_representation_guides_the_target_task():
+    """Eqs. (4)-(9): the group head reads X_aux, and X_aux is GM-Fusion's query. Only SM-Fusion changes here (the
+    unimodal features are held fixed), so everything downstream of X_aux must move with it, and GM-Fusion's weights
+    too: a query taken from the unimodal features instead would leave them as they were."""
+    torch.manual_seed(0)
+    net = model("mumu")
+    xu = torch.randn(4, len(INPUTS), SMALL["embed_dim"])  # (B, M, D)
+    present = torch.ones(4, len(INPUTS), dtype=torch.bool)
+    with torch.no_grad():
+        before = net.fuse(xu, present)
+        net.sm_fusion.score.weight.mul_(-3.0)  # other SM-Fusion weights -> another X_aux
+        after = net.fuse(xu, present)
+    assert not torch.allclose(before.attention["sm"], after.attention["sm"])
+    assert not torch.allclose(before.group_logits, after.group_logits)  # eq. (4): F_aux(X_aux)
+    assert not torch.allclose(before.attention["gm"], after.attention["gm"])  # eqs. (5)-(7): Q = W_q X_aux
+    assert not torch.allclose(before.logits, after.logits)
+
+
 def test_b3_fusion_weights_ignore_missing_modalities():
     x, lengths = make_batch()
     out = model("b3")(x, lengths)
