@@ -207,11 +207,17 @@ def test_rerun_is_a_no_op_and_strict_fails_on_recorded_failures(dataset):
     assert strict.exit_code != 0 and "2 samples had failures (--strict)" in strict.output
 
 
-def test_different_settings_are_refused(dataset):
+@pytest.mark.parametrize("option, value, differs", [
+    ("--frame-stride", "2", "frame_stride: cache has 3, now 2"),
+    ("--image-size", "64", "image_size: cache has 32, now 64"),
+    ("--sensor-window", "3", "sensor_window: cache has 5, now 3"),
+    ("--sensor-stride", "2", "sensor_stride: cache has 5, now 2"),
+    ("--sensor-rate", "25", "sensor_rate_hz: cache has 50.0, now 25.0")])
+def test_every_setting_that_shapes_the_features_is_refused_when_it_differs(dataset, option, value, differs):
     args = ["--index", str(dataset["index"]), "--cache", str(dataset["cache"]), "--workers", "0"] + CLI_SETTINGS
-    result = CliRunner().invoke(extract_command, args + ["--frame-stride", "2"])
+    result = CliRunner().invoke(extract_command, args + [option, value])
     assert result.exit_code == 2
-    assert "built with different settings (frame_stride: cache has 3, now 2)" in result.output
+    assert f"built with different settings ({differs})" in result.output
     assert "--overwrite" in result.output
 
 
