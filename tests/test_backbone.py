@@ -101,3 +101,18 @@ def test_training_refuses_a_cache_made_with_another_kind_of_weights(tiny_demo, t
     with pytest.raises(MumuError, match=rf"feature cache {re.escape(str(tiny_demo.cache))} was extracted with "
                                         r"weights='random' \(requested 'imagenet'\); re-extract it"):
         prepare_data(config)
+
+
+def test_features_are_torchvisions_resnet50_pooled_output_on_imagenet_normalised_frames(tmp_path):
+    """What a user of the cache expects the 2048 numbers to be, computed here without mumu's code."""
+    state = other_resnet50(tmp_path / "weights.pt")
+    frames = np.random.default_rng(0).integers(0, 256, size=(3, 48, 48, 3), dtype=np.uint8)  # (N, H, W, 3)
+    reference = torchvision.models.resnet50(weights=None)
+    reference.load_state_dict(state)
+    reference.fc = torch.nn.Identity()
+    normalise = torchvision.transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # ImageNet's
+    with torch.no_grad():
+        expected = reference.eval()(normalise(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255)).numpy()
+    features = Backbone(str(tmp_path / "weights.pt"), batch_size=2)(frames)  # two chunks
+    assert features.shape == (3, 2048) and features.dtype == np.float32
+    np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-5)
