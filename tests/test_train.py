@@ -66,6 +66,24 @@ def test_run_directory_holds_config_checkpoints_metrics_predictions(learned_run)
     assert {"subject", "label_name", "pred_name", "group", "group_pred", "p:drinking"} <= set(rows[0])
 
 
+def test_inputs_are_standardised_with_statistics_of_the_training_samples_only(learned_run):
+    """The per-feature mean and spread that standardise every input come from the training split: test or
+    validation samples informing them would leak into the model."""
+    from mumu.data import valid_steps
+
+    loaded = load_run(learned_run[0].run_dir)
+
+    def steps(part: str, name: str) -> torch.Tensor:  # (N, C): every valid step's channels, as the loader samples
+        rows = [batch["x"][name][valid_steps(batch["x"][name], batch["lengths"][name])] for batch in loaded.loader(part)]
+        values = torch.cat(rows).double()
+        return values.reshape(-1, values.shape[-1])
+
+    for spec in loaded.data.specs:  # no transforms in this config: the statistics are of the loaded inputs
+        mean = getattr(loaded.module, f"mean_{spec.name}").double()
+        torch.testing.assert_close(mean, steps("train", spec.name).mean(0))
+        assert not torch.allclose(mean, steps("test", spec.name).mean(0)), spec.name
+
+
 def test_load_run_reproduces_the_test_predictions(learned_run):
     cfg, _ = learned_run
     loaded = load_run(cfg.run_dir)
