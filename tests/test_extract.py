@@ -592,6 +592,12 @@ def test_a_bad_device_is_refused_before_the_cache_is_rebuilt(tmp_path, monkeypat
             resolve_device(device, here=False)
 
 
+def test_device_auto_is_the_gpu_where_there_is_one_and_the_cpu_otherwise(monkeypatch):
+    for available, expected in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr("torch.cuda.is_available", lambda: available)
+        assert resolve_device("auto") == expected
+
+
 def test_an_unreachable_scheduler_is_a_clear_error_and_the_rerun_without_it_finishes(tmp_path, monkeypatch):
     monkeypatch.setattr("pipeline.extract.SCHEDULER_TIMEOUT_S", 1)  # 60 s by default
     samples, _ = make_dataset(tmp_path, n_good=2)
