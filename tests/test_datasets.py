@@ -14,7 +14,7 @@ from pipeline.datasets import build_index
 from pipeline.errors import MumuError
 from pipeline.index import read_index, write_index
 from pipeline.tables import load_table, table_path
-from tests.fixtures import UCSD_CHANNELS, ucsd_csv, write_mmact, write_ucsd_mit, write_utd_mhad
+from tests.fixtures import UCSD_CHANNELS, mmact_csv, ucsd_csv, write_mmact, write_ucsd_mit, write_utd_mhad
 
 
 def by_id(result) -> dict:
@@ -191,13 +191,75 @@ def test_ucsd_mit_layout_with_a_missing_and_a_malformed_stream(tmp_path):
 
 # --------------------------------------------------------------------------------- tables
 
-def test_shipped_tables_have_the_papers_class_and_group_counts():
-    mmact = load_table("mmact")
-    assert len(mmact.activities) == 37
-    assert Counter(a.group for a in mmact.activities) == {"complex": 16, "simple": 12, "desk": 9}
-    ucsd = load_table("ucsd_mit")
-    assert Counter(a.group for a in ucsd.activities) == {"gross": 4, "fine": 5}
-    assert len(load_table("utd_mhad").activities) == 27
+# The shipped tables' facts, from docs/datasets.md, written out because a fresh checkout has no ../shared.
+# MMAct (1.7, 1.8): the paper's 37 classes in MMTSA's order (= activity_id) with their group. The release's 35 file
+# stems are the names without _desk: scene 3's using_phone / talking_on_phone files are the two *_desk classes.
+MMACT_CLASSES = [
+    ("carrying", "complex"), ("checking_time", "simple"), ("closing", "complex"), ("crouching", "simple"),
+    ("entering", "complex"), ("exiting", "complex"), ("fall", "complex"), ("jumping", "simple"),
+    ("kicking", "simple"), ("loitering", "complex"), ("looking_around", "complex"), ("opening", "complex"),
+    ("picking_up", "complex"), ("pointing", "simple"), ("pulling", "complex"), ("pushing", "complex"),
+    ("running", "simple"), ("setting_down", "complex"), ("standing", "simple"), ("talking", "complex"),
+    ("talking_on_phone", "simple"), ("throwing", "simple"), ("transferring_object", "complex"),
+    ("using_phone", "simple"), ("walking", "simple"), ("waving_hand", "simple"), ("drinking", "desk"),
+    ("pocket_in", "desk"), ("pocket_out", "desk"), ("sitting", "desk"), ("sitting_down", "desk"),
+    ("standing_up", "desk"), ("talking_on_phone_desk", "desk"), ("using_pc", "desk"), ("using_phone_desk", "desk"),
+    ("carrying_heavy", "complex"), ("carrying_light", "complex"),
+]
+# UTD-MHAD (2.5, 2.7): actions a1..a27 in the official order with the 9/9/5/4 groups.
+UTD_MHAD_ACTIONS = [
+    ("swipe_left", "hand_gesture"), ("swipe_right", "hand_gesture"), ("wave", "hand_gesture"), ("clap", "hand_gesture"),
+    ("throw", "sports"), ("arm_cross", "hand_gesture"), ("basketball_shoot", "sports"), ("draw_x", "hand_gesture"),
+    ("draw_circle_CW", "hand_gesture"), ("draw_circle_CCW", "hand_gesture"), ("draw_triangle", "hand_gesture"),
+    ("bowling", "sports"), ("boxing", "sports"), ("baseball_swing", "sports"), ("tennis_swing", "sports"),
+    ("arm_curl", "training_exercise"), ("tennis_serve", "sports"), ("push", "daily"), ("knock", "daily"),
+    ("catch", "sports"), ("pickup_throw", "sports"), ("jog", "training_exercise"), ("walk", "daily"),
+    ("sit2stand", "daily"), ("stand2sit", "daily"), ("lunge", "training_exercise"), ("squat", "training_exercise"),
+]
+# UCSD-MIT (3.1): the authors' gross / fine activities; the folder name is the class name.
+UCSD_MIT_ACTIVITIES = [
+    ("receive", "gross"), ("walk", "gross"), ("attach", "gross"), ("scan", "gross"), ("thumb_2_grasp", "fine"),
+    ("thumb_3_grasp", "fine"), ("ulnar_pinch_grasp", "fine"), ("palmar_grasp", "fine"), ("pincer_grasp", "fine"),
+]
+
+
+def test_mmact_table_gives_every_release_stem_its_class_and_group(tmp_path):
+    """Every one of the release's 35 file stems, and scene 3's two phone stems, is indexed as its own class
+    (activity_id, name, group), so a misspelt or swapped file_label in mmact.csv cannot silently skip or
+    mislabel every clip of a class on a real copy."""
+    stems = [name for name, _ in MMACT_CLASSES if not name.endswith("_desk")]
+    assert len(stems) == 35
+    for stem in stems:
+        mmact_csv(tmp_path / f"acc_phone_clip/subject1/scene1/session1/{stem}.csv")
+    for stem in ("using_phone", "talking_on_phone"):
+        mmact_csv(tmp_path / f"acc_phone_clip/subject1/scene3/session1/{stem}.csv")
+    result = build_index("mmact", tmp_path)
+    assert not result.skipped
+    indexed = {(s.scene, Path(s.paths["acc_phone"]).stem): (s.activity_id, s.activity, s.group) for s in result.samples}
+    classes = {name: (activity_id, name, group) for activity_id, (name, group) in enumerate(MMACT_CLASSES)}
+    assert indexed == {**{(1, stem): classes[stem] for stem in stems},
+                       (3, "using_phone"): classes["using_phone_desk"],
+                       (3, "talking_on_phone"): classes["talking_on_phone_desk"]}
+    assert load_table("mmact").activity_names == [name for name, _ in MMACT_CLASSES]  # 37 classes, no extra
+
+
+def test_utd_mhad_table_names_each_action_number_as_the_release_does(tmp_path):
+    """a1..a27 index as the official action names in order (a1 swipe_left, a2 swipe_right, ...) with their
+    groups: a swap of two rows' file_labels would train with every such sample mislabelled."""
+    root = write_utd_mhad(tmp_path, actions=range(1, 28), subjects=(1,), trials=(1,), absent=())
+    samples = by_id(build_index("utd_mhad", root))
+    indexed = [(samples[f"a{a}_s1_t1"].activity_id, samples[f"a{a}_s1_t1"].activity, samples[f"a{a}_s1_t1"].group)
+               for a in range(1, 28)]
+    assert indexed == [(i, name, group) for i, (name, group) in enumerate(UTD_MHAD_ACTIONS)]
+    assert load_table("utd_mhad").activity_names == [name for name, _ in UTD_MHAD_ACTIONS]
+
+
+def test_ucsd_mit_table_has_the_four_gross_and_five_fine_activities(tmp_path):
+    """The 9 activity folders index as their class, in table order, with the gross / fine group."""
+    root = write_ucsd_mit(tmp_path, subjects=(1,), activities=[name for name, _ in UCSD_MIT_ACTIVITIES], trials=(1,))
+    samples = {s.activity: (s.activity_id, s.group) for s in build_index("ucsd_mit", root).samples}
+    assert samples == {name: (i, group) for i, (name, group) in enumerate(UCSD_MIT_ACTIVITIES)}
+    assert load_table("ucsd_mit").activity_names == [name for name, _ in UCSD_MIT_ACTIVITIES]
 
 
 def test_editing_the_table_changes_the_groups_without_code(tmp_path):
