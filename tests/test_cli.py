@@ -9,9 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import pytest
 
-from cli import COMMANDS
+from cli import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,11 +28,23 @@ def test_top_level_help_lists_every_command():
         assert name in result.stdout
 
 
+def with_subcommands(command: click.Command, path: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The words that call `command` and, for a click group, those of each of its subcommands, at any depth."""
+    if not isinstance(command, click.Group):
+        return [path]
+    context = click.Context(command)
+    return [path, *(words for name in command.list_commands(context)
+                    for words in with_subcommands(command.get_command(context, name), (*path, name)))]
+
+
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_command_has_help(name):
-    result = run_cli(name, "--help")
-    assert result.returncode == 0, result.stderr
-    assert "Usage:" in result.stdout
+    """`--help` works for every command and for each subcommand of a group (`study noise`, ...), found by walking
+    the click groups so that a subcommand added later is covered too."""
+    for words in with_subcommands(main.get_command(click.Context(main), name), (name,)):
+        result = run_cli(*words, "--help")
+        assert result.returncode == 0, (words, result.stderr)
+        assert f"Usage: cli.py {' '.join(words)} " in result.stdout, words
 
 
 def test_train_help_shows_the_value_an_option_left_out_takes():
