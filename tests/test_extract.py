@@ -405,16 +405,17 @@ def test_two_dask_workers_give_the_same_bytes_as_one_process(dataset, tmp_path):
     assert_same_caches(tmp_path / "dask.zarr", dataset["cache"])
 
 
-def test_utd_mhad_depth_skeleton_inertial_from_files_like_the_release(tmp_path):
-    """Depth through the backbone, skeleton and inertial windowed on the inertial clock, one cache: the real-copy
-    test below, on files written like the release (so it runs without the data)."""
+def test_utd_mhad_rgb_depth_skeleton_inertial_from_files_like_the_release(tmp_path):
+    """RGB (the release's _color.avi) and depth through the backbone, skeleton and inertial windowed on the inertial
+    clock, one cache: the real-copy test below, on files written like the release (so it runs without the data,
+    and with the RGB this machine's copy lacks)."""
     import scipy.io
 
     from pipeline.datasets import build_index
 
-    root = write_utd_mhad(tmp_path / "utd", actions=(1, 27), subjects=(1,), trials=(1,))
+    root = write_utd_mhad(tmp_path / "utd", actions=(1, 27), subjects=(1,), trials=(1,), rgb=True)
     (root / "Skeleton/a27_s1_t1_skeleton.mat").unlink()  # a sequence with a stream missing
-    specs = select_modalities("utd_mhad", "depth,skeleton,inertial")
+    specs = select_modalities("utd_mhad", "rgb,depth,skeleton,inertial")
     samples = build_index("utd_mhad", root).samples
     run_extract(samples, "utd_mhad", specs, tmp_path / "utd.zarr", SETTINGS, workers=0, show_progress=False)
     cache = FeatureCache(tmp_path / "utd.zarr")
@@ -424,8 +425,11 @@ def test_utd_mhad_depth_skeleton_inertial_from_files_like_the_release(tmp_path):
     assert first["depth"].shape == (-(-frames // 3), 2048)
     assert first["inertial"].shape == (steps // 5, 5, 6) and first["skeleton"].shape == (steps // 5, 5, 60)
     assert cache.read("a27_s1_t1")["skeleton"] is None and cache.read("a27_s1_t1")["depth"] is not None
-    direct = Backbone("random", "cpu", 4)(load_raw_sample(samples[0], specs, SETTINGS).inputs["depth"])
-    np.testing.assert_allclose(first["depth"].astype(np.float32), direct, rtol=2e-3, atol=2e-3)
+    raw = load_raw_sample(samples[0], specs, SETTINGS).inputs
+    assert first["rgb"].shape == (2, 2048) and raw["rgb"].shape == (2, 32, 32, 3)  # frames 0 and 3 of 4
+    for name in ("rgb", "depth"):
+        direct = Backbone("random", "cpu", 4)(raw[name])
+        np.testing.assert_allclose(first[name].astype(np.float32), direct, rtol=2e-3, atol=2e-3)
 
 
 def test_one_dask_cluster_serves_extracts_of_other_modalities(dataset, tmp_path):
