@@ -128,6 +128,35 @@ def test_quick_ablation_study_reports_mean_std_and_aso(params, tmp_path):
     assert result.exit_code == 2 and "use another --out" in result.output and "--overwrite" not in result.output
 
 
+def test_ablation_with_three_seeds_names_the_significantly_better_model_and_no_winner_of_a_tie(tmp_path, monkeypatch):
+    """With 3 seeds a model (only --quick's 2 had a test) the table's last column and results.json give ASO's
+    verdict. Training is replaced by fixed per-seed scores: MuMu far above B1 and B2, whose scores are near-identical,
+    so neither is called better than the other."""
+    from mumu.studies import Study
+    from mumu.train import RunResult
+
+    f1 = {"mumu": [0.91, 0.93, 0.92], "b1": [0.52, 0.55, 0.50], "b2": [0.521, 0.549, 0.501]}
+
+    def train(study, runs):  # {run name: config} -> {run name: RunResult}, as Study.train
+        return {name: RunResult(tmp_path / name, {"macro_f1": f1[cfg.model][cfg.seed], "accuracy": 0.5}, {})
+                for name, cfg in runs.items()}
+
+    monkeypatch.setattr(Study, "train", train)
+    output = run_study("ablation", "--params", "none", "--out", str(tmp_path), "--seeds", "3",
+                       "--models", "b1,b2,mumu")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["macro_f1"] == f1  # each seed's run scored into its own model
+    significance = results["significance"]
+    assert significance["significantly_better_than"] == {"mumu": ["b1", "b2"], "b1": [], "b2": []}
+    eps = significance["eps_min"]
+    assert eps["mumu"]["b1"] < 0.5 < eps["b1"]["mumu"]  # the verdict reads eps_min in the better model's row
+    assert eps["b1"]["b2"] >= 0.5 and eps["b2"]["b1"] >= 0.5
+    verdicts = {row.split(" | ")[0].lstrip("| "): row.split(" | ")[-1].rstrip(" |")
+                for row in (tmp_path / "table.md").read_text().splitlines() if row.startswith("| ") and "±" in row}
+    assert verdicts == {"MuMu": "B1, B2", "B1 non-attention": "none", "B2 unimodal attention (Keyless)": "none"}
+    assert "read the verdicts as indicative" in output and "not tested" not in output
+
+
 def test_quick_modalities_study_trains_each_group(params, tmp_path):
     run_study("modalities", "--quick", "--params", str(params), "--out", str(tmp_path), "--max-epochs", "1")
     results = json.loads((tmp_path / "results.json").read_text())["results"]
