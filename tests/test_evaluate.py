@@ -346,6 +346,30 @@ def test_the_red_tick_labels_are_the_corrupted_modalities(tmp_path, monkeypatch)
     assert [name for name, color in noisy if color == "red"] == ["gyro"]
 
 
+def test_attention_plot_bars_are_each_chosen_activitys_own_mean_weights():
+    """The bars of attention.png: for each activity chosen (by default the first two of each of the first two groups
+    among those in the test set), the modality weights averaged over that activity's test samples only."""
+    from mumu.evaluate import choose_activities, mean_weights
+
+    names, group_names, class_groups = ["a0", "a1", "a2", "a3", "a4", "a5"], ["g0", "g1"], [0, 0, 0, 1, 1, 1]
+    labels = np.array([1, 1, 2, 3, 3, 4, 5, 2])  # a0 has no test sample
+    sm = np.array([[0.9, 0.1], [0.7, 0.3], [0.2, 0.8], [0.5, 0.5], [0.6, 0.4], [1.0, 0.0], [0.0, 1.0], [0.4, 0.6]])
+    n = len(labels)
+    result = Inference([str(i) for i in range(n)], labels, np.array(class_groups)[labels], labels, None,
+                       {"sm": sm, "gm": sm[:, ::-1]}, np.zeros((n, 2, 4)), np.zeros((n, 4)))
+    chosen = choose_activities("auto", names, group_names, class_groups, set(labels.tolist()))
+    assert [names[a] for a in chosen] == ["a1", "a2", "a3", "a4"]
+    expected = np.array([[0.8, 0.2], [0.3, 0.7], [0.55, 0.45], [1.0, 0.0]])  # rows: a1, a2, a3, a4
+    weights = mean_weights(result, chosen, "mumu")
+    assert list(weights) == ["SM-Fusion", "GM-Fusion"]
+    np.testing.assert_allclose(weights["SM-Fusion"], expected)
+    np.testing.assert_allclose(weights["GM-Fusion"], expected[:, ::-1])
+    b3 = mean_weights(Inference(result.sample_ids, labels, result.groups, labels, None, {"gm": sm}, result.unimodal,
+                                result.fused), chosen, "b3")
+    assert list(b3) == ["self-attention"]
+    np.testing.assert_allclose(b3["self-attention"], expected)
+
+
 def test_summary_lines_carry_their_conditions_numbers(evaluated):  # noqa: F811
     out, output = evaluated
     metrics = json.loads((out / "metrics.json").read_text())
