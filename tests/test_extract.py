@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -570,6 +571,18 @@ def test_rebuild_if_changed_resumes_an_unchanged_cache_instead_of_rebuilding_it(
     assert "in 1 parts (1 parts already complete)" in resumed.output
     kept = {k: v for k, v in before.items() if k.startswith("parts/part-000000")}
     assert kept and {k: v for k, v in _part_files(cache).items() if k.startswith("parts/part-000000")} == kept
+
+
+def test_extract_shows_a_progress_bar_of_its_samples_on_stderr(tmp_path):
+    """Extraction of a real dataset takes hours: `cli.py extract` shows how many samples are done, also where its
+    output is not a terminal (a log file, a batch job), on stderr, so that stdout keeps only the report."""
+    _, index = make_dataset(tmp_path / "data", n_good=1)  # 4 samples
+    result = subprocess.run([sys.executable, "cli.py", "extract", "--index", str(index), "--cache",
+                             str(tmp_path / "c.zarr"), *SENSOR_ARGS], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"^extract: 100%.* 4/4 \[.*sample/s", result.stderr, re.MULTILINE), result.stderr[-2000:]
+    assert "extract:" not in result.stdout
 
 
 @pytest.mark.parametrize("flag", [[], ["--rebuild-if-changed"], ["--overwrite"]])
