@@ -5,6 +5,7 @@ import csv
 import gc
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -699,6 +700,21 @@ def test_train_command_prints_the_headline(tiny_demo, tmp_path):  # noqa: F811
     missing = runner.invoke(train_command, args[:5] + [str(tmp_path / "absent.zarr")] + args[6:-1]
                             + [str(tmp_path / "other")])
     assert missing.exit_code != 0 and "absent.zarr does not exist" in missing.output
+
+
+def test_train_command_shows_lightnings_progress_bar_of_each_epoch(tiny_demo, tmp_path):  # noqa: F811
+    """A training run takes hours: `cli.py train` shows Lightning's bar of the epoch and its batches, also where its
+    output is not a terminal (a log file, a batch job)."""
+    params = tmp_path / "params.yaml"
+    params.write_text("extract:\n  image_size: 32\n")  # the tiny cache's image size
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "train", "--params", str(params), "--dataset", "demo", "--cache",
+         str(tiny_demo.cache), "--protocol", "cross_session", "--modalities", "acc_phone,gyro", "--max-epochs", "1",
+         "--embed-dim", "16", "--max-steps-sensor", "6", "--num-workers", "0", "--accelerator", "cpu",
+         "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = result.stdout + result.stderr  # Lightning's bar (rich's or tqdm's, whichever is installed): stdout
+    assert re.search(r"^Epoch 0\b.* \d+/\d+ ", output, re.MULTILINE), output[-2000:]
 
 
 def test_activity_table_sets_the_auxiliary_groups_without_reextraction(tiny_demo, tmp_path):  # noqa: F811
