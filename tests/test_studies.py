@@ -129,8 +129,7 @@ def test_quick_ablation_study_reports_mean_std_and_aso(params, tmp_path):
 
 
 def test_ablation_with_three_seeds_names_the_significantly_better_model_and_no_winner_of_a_tie(tmp_path, monkeypatch):
-    """With 3 seeds a model (only --quick's 2 had a test) the table's last column and results.json give ASO's
-    verdict. Training is replaced by fixed per-seed scores: MuMu far above B1 and B2, whose scores are near-identical,
+    """With 3 seeds (only --quick's 2 had a test), the table's last column and results.json give ASO's verdict. Training is replaced by fixed per-seed scores: MuMu far above B1 and B2, whose scores are near-identical,
     so neither is called better than the other."""
     from mumu.studies import Study
     from mumu.train import RunResult
