@@ -54,12 +54,18 @@ def load_state_dict(weights: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def _used(name: str) -> bool:
+    """A tensor the features depend on: not the unused classifier, nor BatchNorm's batch counter (older exports,
+    torchvision's own ImageNet files among them, lack it, and loading fills it in)."""
+    return not name.startswith("fc.") and not name.endswith("num_batches_tracked")
+
+
 def _check_resnet50(state: dict, weights: str) -> None:
-    """MumuError unless `state` holds a ResNet-50's tensors (fc aside), so a wrong file fails before a cache is made."""
+    """MumuError unless `state` holds a ResNet-50's tensors, so a wrong file fails before a cache is made."""
     with torch.device("meta"):  # shapes only, no memory
         expected = {k: tuple(v.shape) for k, v in torchvision.models.resnet50(weights=None).state_dict().items()
-                    if not k.startswith("fc.")}
-    given = {k: tuple(getattr(v, "shape", ())) for k, v in state.items() if not k.startswith("fc.")}
+                    if _used(k)}
+    given = {k: tuple(getattr(v, "shape", ())) for k, v in state.items() if _used(k)}
     problems = [f"{what} {names[:3]}" for what, names in (
         ("missing", sorted(expected.keys() - given.keys())), ("unexpected", sorted(given.keys() - expected.keys())),
         ("other shapes", sorted(k for k in expected.keys() & given.keys() if given[k] != expected[k]))) if names]
