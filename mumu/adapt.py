@@ -17,7 +17,7 @@ import torch
 from pytorch_lightning.utilities import move_data_to_device
 from torch import Tensor, nn
 
-from mumu.data import valid_steps
+from mumu.data import is_empty, valid_steps
 from pipeline.index import Sample
 
 BatchNormState = dict[str, tuple[Tensor, Tensor, Tensor]]  # layer name -> running mean, var, batches tracked
@@ -73,7 +73,8 @@ def subject_batchnorm_state(module: nn.Module, batches: Iterable[dict]) -> Batch
     try:
         device = next(module.parameters()).device
         for batch in batches:
-            module(move_data_to_device(batch, device))
+            if not is_empty(batch):
+                module(move_data_to_device(batch, device))
         adapted = batchnorm_state(module)
     finally:
         for hook in hooks:
@@ -138,7 +139,7 @@ def predict_by_subject(module: nn.Module, subjects: Iterable[list[dict]], adapt:
     the module's device."""
     device = next(module.parameters()).device
     for batches in subjects:
-        batches = [move_data_to_device(batch, device) for batch in batches]
+        batches = [move_data_to_device(batch, device) for batch in batches if not is_empty(batch)]
         with adapted_batchnorm(module, batches) if adapt else nullcontext():
             outputs = [(batch, module(batch)) for batch in batches]
         yield from outputs

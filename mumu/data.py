@@ -212,6 +212,11 @@ def valid_steps(x: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor | Non
     return valid if rows is None else valid & rows[:, None].to(x.device)
 
 
+def is_empty(batch: dict) -> bool:
+    """A batch whose every sample was left out for want of a usable input (PadCollate)."""
+    return batch.get("sample_id") == []
+
+
 class PadCollate:
     """Stacks items into a batch, zero-padding every modality to its configured number of steps."""
 
@@ -223,13 +228,9 @@ class PadCollate:
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         # Raw training finds a sample's files unusable only when it loads them (RawDataset records why); one left
-        # with none of the chosen modalities is left out here, as a cache's would be before training.
-        unusable = [item["sample_id"] for item in items if all(steps is None for steps in item["x"].values())]
-        if len(unusable) == len(items):
-            raise MumuError(f"no sample of this batch has a usable input of the chosen modalities "
-                            f"({', '.join(unusable)}); their raw files failed to load: fix them, or choose modalities "
-                            f"they have")
-        items = [item for item in items if item["sample_id"] not in unusable]
+        # with none of the chosen modalities is left out here, as a cache's is before training. A batch may so
+        # come out empty (`is_empty`): the steps that run the model skip it.
+        items = [item for item in items if any(steps is not None for steps in item["x"].values())]
         batch_size = len(items)
         x, lengths = {}, {}
         for name, step_shape in self.step_shapes.items():

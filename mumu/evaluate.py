@@ -145,7 +145,15 @@ def infer_conditions(run: LoadedRun, conditions: dict[str, str | None], noise: s
                 rows[name].add(batch, out)
         if done is not None:
             done(sum(len(batch["sample_id"]) for batch in batches))
-    return {name: rows[name].inference() for name in conditions}
+    results = {name: rows[name].inference() for name in conditions}
+    left_out = sorted({s.sample_id for s in tested} - set(next(iter(results.values())).sample_ids))
+    if left_out:  # raw inputs that failed to load (mumu.data.PadCollate), as training left them out
+        if done is not None:
+            done(len(left_out))
+        click.echo(f"warning: {run.run_dir}: {len(left_out)} test samples have no usable input of the chosen "
+                   f"modalities and are left out, as in training: {', '.join(left_out[:5])}"
+                   f"{' ...' if len(left_out) > 5 else ''}", err=True)
+    return results
 
 
 class _Rows:

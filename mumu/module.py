@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from mumu.adapt import BatchNormState, batchnorm_state, load_batchnorm_state, subject_batchnorm_state
 from mumu.config import config_from_dict
-from mumu.data import valid_steps
+from mumu.data import is_empty, valid_steps
 from mumu.metrics import ActivityMetrics
 from mumu.model import ModelOutput, build_model, lost_modalities
 from mumu.noise import blank_steps
@@ -189,6 +189,8 @@ class MumuModule(pl.LightningModule):
         torch.manual_seed(step_key * 1_009 + self.global_rank)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if is_empty(batch):  # a zero loss that reaches every weight, so that DDP's gradient sync still meets it
+            return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
         loss = self.loss(self(batch), batch)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["label"]), sync_dist=True)
         return loss
@@ -227,6 +229,8 @@ class MumuModule(pl.LightningModule):
             load_batchnorm_state(self, self._trained_batchnorm)
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if is_empty(batch):
+            return
         out = self(batch)
         self.val_metrics.update(out.logits, batch["label"], out.group_logits, batch["group"], self.loss(out, batch))
 
@@ -244,6 +248,8 @@ class MumuModule(pl.LightningModule):
             load_batchnorm_state(self, self.test_batchnorm[dataloader_idx])
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if is_empty(batch):
+            return
         out = self(batch)
         self.test_metrics.update(out.logits, batch["label"], out.group_logits, batch["group"], self.loss(out, batch))
         probs = out.logits.float().softmax(-1).cpu()  # (B, K)

@@ -6,11 +6,12 @@ cross_subject / cross_session / odd_even, one per held-out subject for loso):
     RUN_DIR/config.yaml                 resolved settings
     RUN_DIR/checkpoints/best.ckpt       the tested epoch, by `train.select` (+ last.ckpt, to resume)
     RUN_DIR/inputs.json                 hashes of the code and the data the run began with
-    RUN_DIR/input_problems/<id>.json    raw training only: a sample's unusable inputs, {modality: reason}
+    RUN_DIR/input_problems/<id>.json    raw training only: a sample's unusable inputs, {modality: reason}; one
+                                        with none usable is left out of training and testing (and warned of)
     RUN_DIR/input_report.json           samples left out (none of the chosen modalities), files indexing skipped
     RUN_DIR/split.json                  the sample ids of train / val / test
     RUN_DIR/metrics.json                test macro-F1, top-1 accuracy, group accuracy, per-class F1
-    RUN_DIR/predictions.csv             one row per test sample
+    RUN_DIR/predictions.csv             one row per test sample (that has a usable input)
     RUN_DIR/logs/metrics.csv, RUN_DIR/tensorboard/, RUN_DIR/dvclive/   training curves
 With several splits (loso) each split gets a subdirectory RUN_DIR/<split>/ with the files above, and
 RUN_DIR/metrics.json holds the mean ± std and per-fold values, RUN_DIR/predictions.csv all folds.
@@ -248,17 +249,26 @@ def _warn_of_input_problems(data: RunData, run_dir: Path) -> None:
 
 def _warn_of_raw_problems(data: RunData, run_dir: Path) -> None:
     """Raw training: the samples whose files failed to load (RawDataset records each), and those of them left with
-    none of the chosen modalities, which the batches left out (PadCollate) as a cache's are left out before."""
+    no usable input of the chosen modalities, which the batches left out (PadCollate) as a cache's are left out."""
     recorded = sorted((run_dir / INPUT_PROBLEMS).glob("*.json"))
     if not recorded:
         return
     chosen = {spec.stored_as for spec in data.specs}
-    left_out = [record.stem for record in recorded if chosen <= set(json.loads(record.read_text()))]
-    click.echo(f"warning: {len(recorded)} samples had unusable raw inputs (as extract would record them): "
-               f"{run_dir / INPUT_PROBLEMS}/<sample_id>.json; " + (
-                   f"{len(left_out)} of them had none of the chosen modalities and were left out of training and "
-                   f"testing ({', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}), the others "
-                   if left_out else "they ") + "trained and tested without those modalities", err=True)
+    samples = {sample.sample_id: sample for sample in data.samples}
+
+    def nothing_usable(record: Path) -> bool:  # each chosen modality failed to load, or has no file at all
+        failed = set(json.loads(record.read_text()))
+        absent = set(samples[record.stem].missing()) if record.stem in samples else set()
+        return chosen <= failed | absent
+
+    left_out = [record.stem for record in recorded if nothing_usable(record)]
+    click.echo(f"warning: {len(recorded)} samples had unusable raw inputs (as extract would record them), each listed "
+               f"in {run_dir / INPUT_PROBLEMS}/<sample_id>.json; they trained and tested without those modalities",
+               err=True)
+    if left_out:
+        click.echo(f"warning: {len(left_out)} of them had no usable input of the chosen modalities and were left out "
+                   f"of training and testing: {', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}",
+                   err=True)
 
 
 def _finish_run(run_dir: Path, fold_metrics: dict[str, dict]) -> RunResult:

@@ -714,7 +714,7 @@ def test_train_command_shows_lightnings_progress_bar_of_each_epoch(tiny_demo, tm
          "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     output = result.stdout + result.stderr  # Lightning's bar (rich's or tqdm's, whichever is installed): stdout
-    assert re.search(r"^Epoch 0\b.* \d+/\d+ ", output, re.MULTILINE), output[-2000:]
+    assert re.search(r"(?:^|\r)Epoch 0\b.* \d+/\d+ ", output, re.MULTILINE), output[-2000:]  # tqdm's: after \r
 
 
 def test_activity_table_sets_the_auxiliary_groups_without_reextraction(tiny_demo, tmp_path):  # noqa: F811
@@ -872,28 +872,48 @@ def predicted_ids(run_dir: Path) -> list[str]:
 
 def test_raw_training_records_an_unusable_input_and_warns(tiny_demo, tmp_path, capsys):  # noqa: F811
     """From raw files, a video that passes the index's header check but does not decode is used as a missing
-    modality (as in a cache); the run records the reason against the file and says so. Chosen alone, the video's
-    sample has no input left: it is left out of training and testing (as a cache leaves it out), not a crash."""
+    modality (as in a cache); the run records the reason against the file and says so. With no other usable input
+    (chosen alone, or its other chosen file absent) the sample is left out of training and testing, as a cache
+    leaves it out, and said to be: not a crash, even where it is a whole batch of its own (batch size 1, each test
+    subject's statistics adapted to, evaluate)."""
+    from mumu.evaluate import evaluate_run
+
     root = shutil.copytree(tiny_demo.root, tmp_path / "demo")
     video = sorted((root / "video").glob("subject1/cam1/*/session2/*.mp4"))[0]  # a test sample (cross_session)
-    sample_id = "_".join(["subject1", *video.relative_to(root / "video" / "subject1" / "cam1").with_suffix("").parts]).lower()
+    parts = video.relative_to(root / "video" / "subject1" / "cam1").with_suffix("").parts  # scene, session, name
+    sample_id = "_".join(["subject1", *parts]).lower()
     video.write_bytes(video.read_bytes()[:600])  # the MP4 header survives, the frames do not
-    train_once(tiny_demo.config(tmp_path / "raw", source="raw", data_root=str(root), modalities="rgb_cam1,acc_phone",
-                                max_epochs=1), progress=False)
-    recorded = list((tmp_path / "raw" / "input_problems").glob("*.json"))
+
+    def train(name: str, modalities: str, **settings) -> dict:
+        result = train_once(tiny_demo.config(tmp_path / name, source="raw", data_root=str(root), modalities=modalities,
+                                             max_epochs=1, **settings), progress=False)
+        return result.metrics
+
+    train("both", "rgb_cam1,acc_phone")
+    recorded = list((tmp_path / "both" / "input_problems").glob("*.json"))
     assert [record.stem for record in recorded] == [sample_id]
     reasons = json.loads(recorded[0].read_text())
     assert list(reasons) == ["rgb_cam1"] and reasons["rgb_cam1"].startswith(f"{video}: ")
     warned = capsys.readouterr().err
     assert "1 samples had unusable raw inputs" in warned and "left out" not in warned
-    assert sample_id in predicted_ids(tmp_path / "raw")
+    assert sample_id in predicted_ids(tmp_path / "both")
 
-    result = train_once(tiny_demo.config(tmp_path / "rgb", source="raw", data_root=str(root), modalities="rgb_cam1",
-                                         max_epochs=1), progress=False)
-    assert f"1 of them had none of the chosen modalities and were left out of training and testing ({sample_id})" \
-        in capsys.readouterr().err
+    left_out = f"1 of them had no usable input of the chosen modalities and were left out of training and testing: " \
+               f"{sample_id}"
+    metrics = train("rgb", "rgb_cam1", batch_size=1, adapt_bn=True)
+    assert left_out in capsys.readouterr().err
     tested = predicted_ids(tmp_path / "rgb")
-    assert sample_id not in tested and len(tested) == result.metrics["n_samples"] == 23  # the 24 test samples less it
+    assert sample_id not in tested and len(tested) == metrics["n_samples"] == 23  # the 24 test samples less it
+    evaluated, _, _ = evaluate_run(tmp_path / "rgb", tmp_path / "rgb-eval", tsne_samples=10,
+                                   adapt_by_condition=False)  # each subject's batches adapted to together
+    assert evaluated["n_samples"] == 23 and evaluated["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert f"1 test samples have no usable input of the chosen modalities and are left out, as in training: " \
+           f"{sample_id}" in capsys.readouterr().err
+
+    (root / "sensors" / "acc_phone_clip" / "subject1" / Path(*parts)).with_suffix(".csv").unlink()
+    train("absent", "rgb_cam1,acc_phone")
+    assert left_out in capsys.readouterr().err
+    assert sample_id not in predicted_ids(tmp_path / "absent")
 
 
 def test_loso_tests_each_subject_once_pools_the_folds_resumes_a_missing_one_and_evaluate_agrees(tmp_path):
