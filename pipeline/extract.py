@@ -58,6 +58,7 @@ if TYPE_CHECKING:  # torch and torchvision load only where frames are encoded
 # Bump when the numbers extraction produces change for the same inputs and settings.
 # extract-2 (2026-11-30): a broken sensor file is refused on its own instead of shortening the sample's other streams.
 CODE_VERSION = "extract-2"
+SCHEDULER_TIMEOUT_S = 60  # how long `--scheduler ADDRESS` waits for a dask scheduler to answer
 
 
 @dataclass(frozen=True)
@@ -441,9 +442,6 @@ def _workers_leave_ctrl_c_to_this_process() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-SCHEDULER_TIMEOUT_S = 60
-
-
 def _run_dask(todo: Parts, modalities: list[ModalitySpec], settings: ExtractSettings, cache_path: Path, device: str,
               workers: int, scheduler: str | None, weights_hash: str, progress: Progress) -> list[dict]:
     import dask
@@ -455,6 +453,9 @@ def _run_dask(todo: Parts, modalities: list[ModalitySpec], settings: ExtractSett
     if scheduler:
         try:
             client, cluster = Client(scheduler, timeout=f"{SCHEDULER_TIMEOUT_S}s"), None
+        except ValueError as e:  # no port, an unknown scheme
+            raise MumuError(f"--scheduler {scheduler}: not a dask scheduler address ({e}); e.g. tcp://HOST:8786") \
+                from None
         except OSError as e:  # distributed retries until the timeout, then says only "Timed out ..."
             raise MumuError(f"--scheduler {scheduler}: no dask scheduler answered within {SCHEDULER_TIMEOUT_S} s "
                             f"({e}); is it running, and is the address reachable from here?") from None
@@ -678,9 +679,8 @@ def extract_command(params: str, data_root: Path | None, index_path: Path | None
         key = _PARAMS_KEY.get(option, option)
         value[key] = given if given is not None else from_file.get(key, BUILT_IN[key])
     dataset, workers = value["dataset"], value["workers"]
-    if not isinstance(workers, int) or workers < 0:
-        where = "--workers" if options.get("workers") is not None else f"{params}: extract.workers"
-        raise MumuError(f"{where} must be 0 (this process) or more, got {workers!r}")
+    if not isinstance(workers, int) or workers < 0:  # the params file's value: click checks --workers itself
+        raise MumuError(f"{params}: extract.workers must be 0 (this process) or more, got {workers!r}")
     specs = stored_modalities(dataset, select_modalities(dataset, value["modalities"]))  # a part: its modality
     for_dataset = from_file if dataset == from_file.get("dataset") else {}  # the file's paths are its dataset's
     data_root = data_root or Path(for_dataset.get("data_root") or Path("data") / dataset)

@@ -268,9 +268,13 @@ def test_settings_come_from_a_params_file_and_options_override_them(dataset, tmp
     to_train_cache = CliRunner().invoke(extract_command, args[:4])
     assert to_train_cache.exit_code == 0, to_train_cache.output
     assert f"{dataset['cache']}: extracted 0 samples in 0 parts (3 parts already complete)" in to_train_cache.output
-    params.write_text(params.read_text().replace("part_size: 2", "part_size: 0"))
-    bad = CliRunner().invoke(extract_command, args)
-    assert bad.exit_code == 2 and "extract.part_size must be a whole number >= 1, got 0" in bad.output
+    for good, wrong, message in (
+            ("part_size: 2", "part_size: 0", "extract.part_size must be a whole number >= 1, got 0"),
+            ("workers: 0", "workers: -1", "extract.workers must be 0 (this process) or more")):
+        params.write_text(params.read_text().replace(good, wrong))
+        bad = CliRunner().invoke(extract_command, args)
+        assert bad.exit_code == 2 and f"{params}: {message}" in bad.output, bad.output
+        params.write_text(params.read_text().replace(wrong, good))
 
 
 def test_changed_source_redoes_only_its_part(dataset, tmp_path):
@@ -581,7 +585,8 @@ def test_extract_shows_a_progress_bar_of_its_samples_on_stderr(tmp_path):
                              str(tmp_path / "c.zarr"), *SENSOR_ARGS], cwd=REPO_ROOT, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert re.search(r"^extract: 100%.* 4/4 \[.*sample/s", result.stderr, re.MULTILINE), result.stderr[-2000:]
+    # tqdm redraws after \r; its rate reads "sample/s", or "s/sample" where a sample takes over a second
+    assert re.search(r"(?:^|\r)extract: 100%.* 4/4 \[.*sample", result.stderr, re.MULTILINE), result.stderr[-2000:]
     assert "extract:" not in result.stdout
 
 
@@ -652,6 +657,9 @@ def test_an_unreachable_scheduler_is_a_clear_error_and_the_rerun_without_it_fini
     result = _extract(index, tmp_path / "c.zarr", "--scheduler", "tcp://127.0.0.1:1")  # nothing listens there
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert "--scheduler tcp://127.0.0.1:1: no dask scheduler answered within 1 s" in result.output
+    no_port = _extract(index, tmp_path / "c.zarr", "--scheduler", "127.0.0.1")
+    assert no_port.exit_code == 2 and "--scheduler 127.0.0.1: not a dask scheduler address (missing port" \
+        in no_port.output, no_port.output
     assert _extract(index, tmp_path / "c.zarr").exit_code == 0
     assert len(FeatureCache(tmp_path / "c.zarr")) == 2
 
