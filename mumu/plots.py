@@ -56,7 +56,8 @@ def plot_per_class_f1(
     f1: np.ndarray, class_names: list[str], class_groups: list[str], path: str | Path, title: str, macro_f1: float,
 ) -> Path:
     """Horizontal bars of per-class F1 (K,), coloured by activity group, `macro_f1` (metrics.json's: over the classes
-    present, which the mean of all K bars is not when a class is absent from the test set) as a dashed line."""
+    in the labels or the predictions, which the mean of all K bars is not when a class is in neither) as a dashed
+    line."""
     k = len(class_names)
     groups = list(dict.fromkeys(class_groups))
     colors = plt.get_cmap("tab10")

@@ -126,7 +126,8 @@ def run_noise_study(study: Study, models: list[str], noise: str, level: float, s
              "the other two columns corrupt that group in every test sample."]
     return study.write(f"Noise robustness (Table 6), {study.base.dataset}",
                        ["model", "clean", "noisy, random group", "noisy visual", "noisy non-visual"], rows,
-                       {"noise": {"mode": noise, "level": level, "groups": groups}, "results": results}, notes)
+                       {"noise": {"mode": noise, "level": level, "seed": seed, "adapt_by_condition": adapt_by_condition,
+                                  "groups": groups}, "results": results}, notes)
 
 
 def modality_combinations(names: list[str], groups: dict[str, list[str]], quick: bool) -> list[list[str]]:
@@ -210,7 +211,8 @@ def common_options(f: Callable) -> Callable:
                      help="Base settings come from this file; none: no file."),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path),
                      help="Output folder (default runs/study-<name>)."),
-        click.option("--quick", is_flag=True, help="A quick try on the --params dataset (under a minute per study on the demo): "
+        click.option("--quick", is_flag=True,
+                     help="A quick try on the --params dataset (under a minute per study on the demo): "
                      + ", ".join(f"{k}={v}" for k, v in QUICK.items()) + ", fewer runs."),
         click.option("--max-epochs", type=click.IntRange(1), help="Override train.max_epochs for every run."),
         click.option("--cache", help="Feature cache  [default: params train.cache, else cache/<dataset>.zarr]"),
@@ -231,7 +233,8 @@ def study_command() -> None:
 @study_command.command("noise")
 @common_options
 @click.option("--models", default=",".join(MODELS), show_default=True, help="Models to compare.")
-@click.option("--noise", type=click.Choice(NOISE_MODES), help=NOISE_HELP + "  [default: params evaluate.noise, else drop]")
+@click.option("--noise", type=click.Choice(NOISE_MODES),
+              help=NOISE_HELP + "  [default: params evaluate.noise, else drop]")
 @click.option("--noise-level", type=click.FloatRange(0, 1),
               help=LEVEL_HELP + "  [default: params evaluate.noise_level, else 1]")
 @click.option("--seed", type=int, help="Seed of the noise draws.  [default: params evaluate.seed, else 0]")

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 # UTD-MHAD skeleton rate, used only when the sample has no inertial stream to stretch it over:
-# the median inertial/skeleton length ratio is 2.63 at 50 Hz -> ~19 Hz (../shared/docs/datasets.md, section 2.4).
+# the median inertial/skeleton length ratio over the release's sequences is 2.63 at 50 Hz -> ~19 Hz.
 UTD_SKELETON_EFFECTIVE_HZ = 19.0
 UTD_INERTIAL_HZ = 50.0
 MMACT_TIME_FORMAT = "%Y%m%d_%H:%M:%S.%f"

@@ -191,8 +191,8 @@ def test_ucsd_mit_layout_with_a_missing_and_a_malformed_stream(tmp_path):
 
 # --------------------------------------------------------------------------------- tables
 
-# The shipped tables' facts, from docs/datasets.md, written out because a fresh checkout has no ../shared.
-# MMAct (1.7, 1.8): the paper's 37 classes in MMTSA's order (= activity_id) with their group. The release's 35 file
+# The shipped tables' facts, from the datasets' documentation, written out here.
+# MMAct: the paper's 37 classes in MMTSA's order (= activity_id) with their group. The release's 35 file
 # stems are the names without _desk: scene 3's using_phone / talking_on_phone files are the two *_desk classes.
 MMACT_CLASSES = [
     ("carrying", "complex"), ("checking_time", "simple"), ("closing", "complex"), ("crouching", "simple"),
@@ -206,7 +206,7 @@ MMACT_CLASSES = [
     ("standing_up", "desk"), ("talking_on_phone_desk", "desk"), ("using_pc", "desk"), ("using_phone_desk", "desk"),
     ("carrying_heavy", "complex"), ("carrying_light", "complex"),
 ]
-# UTD-MHAD (2.5, 2.7): actions a1..a27 in the official order with the 9/9/5/4 groups.
+# UTD-MHAD: actions a1..a27 in the official order with the 9/9/5/4 groups.
 UTD_MHAD_ACTIONS = [
     ("swipe_left", "hand_gesture"), ("swipe_right", "hand_gesture"), ("wave", "hand_gesture"), ("clap", "hand_gesture"),
     ("throw", "sports"), ("arm_cross", "hand_gesture"), ("basketball_shoot", "sports"), ("draw_x", "hand_gesture"),
@@ -216,7 +216,7 @@ UTD_MHAD_ACTIONS = [
     ("catch", "sports"), ("pickup_throw", "sports"), ("jog", "training_exercise"), ("walk", "daily"),
     ("sit2stand", "daily"), ("stand2sit", "daily"), ("lunge", "training_exercise"), ("squat", "training_exercise"),
 ]
-# UCSD-MIT (3.1): the authors' gross / fine activities; the folder name is the class name.
+# UCSD-MIT: the authors' gross / fine activities; the folder name is the class name.
 UCSD_MIT_ACTIVITIES = [
     ("receive", "gross"), ("walk", "gross"), ("attach", "gross"), ("scan", "gross"), ("thumb_2_grasp", "fine"),
     ("thumb_3_grasp", "fine"), ("ulnar_pinch_grasp", "fine"), ("palmar_grasp", "fine"), ("pincer_grasp", "fine"),

@@ -79,7 +79,7 @@ def test_quick_noise_study_reports_clean_and_noisy_columns(params, tmp_path):
     output = run_study(*args)
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["results"]) == {"b3", "mumu"}
-    assert (results["noise"]["mode"], results["noise"]["level"]) == ("gaussian", 0.9)
+    assert {k: results["noise"][k] for k in ("mode", "level", "seed")} == {"mode": "gaussian", "level": 0.9, "seed": 3}
     for model in ("b3", "mumu"):
         row = results["results"][model]
         assert set(row) == set(CONDITIONS)
@@ -129,7 +129,8 @@ def test_quick_ablation_study_reports_mean_std_and_aso(params, tmp_path):
 
 
 def test_ablation_with_three_seeds_names_the_significantly_better_model_and_no_winner_of_a_tie(tmp_path, monkeypatch):
-    """With 3 seeds (only --quick's 2 had a test), the table's last column and results.json give ASO's verdict. Training is replaced by fixed per-seed scores: MuMu far above B1 and B2, whose scores are near-identical,
+    """With 3 seeds (only --quick's 2 had a test), the table's last column and results.json give ASO's verdict.
+    Training is replaced by fixed per-seed scores: MuMu far above B1 and B2, whose scores are near-identical,
     so neither is called better than the other."""
     from mumu.studies import Study
     from mumu.train import RunResult
