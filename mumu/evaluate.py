@@ -145,6 +145,8 @@ def infer_conditions(run: LoadedRun, conditions: dict[str, str | None], noise: s
                 rows[name].add(batch, out)
         if done is not None:
             done(sum(len(batch["sample_id"]) for batch in batches))
+    if not rows[next(iter(conditions))].parts["ids"]:  # every test sample's raw inputs failed to load
+        raise MumuError(f"{run.run_dir}: no test sample has a usable input of the chosen modalities")
     results = {name: rows[name].inference() for name in conditions}
     left_out = sorted({s.sample_id for s in tested} - set(next(iter(results.values())).sample_ids))
     if left_out:  # raw inputs that failed to load (mumu.data.PadCollate), as training left them out

@@ -23,6 +23,7 @@ from mumu.data import is_empty, valid_steps
 from mumu.metrics import ActivityMetrics
 from mumu.model import ModelOutput, build_model, lost_modalities
 from mumu.noise import blank_steps
+from pipeline.errors import MumuError
 from pipeline.index import Sample
 from pipeline.modalities import FEATURE_DIM, ModalitySpec
 
@@ -76,6 +77,7 @@ class MumuModule(pl.LightningModule):
         self._val_batchnorm: list[BatchNormState] | None = None
         # fusion_targets: training sample id -> target fusion weights (M,) for the fusion_kl term (set before fitting)
         self._fusion_targets: dict[str, torch.Tensor] | None = None
+        self._empty_batch = False  # the training step's batch had no usable sample (raw inputs that failed)
 
     # ---- inputs
     def features(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -189,11 +191,18 @@ class MumuModule(pl.LightningModule):
         torch.manual_seed(step_key * 1_009 + self.global_rank)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        if is_empty(batch):  # a zero loss that reaches every weight, so that DDP's gradient sync still meets it
+        self._empty_batch = is_empty(batch)
+        if self._empty_batch:  # a zero loss that reaches every weight, so that DDP's gradient sync still meets it
             return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
         loss = self.loss(self(batch), batch)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["label"]), sync_dist=True)
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Every rank's batch empty (the synced gradients are all zero): no update at all, where AdamW would still
+        # step along its momentum and decay the weights. Parameters without a gradient are skipped by AdamW.
+        if self._empty_batch and not any(p.grad is not None and p.grad.any() for p in self.model.parameters()):
+            optimizer.zero_grad(set_to_none=True)
 
     def configure_optimizers(self) -> dict:
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
@@ -237,6 +246,9 @@ class MumuModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         metrics = self.val_metrics.compute()  # already synced across ranks
         self.val_metrics.reset()
+        if metrics["n_samples"] == 0:  # every one left out (mumu.data.PadCollate): nothing to select an epoch by
+            raise MumuError(f"no validation sample has a usable input of the chosen modalities "
+                            f"({', '.join(self.specs)}); their raw files failed to load (see the run's input_problems/)")
         for name in ("macro_f1", "accuracy", "group_accuracy", "loss", "nll"):
             if metrics[name] is not None:
                 # sync_dist: the values are synced already; it tells Lightning so (DDP warned for each metric)

@@ -576,6 +576,9 @@ def _test_split(trainer: pl.Trainer, module: MumuModule, data: RunData, split: S
                                 cfg.batch_size, cfg.seed, cfg.num_workers, test_groups=subjects)
     _interruptible(trainer, "test", module, datamodule=datamodule, verbose=False)
     results = module.test_results
+    if results["metrics"]["n_samples"] == 0:  # every one left out (mumu.data.PadCollate); no metrics.json then
+        raise MumuError(f"split {split.name}: no test sample has a usable input of the chosen modalities; their raw "
+                        f"files failed to load (see {data.problems_dir})")
     if cfg.adapt_bn:  # the evidence for adapting, on the validation subjects: compare with selected_val_score
         selection = {**selection, **_adapted_validation(module, data, split.val)}
     metrics = {**results["metrics"], "f1": "macro-F1 over the whole test set", "split": split.name,

@@ -916,6 +916,55 @@ def test_raw_training_records_an_unusable_input_and_warns(tiny_demo, tmp_path, c
     assert sample_id not in predicted_ids(tmp_path / "absent")
 
 
+def test_a_raw_test_or_validation_set_with_no_usable_sample_is_a_clear_error(tiny_demo, tmp_path):  # noqa: F811
+    """Had every sample of a part left out, its metrics would have been zeros (and NaN losses) that a LOSO mean
+    averages in, or no epoch to select: an error says why instead, in training and in a later evaluate."""
+    from mumu.evaluate import evaluate_run
+
+    root = shutil.copytree(tiny_demo.root, tmp_path / "demo")
+
+    def train(name: str) -> None:
+        train_once(tiny_demo.config(tmp_path / name, source="raw", data_root=str(root), modalities="rgb_cam1",
+                                    max_epochs=1), progress=False)
+
+    def damage(session: str) -> None:  # every cam1 video of that session: its header survives, its frames do not
+        for video in (root / "video").glob(f"*/cam1/*/{session}/*.mp4"):
+            video.write_bytes(video.read_bytes()[:600])
+
+    train("before")  # finished while the videos were good
+    damage("session2")  # the test session (cross_session)
+    with pytest.raises(MumuError, match=r"no test sample has a usable input of the chosen modalities"):
+        evaluate_run(tmp_path / "before", tmp_path / "eval", tsne_samples=10)
+    with pytest.raises(MumuError, match=r"split cross_session: no test sample has a usable input of the chosen"):
+        train("test-lost")
+    assert not (tmp_path / "test-lost" / "metrics.json").exists()
+    damage("session1")
+    with pytest.raises(MumuError, match=r"no validation sample has a usable input of the chosen modalities"):
+        train("all-lost")
+
+
+def test_a_training_step_on_an_empty_batch_leaves_the_weights_as_they_were(tiny_demo):  # noqa: F811
+    """A batch whose samples all failed to load trains nothing: AdamW would still step along its momentum."""
+    from mumu.module import MumuModule
+    from mumu.rundata import prepare_data
+
+    data = prepare_data(tiny_demo.config(modalities="acc_phone,gyro"))
+    module = MumuModule(data.cfg.to_dict(), [s.to_dict() for s in data.specs], data.activity_names, data.group_names)
+    optimizer = torch.optim.AdamW(module.model.parameters(), lr=0.01)
+    loader = data.loader(data.samples[:4])
+
+    def step(batch: dict) -> None:
+        optimizer.zero_grad()
+        module.training_step(batch, 0).backward()
+        module.on_before_optimizer_step(optimizer)
+        optimizer.step()
+
+    step(next(iter(loader)))  # a real step: AdamW now has momentum
+    before = {name: value.clone() for name, value in module.state_dict().items()}
+    step(data.collate()([]))  # an empty batch, as PadCollate gives one whose samples all failed to load
+    assert all(torch.equal(before[name], value) for name, value in module.state_dict().items())
+
+
 def test_loso_tests_each_subject_once_pools_the_folds_resumes_a_missing_one_and_evaluate_agrees(tmp_path):
     """The UTD-MHAD recipe's protocol end to end: one fold per held-out subject, every sample tested once (by the
     fold that held its subject out), the run's metrics the mean over folds, a rerun trains only a fold that is
