@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import MumuError
-from pipeline.files import replaced_whole, write_json, write_text
+from pipeline.files import replaced_whole, temporary, write_json, write_text
 from pipeline.modalities import DATASET_MODALITIES
 
 # activity -> (group, scene, sensor variant). Scene 3 is MMAct's desk scene.
@@ -89,11 +89,12 @@ def write_demo_dataset(
         raise MumuError(f"demo frame size must be even and >= 16, got {frame_size}")
     if n_subjects < 1 or n_sessions < 1 or n_frames < 1 or not views:
         raise MumuError("demo needs at least one subject, session, frame and view")
-    out_dir = Path(out_dir)
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "demo.json").exists():
+    out_dir, settings = Path(out_dir), Path(out_dir) / "demo.json"
+    # the temporary of demo.json is ours: a run killed while writing it leaves it alone there
+    if out_dir.is_dir() and any(p != temporary(settings) for p in out_dir.iterdir()) and not settings.exists():
         raise MumuError(f"{out_dir} holds other files and no demo dataset; choose an empty or new --out")
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_or_write_settings(out_dir / "demo.json", config)
+    _check_or_write_settings(settings, config)
 
     jobs = [
         (subject, session, activity)

@@ -11,6 +11,12 @@ from typing import Any
 from pipeline.errors import MumuError
 
 
+def temporary(path: Path) -> Path:
+    """The temporary beside `path` that `replaced_whole(path)` writes: a kill mid-write leaves it, the next write of
+    `path` reuses it."""
+    return path.with_name(f".{path.name}.tmp")
+
+
 @contextmanager
 def replaced_whole(path: str | Path, shared: bool = False) -> Iterator[Path]:
     """Yields a temporary path beside `path` to write; on success it replaces `path` in one rename, on an
@@ -21,7 +27,7 @@ def replaced_whole(path: str | Path, shared: bool = False) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):  # a file where a folder of the path should be
         raise MumuError(f"cannot write {path}: a file stands where a folder of that path should be") from None
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp" if shared else f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp") if shared else temporary(path)
     try:
         yield tmp
     except BaseException as e:

@@ -21,6 +21,23 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+def run_cli_killed_at(name: str, *args: str) -> subprocess.CompletedProcess:
+    """`cli.py ARGS`, killed (SIGKILL) as it renames its written file NAME into place: what a kill at that moment
+    leaves behind, for the rerun to finish."""
+    killed = ("import os, pathlib, runpy, signal, sys\n"
+              "replace = pathlib.Path.replace\n"
+              "def killed_at(self, target):\n"
+              f"    if pathlib.Path(target).name == {name!r}:\n"
+              "        os.kill(os.getpid(), signal.SIGKILL)\n"
+              "    return replace(self, target)\n"
+              "pathlib.Path.replace = killed_at\n"
+              f"sys.argv[0] = {str(ROOT / 'cli.py')!r}\n"
+              "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", killed, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == -signal.SIGKILL, f"not killed at {name}: {result.stderr}"
+    return result
+
+
 def test_top_level_help_lists_every_command():
     result = run_cli("--help")
     assert result.returncode == 0

@@ -147,6 +147,19 @@ def test_a_run_killed_while_writing_a_video_is_finished_by_rerunning(demo, tmp_p
     assert _files(tmp_path / "demo") == _files(demo)
 
 
+def test_a_run_killed_while_writing_its_settings_is_finished_by_rerunning(demo, tmp_path):
+    """A kill before demo.json was in place left its temporary alone in the new folder, which the rerun took for
+    another dataset's files: it refused the folder for good instead of finishing the dataset."""
+    from tests.test_cli import run_cli_killed_at
+
+    out = tmp_path / "demo"
+    run_cli_killed_at("demo.json", "demo-data", "--out", str(out), "--seed", "3", "--subjects", "2", "--sessions", "2",
+                      "--frames", "12", "--frame-size", "32")
+    assert not (out / "demo.json").exists()
+    write_demo_dataset(out, seed=3, **SMALL)
+    assert _files(out) == _files(demo)  # the temporary included
+
+
 def test_cli_writes_the_demo(tmp_path, repo_root):
     result = subprocess.run(
         [sys.executable, str(repo_root / "cli.py"), "demo-data", "--out", str(tmp_path / "d"), "--subjects", "1",
