@@ -52,9 +52,13 @@ def index(dataset: str, data_root: Path, out: Path | None, table: Path | None, s
 
     result = build_index(dataset, data_root, strict=strict, table=table)
     out = out or Path("cache") / dataset / "index.csv"
-    write_index(result.samples, out, result.modalities)
     report = index_report_path(out)
+    # extract reads the skipped files from the report beside the index: the index goes first and is written last,
+    # so a kill in between leaves no index rather than a new one beside an earlier indexing's report
+    if out.is_file():
+        out.unlink()
     write_json(report, result.report(str(out)))
+    write_index(result.samples, out, result.modalities)
     click.echo(_summary(result, result.counts(), report))
     click.echo(f"index:  {out}\nreport: {report}")
 

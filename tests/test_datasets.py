@@ -338,6 +338,28 @@ def test_cli_index_writes_index_report_and_summary(repo_root, mmact_root, tmp_pa
     assert "unknown files ignored: 3" in result.stdout
 
 
+def test_an_index_killed_while_writing_its_report_is_not_left_beside_the_earlier_report(repo_root, mmact_root,
+                                                                                         tmp_path):
+    """extract takes the files indexing skipped from the report beside the index: a new index left beside the report
+    of an earlier indexing had it name a mended file as skipped (and --strict refuse it). The rerun finishes both."""
+    from tests.test_cli import run_cli_killed_at
+
+    root, out = shutil.copytree(mmact_root, tmp_path / "mmact"), tmp_path / "idx" / "index.csv"
+    report = out.with_name("index_report.json")
+    args = ("index", "--dataset", "mmact", "--data-root", str(root), "--out", str(out))
+    assert run_cli(repo_root, *args).returncode == 0
+    mended = mmact_csv(root / "Sensor_trimmed/gyro_clip/subject2/scene1/session2/walking.csv")
+
+    def skipped() -> set[str]:
+        return {s["path"] for s in json.loads(report.read_text())["skipped_files"]}
+
+    run_cli_killed_at(report.name, *args)
+    assert not out.exists() or str(mended) not in skipped()
+    assert run_cli(repo_root, *args).returncode == 0
+    assert str(mended) not in skipped() and len(skipped()) == 1
+    assert str(mended) in {s.paths["gyro"] for s in read_index(out)}
+
+
 def test_cli_index_strict_is_one_line_error(repo_root, mmact_root, tmp_path):
     result = run_cli(repo_root, "index", "--dataset", "mmact", "--data-root", str(mmact_root),
                      "--out", str(tmp_path / "i.csv"), "--strict")
