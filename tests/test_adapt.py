@@ -264,6 +264,31 @@ def test_retesting_the_last_epoch_matches_training_with_select_last(trained, tmp
     assert metrics["accuracy"] == pytest.approx(result.metrics["accuracy"], abs=1e-6)
 
 
+def test_a_retest_interrupted_mid_test_is_finished_by_the_rerun_and_then_not_redone(trained, adapted, tmp_path,
+                                                                                    monkeypatch):
+    """Ctrl-C while a retest tests is an interruption (cli.py says how to resume), leaving no metrics.json; the rerun
+    gives the uninterrupted retest's numbers, and a rerun of a finished retest reads them back instead of testing."""
+    from mumu import train
+    from mumu.module import MumuModule
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def tested_again(*args, **kwargs):
+        raise AssertionError("a finished retest was tested again")
+
+    out = tmp_path / "adapted"
+    with monkeypatch.context() as patch:
+        patch.setattr(MumuModule, "test_step", ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            retest(trained.run_dir, out, progress=False, adapt_bn=True)
+    assert (out / "config.yaml").is_file() and not (out / "metrics.json").exists()
+    assert retest(trained.run_dir, out, progress=False, adapt_bn=True).metrics == adapted.metrics
+    assert test_probabilities(out) == test_probabilities(adapted.run_dir)
+    monkeypatch.setattr(train, "_test_split", tested_again)
+    assert retest(trained.run_dir, out, progress=False, adapt_bn=True).metrics == adapted.metrics
+
+
 def test_retest_cannot_select_an_epoch_the_run_did_not_keep(trained, tmp_path):
     with pytest.raises(MumuError, match="training again"):
         retest(trained.run_dir, tmp_path / "out", progress=False, select="nll")
