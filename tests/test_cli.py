@@ -33,7 +33,8 @@ def run_cli_killed_at(name: str, *args: str) -> subprocess.CompletedProcess:
               "pathlib.Path.replace = killed_at\n"
               f"sys.argv[0] = {str(ROOT / 'cli.py')!r}\n"
               "runpy.run_path(sys.argv[0], run_name='__main__')\n")
-    result = subprocess.run([sys.executable, "-c", killed, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", killed, *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == -signal.SIGKILL, f"not killed at {name}: {result.stderr}"
     return result
 
