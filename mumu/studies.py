@@ -83,7 +83,8 @@ class Study:
         table = markdown_table(headers, rows)
         settings = {k: v for k, v in self.base.to_dict().items() if k not in ("out",)}
         if self.quick:
-            notes = [f"**Quick mode** (`--quick`: {', '.join(f'{k} {v}' for k, v in QUICK.items())}, fewer runs): a "
+            used = ", ".join(f"{k} {getattr(self.base, k)}" for k in QUICK)  # an option given beside --quick wins
+            notes = [f"**Quick mode** (`--quick`: {used}, fewer runs): a "
                      "check that the study runs end to end, not results.", *notes]
         text = "\n\n".join([f"# {title}", table, *notes]) + "\n"
         write_text(self.out / "table.md", text)
