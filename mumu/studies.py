@@ -252,7 +252,8 @@ def noise_command(params: str, out: Path | None, quick: bool, max_epochs: int | 
 
 @study_command.command("modalities")
 @common_options
-@click.option("--model", type=click.Choice(MODELS), default="mumu", show_default=True, help="The model trained on each combination.")
+@click.option("--model", type=click.Choice(MODELS), default="mumu", show_default=True,
+              help="The model trained on each combination.")
 def modalities_command(params: str, out: Path | None, quick: bool, max_epochs: int | None, cache: str | None,
                        model: str) -> None:
     """Modality combinations (Table 5): one model trained and tested on each combination."""

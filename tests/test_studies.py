@@ -120,7 +120,8 @@ def test_quick_ablation_study_reports_mean_std_and_aso(params, tmp_path):
     table = (tmp_path / "table.md").read_text()
     assert "| B1 non-attention |" in table
     # 2 seeds: no verdict (it called near-chance ties significant), and the table says it is a quick run
-    assert table.count("not tested (< 3 seeds)") == 2 and "**Quick mode** (`--quick`: max_epochs 1, embed_dim 32" in table
+    assert table.count("not tested (< 3 seeds)") == 2
+    assert "**Quick mode** (`--quick`: max_epochs 1, embed_dim 32" in table  # --max-epochs wins over --quick's 3
     assert results["significance"]["significantly_better_than"] is None  # as the table: no verdict
     # the study's own advice when its runs hold other settings: studies have --out, not --overwrite
     result = CliRunner().invoke(study_command, ["ablation", "--quick", "--params", str(no_lstm), "--out",
