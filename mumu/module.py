@@ -193,8 +193,10 @@ class MumuModule(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         self._empty_batch = is_empty(batch)
         if self._empty_batch:  # a zero loss that reaches every weight, so that DDP's gradient sync still meets it
-            return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
-        loss = self.loss(self(batch), batch)
+            loss = sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
+        else:
+            loss = self.loss(self(batch), batch)
+        # logged for an empty batch too, with weight 0: every rank then meets the epoch's sync of the mean
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["label"]), sync_dist=True)
         return loss
 

@@ -263,8 +263,8 @@ def _warn_of_raw_problems(data: RunData, run_dir: Path) -> None:
 
     left_out = [record.stem for record in recorded if nothing_usable(record)]
     click.echo(f"warning: {len(recorded)} samples had unusable raw inputs (as extract would record them), each listed "
-               f"in {run_dir / INPUT_PROBLEMS}/<sample_id>.json; they trained and tested without those modalities",
-               err=True)
+               f"in {run_dir / INPUT_PROBLEMS}/<sample_id>.json; those with another usable input trained and tested "
+               f"without them", err=True)
     if left_out:
         click.echo(f"warning: {len(left_out)} of them had no usable input of the chosen modalities and were left out "
                    f"of training and testing: {', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}",

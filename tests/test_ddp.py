@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -78,3 +79,21 @@ def test_more_cpu_processes_than_cores_is_warned_before_anything_starts(tiny_dem
     assert done.returncode != 0
     assert f"training processes on this machine's {os.cpu_count()} CPU cores" in done.stderr
     assert "no such checkpoint" in done.stderr
+
+
+def test_two_process_ddp_from_raw_files_leaves_out_samples_with_no_usable_input(tiny_demo, tmp_path):  # noqa: F811
+    """A rank whose batch is empty (its one sample's video is broken) still meets the other rank's gradient sync and
+    epoch logging: the run finishes, without those samples, instead of hanging or failing."""
+    root = shutil.copytree(tiny_demo.root, tmp_path / "demo")
+    broken = sorted((root / "video").glob("subject1/cam1/*/session1/*.mp4"))[:2]  # training or validation samples
+    for video in broken:
+        video.write_bytes(video.read_bytes()[:600])  # the MP4 header survives, the frames do not
+    command = ddp_command(tiny_demo, tmp_path, tmp_path / "ddp", epochs=1)
+    command[command.index("--modalities") + 1] = "rgb_cam1"
+    command[command.index("--batch-size") + 1] = "1"
+    command += ["--from-raw", "--data-root", str(root)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "2 of them had no usable input of the chosen modalities and were left out" in done.stderr
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["n_samples"] == 24  # the test session is whole
