@@ -145,17 +145,17 @@ def infer_conditions(run: LoadedRun, conditions: dict[str, str | None], noise: s
                 rows[name].add(batch, out)
         if done is not None:
             done(sum(len(batch["sample_id"]) for batch in batches))
-    if not rows[next(iter(conditions))].parts["ids"]:  # every test sample's raw inputs failed to load
+    predicted = set(rows[next(iter(conditions))].parts["ids"])  # every condition sees the same samples
+    if not predicted:  # every test sample's raw inputs failed to load
         raise MumuError(f"{run.run_dir}: no test sample has a usable input of the chosen modalities")
-    results = {name: rows[name].inference() for name in conditions}
-    left_out = sorted({s.sample_id for s in tested} - set(next(iter(results.values())).sample_ids))
+    left_out = sorted({s.sample_id for s in tested} - predicted)
     if left_out:  # raw inputs that failed to load (mumu.data.PadCollate), as training left them out
         if done is not None:
             done(len(left_out))
         click.echo(f"warning: {run.run_dir}: {len(left_out)} test samples have no usable input of the chosen "
                    f"modalities and are left out, as in training: {', '.join(left_out[:5])}"
                    f"{' ...' if len(left_out) > 5 else ''}", err=True)
-    return results
+    return {name: rows[name].inference() for name in conditions}
 
 
 class _Rows:
