@@ -865,11 +865,6 @@ def test_restart_if_changed_resumes_the_same_run_and_starts_a_changed_one_afresh
     assert load_run(tmp_path / "run").config.lr == 0.5
 
 
-def predicted_ids(run_dir: Path) -> list[str]:
-    with open(run_dir / "predictions.csv", newline="") as f:
-        return [row["sample_id"] for row in csv.DictReader(f)]
-
-
 def test_raw_training_records_an_unusable_input_and_warns(tiny_demo, tmp_path, capsys):  # noqa: F811
     """From raw files, a video that passes the index's header check but does not decode is used as a missing
     modality (as in a cache); the run records the reason against the file and says so. With no other usable input
@@ -896,13 +891,13 @@ def test_raw_training_records_an_unusable_input_and_warns(tiny_demo, tmp_path, c
     assert list(reasons) == ["rgb_cam1"] and reasons["rgb_cam1"].startswith(f"{video}: ")
     warned = capsys.readouterr().err
     assert "1 samples had unusable raw inputs" in warned and "left out" not in warned
-    assert sample_id in predicted_ids(tmp_path / "both")
+    assert sample_id in [row["sample_id"] for row in read_predictions(tmp_path / "both")]
 
     left_out = f"1 of them had no usable input of the chosen modalities and were left out of training and testing: " \
                f"{sample_id}"
     metrics = train("rgb", "rgb_cam1", batch_size=1, adapt_bn=True)
     assert left_out in capsys.readouterr().err
-    tested = predicted_ids(tmp_path / "rgb")
+    tested = [row["sample_id"] for row in read_predictions(tmp_path / "rgb")]
     assert sample_id not in tested and len(tested) == metrics["n_samples"] == 23  # the 24 test samples less it
     evaluated, _, _ = evaluate_run(tmp_path / "rgb", tmp_path / "rgb-eval", tsne_samples=10,
                                    adapt_by_condition=False)  # each subject's batches adapted to together
@@ -913,7 +908,7 @@ def test_raw_training_records_an_unusable_input_and_warns(tiny_demo, tmp_path, c
     (root / "sensors" / "acc_phone_clip" / "subject1" / Path(*parts)).with_suffix(".csv").unlink()
     train("absent", "rgb_cam1,acc_phone")
     assert left_out in capsys.readouterr().err
-    assert sample_id not in predicted_ids(tmp_path / "absent")
+    assert sample_id not in [row["sample_id"] for row in read_predictions(tmp_path / "absent")]
 
 
 def test_a_raw_test_or_validation_set_with_no_usable_sample_is_a_clear_error(tiny_demo, tmp_path):  # noqa: F811
