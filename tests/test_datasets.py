@@ -368,3 +368,33 @@ def test_cli_index_strict_is_one_line_error(repo_root, mmact_root, tmp_path):
     assert result.stderr.strip().count("\n") == 0
     assert "gyro_clip/subject2/scene1/session2/walking.csv: empty file" in result.stderr
     assert not (tmp_path / "i.csv").exists()
+
+
+def test_cli_index_table_option_labels_with_the_given_table(repo_root, tmp_path):
+    """`index --table` groups the samples by the given table (index and report), and a table that cannot be read is
+    a one-line error naming it, with no index written."""
+    root = write_utd_mhad(tmp_path / "utd", actions=(26, 27), subjects=(1,), trials=(1,))
+    edited = tmp_path / "edited.csv"
+    edited.write_text(table_path("utd_mhad").read_text().replace("26,squat,3,training_exercise",
+                                                                 "26,squat,0,hand_gesture"))
+    out = tmp_path / "idx" / "index.csv"
+    result = run_cli(repo_root, "index", "--dataset", "utd_mhad", "--data-root", str(root), "--out", str(out),
+                     "--table", str(edited))
+    assert result.returncode == 0, result.stderr
+    assert {s.sample_id: s.group for s in read_index(out)} == {"a26_s1_t1": "training_exercise",
+                                                              "a27_s1_t1": "hand_gesture"}
+    report = json.loads((tmp_path / "idx" / "index_report.json").read_text())
+    assert {g: n for g, n in report["per_group"].items() if n} == {"training_exercise": 1, "hand_gesture": 1}
+
+    missing = tmp_path / "no_such_table.csv"
+    result = run_cli(repo_root, "index", "--dataset", "utd_mhad", "--data-root", str(root),
+                     "--out", str(tmp_path / "other" / "index.csv"), "--table", str(missing))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "no_such_table.csv" in result.stderr and result.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "other" / "index.csv").exists()
+
+    result = run_cli(repo_root, "index", "--dataset", "utd_mhad", "--data-root", str(root),
+                     "--out", str(tmp_path / "other" / "index.csv"), "--table", str(table_path("demo")))
+    assert result.returncode != 0 and "Traceback" not in result.stderr  # another dataset's table: says why
+    assert "is not in the activity table" in result.stderr and "demo.csv" in result.stderr
+    assert not (tmp_path / "other" / "index.csv").exists()

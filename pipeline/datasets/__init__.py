@@ -36,8 +36,9 @@ def build_index(dataset: str, data_root: str | Path, strict: bool = False, table
     adapter = import_module(f"pipeline.datasets.{ADAPTERS[dataset]}")
     result.samples = adapter.scan(root, dataset, labels, modalities, Recorder(result, strict))
     if not result.samples:
+        first_bad = f"; the first: {result.skipped[0].path}: {result.skipped[0].reason}" if result.skipped else ""
         raise MumuError(
             f"no {dataset} samples found under {root} ({len(result.unknown)} unrecognised files, "
-            f"{len(result.skipped)} bad files); see docs/datasets.md for the expected layout"
+            f"{len(result.skipped)} bad files{first_bad}); see docs/datasets.md for the expected layout"
         )
     return result
