@@ -11,14 +11,13 @@ and OUT.png (a reliability diagram: accuracy against confidence per bin, one lin
 """
 from __future__ import annotations
 
-import json
-import sys
 from glob import glob
 from pathlib import Path
 
 import numpy as np
 
 from summarise import fold_metrics, predictions  # the finished folds' files, as the other tables read them
+from summarise import run_with_variants, write_json
 
 RESULTS = Path(__file__).resolve().parent
 BINS = np.linspace(0.0, 1.0, 16)
@@ -93,13 +92,10 @@ def main(out: str, variants: list[str]) -> None:
         print(f"| {name} | {n_runs} | {r['predictions']} | {100 * r['top1']:.2f} | {r['nll']:.3f} | "
               f"{r['confidence_when_right']:.3f} / {r['confidence_when_wrong']:.3f} | {r['p_true_when_wrong']:.3f} | "
               f"{100 * r['true_class_second_when_wrong']:.0f} % | {100 * r['ece']:.1f} |")
-    (RESULTS / f"{out}.json").parent.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{out}.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_json(out, results)
     plot(results, RESULTS / f"{out}.png")
     print(f"-> {RESULTS / out}.json, {RESULTS / out}.png")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or any("=" not in v for v in sys.argv[2:]):
-        raise SystemExit(__doc__)
-    main(sys.argv[1], sys.argv[2:])
+    run_with_variants(main, __doc__)

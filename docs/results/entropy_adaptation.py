@@ -16,7 +16,6 @@ alone and with entropy minimisation on top.
 from __future__ import annotations
 
 import copy
-import json
 import sys
 from glob import glob
 from pathlib import Path
@@ -30,6 +29,7 @@ sys.path.insert(0, str(RESULTS.parents[1]))
 
 from mumu.adapt import adapted_batchnorm, by_subject, load_batchnorm_state, batchnorm_state  # noqa: E402
 from mumu.rundir import finished_folds, load_run  # noqa: E402
+from summarise import run_with_variants, write_json  # noqa: E402
 
 LR = 1e-3
 PASSES = (1, 10)
@@ -110,12 +110,9 @@ def main(out: str, models: list[str]) -> None:
             v, t = r["mean"][f"val/{method}"], r["mean"][f"test/{method}"]
             print(f"| {name} | {method} | {100 * v['top1']:.2f} | {v['nll']:.3f} | {100 * t['top1']:.2f} | "
                   f"{t['nll']:.3f} |")
-    (RESULTS / f"{out}.json").parent.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{out}.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_json(out, results)
     print(f"-> {RESULTS / out}.json")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or any("=" not in v for v in sys.argv[2:]):
-        raise SystemExit(__doc__)
-    main(sys.argv[1], sys.argv[2:])
+    run_with_variants(main, __doc__)

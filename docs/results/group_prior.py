@@ -11,7 +11,6 @@ Markdown row per run.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ sys.path.insert(0, str(RESULTS.parents[1]))
 
 from mumu.adapt import by_subject, predict_by_subject  # noqa: E402
 from mumu.rundir import finished_folds, load_run  # noqa: E402
+from summarise import write_json  # noqa: E402
 
 LAMS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
@@ -74,7 +74,7 @@ def main(out: str, run_dirs: list[str]) -> None:
         results[str(run_dir)] = row
         print(f"| {run_dir.name} | {row['test_top1_lam0']:.2f} | {row['test_top1_chosen']:.2f} | "
               f"{', '.join(f'{lam:g}' for lam in chosen.values())} |", flush=True)
-    (RESULTS / f"{out}.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_json(out, results)
 
 
 if __name__ == "__main__":

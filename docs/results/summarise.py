@@ -86,6 +86,21 @@ def mean_std(values: list[float]) -> dict:
     return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)} if values else {}
 
 
+def write_json(name: str, results: dict) -> Path:
+    """docs/results/NAME.json, folders made as needed: the file each probe script writes."""
+    path = OUT / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    return path
+
+
+def run_with_variants(main, usage: str) -> None:
+    """`main(OUT, ["NAME=RUN_GLOB", ...])` from the command line, or exit with the script's usage."""
+    if len(sys.argv) < 3 or any("=" not in v for v in sys.argv[2:]):
+        raise SystemExit(usage)
+    main(sys.argv[1], sys.argv[2:])
+
+
 def main(name: str, run_dirs: list[str]) -> None:
     runs, all_acc, all_f1, all_nll, rows = {}, [], [], [], []
     for run in map(Path, run_dirs):

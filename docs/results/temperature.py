@@ -13,7 +13,6 @@ scaled NLL, and writes docs/results/OUT.json.
 """
 from __future__ import annotations
 
-import json
 import sys
 from glob import glob
 from pathlib import Path
@@ -26,6 +25,7 @@ sys.path.insert(0, str(RESULTS.parents[1]))
 
 from mumu.adapt import by_subject, predict_by_subject  # noqa: E402
 from mumu.rundir import finished_folds, load_run  # noqa: E402
+from summarise import run_with_variants, write_json  # noqa: E402
 
 TEMPERATURES = torch.logspace(-1, 1, 121)  # 0.1 .. 10
 
@@ -72,12 +72,9 @@ def main(out: str, variants: list[str]) -> None:
         m = r["mean"]
         print(f"| {name} | {len(r['folds'])} | {100 * m['top1']:.2f} | {m['nll']:.3f} | {m['scaled_nll']:.3f} | "
               f"{m['temperature']:.2f} |")
-    (RESULTS / f"{out}.json").parent.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{out}.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_json(out, results)
     print(f"-> {RESULTS / out}.json")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or any("=" not in v for v in sys.argv[2:]):
-        raise SystemExit(__doc__)
-    main(sys.argv[1], sys.argv[2:])
+    run_with_variants(main, __doc__)

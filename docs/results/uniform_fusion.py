@@ -10,7 +10,6 @@ per run, part and mode, and prints a Markdown row per run.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ sys.path.insert(0, str(RESULTS.parents[1]))
 import mumu.fusion as fusion  # noqa: E402
 from mumu.encoders import masked_softmax  # noqa: E402
 from mumu.rundir import finished_folds  # noqa: E402
-from summarise import unadapted_run  # noqa: E402
+from summarise import unadapted_run, write_json  # noqa: E402
 
 
 def uniform_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -72,7 +71,7 @@ def main(out: str, run_dirs: list[str]) -> None:
         print(f"| {run_dir.name} | " + " | ".join(
             f"{row[f'{part}_learned'][key]:.{digits}f} / {row[f'{part}_uniform'][key]:.{digits}f}"
             for part in ("val", "test") for key, digits in (("top1", 2), ("nll", 3))) + " |", flush=True)
-    (RESULTS / f"{out}.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_json(out, results)
 
 
 if __name__ == "__main__":
