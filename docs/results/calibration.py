@@ -80,13 +80,12 @@ def plot(results: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main(out: str, variants: list[str]) -> None:
+def main(out: str, variants: dict[str, str]) -> None:
     results = {}
     print("| model | runs | predictions | top-1 % | NLL | confidence right / wrong | p(true) when wrong | "
           "true class 2nd when wrong | ECE % |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for variant in variants:
-        name, _, pattern = variant.partition("=")
+    for name, pattern in variants.items():
         probabilities, labels, n_runs = pooled_probabilities(pattern)
         r = results[name] = {"runs": pattern, "run_count": n_runs} | calibration(probabilities, labels)
         print(f"| {name} | {n_runs} | {r['predictions']} | {100 * r['top1']:.2f} | {r['nll']:.3f} | "

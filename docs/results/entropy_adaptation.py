@@ -97,12 +97,9 @@ def model_scores(pattern: str) -> dict:
     return {"pattern": pattern, "folds": folds, "mean": mean}
 
 
-def main(out: str, models: list[str]) -> None:
+def main(out: str, models: dict[str, str]) -> None:
     torch.manual_seed(0)
-    results = {}
-    for model in models:
-        name, _, pattern = model.partition("=")
-        results[name] = model_scores(pattern)
+    results = {name: model_scores(pattern) for name, pattern in models.items()}
     print("| model | method | validation top-1 % | validation NLL | test top-1 % | test NLL |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():

@@ -95,10 +95,10 @@ def write_json(name: str, results: dict) -> Path:
 
 
 def run_with_variants(main, usage: str) -> None:
-    """`main(OUT, ["NAME=RUN_GLOB", ...])` from the command line, or exit with the script's usage."""
+    """`main(OUT, {NAME: RUN_GLOB, ...})` from the command line's OUT NAME=RUN_GLOB ..., or exit with the usage."""
     if len(sys.argv) < 3 or any("=" not in v for v in sys.argv[2:]):
         raise SystemExit(usage)
-    main(sys.argv[1], sys.argv[2:])
+    main(sys.argv[1], dict(v.partition("=")[::2] for v in sys.argv[2:]))
 
 
 def main(name: str, run_dirs: list[str]) -> None:

@@ -61,11 +61,8 @@ def variant_scores(pattern: str) -> dict:
     return {"pattern": pattern, "folds": folds, "mean": mean}
 
 
-def main(out: str, variants: list[str]) -> None:
-    results = {}
-    for variant in variants:
-        name, _, pattern = variant.partition("=")
-        results[name] = variant_scores(pattern)
+def main(out: str, variants: dict[str, str]) -> None:
+    results = {name: variant_scores(pattern) for name, pattern in variants.items()}
     print("| variant | folds | validation top-1 % | validation NLL | NLL after temperature | temperature |")
     print("|---|---|---|---|---|---|")
     for name, r in sorted(results.items(), key=lambda item: item[1]["mean"]["scaled_nll"]):
