@@ -125,14 +125,25 @@ def _check_fingerprint(path: Path, fingerprint: dict, cfg: TrainConfig) -> None:
     """The cache must have been extracted with the settings this run asks for (params.yaml extract:)."""
     wanted = asdict(cfg.extract)
     wanted["dataset"] = cfg.dataset
-    wanted["weights"] = weights_kind(wanted["weights"])
+    weights = wanted.pop("weights")
     differing = [key for key, value in wanted.items() if key in fingerprint and str(fingerprint[key]) != str(value)
                  and not _same_number(fingerprint[key], value)]
+    found = [f"{k}={fingerprint[k]!r} (requested {wanted[k]!r})" for k in differing]
+    if weights_kind(weights) == "file":  # a state_dict file: its content, not its name, must match the cache's
+        from pipeline.backbone import load_state_dict, state_dict_hash
+        requested_hash = state_dict_hash(load_state_dict(weights))
+        if requested_hash != fingerprint.get("weights_hash"):
+            differing.append("weights")
+            found.append(f"weights {fingerprint.get('weights')!r} with hash {fingerprint.get('weights_hash')!r} "
+                         f"(requested {weights}, hash {requested_hash!r})")
+    elif weights != fingerprint.get("weights", weights):
+        differing.append("weights")
+        found.append(f"weights={fingerprint['weights']!r} (requested {weights!r})")
     if differing:
         # the settings may come from no file at all (--params none): the advice names the option, not a file
-        in_block = [f"{k}: {fingerprint[k]}" for k in differing if k != "dataset"]  # dataset is top-level
-        raise MumuError(f"feature cache {path} was extracted with "
-                        f"{', '.join(f'{k}={fingerprint[k]!r} (requested {wanted[k]!r})' for k in differing)}; "
+        in_block = [f"{k}: {fingerprint[k]}" for k in differing  # dataset is top-level; a file has no name here
+                    if k != "dataset" and not (k == "weights" and fingerprint[k] == "file")]
+        raise MumuError(f"feature cache {path} was extracted with {', '.join(found)}; "
                         f"re-extract it with these settings"
                         + (f", or train with a --params file whose extract: block matches the cache "
                            f"({', '.join(in_block)})" if in_block else ""))

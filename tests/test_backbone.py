@@ -104,6 +104,28 @@ def test_training_refuses_a_cache_made_with_another_kind_of_weights(tiny_demo, t
         prepare_data(config)
 
 
+def test_training_checks_a_weights_files_content_not_its_name(tiny_demo, few_samples, tmp_path):  # noqa: F811
+    from mumu.rundata import prepare_data
+
+    state = other_resnet50(tmp_path / "a" / "weights.pt")
+    assert extract(few_samples, tmp_path / "c.zarr", str(tmp_path / "a" / "weights.pt")).exit_code == 0
+    torch.save(state, tmp_path / "copy.pt")  # the same weights under another name
+    (tmp_path / "b").mkdir()
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), tmp_path / "b" / "weights.pt")  # other
+    # weights under the same file name
+
+    def config(weights: Path):
+        return tiny_demo.config(tmp_path / "run", cache=str(tmp_path / "c.zarr"), modalities="rgb_cam1",
+                                extract={"image_size": IMAGE_SIZE, "weights": str(weights)})
+
+    assert prepare_data(config(tmp_path / "copy.pt"))  # accepted: the content is what the cache was made with
+    with pytest.raises(MumuError, match=rf"feature cache {re.escape(str(tmp_path / 'c.zarr'))} was extracted with "
+                                        rf"weights 'file' with hash '{state_dict_hash(state)}' \(requested "
+                                        rf"{re.escape(str(tmp_path / 'b' / 'weights.pt'))}, hash '[0-9a-f]{{16}}'\); "
+                                        r"re-extract it with these settings$"):
+        prepare_data(config(tmp_path / "b" / "weights.pt"))
+
+
 def test_features_are_torchvisions_resnet50_pooled_output_on_imagenet_normalised_frames(tmp_path):
     """What a user of the cache expects the 2048 numbers to be, computed here without mumu's code."""
     state = other_resnet50(tmp_path / "weights.pt")
