@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import click
 import torch
 from torch.utils.data import DataLoader
 
@@ -129,16 +130,21 @@ def _check_fingerprint(path: Path, fingerprint: dict, cfg: TrainConfig) -> None:
     differing = [key for key, value in wanted.items() if key in fingerprint and str(fingerprint[key]) != str(value)
                  and not _same_number(fingerprint[key], value)]
     found = [f"{k}={fingerprint[k]!r} (requested {wanted[k]!r})" for k in differing]
-    if weights_kind(weights) == "file":  # a state_dict file: its content, not its name, must match the cache's
+    kind = weights_kind(weights)
+    if kind == "file" and Path(weights).is_file():  # a state_dict file: its content, not its name, must match
         from pipeline.backbone import load_state_dict, state_dict_hash
         requested_hash = state_dict_hash(load_state_dict(weights))
         if requested_hash != fingerprint.get("weights_hash"):
             differing.append("weights")
             found.append(f"weights {fingerprint.get('weights')!r} with hash {fingerprint.get('weights_hash')!r} "
                          f"(requested {weights}, hash {requested_hash!r})")
-    elif weights != fingerprint.get("weights", weights):
-        differing.append("weights")
-        found.append(f"weights={fingerprint['weights']!r} (requested {weights!r})")
+    else:
+        if kind == "file":  # extracted on another machine, maybe: only the kind can be checked
+            click.echo(f"warning: weights file {weights} (extract.weights) is not here, so feature cache {path} "
+                       f"can only be checked to come from a weights file, not from this one", err=True)
+        if kind != fingerprint.get("weights", kind):
+            differing.append("weights")
+            found.append(f"weights={fingerprint['weights']!r} (requested {kind!r})")
     if differing:
         # the settings may come from no file at all (--params none): the advice names the option, not a file
         in_block = [f"{k}: {fingerprint[k]}" for k in differing  # dataset is top-level; a file has no name here

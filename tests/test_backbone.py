@@ -104,7 +104,7 @@ def test_training_refuses_a_cache_made_with_another_kind_of_weights(tiny_demo, t
         prepare_data(config)
 
 
-def test_training_checks_a_weights_files_content_not_its_name(tiny_demo, few_samples, tmp_path):  # noqa: F811
+def test_training_checks_a_weights_files_content_not_its_name(tiny_demo, few_samples, tmp_path, capsys):  # noqa: F811
     from mumu.rundata import prepare_data
 
     state = other_resnet50(tmp_path / "a" / "weights.pt")
@@ -119,6 +119,9 @@ def test_training_checks_a_weights_files_content_not_its_name(tiny_demo, few_sam
                                 extract={"image_size": IMAGE_SIZE, "weights": str(weights)})
 
     assert prepare_data(config(tmp_path / "copy.pt"))  # accepted: the content is what the cache was made with
+    # a cache extracted elsewhere, its weights file not copied here: trained on, with a warning that says so
+    assert prepare_data(config(tmp_path / "elsewhere.pt"))
+    assert f"warning: weights file {tmp_path / 'elsewhere.pt'} (extract.weights) is not here" in capsys.readouterr().err
     with pytest.raises(MumuError, match=rf"feature cache {re.escape(str(tmp_path / 'c.zarr'))} was extracted with "
                                         rf"weights 'file' with hash '{state_dict_hash(state)}' \(requested "
                                         rf"{re.escape(str(tmp_path / 'b' / 'weights.pt'))}, hash '[0-9a-f]{{16}}'\); "
