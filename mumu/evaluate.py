@@ -9,9 +9,11 @@ in every sample. Writes into OUT (default RUN_DIR/eval):
                             its classes present in the test set, as per_class.json has them, and the share of
                             its samples right)
     per_class.json          F1, precision, recall and support per activity
+    per_subject.json        per test subject: clean macro-F1 and accuracy, accuracy under each noisy condition
     confusion.csv           actual/predicted activity names (for `dvc plots show`'s confusion template)
     plots/confusion.png     row-normalised confusion matrix
     plots/per_class_f1.png  per-class F1, coloured by activity group
+    plots/per_subject.png   accuracy per test subject, clean and noisy
     plots/attention.png     SM-/GM-Fusion modality weights, clean vs noisy (paper Figs. 1 and 4)
     plots/tsne.png          t-SNE of unimodal and fused embeddings (paper Fig. 3)
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -47,6 +50,8 @@ if TYPE_CHECKING:  # mumu.rundir loads Lightning: imported where a run is loaded
 
 # the clean pass plus three noisy conditions; value: which group to corrupt ("random" = p=0.5 per sample)
 CONDITIONS = {"clean": None, "noisy": "random", "noisy_visual": "visual", "noisy_non_visual": "non_visual"}
+CONDITION_LABELS = {"clean": "clean input", "noisy": "noisy, random group", "noisy_visual": "noisy visual",
+                    "noisy_non_visual": "noisy non-visual"}
 
 
 @dataclass(frozen=True)
@@ -225,6 +230,21 @@ def compute_metrics(results: dict[str, Inference], activity_names: list[str], gr
     return metrics, per_class
 
 
+def per_subject_metrics(results: dict[str, Inference], subject_of: dict[str, int]) -> list[dict[str, Any]]:
+    """One row per test subject: its clean macro-F1, accuracy and sample count, and its accuracy under each noisy
+    condition. Each condition's subjects are read from its own rows: adaptation may put them in another order."""
+    subjects = {name: np.array([subject_of[i] for i in result.sample_ids]) for name, result in results.items()}
+    rows = []
+    for subject in sorted(set(subjects["clean"].tolist())):
+        row: dict[str, Any] = {"subject": subject}
+        for name, result in results.items():
+            mine = subjects[name] == subject
+            scores = headline_metrics(result.labels[mine], result.preds[mine])
+            row.update(scores if name == "clean" else {f"{name}_accuracy": scores["accuracy"]})
+        rows.append(row)
+    return rows
+
+
 def choose_activities(spec: str, activity_names: list[str], group_names: list[str], class_groups: list[int],
                       present: set[int]) -> list[int]:
     """Activities for the attention plot: a comma list of names, or "auto" = the first two test-set
@@ -334,10 +354,12 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
                                    if run.config.adapt_bn else None)})
     if folds > 1:  # LOSO papers report the mean ± std over folds; the headline numbers above pool them
         metrics["fold_mean"] = _fold_mean(per_fold)
-    _write_plots(out / "plots", results, per_fold[0], run, metrics, per_class, class_groups,
+    per_subject = per_subject_metrics(results, {s.sample_id: s.subject for s in run.data.samples})
+    _write_plots(out / "plots", results, per_fold[0], run, metrics, per_class, per_subject, class_groups,
                  activities, noise, noise_level, tsne_samples, seed)
     write_confusion_csv(out / "confusion.csv", results["clean"], names)
     write_json(out / "per_class.json", {"per_class": per_class})
+    write_json(out / "per_subject.json", {"per_subject": per_subject})
     write_json(out / "metrics.json", metrics)  # last: marks a complete evaluation
     return metrics, per_class, out
 
@@ -353,10 +375,11 @@ def _fold_mean(per_fold: list[dict[str, Inference]]) -> dict[str, float]:
 
 
 def _write_plots(figures: Path, results: dict[str, Inference], first: dict[str, Inference], run: LoadedRun,
-                 metrics: dict, per_class: list[dict], class_groups: list[int], activities: str, noise: str,
-                 noise_level: float, tsne_samples: int, seed: int) -> None:
-    """Confusion matrix and per-class F1 over every fold's test predictions; attention weights and t-SNE of the
-    first fold's model (`first`: its inference per condition), one model's view (see module docstring)."""
+                 metrics: dict, per_class: list[dict], per_subject: list[dict], class_groups: list[int],
+                 activities: str, noise: str, noise_level: float, tsne_samples: int, seed: int) -> None:
+    """Confusion matrix, per-class F1 and per-subject accuracy over every fold's test predictions; attention
+    weights and t-SNE of the first fold's model (`first`: its inference per condition), one model's view (see
+    module docstring)."""
     figures.mkdir(parents=True, exist_ok=True)
     data, config, folds = run.data, run.config, metrics["folds"]
     names, group_names = data.activity_names, data.group_names
@@ -369,12 +392,18 @@ def _write_plots(figures: Path, results: dict[str, Inference], first: dict[str, 
     f1 = np.array([row["f1"] for row in per_class])
     plots.plot_per_class_f1(f1, names, [group_names[g] for g in class_groups], figures / "per_class_f1.png",
                             f"Per-class F1, test set ({where})", metrics["macro_f1"])
+    level = f"{noise} {noise_level:g}"
+    plots.plot_per_subject(
+        [f"subject {row['subject']}" for row in per_subject],
+        {f"{label} ({level})" if condition != "clean" else label:
+         np.array([row["accuracy" if condition == "clean" else f"{condition}_accuracy"] for row in per_subject])
+         for condition, label in CONDITION_LABELS.items()},
+        figures / "per_subject.png", f"Accuracy per test subject ({where})")
     modality_names = [s.name for s in data.specs]
     groups = split_groups(data.specs)
     one_model = where + (f"; the first fold's model and test subjects, 1 of {folds} folds" if folds > 1 else "")
     if first["clean"].attention:
         chosen = choose_activities(activities, names, group_names, class_groups, set(first["clean"].labels.tolist()))
-        level = f"{noise} {noise_level:g}"
         columns = [("clean input", "clean", []), (f"noisy visual ({level})", "noisy_visual", groups["visual"]),
                    (f"noisy non-visual ({level})", "noisy_non_visual", groups["non_visual"])]
         plots.plot_attention(
@@ -446,15 +475,16 @@ def evaluate_settings(params: str, **options: Any) -> dict[str, Any]:
 def evaluate_command(run_dir: Path, out: Path | None, params: str, **options: Any) -> None:
     """Metrics (clean and noisy input) and the paper's plots for a finished training run.
 
-    Writes metrics.json, per_class.json, confusion.csv and plots/ (confusion matrix, per-class F1, attention weights
-    clean vs noisy, t-SNE) into OUT, default RUN_DIR/eval.
+    Writes metrics.json, per_class.json, per_subject.json, confusion.csv and plots/ (confusion matrix, per-class F1,
+    per-subject accuracy, attention weights clean vs noisy, t-SNE) into OUT, default RUN_DIR/eval.
     """
     metrics, per_class, out_dir = evaluate_run(run_dir, out, **evaluate_settings(params, **options))
     click.echo(summary(metrics, per_class, out_dir))
 
 
 def summary(metrics: dict, per_class: list[dict], out_dir: Path) -> str:
-    """The one-screen summary: where the outputs are and the headline numbers."""
+    """The one-screen summary: where the outputs are and the headline numbers (the weakest subjects from
+    out_dir's per_subject.json)."""
     pct = lambda m: f"macro-F1 {100 * m['macro_f1']:5.1f} %, accuracy {100 * m['accuracy']:5.1f} %"  # noqa: E731
     noise = metrics["noise"]
     lines = [f"evaluated {metrics['model']} on {metrics['dataset']} ({metrics['protocol']}, "
@@ -474,6 +504,11 @@ def summary(metrics: dict, per_class: list[dict], out_dir: Path) -> str:
                                                     for g, m in metrics["per_group"].items())]
     worst = sorted(per_class, key=lambda row: row["f1"])[:3]
     lines.append("  lowest class F1:     " + ", ".join(f"{r['activity']} {100 * r['f1']:.1f}" for r in worst))
-    lines.append(f"outputs: {out_dir}/metrics.json, per_class.json, confusion.csv, plots/ "
+    per_subject = json.loads((out_dir / "per_subject.json").read_text())["per_subject"]
+    if len(per_subject) > 1:
+        worst = sorted(per_subject, key=lambda row: row["accuracy"])[:3]
+        lines.append("  lowest subject acc.: " + ", ".join(f"subject {r['subject']} {100 * r['accuracy']:.1f}"
+                                                           for r in worst))
+    lines.append(f"outputs: {out_dir}/metrics.json, per_class.json, per_subject.json, confusion.csv, plots/ "
                  f"({', '.join(sorted(p.name for p in (out_dir / 'plots').glob('*.png')))})")
     return "\n".join(lines)

@@ -79,6 +79,28 @@ def plot_per_class_f1(
     return _save(fig, path)
 
 
+def plot_per_subject(subjects: list[str], accuracy: dict[str, np.ndarray], path: str | Path, title: str) -> Path:
+    """Grouped bars of each test subject's top-1 accuracy under each input condition ({condition label: (S,)},
+    the first clean), the clean accuracy over all test samples as a dashed line."""
+    s, conditions = len(subjects), list(accuracy)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * s * len(conditions) + 2.5), 4.2))
+    x = np.arange(s)
+    width = 0.8 / len(conditions)
+    for c, condition in enumerate(conditions):
+        ax.bar(x + (c - (len(conditions) - 1) / 2) * width, accuracy[condition], width, label=condition,
+               color=f"C{c}")
+    overall = float(np.mean(accuracy[conditions[0]]))
+    ax.axhline(overall, color="black", linestyle="--", linewidth=1, label=f"{conditions[0]}: mean over subjects "
+                                                                           f"{overall:.3f}")
+    ax.set_xticks(x, subjects, rotation=30 if s > 10 else 0, fontsize=8 if s > 10 else 9)
+    ax.set_ylim(0, 1.0)
+    ax.set_xlabel("test subject")
+    ax.set_ylabel("top-1 accuracy")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
 def plot_attention(
     activities: list[str], modality_names: list[str],
     conditions: list[tuple[str, dict[str, np.ndarray], list[str]]], path: str | Path, title: str,

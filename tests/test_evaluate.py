@@ -20,7 +20,7 @@ from mumu.rundir import load_run
 from mumu.plots import plot_attention
 from tests.test_data import tiny_demo  # noqa: F401  (session fixture: tiny demo dataset + feature cache)
 
-PNGS = ("confusion.png", "per_class_f1.png", "attention.png", "tsne.png")
+PNGS = ("confusion.png", "per_class_f1.png", "per_subject.png", "attention.png", "tsne.png")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,6 +113,29 @@ def test_per_class_rows_and_confusion_csv_cover_the_test_set(trained_run, evalua
         rows = list(csv.DictReader(f))
     assert len(rows) == trained_run.metrics["n_samples"]
     assert {r["actual"] for r in rows} <= set(trained_run.metrics["activities"])
+
+
+def test_per_subject_rows_agree_with_trainings_predictions_and_add_up_to_the_whole(trained_run, evaluated):
+    out, output = evaluated
+    rows = json.loads((out / "per_subject.json").read_text())["per_subject"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    with open(trained_run.run_dir / "predictions.csv", newline="") as f:
+        predicted = list(csv.DictReader(f))
+    by_subject = {}
+    for row in predicted:
+        by_subject.setdefault(int(row["subject"]), []).append(row["label"] == row["pred"])
+    assert [row["subject"] for row in rows] == sorted(by_subject) and len(rows) > 1  # cross_session: all subjects
+    for row in rows:
+        assert row["n_samples"] == len(by_subject[row["subject"]])
+        assert row["accuracy"] == pytest.approx(np.mean(by_subject[row["subject"]]), abs=1e-9)
+    n = np.array([row["n_samples"] for row in rows])
+    assert n.sum() == metrics["n_samples"]
+    for condition, key in (("accuracy", "accuracy"), ("noisy", "noisy_accuracy"), ("noisy_visual",
+                                                                                   "noisy_visual_accuracy")):
+        pooled = metrics[condition] if condition == "accuracy" else metrics[condition]["accuracy"]
+        assert np.dot(n, [row[key] for row in rows]) / n.sum() == pytest.approx(pooled, abs=1e-9), condition
+    weakest = min(rows, key=lambda row: row["accuracy"])
+    assert f"lowest subject acc.: subject {weakest['subject']} {100 * weakest['accuracy']:.1f}" in output
 
 
 def test_figures_are_written_and_summary_says_where(evaluated):
