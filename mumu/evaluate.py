@@ -394,7 +394,7 @@ def _write_plots(figures: Path, results: dict[str, Inference], first: dict[str, 
                             f"Per-class F1, test set ({where})", metrics["macro_f1"])
     level = f"{noise} {noise_level:g}"
     plots.plot_per_subject(
-        [f"subject {row['subject']}" for row in per_subject],
+        [str(row["subject"]) for row in per_subject],
         {f"{label} ({level})" if condition != "clean" else label:
          np.array([row["accuracy" if condition == "clean" else f"{condition}_accuracy"] for row in per_subject])
          for condition, label in CONDITION_LABELS.items()},
