@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -230,6 +229,11 @@ def compute_metrics(results: dict[str, Inference], activity_names: list[str], gr
     return metrics, per_class
 
 
+def subject_accuracy_key(condition: str) -> str:
+    """Where a per-subject row keeps its accuracy under `condition` (clean: "accuracy", beside its macro-F1)."""
+    return "accuracy" if condition == "clean" else f"{condition}_accuracy"
+
+
 def per_subject_metrics(results: dict[str, Inference], subject_of: dict[str, int]) -> list[dict[str, Any]]:
     """One row per test subject: its clean macro-F1, accuracy and sample count, and its accuracy under each noisy
     condition. Each condition's subjects are read from its own rows: adaptation may put them in another order."""
@@ -240,7 +244,7 @@ def per_subject_metrics(results: dict[str, Inference], subject_of: dict[str, int
         for name, result in results.items():
             mine = subjects[name] == subject
             scores = headline_metrics(result.labels[mine], result.preds[mine])
-            row.update(scores if name == "clean" else {f"{name}_accuracy": scores["accuracy"]})
+            row.update(scores if name == "clean" else {subject_accuracy_key(name): scores["accuracy"]})
         rows.append(row)
     return rows
 
@@ -322,8 +326,8 @@ def infer_folds(run_dir: str | Path, noise: str = "drop", level: float = 1.0, se
 
 def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str = "drop", noise_level: float = 1.0,
                  activities: str = "auto", tsne_samples: int = 400, seed: int = 0,
-                 adapt_by_condition: bool = True) -> tuple[dict, list[dict], Path]:
-    """Evaluate RUN_DIR into OUT (default RUN_DIR/eval). Returns (metrics, per-class rows, OUT).
+                 adapt_by_condition: bool = True) -> tuple[dict, list[dict], list[dict], Path]:
+    """Evaluate RUN_DIR into OUT (default RUN_DIR/eval). Returns (metrics, per-class rows, per-subject rows, OUT).
 
     adapt_by_condition: for a run tested with AdaBN (train.adapt_bn), adapt to each subject's samples grouped
     by which of their streams are silent, so that under per-sample noise the live samples are not normalised
@@ -361,7 +365,7 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
     write_json(out / "per_class.json", {"per_class": per_class})
     write_json(out / "per_subject.json", {"per_subject": per_subject})
     write_json(out / "metrics.json", metrics)  # last: marks a complete evaluation
-    return metrics, per_class, out
+    return metrics, per_class, per_subject, out
 
 
 def _fold_mean(per_fold: list[dict[str, Inference]]) -> dict[str, float]:
@@ -396,7 +400,7 @@ def _write_plots(figures: Path, results: dict[str, Inference], first: dict[str, 
     plots.plot_per_subject(
         [str(row["subject"]) for row in per_subject],
         {f"{label} ({level})" if condition != "clean" else label:
-         np.array([row["accuracy" if condition == "clean" else f"{condition}_accuracy"] for row in per_subject])
+         np.array([row[subject_accuracy_key(condition)] for row in per_subject])
          for condition, label in CONDITION_LABELS.items()},
         figures / "per_subject.png", f"Accuracy per test subject ({where})")
     modality_names = [s.name for s in data.specs]
@@ -478,13 +482,12 @@ def evaluate_command(run_dir: Path, out: Path | None, params: str, **options: An
     Writes metrics.json, per_class.json, per_subject.json, confusion.csv and plots/ (confusion matrix, per-class F1,
     per-subject accuracy, attention weights clean vs noisy, t-SNE) into OUT, default RUN_DIR/eval.
     """
-    metrics, per_class, out_dir = evaluate_run(run_dir, out, **evaluate_settings(params, **options))
-    click.echo(summary(metrics, per_class, out_dir))
+    metrics, per_class, per_subject, out_dir = evaluate_run(run_dir, out, **evaluate_settings(params, **options))
+    click.echo(summary(metrics, per_class, per_subject, out_dir))
 
 
-def summary(metrics: dict, per_class: list[dict], out_dir: Path) -> str:
-    """The one-screen summary: where the outputs are and the headline numbers (the weakest subjects from
-    out_dir's per_subject.json)."""
+def summary(metrics: dict, per_class: list[dict], per_subject: list[dict], out_dir: Path) -> str:
+    """The one-screen summary: where the outputs are and the headline numbers."""
     pct = lambda m: f"macro-F1 {100 * m['macro_f1']:5.1f} %, accuracy {100 * m['accuracy']:5.1f} %"  # noqa: E731
     noise = metrics["noise"]
     lines = [f"evaluated {metrics['model']} on {metrics['dataset']} ({metrics['protocol']}, "
@@ -504,7 +507,6 @@ def summary(metrics: dict, per_class: list[dict], out_dir: Path) -> str:
                                                     for g, m in metrics["per_group"].items())]
     worst = sorted(per_class, key=lambda row: row["f1"])[:3]
     lines.append("  lowest class F1:     " + ", ".join(f"{r['activity']} {100 * r['f1']:.1f}" for r in worst))
-    per_subject = json.loads((out_dir / "per_subject.json").read_text())["per_subject"]
     if len(per_subject) > 1:
         worst = sorted(per_subject, key=lambda row: row["accuracy"])[:3]
         lines.append("  lowest subject acc.: " + ", ".join(f"subject {r['subject']} {100 * r['accuracy']:.1f}"

@@ -81,7 +81,7 @@ def plot_per_class_f1(
 
 def plot_per_subject(subjects: list[str], accuracy: dict[str, np.ndarray], path: str | Path, title: str) -> Path:
     """Grouped bars of each test subject's top-1 accuracy under each input condition ({condition label: (S,)},
-    the first clean), the clean accuracy over all test samples as a dashed line."""
+    the first clean), the mean of the first condition's bars as a dashed line."""
     s, conditions = len(subjects), list(accuracy)
     fig, ax = plt.subplots(figsize=(max(6.0, s * (0.45 + 0.13 * len(conditions)) + 2.5), 4.2))
     x = np.arange(s)

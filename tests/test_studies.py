@@ -84,7 +84,8 @@ def test_quick_noise_study_reports_clean_and_noisy_columns(params, tmp_path):
         row = results["results"][model]
         assert set(row) == set(CONDITIONS)
         assert len({r["n_samples"] for r in row.values()}) == 1  # every condition covers the whole test set
-        evaluated, _, _ = evaluate_run(tmp_path / "runs" / model, tmp_path / f"eval-{model}", tsne_samples=20, **noise)
+        evaluated, _, _, _ = evaluate_run(tmp_path / "runs" / model, tmp_path / f"eval-{model}", tsne_samples=20,
+                                          **noise)
         for condition in CONDITIONS:
             expected = evaluated if condition == "clean" else evaluated[condition]
             assert row[condition]["macro_f1"] == pytest.approx(expected["macro_f1"], abs=1e-9), (model, condition)

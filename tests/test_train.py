@@ -599,7 +599,7 @@ def test_a_sensors_parts_train_and_evaluate_as_modalities_of_their_own(tmp_path)
         "--num-workers", "0", "--out", str(run_dir)])
     assert trained.exit_code == 0, trained.output
     assert [s.name for s in load_run(run_dir).data.specs] == ["skeleton", "inertial_acc", "inertial_gyro"]
-    metrics, _, out = evaluate_run(run_dir, tsne_samples=20)  # noise: the two parts form the non-visual group
+    metrics, _, _, out = evaluate_run(run_dir, tsne_samples=20)  # noise: the two parts form the non-visual group
     assert 0 <= metrics["accuracy"] <= 1 and (out / "plots" / "attention.png").is_file()
 
 
@@ -899,7 +899,7 @@ def test_raw_training_records_an_unusable_input_and_warns(tiny_demo, tmp_path, c
     assert left_out in capsys.readouterr().err
     tested = [row["sample_id"] for row in read_predictions(tmp_path / "rgb")]
     assert sample_id not in tested and len(tested) == metrics["n_samples"] == 23  # the 24 test samples less it
-    evaluated, _, _ = evaluate_run(tmp_path / "rgb", tmp_path / "rgb-eval", tsne_samples=10,
+    evaluated, _, _, _ = evaluate_run(tmp_path / "rgb", tmp_path / "rgb-eval", tsne_samples=10,
                                    adapt_by_condition=False)  # each subject's batches adapted to together
     assert evaluated["n_samples"] == 23 and evaluated["accuracy"] == pytest.approx(metrics["accuracy"])
     assert f"1 test samples have no usable input of the chosen modalities and are left out, as in training: " \
