@@ -124,6 +124,8 @@ def _cache_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> tuple[list[Sa
 
 def _check_fingerprint(path: Path, fingerprint: dict, cfg: TrainConfig) -> None:
     """The cache must have been extracted with the settings this run asks for (params.yaml extract:)."""
+    from pipeline.backbone import hash_weights, weights_available  # torchvision: only where a cache is checked
+
     wanted = asdict(cfg.extract)
     wanted["dataset"] = cfg.dataset
     weights = wanted.pop("weights")
@@ -131,9 +133,9 @@ def _check_fingerprint(path: Path, fingerprint: dict, cfg: TrainConfig) -> None:
                  and not _same_number(fingerprint[key], value)]
     found = [f"{k}={fingerprint[k]!r} (requested {wanted[k]!r})" for k in differing]
     kind = weights_kind(weights)
-    if kind == "file" and Path(weights).is_file():  # a state_dict file: its content, not its name, must match
-        from pipeline.backbone import load_state_dict, state_dict_hash
-        requested_hash = state_dict_hash(load_state_dict(weights))
+    if kind != "random" and weights_available(weights):
+        # the tensors must match, not the names: a user's file may hold ImageNet's weights, or a renamed copy
+        requested_hash = hash_weights(weights)
         if requested_hash != fingerprint.get("weights_hash"):
             differing.append("weights")
             found.append(f"weights {fingerprint.get('weights')!r} with hash {fingerprint.get('weights_hash')!r} "

@@ -54,6 +54,16 @@ def load_state_dict(weights: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def weights_available(weights: str) -> bool:
+    """Whether `load_state_dict(weights)` finds its file on this machine (random weights need none)."""
+    return weights == "random" or (imagenet_weights_file() if weights == "imagenet" else Path(weights)).is_file()
+
+
+def hash_weights(weights: str) -> str:
+    """`state_dict_hash` of the weights `weights` names: what a cache records as its weights_hash."""
+    return state_dict_hash(load_state_dict(weights))
+
+
 def _used(name: str) -> bool:
     """A tensor the features depend on: not the unused classifier, nor BatchNorm's batch counter (older exports,
     torchvision's own ImageNet files among them, lack it, and loading fills it in)."""

@@ -541,14 +541,14 @@ def run_extract(samples: list[Sample], dataset: str, modalities: list[ModalitySp
     """
     from tqdm import tqdm
 
-    from pipeline.backbone import load_state_dict, state_dict_hash
+    from pipeline.backbone import hash_weights
 
     modalities = stored_modalities(dataset, modalities)  # a part (UTD-MHAD's inertial_acc) is its modality's steps
     device = resolve_device(device, here=not scheduler)  # both checks before the cache is created, emptied or rebuilt
     if not scheduler:  # a scheduler's workers may see the data where this machine does not
         check_sources_exist(samples, modalities, index_path)
     cache_path = Path(cache_path)
-    weights_hash = state_dict_hash(load_state_dict(settings.weights))
+    weights_hash = hash_weights(settings.weights)
     started = time.monotonic()
     with cache_store.CacheLock(cache_path) as lock:
         header = {"dataset": dataset, "modalities": [m.to_dict() for m in modalities],

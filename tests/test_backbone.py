@@ -3,6 +3,7 @@ file is a clear error that says where to put it), a user's state_dict file, or r
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -95,9 +96,10 @@ def test_weights_that_are_not_a_resnet50_are_a_clear_error_naming_them_before_a_
         Backbone(str(path))
 
 
-def test_training_refuses_a_cache_made_with_another_kind_of_weights(tiny_demo, tmp_path):  # noqa: F811
+def test_training_refuses_a_cache_made_with_another_kind_of_weights(tiny_demo, tmp_path, monkeypatch):  # noqa: F811
     from mumu.rundata import prepare_data
 
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no ImageNet file here: only the kinds can be compared
     config = tiny_demo.config(tmp_path / "run", extract={"image_size": IMAGE_SIZE, "weights": "imagenet"})
     with pytest.raises(MumuError, match=rf"feature cache {re.escape(str(tiny_demo.cache))} was extracted with "
                                         r"weights='random' \(requested 'imagenet'\); re-extract it"):
@@ -127,6 +129,31 @@ def test_training_checks_a_weights_files_content_not_its_name(tiny_demo, few_sam
                                         rf"{re.escape(str(tmp_path / 'b' / 'weights.pt'))}, hash '[0-9a-f]{{16}}'\); "
                                         r"re-extract it with these settings$"):
         prepare_data(config(tmp_path / "b" / "weights.pt"))
+
+
+def test_training_takes_imagenet_by_its_tensors_whether_the_cache_had_it_from_torchs_cache_or_a_file(
+        tiny_demo, few_samples, tmp_path, monkeypatch):  # noqa: F811
+    """A user who extracted with --weights ~/resnet50-imagenet.pth and trains with weights: imagenet asks for the same
+    backbone; other tensors under ImageNet's file name are refused, whichever way the cache recorded its weights."""
+    from mumu.rundata import prepare_data
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    imagenet = tmp_path / "torch" / "hub" / "checkpoints" / IMAGENET_FILE
+    state = other_resnet50(imagenet)  # stands in for ImageNet's
+    shutil.copy(imagenet, tmp_path / "mine.pt")
+    for weights, cache in ((str(tmp_path / "mine.pt"), "file.zarr"), ("imagenet", "imagenet.zarr")):
+        assert extract(few_samples, tmp_path / cache, weights).exit_code == 0
+
+    def config(cache: str):
+        return tiny_demo.config(tmp_path / "run", cache=str(tmp_path / cache), modalities="rgb_cam1",
+                                extract={"image_size": IMAGE_SIZE, "weights": "imagenet"})
+
+    assert prepare_data(config("file.zarr")) and prepare_data(config("imagenet.zarr"))
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), imagenet)  # not the weights either cache had
+    for cache, kind in (("file.zarr", "file"), ("imagenet.zarr", "imagenet")):
+        with pytest.raises(MumuError, match=rf"extracted with weights '{kind}' with hash '{state_dict_hash(state)}' "
+                                            r"\(requested imagenet, hash '[0-9a-f]{16}'\)"):
+            prepare_data(config(cache))
 
 
 def test_features_are_torchvisions_resnet50_pooled_output_on_imagenet_normalised_frames(tmp_path):
