@@ -176,6 +176,39 @@ def test_unknown_model_is_a_clear_error(params, tmp_path):
     assert result.exit_code != 0 and "b9" in result.output
 
 
+def test_the_noise_study_adapts_to_noisy_subjects_as_the_params_file_says(utd_root, tmp_path):
+    """With AdaBN and a random group zeroed per sample, `evaluate.adapt_by_condition` decides whether each subject's
+    statistics are re-estimated per pattern of silent streams or over all its samples; the study's noisy column must
+    follow the file as `evaluate` does. Real UTD-MHAD (430 odd_even test samples): on the tiny demo both ways score
+    alike, so nothing there could tell whether the setting reached the study."""
+    from mumu.evaluate import evaluate_run
+    from pipeline.datasets import build_index
+    from pipeline.extract import ExtractSettings, run_extract
+    from pipeline.modalities import select_modalities
+
+    extract = {"sensor_window": 1, "sensor_stride": 1, "sensor_rate_hz": 50, "weights": "random"}
+    run_extract(build_index("utd_mhad", utd_root).samples, "utd_mhad",
+                select_modalities("utd_mhad", "skeleton,inertial"), tmp_path / "utd.zarr", ExtractSettings(**extract),
+                show_progress=False)
+    params = tmp_path / "params.yaml"
+    scores = {}
+    for by_condition in (True, False):  # the second study reuses the first one's trained run
+        params.write_text(yaml.safe_dump({
+            "dataset": "utd_mhad", "protocol": "odd_even", "modalities": "skeleton,inertial", "extract": extract,
+            "train": {"cache": str(tmp_path / "utd.zarr"), "max_epochs": 3, "lr": 0.003, "batch_size": 32,
+                      "num_workers": 0, "accelerator": "cpu", "embed_dim": 32, "max_steps_sensor": 16, "adapt_bn": True,
+                      "sensor_encoder": "sequence", "lstm_layers": 0},  # the UTD recipe's encoder
+            "evaluate": {"noise": "drop", "adapt_by_condition": by_condition}}))
+        run_study("noise", "--params", str(params), "--out", str(tmp_path / "study"), "--models", "b2")
+        results = json.loads((tmp_path / "study" / "results.json").read_text())
+        assert results["noise"]["adapt_by_condition"] is by_condition
+        scores[by_condition] = results["results"]["b2"]["noisy"]["accuracy"]
+        evaluated, _, _, _ = evaluate_run(tmp_path / "study" / "runs" / "b2", tmp_path / f"eval-{by_condition}",
+                                          tsne_samples=20, adapt_by_condition=by_condition)
+        assert scores[by_condition] == pytest.approx(evaluated["noisy"]["accuracy"])
+    assert abs(scores[True] - scores[False]) > 1 / 430  # the setting matters here, so the parity above means something
+
+
 def test_the_noise_study_scores_a_loso_run_as_its_metrics_and_the_other_studies_do(tmp_path):
     """Its clean column pooled every fold's predictions while the ablation and modality tables (and the run's own
     metrics.json) average the folds: the same run had two different clean scores."""
