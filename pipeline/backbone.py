@@ -30,11 +30,16 @@ def imagenet_weights_file() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(IMAGENET_WEIGHTS.url).name
 
 
+def _weights_file(weights: str) -> Path:
+    """The file ``imagenet`` or a PATH names (random weights have none)."""
+    return imagenet_weights_file() if weights == "imagenet" else Path(weights)
+
+
 def load_state_dict(weights: str) -> dict[str, torch.Tensor]:
     """``imagenet`` | ``random`` | PATH -> a ResNet-50 state_dict (with or without ``fc.*``)."""
     if weights == "random":
         return _random_state_dict()
-    path = imagenet_weights_file() if weights == "imagenet" else Path(weights)
+    path = _weights_file(weights)
     if not path.is_file():
         if weights == "imagenet":
             raise MumuError(
@@ -56,7 +61,7 @@ def load_state_dict(weights: str) -> dict[str, torch.Tensor]:
 
 def weights_available(weights: str) -> bool:
     """Whether `load_state_dict(weights)` finds its file on this machine (random weights need none)."""
-    return weights == "random" or (imagenet_weights_file() if weights == "imagenet" else Path(weights)).is_file()
+    return weights == "random" or _weights_file(weights).is_file()
 
 
 def hash_weights(weights: str) -> str:
