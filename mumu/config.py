@@ -67,6 +67,7 @@ class TrainConfig:
     fusion_kl: float = 0.0  # MuMu: weight of a loss term pulling its fusion weights toward equal (or target) weights
     fusion_targets: str | None = None  # MuMu: CSV of per-sample target fusion weights for it (mumu.fusion_targets)
     unimodal_aux: float = 0.0  # weight of the mean activity loss of per-modality classifiers (not in the paper)
+    mixup: float = 0.0  # training: > 0 = mixup, each batch mixed with weight ~ Beta(mixup, mixup) (mumu.module)
     dropout: float = 0.2
     beta_aux: float = 0.5
     lr: float = 1e-3  # AdamW; the peak of the one-cycle schedule when warmup > 0
@@ -141,6 +142,7 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dropout": (lambda v: 0 <= v < 1, "is a probability in [0, 1)"),
     "fusion_kl": (lambda v: v >= 0, "is a loss weight, >= 0"),
     "unimodal_aux": (lambda v: v >= 0, "is a loss weight, >= 0"),
+    "mixup": (lambda v: v >= 0, "is the Beta distribution's alpha, >= 0 (0 = no mixup)"),
     "modality_dropout": (lambda v: 0 <= v < 1, "is a probability in [0, 1)"),
     "warmup": (lambda v: 0 <= v < 1, "is a fraction of the training steps, in [0, 1)"),
     "label_smoothing": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
@@ -185,6 +187,9 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.fusion_targets and (cfg.model != "mumu" or cfg.fusion_kl <= 0):
         raise MumuError("fusion_targets are the weights MuMu's fusion_kl term pulls its fusion weights toward; "
                         f"they need model mumu and fusion_kl > 0 (got model {cfg.model}, fusion_kl {cfg.fusion_kl})")
+    if cfg.mixup > 0 and cfg.fusion_targets:
+        raise MumuError("mixup blends two samples, whose fusion_targets would have to be blended too; use one of "
+                        "mixup and fusion_targets")
     return cfg
 
 

@@ -4,7 +4,8 @@ and test-time BatchNorm adaptation. `mumu.train` builds one per split and fits i
 Loss: L_t + beta_aux * L_aux (cross-entropy on activities and, for MuMu, on activity groups), plus
 fusion_kl * KL(MuMu's fusion weights || equal weights, or train.fusion_targets' per-sample ones) when
 train.fusion_kl > 0, and unimodal_aux * the mean activity loss of one linear classifier per modality (over the
-modalities present) when train.unimodal_aux > 0 (neither is in the paper).
+modalities present) when train.unimodal_aux > 0 (neither is in the paper). With train.mixup > 0, training
+batches are blended pairwise and so are their losses (mumu.mixup).
 AdamW; the learning rate decays by a cosine over all steps, or with warmup > 0 follows a one-cycle schedule
 (warm-up to lr, then cosine down).
 """
@@ -21,6 +22,7 @@ from mumu.adapt import BatchNormState, batchnorm_state, load_batchnorm_state, su
 from mumu.config import config_from_dict
 from mumu.data import is_empty, valid_steps
 from mumu.metrics import ActivityMetrics
+from mumu.mixup import Mixup
 from mumu.model import ModelOutput, build_model, lost_modalities
 from mumu.noise import blank_steps
 from pipeline.errors import MumuError
@@ -160,8 +162,10 @@ class MumuModule(pl.LightningModule):
         measures fusion_kl from equal weights (epoch selection reads nll or macro-F1, not that loss)."""
         self._fusion_targets = {sample_id: torch.tensor(t) for sample_id, t in targets.items()}
 
-    def forward(self, batch: dict) -> ModelOutput:
+    def forward(self, batch: dict, mixup: Mixup | None = None) -> ModelOutput:
         x, lengths = self.features(batch), batch["lengths"]
+        if mixup is not None:
+            x, lengths = mixup.inputs(x, lengths)
         if self.training and self.cfg.modality_dropout > 0:
             x, lengths = self.drop_modalities(x, lengths)
         target = None
@@ -194,6 +198,11 @@ class MumuModule(pl.LightningModule):
         self._empty_batch = is_empty(batch)
         if self._empty_batch:  # a zero loss that reaches every weight, so that DDP's gradient sync still meets it
             loss = sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
+        elif self.cfg.mixup > 0:
+            mixup = Mixup.draw(batch["lengths"], self.cfg.mixup)
+            out = self(batch, mixup)
+            loss = (mixup.weight * self.loss(out, batch)
+                    + (1 - mixup.weight) * self.loss(out, mixup.partner_labels(batch)))
         else:
             loss = self.loss(self(batch), batch)
         # logged for an empty batch too, with weight 0: every rank then meets the epoch's sync of the mean

@@ -738,6 +738,9 @@ def _show_defaults(command: click.Command) -> click.Command:
 @click.option("--unimodal-aux", type=click.FloatRange(0),
               help="Weight of the activity loss of a linear classifier on each modality's own feature (mean over "
                    "the modalities present); 0 = the paper's loss.")
+@click.option("--mixup", type=click.FloatRange(0),
+              help="Training: mix each batch with a shuffled copy of itself, inputs and losses alike, with a weight "
+                   "drawn from Beta(alpha, alpha) (mixup); 0 = none.")
 @click.option("--motion/--no-motion", default=None,
               help="Sequence sensor encoder: add the step-to-step differences of the input as channels.")
 @click.option("--visual-norm/--no-visual-norm", default=None,

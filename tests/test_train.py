@@ -381,6 +381,8 @@ def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path)
                          (dict(fusion_kl=0.5, gm_gate="sigmoid"), "gm_gate sigmoid gives GM-Fusion no softmax"),
                          (dict(fusion_targets="t.csv"), "need model mumu and fusion_kl > 0 .*fusion_kl 0.0"),
                          (dict(fusion_targets="t.csv", fusion_kl=1.0, model="b2"), "need model mumu .*got model b2"),
+                         (dict(mixup=-0.2), "mixup is the Beta distribution's alpha"),
+                         (dict(mixup=0.2, fusion_targets="t.csv", fusion_kl=1.0), "use one of mixup and fusion_targets"),
                          (dict(model="b1", lstm_layers=0), "B1 .* pools the last LSTM state"),
                          (dict(sensor_encoder="window", motion=True), "motion channels need the sequence sensor")):
         with pytest.raises(MumuError, match=message):
@@ -426,6 +428,56 @@ def test_unimodal_aux_adds_each_present_modalitys_own_activity_loss(tiny_demo, t
     torch.testing.assert_close(loss, expected)
     run = train_once(cfg, progress=False)  # the heads train, are saved and load with the run
     assert load_run(cfg.run_dir).module.model.unimodal_heads is not None and run.metrics["n_samples"] > 0
+
+
+def test_mixup_trains_on_blended_sample_pairs_with_blended_losses_and_resumes_exactly(tiny_demo, tmp_path):  # noqa: F811
+    """train.mixup: the model sees each modality blended with a partner's as the cache stores it (a modality
+    missing from either sample is missing from the blend), its training loss is weight * loss(own labels) +
+    (1 - weight) * loss(partner's labels), a sample with no stream in common with its drawn partner keeps its own
+    inputs, and a mixup run is repeatable, resumable and not the unmixed run."""
+    from mumu.mixup import Mixup
+    from mumu.module import MumuModule
+    from mumu.rundata import prepare_data
+
+    cfg = tiny_demo.config(tmp_path / "mixed", mixup=0.4, max_epochs=3)
+    data = prepare_data(cfg)
+    batch = next(iter(data.loader(data.samples[:4], batch_size=4)))
+    batch["lengths"]["gyro"][0] = 0  # sample 0 lacks its gyroscope, so its blend with sample 1 lacks it too
+    module = MumuModule(cfg.to_dict(), [vars(s) for s in data.specs], data.activity_names, data.group_names).eval()
+    mixup = Mixup(0.3, torch.tensor([1, 0, 3, 2]))
+    by_hand = dict(batch, x={m: 0.3 * v + 0.7 * v[[1, 0, 3, 2]] for m, v in batch["x"].items()},
+                   lengths={m: n.clone() for m, n in batch["lengths"].items()})
+    by_hand["lengths"]["gyro"][1] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(module(batch, mixup).logits, module(by_hand).logits)
+    module.train()  # the training step's loss: its draws repeated by hand give its blend and its dropout
+    torch.manual_seed(5)
+    loss = module.training_step(batch, 0)
+    torch.manual_seed(5)
+    drawn = Mixup.draw(batch["lengths"], 0.4)
+    out = module(batch, drawn)
+    partners = dict(batch, label=batch["label"][drawn.partner], group=batch["group"][drawn.partner])
+    assert 0 < drawn.weight < 1 and not torch.equal(partners["label"], batch["label"])
+    torch.testing.assert_close(loss, drawn.weight * module.loss(out, batch)
+                               + (1 - drawn.weight) * module.loss(out, partners))
+
+    lonely = {"rgb_cam1": torch.tensor([0, 5, 5, 5]), "acc_phone": torch.tensor([0, 5, 5, 5]),
+              "gyro": torch.tensor([5, 0, 0, 0])}  # sample 0 shares no stream with any other
+    for seed in range(20):
+        torch.manual_seed(seed)
+        partner = Mixup.draw(lonely, 0.4).partner
+        assert partner[0] == 0 and 0 not in partner[1:].tolist()
+
+    first = train_once(cfg, progress=False)
+    assert train_once(cfg.replace(out=str(tmp_path / "again")), progress=False).metrics == first.metrics
+    with pytest.raises(SystemExit):
+        train_once(cfg.replace(out=str(tmp_path / "killed")), callbacks=[KillAtSecondEpoch()], progress=False)
+    train_once(cfg.replace(out=str(tmp_path / "killed")), progress=False)
+    train_once(cfg.replace(out=str(tmp_path / "unmixed"), mixup=0.0), progress=False)
+    final = {run: torch.load(tmp_path / run / "checkpoints/last.ckpt", map_location="cpu",
+                             weights_only=False)["state_dict"] for run in ("mixed", "killed", "unmixed")}
+    assert all(torch.equal(final["killed"][k], final["mixed"][k]) for k in final["mixed"])
+    assert not all(torch.equal(final["unmixed"][k], final["mixed"][k]) for k in final["mixed"])
 
 
 def write_fusion_targets(path: Path, sample_ids: list[str], p: dict[str, object], fold: str = "cross_session") -> Path:
