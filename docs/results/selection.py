@@ -9,7 +9,8 @@ with `--adapt-bn` (e.g. `cli.py retest RUN --adapt-bn --out runs/adabn/RUN`) are
 NLL under the same adaptation (`adapted_val_nll`), and their validation top-1 under it is shown too
 (`adapted_val_accuracy`, recorded since the eleventh search); adapted and unadapted variants are not mixed.
 Prints a Markdown row per variant, sorted by validation NLL (the validation columns are the only ones model
-selection may read), and writes docs/results/OUT.json.
+selection may read), and writes docs/results/OUT.json (per variant: the means over its folds, and each run's own
+under "per_run").
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ RESULTS = Path(__file__).resolve().parent
 
 
 def variant_scores(pattern: str) -> dict:
-    runs = sorted(glob(pattern))
-    folds = [metrics for run in runs for metrics in fold_metrics(Path(run)).values()]
+    runs = sorted(run for run in glob(pattern) if Path(run).is_dir())  # not the runs' logs beside them
+    by_run = {run: list(fold_metrics(Path(run)).values()) for run in runs}
+    folds = [metrics for run_folds in by_run.values() for metrics in run_folds]
     if not folds:
         raise SystemExit(f"no finished LOSO folds match {pattern!r}")
     rules = {m["selected_by"] for m in folds}
@@ -38,9 +40,14 @@ def variant_scores(pattern: str) -> dict:
     if len(adapted) > 1:
         raise SystemExit(f"{pattern}: some folds were tested with --adapt-bn and some without")
     val_nll = "adapted_val_nll" if adapted == {True} else "selected_val_score"
+    return {"runs": runs, "folds": len(folds), "adapt_bn": adapted == {True}, **means(folds, val_nll),
+            "per_run": {run: means(run_folds, val_nll) for run, run_folds in by_run.items() if run_folds}}
+
+
+def means(folds: list[dict], val_nll: str) -> dict:
+    """The folds' mean validation NLL and top-1 (the columns selection may read), test top-1 and NLL."""
     val_top1 = [m.get("adapted_val_accuracy") for m in folds]
-    return {"runs": runs, "folds": len(folds), "adapt_bn": adapted == {True},
-            "val_nll": round(float(np.mean([m[val_nll] for m in folds])), 3),
+    return {"val_nll": round(float(np.mean([m[val_nll] for m in folds])), 3),
             "val_top1": round(100 * float(np.mean(val_top1)), 2) if None not in val_top1 else None,
             "test_top1": round(100 * float(np.mean([m["accuracy"] for m in folds])), 2),
             "test_nll": round(float(np.mean([m["nll"] for m in folds])), 3)}
