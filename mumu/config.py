@@ -67,7 +67,7 @@ class TrainConfig:
     fusion_kl: float = 0.0  # MuMu: weight of a loss term pulling its fusion weights toward equal (or target) weights
     fusion_targets: str | None = None  # MuMu: CSV of per-sample target fusion weights for it (mumu.fusion_targets)
     unimodal_aux: float = 0.0  # weight of the mean activity loss of per-modality classifiers (not in the paper)
-    mixup: float = 0.0  # training: > 0 = mixup, each batch mixed with weight ~ Beta(mixup, mixup) (mumu.module)
+    mixup: float = 0.0  # training: > 0 = mixup, each batch mixed with weight ~ Beta(mixup, mixup) (mumu.mixup)
     dropout: float = 0.2
     beta_aux: float = 0.5
     lr: float = 1e-3  # AdamW; the peak of the one-cycle schedule when warmup > 0
