@@ -11,7 +11,9 @@ ASO treats every (fold, seed) score as an independent draw, but under LOSO the f
 a subject that suits one model does so on every seed. So the file also compares each pair per test
 subject (the mean over seeds): the mean difference, on how many subjects A is ahead, and the two-sided
 Wilcoxon signed-rank p-value over the subjects. Where both files hold the validation subjects' adapted top-1
-(AdaBN runs), it makes the same comparison per validation subject.
+(AdaBN runs), it makes the same comparison per validation subject. And it bounds how large a difference "level"
+could hide: a 95 % bootstrap interval of A - B's mean top-1 over test subjects (LOSO's 8, or odd_even's 4 pooled
+into one fold), drawing the subjects (the same for both models) and each model's seeds with replacement.
 """
 from __future__ import annotations
 
@@ -52,6 +54,34 @@ def paired_by_subject(a: dict[str, float], b: dict[str, float]) -> dict:
             "a_ahead_on": int((diff > 0).sum()), "b_ahead_on": int((diff < 0).sum()), "wilcoxon_p": round(p, 3)}
 
 
+def test_subject_scores(run: dict) -> dict[str, float]:
+    """Top-1 per test subject; files older than summarise.py's per_subject_accuracy have it per fold (LOSO: one
+    test subject per fold)."""
+    return run.get("per_subject_accuracy") or {fold.removeprefix("fold_s"): acc for fold, acc in run["accuracy"].items()}
+
+
+def difference_interval(a_runs: list[dict], b_runs: list[dict], draws: int = 20000) -> dict | None:
+    """A - B in points: the mean over test subjects and seeds, and its 95 % bootstrap interval (subjects resampled
+    for both models alike, each model's seeds on their own: a new subject and a new seed are both unseen).
+    None where the files do not share two test subjects."""
+    scores = [[test_subject_scores(run) for run in runs] for runs in (a_runs, b_runs)]
+    subjects = sorted(set.intersection(*(set(run) for runs in scores for run in runs)))
+    if len(subjects) < 2:
+        return None
+    a, b = (np.array([[run[s] for s in subjects] for run in runs]) for runs in scores)  # (seeds, subjects)
+    rng = np.random.default_rng(0)
+    drawn_subjects = rng.integers(len(subjects), size=(draws, 1, len(subjects)))
+
+    def resampled_means(scores: np.ndarray) -> np.ndarray:  # (draws,)
+        seeds = scores[rng.integers(len(scores), size=(draws, len(scores)))]  # (draws, seeds, subjects)
+        return np.take_along_axis(seeds, drawn_subjects, axis=2).mean(axis=(1, 2))
+
+    low, high = np.percentile(resampled_means(a) - resampled_means(b), [2.5, 97.5])
+    return {"subjects": len(subjects), "seeds": [len(a), len(b)],
+            "mean_difference_points": round(100 * float(a.mean() - b.mean()), 2),
+            "interval_95_points": [round(100 * float(low), 2), round(100 * float(high), 2)]}
+
+
 def main(out: str, names: list[str]) -> None:
     runs = {name: runs_of(name) for name in names}
     scores = {name: scores_of(r) for name, r in runs.items()}
@@ -72,6 +102,11 @@ def main(out: str, names: list[str]) -> None:
                "significantly_better_than": significantly_better(eps),
                "per_subject": {"score": "top-1 accuracy per test subject, mean over seeds; two-sided Wilcoxon "
                                         "signed-rank test over the subjects", "pairs": paired}}
+    summary["difference_interval"] = {
+        "score": "top-1 per test subject and seed; A - B's mean and its 95 % bootstrap interval (subjects and each "
+                 "model's seeds drawn with replacement, 20000 draws)",
+        "pairs": {f"{a} vs {b}": interval for i, a in enumerate(names) for b in names[i + 1:]
+                  if (interval := difference_interval(runs[a], runs[b]))}}
     if paired_validation:
         summary["per_validation_subject"] = {
             "score": "adapted validation top-1 per fold's validation subject, mean over seeds; Wilcoxon as above",
@@ -88,6 +123,10 @@ def main(out: str, names: list[str]) -> None:
         for pair, r in pairs.items():
             print(f"{pair}: {r['mean_difference_points']:+.2f}, {r['a_ahead_on']} / {r['b_ahead_on']} of "
                   f"{r['subjects']}, p = {r['wilcoxon_p']:.3f}")
+    print("\nA - B in points over test subjects and seeds, 95 % bootstrap interval (subjects and seeds resampled)")
+    for pair, r in summary["difference_interval"]["pairs"].items():
+        low, high = r["interval_95_points"]
+        print(f"{pair}: {r['mean_difference_points']:+.2f} [{low:+.2f}, {high:+.2f}]")
 
 
 if __name__ == "__main__":
