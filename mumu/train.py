@@ -39,6 +39,7 @@ import random
 import shutil
 import signal
 import threading
+import warnings
 from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
@@ -75,6 +76,13 @@ from pipeline.splits import PROTOCOLS
 # train.select -> (logged metric, mode) of the checkpoint that is tested; None: the last epoch's
 SELECTION_METRICS = {"macro_f1": ("val/macro_f1", "max"), "nll": ("val/nll", "min"), "last": (None, "min")}
 NORM_SAMPLES = 256  # training samples that estimate the input standardisation
+
+# Lightning's lines that say nothing about the run, once per fold: an advert, a note on its own internals, and a
+# deprecation inside Lightning's code (pinned versions; not ours to mend)
+LIGHTNING_CHATTER = ("litlogger", "to estimate number of stepping batches")
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+    lambda record: not any(text in record.getMessage() for text in LIGHTNING_CHATTER))
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 # --------------------------------------------------------------------------------------------------
