@@ -156,6 +156,14 @@ def tsne_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
             features.astype(np.float32))
 
 
+def class_styles(n_classes: int) -> list[tuple[tuple, str]]:
+    """A (colour, marker) per class, no two alike: tab10 / tab20's colours, then the same colours with the next
+    marker once they run out (UTD-MHAD has 27 activities, MMAct 37)."""
+    cmap = plt.get_cmap("tab20" if n_classes > 10 else "tab10")
+    markers = "o^sDvP*X"
+    return [(cmap(k % cmap.N), markers[(k // cmap.N) % len(markers)]) for k in range(n_classes)]
+
+
 def plot_tsne(
     embeddings: dict[str, np.ndarray], labels: np.ndarray, class_names: list[str], path: str | Path,
     title: str, seed: int = 0,
@@ -171,12 +179,13 @@ def plot_tsne(
     cols = min(3, len(names))
     rows = -(-len(names) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 2.5, 4.0 * rows), squeeze=False)
-    cmap = plt.get_cmap("tab20" if len(class_names) > 10 else "tab10")
+    styles = class_styles(len(class_names))
     for i, name in enumerate(names):
         ax = axes[i // cols, i % cols]
         xy = points[i * n:(i + 1) * n]
         for k in np.unique(labels):
-            ax.scatter(*xy[labels == k].T, s=12, color=cmap(int(k) % cmap.N), label=class_names[int(k)])
+            color, marker = styles[int(k)]
+            ax.scatter(*xy[labels == k].T, s=12, color=color, marker=marker, label=class_names[int(k)])
         ax.set_title(name)
         ax.set_xticks([])
         ax.set_yticks([])

@@ -399,3 +399,21 @@ def test_summary_lines_carry_their_conditions_numbers(evaluated):  # noqa: F811
     for label, key in (("noisy visual", "noisy_visual"), ("noisy non-visual", "noisy_non_visual")):
         line = next(l for l in output.splitlines() if l.strip().startswith(label + " "))
         assert f"accuracy {100 * metrics[key]['accuracy']:5.1f} %" in line, (line, metrics[key])
+
+
+def test_every_activity_in_the_tsne_legend_looks_different(tmp_path, monkeypatch):
+    """MMAct has 37 activities and UTD-MHAD 27, more than any colour map's 20: two classes must still never share
+    a look, or the legend cannot tell a reader which cluster is which."""
+    legends = []
+    save = plots._save
+
+    def save_noting_the_legend(fig, path):
+        legends.append([(tuple(handle.get_facecolor()[0]), handle.get_paths()[0].vertices.round(3).tobytes())
+                        for handle in fig.legends[0].legend_handles])  # (colour, marker shape) per entry
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", save_noting_the_legend)
+    labels = np.repeat(np.arange(37), 2)
+    embeddings = {"fused": np.random.default_rng(0).normal(size=(len(labels), 4)) + labels[:, None]}
+    plots.plot_tsne(embeddings, labels, [f"a{k}" for k in range(37)], tmp_path / "t.png", "t")
+    assert len(legends[0]) == 37 and len(set(legends[0])) == 37
