@@ -54,17 +54,18 @@ def paired_by_subject(a: dict[str, float], b: dict[str, float]) -> dict:
             "a_ahead_on": int((diff > 0).sum()), "b_ahead_on": int((diff < 0).sum()), "wilcoxon_p": round(p, 3)}
 
 
-def test_subject_scores(run: dict) -> dict[str, float]:
+def scores_per_test_subject(run: dict) -> dict[str, float]:
     """Top-1 per test subject; files older than summarise.py's per_subject_accuracy have it per fold (LOSO: one
     test subject per fold)."""
-    return run.get("per_subject_accuracy") or {fold.removeprefix("fold_s"): acc for fold, acc in run["accuracy"].items()}
+    per_fold = {fold.removeprefix("fold_s"): acc for fold, acc in run["accuracy"].items()}
+    return run.get("per_subject_accuracy") or per_fold
 
 
 def difference_interval(a_runs: list[dict], b_runs: list[dict], draws: int = 20000) -> dict | None:
     """A - B in points: the mean over test subjects and seeds, and its 95 % bootstrap interval (subjects resampled
     for both models alike, each model's seeds on their own: a new subject and a new seed are both unseen).
     None where the files do not share two test subjects."""
-    scores = [[test_subject_scores(run) for run in runs] for runs in (a_runs, b_runs)]
+    scores = [[scores_per_test_subject(run) for run in runs] for runs in (a_runs, b_runs)]
     subjects = sorted(set.intersection(*(set(run) for runs in scores for run in runs)))
     if len(subjects) < 2:
         return None
