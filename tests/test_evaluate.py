@@ -355,16 +355,21 @@ def test_per_class_precision_and_recall_agree_with_the_confusion_csv(evaluated):
         assert row["precision"] == pytest.approx(hits / predicted if predicted else 0.0), name
 
 
-def test_the_red_tick_labels_are_the_corrupted_modalities(tmp_path, monkeypatch):
+@pytest.fixture
+def saved_figures(monkeypatch) -> list:
+    """Every figure a plotting function saves, in order; still readable after it is closed."""
     figures = []
     save = plots._save
-    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(
-        [[(t.get_text(), t.get_color()) for t in ax.get_xticklabels()] for ax in fig.axes]), save(fig, path))[1])
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    return figures
+
+
+def test_the_red_tick_labels_are_the_corrupted_modalities(tmp_path, saved_figures):
     weights = {"SM-Fusion": np.array([[0.7, 0.3]]), "GM-Fusion": np.array([[0.4, 0.6]])}
     plots.plot_attention(["carrying_heavy"], ["rgb_cam1", "gyro"],
                          [("clean input", weights, []), ("noisy non-visual", weights, ["gyro"])],
                          tmp_path / "a.png", "t")
-    clean, noisy = figures[0][:2]
+    clean, noisy = [[(t.get_text(), t.get_color()) for t in ax.get_xticklabels()] for ax in saved_figures[0].axes][:2]
     assert [name for name, color in clean if color == "red"] == []
     assert [name for name, color in noisy if color == "red"] == ["gyro"]
 
@@ -401,19 +406,12 @@ def test_summary_lines_carry_their_conditions_numbers(evaluated):  # noqa: F811
         assert f"accuracy {100 * metrics[key]['accuracy']:5.1f} %" in line, (line, metrics[key])
 
 
-def test_every_activity_in_the_tsne_legend_looks_different(tmp_path, monkeypatch):
+def test_every_activity_in_the_tsne_legend_looks_different(tmp_path, saved_figures):
     """MMAct has 37 activities and UTD-MHAD 27, more than any colour map's 20: two classes must still never share
     a look, or the legend cannot tell a reader which cluster is which."""
-    legends = []
-    save = plots._save
-
-    def save_noting_the_legend(fig, path):
-        legends.append([(tuple(handle.get_facecolor()[0]), handle.get_paths()[0].vertices.round(3).tobytes())
-                        for handle in fig.legends[0].legend_handles])  # (colour, marker shape) per entry
-        return save(fig, path)
-
-    monkeypatch.setattr(plots, "_save", save_noting_the_legend)
     labels = np.repeat(np.arange(37), 2)
     embeddings = {"fused": np.random.default_rng(0).normal(size=(len(labels), 4)) + labels[:, None]}
     plots.plot_tsne(embeddings, labels, [f"a{k}" for k in range(37)], tmp_path / "t.png", "t")
-    assert len(legends[0]) == 37 and len(set(legends[0])) == 37
+    looks = [(tuple(handle.get_facecolor()[0]), handle.get_paths()[0].vertices.round(3).tobytes())
+             for handle in saved_figures[0].legends[0].legend_handles]  # (colour, marker shape) per entry
+    assert len(looks) == 37 and len(set(looks)) == 37

@@ -57,8 +57,9 @@ def paired_by_subject(a: dict[str, float], b: dict[str, float]) -> dict:
 def scores_per_test_subject(run: dict) -> dict[str, float]:
     """Top-1 per test subject; files older than summarise.py's per_subject_accuracy have it per fold (LOSO: one
     test subject per fold)."""
-    per_fold = {fold.removeprefix("fold_s"): acc for fold, acc in run["accuracy"].items()}
-    return run.get("per_subject_accuracy") or per_fold
+    if "per_subject_accuracy" in run:
+        return run["per_subject_accuracy"]
+    return {fold.removeprefix("fold_s"): acc for fold, acc in run["accuracy"].items()}
 
 
 def difference_interval(a_runs: list[dict], b_runs: list[dict], draws: int = 20000) -> dict | None:
