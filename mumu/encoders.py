@@ -25,6 +25,27 @@ Pooling = Literal["keyless", "last"]
 SensorEncoder = Literal["window", "sequence"]
 
 
+class _RunningStatsFallback:
+    """A BatchNorm that normalises a single value per channel with its running statistics instead of failing.
+
+    Only valid steps reach the sensor encoders' BatchNorms, so a training (or AdaBN) batch of one short sample
+    can hand them one value per channel, whose batch variance is undefined."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.numel() == x.shape[1]:
+            return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                            training=False, eps=self.eps)
+        return super().forward(x)
+
+
+class BatchNorm1dFallback(_RunningStatsFallback, nn.BatchNorm1d):
+    pass
+
+
+class BatchNorm2dFallback(_RunningStatsFallback, nn.BatchNorm2d):
+    pass
+
+
 def step_mask(lengths: Tensor, steps: int) -> Tensor:
     """(B,) valid lengths -> (B, S) bool, True on valid steps."""
     return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
@@ -85,10 +106,10 @@ class SensorWindowEmbedding(nn.Module):
         kernel_size = min(kernel_size, window)  # a window shorter than the kernel: use the whole window
         self.conv = nn.Sequential(
             nn.Conv2d(spec.attributes, channels // 2, kernel_size=1),
-            nn.BatchNorm2d(channels // 2),
+            BatchNorm2dFallback(channels // 2),
             nn.ReLU(),
             nn.Conv2d(channels // 2, channels, kernel_size=(1, kernel_size)),
-            nn.BatchNorm2d(channels),
+            BatchNorm2dFallback(channels),
             nn.ReLU(),
         )
         flat = channels * spec.joints * (window - kernel_size + 1)
@@ -115,7 +136,7 @@ class MaskedConvBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
         super().__init__()
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
-        self.norm = nn.BatchNorm1d(out_channels)
+        self.norm = BatchNorm1dFallback(out_channels)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         # x: (B, C_in, S) with zeros on padding, mask: (B, S) -> (B, C_out, S)

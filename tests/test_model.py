@@ -178,6 +178,18 @@ def test_gradients_reach_every_encoder(arch, encoder):
 
 @pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("arch", ARCHS)
+def test_a_training_batch_of_one_one_step_sample_trains(arch, encoder):
+    """One value per BatchNorm channel (the epoch's last batch holding one short sample, window = kernel)."""
+    x, lengths = make_batch(batch=1, lengths={name: [1] for name in INPUTS}, window=3)
+    net = model(arch, window=3, kernel_size=3, **ENCODERS[encoder]).train()
+    out = net(x, lengths)
+    both_heads(out).backward()
+    assert torch.isfinite(out.logits).all()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("arch", ARCHS)
 def test_modality_missing_in_whole_batch(arch, encoder):
     """Every parameter still gets a gradient (DDP needs it), and the missing encoder's is zero."""
     x, lengths = make_batch()
