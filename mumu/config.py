@@ -51,7 +51,7 @@ class TrainConfig:
     embed_dim: int = 128
     sensor_encoder: str = "window"  # window | sequence (mumu.encoders)
     conv_channels: int = 64  # sensor encoder's conv width
-    kernel_size: int = 3  # sensor encoder's temporal kernel
+    kernel_size: int = 3  # sensor encoder's temporal kernel (odd for "sequence": it keeps every step)
     lstm_layers: int = 1  # per modality; 0 = none (pooling reads the step embeddings)
     max_pools: int = 0  # "sequence" encoder: max-pools by 2 along the steps after the first 0-2 conv blocks
     motion: bool = False  # "sequence" encoder: step-to-step differences of the input as extra channels
@@ -73,7 +73,7 @@ class TrainConfig:
     lr: float = 1e-3  # AdamW; the peak of the one-cycle schedule when warmup > 0
     weight_decay: float = 0.01
     warmup: float = 0.0  # fraction of the steps spent warming up to lr (one cycle); 0 = cosine from lr
-    label_smoothing: float = 0.0  # on the activity loss L_t
+    label_smoothing: float = 0.0  # on the activity losses (L_t and the unimodal_aux heads')
     ema_decay: float = 0.0  # > 0: validate, select and test an exponential moving average of the weights
     select: str = "macro_f1"  # the tested checkpoint: best val macro_f1 (first of ties) | lowest val nll | last
     adapt_bn: bool = False  # test: BatchNorm statistics re-estimated on each test subject's inputs (mumu.adapt)
@@ -179,7 +179,7 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         raise MumuError("B1 (non-attention) pools the last LSTM state; with lstm_layers 0 it would read only the "
                         "last step's embedding. Set lstm_layers >= 1 (--lstm-layers 1) for b1")
     check_model_options(cfg.model, cfg.embed_dim, gm_heads=cfg.gm_heads, motion=cfg.motion,
-                        sensor_encoder=cfg.sensor_encoder)
+                        sensor_encoder=cfg.sensor_encoder, kernel_size=cfg.kernel_size)
     if cfg.fusion_kl > 0 and cfg.gm_gate != "softmax":
         raise MumuError("fusion_kl pulls MuMu's fusion weights, a softmax over the modalities, toward equal (or "
                         "target) weights; gm_gate sigmoid gives GM-Fusion no softmax (use gm_gate: softmax, or "

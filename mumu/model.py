@@ -44,8 +44,8 @@ class ModelOutput:
     # "sm" (B, M) SM-Fusion alpha; "gm" (B, M) GM-Fusion / B3 weights; "temporal:<name>" (B, S'), S' < S when
     # the sequence encoder max-pools
     attention: dict[str, Tensor] = field(default_factory=dict)
-    # MuMu: KL of SM-Fusion's weights plus of GM-Fusion's (each head, softmax gate) to the target weights (equal
-    # ones, or the batch's fusion targets), batch means; ()
+    # MuMu: KL of SM-Fusion's weights plus the mean KL of GM-Fusion's heads (softmax gate) to the target weights
+    # (equal ones, or the batch's fusion targets), batch means; ()
     fusion_kl: Tensor | None = None
     unimodal_logits: Tensor | None = None  # (B, M, K) each modality's own activity logits (unimodal heads only)
     present: Tensor | None = None  # (B, M) bool: the modalities the model saw (after modality dropout)
@@ -195,7 +195,8 @@ class SelfAttentionBaseline(MultimodalModel):
                            attention={"gm": weights})
 
 
-def check_model_options(arch: str, embed_dim: int, *, gm_heads: int, motion: bool, sensor_encoder: str) -> None:
+def check_model_options(arch: str, embed_dim: int, *, gm_heads: int, motion: bool, sensor_encoder: str,
+                        kernel_size: int) -> None:
     """The checks of model options that depend on each other (training configs run them before any data loads)."""
     if arch == "b3" and embed_dim % B3_HEADS:
         raise MumuError(f"B3's {B3_HEADS} self-attention heads must divide embed_dim ({embed_dim})")
@@ -203,6 +204,8 @@ def check_model_options(arch: str, embed_dim: int, *, gm_heads: int, motion: boo
         raise MumuError(f"gm_heads must be >= 1 and divide embed_dim ({embed_dim}), got {gm_heads}")
     if motion and sensor_encoder != "sequence":
         raise MumuError("motion channels need the sequence sensor encoder (sensor_encoder: sequence)")
+    if sensor_encoder == "sequence" and kernel_size % 2 == 0:  # an even kernel with "same" padding adds a step
+        raise MumuError(f"the sequence sensor encoder needs an odd kernel_size (it keeps every step), got {kernel_size}")
 
 
 def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, num_groups: int,
@@ -237,7 +240,8 @@ def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, nu
         raise MumuError(f"unknown sensor encoder {sensor_encoder!r}; choose one of {', '.join(SENSOR_ENCODERS)}")
     if not 0 <= max_pools <= 2:
         raise MumuError(f"max_pools must be 0, 1 or 2 (pools after the first conv blocks), got {max_pools}")
-    check_model_options(arch, embed_dim, gm_heads=gm_heads, motion=motion, sensor_encoder=sensor_encoder)
+    check_model_options(arch, embed_dim, gm_heads=gm_heads, motion=motion, sensor_encoder=sensor_encoder,
+                        kernel_size=kernel_size)
     options = dict(window=window, conv_channels=conv_channels, kernel_size=kernel_size, lstm_layers=lstm_layers,
                    sensor_encoder=sensor_encoder, max_pools=max_pools, motion=motion, visual_norm=visual_norm,
                    unimodal_classes=num_classes if unimodal_heads else 0)

@@ -386,6 +386,13 @@ def test_fusion_kl_is_zero_for_equal_weights_and_log_n_for_one_modality():
     with torch.no_grad():  # SM-Fusion still equal, GM-Fusion's heads far from it: the term counts them too
         net.gm_fusion.q.weight.normal_().mul_(100)
     assert net(x, lengths).fusion_kl > 1e-4
+    with torch.no_grad():  # two identical heads: the term takes their mean KL, as one head's (not twice it)
+        for layer in (net.gm_fusion.q, net.gm_fusion.k):
+            half = layer.weight.shape[0] // 2
+            layer.weight[half:] = layer.weight[:half]
+    out = net(x, lengths)
+    expected = kl_to_target(out.attention["gm"], out.present).mean()
+    assert expected > 1e-3 and out.fusion_kl.item() == pytest.approx(expected.item(), rel=1e-4)
     one_hot = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
     present = torch.tensor([[True, True, True], [True, True, False]])
     torch.testing.assert_close(kl_to_target(one_hot, present), torch.tensor([math.log(3), math.log(2)]))

@@ -176,6 +176,8 @@ def test_a_bad_value_is_refused_naming_its_source_before_a_run_directory_exists(
     ("{model: b3, embed_dim: 127}", "B3's 2 self-attention heads must divide embed_dim (127)"),
     ("{motion: true, sensor_encoder: window}",
      "motion channels need the sequence sensor encoder (sensor_encoder: sequence)"),
+    ("{sensor_encoder: sequence, kernel_size: 4}",
+     "the sequence sensor encoder needs an odd kernel_size (it keeps every step), got 4"),
     ("{model: b1, lstm_layers: 0}", "B1 (non-attention) pools the last LSTM state; with lstm_layers 0 it would read "
                                     "only the last step's embedding. Set lstm_layers >= 1 (--lstm-layers 1) for b1"),
 ])
