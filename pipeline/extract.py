@@ -50,7 +50,7 @@ from pipeline.files import write_json
 from pipeline.index import Sample, index_report_path, read_index
 from pipeline.modalities import DATASET_MODALITIES, FEATURE_DIM, ModalitySpec, select_modalities, stored_modalities
 from pipeline.params import DEFAULT_PARAMS, read_params
-from pipeline.sensors import SensorError, align_streams, cut_windows, read_sensor
+from pipeline.sensors import SensorError, align_streams, cut_windows, grid_steps, read_sensor
 
 if TYPE_CHECKING:  # torch and torchvision load only where frames are encoded
     from pipeline.backbone import Backbone
@@ -136,7 +136,8 @@ def load_raw_sample(sample: Sample, modalities: list[ModalitySpec], settings: Ex
             stream = read_sensor(sample.dataset, spec.name, path, spec.channels, spec.rate_hz)
             missing_fraction[spec.name] = round(float(stream.missing_fraction), 6)
             span = float(stream.times[-1] - stream.times[0]) if stream.times is not None else None
-            if span is not None and span < one_window_s:  # it would cut every stream to less than a window
+            if span is not None and grid_steps(span, settings.sensor_rate_hz) < settings.sensor_window:
+                # it would cut every stream to less than a window
                 raise SensorError(f"the file covers {span:.3f} s, less than one window ({one_window_s:.3f} s)")
             streams[spec.name] = stream
         except SensorError as e:

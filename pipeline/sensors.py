@@ -202,6 +202,16 @@ def read_sensor(dataset: str, modality: str, path: str | Path, channels: int, ra
 # common time base and windows
 
 
+# Clock times carry float error (an absolute epoch time in float64 resolves ~2e-7 s), so a span within a
+# thousandth of a step of a whole number of steps counts as that whole number.
+STEP_TOLERANCE = 1e-3
+
+
+def grid_steps(span_s: float, rate_hz: float) -> int:
+    """Points of a grid at ``rate_hz`` in a span of ``span_s`` seconds, both ends included."""
+    return int(np.floor(span_s * rate_hz + STEP_TOLERANCE)) + 1
+
+
 def align_streams(streams: dict[str, SensorStream], rate_hz: float) -> dict[str, np.ndarray]:
     """One sample's streams -> {name: (T, C) float32} on one grid at ``rate_hz`` (rule in the module doc)."""
     if not streams:
@@ -214,8 +224,7 @@ def align_streams(streams: dict[str, SensorStream], rate_hz: float) -> dict[str,
             raise SensorError("the sensor streams do not overlap in time")
     else:
         start, end = 0.0, max((len(s.values) - 1) / (s.rate_hz or rate_hz) for s in streams.values())
-    n_steps = int(np.floor((end - start) * rate_hz + 1e-9)) + 1
-    grid = start + np.arange(n_steps) / rate_hz  # (T,)
+    grid = start + np.arange(grid_steps(end - start, rate_hz)) / rate_hz  # (T,)
     aligned = {}
     for name, stream in streams.items():
         if stream.times is not None:

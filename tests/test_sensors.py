@@ -66,6 +66,15 @@ def test_streams_with_clocks_are_cut_to_their_overlap_and_resampled(tmp_path):
     np.testing.assert_allclose(aligned["acc"][0], 0.5, atol=1e-3)
 
 
+def test_a_clips_step_count_does_not_depend_on_its_absolute_start_time(tmp_path):
+    """Same 0.98 s clip at 100 Hz (99 rows), started at 200 different milliseconds: 50 steps at 50 Hz each."""
+    counts = set()
+    for ms in range(0, 1000, 5):
+        write_mmact_csv(tmp_path / "acc.csv", T0 + timedelta(milliseconds=ms), 100, np.zeros((99, 3)))
+        counts.add(len(align_streams({"acc": read_mmact_csv(tmp_path / "acc.csv", 100)}, rate_hz=50)["acc"]))
+    assert counts == {50}
+
+
 def test_nan_values_are_bridged_and_all_nan_is_an_error(tmp_path):
     values = np.arange(30, dtype=np.float32).reshape(10, 3)
     values[4, 1] = np.nan
