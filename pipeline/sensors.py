@@ -73,7 +73,7 @@ def read_mmact_csv(path: str | Path, rate_hz: float | None, channels: int = 3) -
     rows with every value valid with ``duration * rate_hz + 1``.
     """
     times, rows, bad_rows = [], [], 0
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:  # a bad byte spoils its row only
         for record in csv.reader(f):
             if not record or not "".join(record).strip():
                 continue
@@ -141,8 +141,11 @@ def read_utd_skeleton(path: str | Path) -> SensorStream:
 
 def read_time_csv(path: str | Path, channels: int, rate_hz: float | None) -> SensorStream:
     """UCSD-MIT layout: CSV with a header row, a ``time`` column in seconds, then ``channels`` value
-    columns in the modality's (joint, attribute) order (mocap 20x3, emg 8, imu 10)."""
-    with open(path, newline="") as f:
+    columns in the modality's (joint, attribute) order (mocap 20x3, emg 8, imu 10).
+
+    A row without a numeric time is dropped; one whose values do not parse keeps its time with missing values
+    (as in `read_mmact_csv`)."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:  # a bad byte spoils its row only
         rows = [r for r in csv.reader(f) if r and "".join(r).strip()]
     if len(rows) < 2:
         raise SensorError("empty CSV")
@@ -153,11 +156,14 @@ def read_time_csv(path: str | Path, channels: int, rate_hz: float | None) -> Sen
     value_cols = [i for i in range(len(header)) if i != t_col]
     if len(value_cols) != channels:
         raise SensorError(f"{len(value_cols)} value columns, expected {channels}")
-    try:
-        table = np.array([[float(r[i]) if i < len(r) and r[i].strip() else np.nan for i in [t_col] + value_cols]
-                          for r in body], np.float64)
-    except ValueError as e:
-        raise SensorError(f"non-numeric value in the CSV ({e})") from None
+    table = []
+    for r in body:
+        try:
+            t = float(r[t_col])
+        except (ValueError, IndexError):
+            continue
+        table.append([t] + _parse_values([r[i] if i < len(r) else "" for i in value_cols], channels))
+    table = np.array(table, np.float64).reshape(-1, 1 + channels)
     table = table[np.isfinite(table[:, 0])]
     if not len(table):
         raise SensorError("no row with a time stamp")

@@ -107,6 +107,21 @@ def test_ucsd_mit_csv_layout(tmp_path):
         read_time_csv(tmp_path / "emg.csv", channels=3, rate_hz=200)
 
 
+def test_a_row_with_text_or_undecodable_bytes_is_a_missing_row_not_a_failed_file(tmp_path):
+    rows = [b"time,emg1,emg2"] + [f"{i / 200:.3f},{i},{-i}".encode() for i in range(8)]
+    rows[3], rows[5] = b"0.010,n/a,-2", b"0.020,4,-4\xff"  # samples 2 and 4: text, and a byte that is not UTF-8
+    (tmp_path / "emg.csv").write_bytes(b"\n".join(rows) + b"\n")
+    stream = read_sensor("ucsd_mit", "emg", tmp_path / "emg.csv", 2, 200)
+    assert len(stream.values) == 8 and stream.missing_fraction == pytest.approx(2 / 8)
+    np.testing.assert_array_equal(stream.values[[0, 1, 3, 5], 0], [0, 1, 3, 5])
+    write_mmact_csv(tmp_path / "acc.csv", T0, 100, np.ones((8, 3)))
+    lines = (tmp_path / "acc.csv").read_bytes().splitlines()
+    lines[4] = lines[4][:-1] + b"\xff"
+    (tmp_path / "acc.csv").write_bytes(b"\n".join(lines) + b"\n")
+    stream = read_sensor("mmact", "acc", tmp_path / "acc.csv", 3, 100)
+    assert len(stream.values) == 8 and stream.missing_fraction == pytest.approx(1 / 8)
+
+
 def test_utd_mhad_inertial_and_skeleton_files_like_the_release_on_one_time_base(tmp_path):
     """The real-copy checks below, on .mat files written like the release (so they run without the data)."""
     rng = np.random.default_rng(0)
