@@ -53,6 +53,8 @@ from pipeline.params import DEFAULT_PARAMS, read_params
 from pipeline.sensors import SensorError, align_streams, cut_windows, grid_steps, read_sensor
 
 if TYPE_CHECKING:  # torch and torchvision load only where frames are encoded
+    from dask.distributed import Client
+
     from pipeline.backbone import Backbone
 
 # Bump when the numbers extraction produces change for the same inputs and settings.
@@ -405,6 +407,9 @@ def _run_in_process(todo: Parts, modalities: list[ModalitySpec], settings: Extra
 
 
 _WORKER_STATE: dict = {}  # per dask worker process: the backbone and decode pool, built once
+# A worker started with several threads runs one part at a time: its tasks share one backbone and one decode
+# pool, which would otherwise be built twice, or closed under a concurrent task of another extract.
+_WORKER_LOCK = threading.Lock()
 
 
 def _dask_part_task(name: str, samples: list[Sample], modalities: list[ModalitySpec], settings: ExtractSettings,
@@ -412,21 +417,22 @@ def _dask_part_task(name: str, samples: list[Sample], modalities: list[ModalityS
     from pipeline.backbone import Backbone
 
     key = (settings, tuple(modalities), device, torch_threads, weights_hash)  # a worker may serve several extracts
-    if _WORKER_STATE.get("key") != key:
-        import torch
+    with _WORKER_LOCK:
+        if _WORKER_STATE.get("key") != key:
+            import torch
 
-        # CPU results depend (in the last bits) on the intra-op thread count: use the client's.
-        torch.set_num_threads(torch_threads)
-        if "pool" in _WORKER_STATE:
-            _WORKER_STATE["pool"].close()
-        _WORKER_STATE.update(key=key, backbone=Backbone(settings.weights, device, settings.batch_size),
-                             pool=DecodePool(modalities, settings, 1))
-    backbone = _WORKER_STATE["backbone"]
-    if backbone.weights_hash != weights_hash:
-        raise MumuError(f"worker loaded different weights for {settings.weights!r} "
-                        f"(hash {backbone.weights_hash}, expected {weights_hash})")
-    raws = _WORKER_STATE["pool"].stream(samples, lookahead=2)
-    return extract_part(name, raws, modalities, backbone, cache_path)
+            # CPU results depend (in the last bits) on the intra-op thread count: use the client's.
+            torch.set_num_threads(torch_threads)
+            if "pool" in _WORKER_STATE:
+                _WORKER_STATE["pool"].close()
+            _WORKER_STATE.update(key=key, backbone=Backbone(settings.weights, device, settings.batch_size),
+                                 pool=DecodePool(modalities, settings, 1))
+        backbone = _WORKER_STATE["backbone"]
+        if backbone.weights_hash != weights_hash:
+            raise MumuError(f"worker loaded different weights for {settings.weights!r} "
+                            f"(hash {backbone.weights_hash}, expected {weights_hash})")
+        raws = _WORKER_STATE["pool"].stream(samples, lookahead=2)
+        return extract_part(name, raws, modalities, backbone, cache_path)
 
 
 @contextmanager
@@ -460,6 +466,11 @@ def _run_dask(todo: Parts, modalities: list[ModalitySpec], settings: ExtractSett
         except OSError as e:  # distributed retries until the timeout, then says only "Timed out ..."
             raise MumuError(f"--scheduler {scheduler}: no dask scheduler answered within {SCHEDULER_TIMEOUT_S} s "
                             f"({e}); is it running, and is the address reachable from here?") from None
+        try:
+            _check_workers_can_run(client, scheduler, gpu)
+        except MumuError:
+            client.close()
+            raise
     else:
         with dask.config.set({"distributed.worker.multiprocessing-method": "spawn",
                               "distributed.worker.daemon": False}), _workers_leave_ctrl_c_to_this_process():
@@ -469,9 +480,9 @@ def _run_dask(todo: Parts, modalities: list[ModalitySpec], settings: ExtractSett
         client = Client(cluster)
     results, quietened = [], {}
     try:
-        futures = [client.submit(_dask_part_task, name, samples, modalities, settings, str(cache_path), device,
-                                 weights_hash, torch.get_num_threads(), key=f"mumu-extract-{name}-{os.getpid()}",
-                                 pure=False,
+        where = str(cache_path.absolute())  # a worker would resolve a relative path in its own working directory
+        futures = [client.submit(_dask_part_task, name, samples, modalities, settings, where, device, weights_hash,
+                                 torch.get_num_threads(), key=f"mumu-extract-{name}-{os.getpid()}", pure=False,
                                  resources={"GPU": 1} if gpu else None)
                    for name, samples in todo]
         for future in as_completed(futures):
@@ -491,6 +502,19 @@ def _run_dask(todo: Parts, modalities: list[ModalitySpec], settings: ExtractSett
         for name, level in quietened.items():
             logging.getLogger(name).setLevel(level)
     return results
+
+
+def _check_workers_can_run(client: "Client", scheduler: str, gpu: bool) -> None:
+    """MumuError when no worker of the cluster could take a task: dask would leave it waiting forever."""
+    try:
+        client.wait_for_workers(1, timeout=SCHEDULER_TIMEOUT_S)
+    except TimeoutError:
+        raise MumuError(f"--scheduler {scheduler}: the cluster has no worker after {SCHEDULER_TIMEOUT_S} s; start "
+                        f"one with `dask worker {scheduler}`") from None
+    if gpu and not any(w.get("resources", {}).get("GPU", 0) >= 1 for w in client.scheduler_info()["workers"].values()):
+        raise MumuError(f"--scheduler {scheduler}: --device cuda gives each task one GPU resource, and no worker "
+                        f"declares one; start GPU workers with `dask worker {scheduler} --resources GPU=1`, or "
+                        "extract with --device cpu")
 
 
 def resolve_device(device: str, here: bool = True) -> str:

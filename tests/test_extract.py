@@ -453,6 +453,25 @@ def test_one_dask_cluster_serves_extracts_of_other_modalities(dataset, tmp_path)
     assert FeatureCache(tmp_path / "sensors.zarr").failures == FeatureCache(tmp_path / "alone.zarr").failures
 
 
+def test_a_cluster_run_writes_a_relative_cache_here_and_refuses_a_gpu_no_worker_offers(dataset, tmp_path, monkeypatch):
+    from dask.distributed import Client, LocalCluster
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    sensors = select_modalities("demo", "acc_phone,gyro")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        client.run(os.chdir, str(tmp_path / "elsewhere"))  # a worker started in another directory
+        run_extract(dataset["samples"], "demo", sensors, "sensors.zarr", SETTINGS, scheduler=cluster.scheduler_address,
+                    show_progress=False)
+        with pytest.raises(MumuError, match="no worker declares one; start GPU workers with `dask worker "):
+            run_extract(dataset["samples"], "demo", sensors, "gpu.zarr", SETTINGS, device="cuda",
+                        scheduler=cluster.scheduler_address, show_progress=False)  # before: waited forever
+    run_extract(dataset["samples"], "demo", sensors, tmp_path / "alone.zarr", SETTINGS, workers=0, show_progress=False)
+    assert_same_caches(tmp_path / "sensors.zarr", tmp_path / "alone.zarr")
+    assert not (tmp_path / "elsewhere/sensors.zarr").exists()
+
+
 def test_real_utd_mhad_depth_skeleton_inertial(utd_root, tmp_path):
     specs = select_modalities("utd_mhad", "depth,skeleton,inertial")
     samples = []
