@@ -6,7 +6,7 @@ Layout::
                                           provenance, dataset, modalities
     CACHE/parts/part-000007/zarr.json     one group per part (a fixed run of samples in index order);
                                           attrs: samples, sources, failures, unusable, frames, frame_features,
-                                          sensor_missing_fraction
+                                          sensor_missing_fraction, files
     CACHE/parts/part-000007/<m>/values    visual (N, 2048) float16 | sensor (N, W, C) float32
     CACHE/parts/part-000007/<m>/offsets   (n_samples + 1,) int64: sample i is values[off[i]:off[i+1]]
     CACHE/.staging/, CACHE/.lock          work in progress, the writer lock (not part of the data)
@@ -15,7 +15,8 @@ Layout::
 A part is written by one process into ``.staging`` and renamed into ``parts/`` when complete,
 so a part is either absent or whole (one writer per shard; a kill leaves only staging debris). A folder in
 ``parts/`` without its zarr.json was therefore damaged after the fact: readers leave it out and say so, and the
-next extract redoes it.
+next extract redoes it. A part also lists its array files with their sizes (``files``): zarr reads a missing
+chunk as zeros, so a file lost or cut short after the fact (a partial copy) is found by that list instead.
 """
 from __future__ import annotations
 
@@ -200,6 +201,20 @@ def _described(error: Exception) -> str:
     return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
 
 
+def damaged_files(path: str | Path, name: str, attrs: dict) -> list[str]:
+    """What is wrong with the array files a complete part lists (missing, another size); [] when nothing is, or
+    for a part written before the list was kept."""
+    part_dir = Path(path) / PARTS / name
+    problems = []
+    for relative, size in attrs.get("files", {}).items():
+        stored = part_dir / relative
+        if not stored.is_file():
+            problems.append(f"{relative} is missing")
+        elif stored.stat().st_size != size:
+            problems.append(f"{relative} has {stored.stat().st_size} bytes, {size} when written")
+    return problems
+
+
 def remove_part(path: str | Path, name: str) -> None:
     shutil.rmtree(Path(path) / PARTS / name, ignore_errors=True)
 
@@ -245,6 +260,8 @@ def write_part(path: str | Path, name: str, modalities: list[ModalitySpec], samp
         if len(values):
             stored[:] = values
         group.create_array(f"{spec.name}/offsets", shape=offsets.shape, dtype=np.int64, chunks=offsets.shape)[:] = offsets
+    group.attrs["files"] = {str(f.relative_to(staging)): f.stat().st_size for f in sorted(staging.rglob("*"))
+                            if f.is_file() and f != staging / "zarr.json"}  # (the part's own zarr.json holds this)
     target = path / PARTS / name
     try:
         os.rename(staging, target)  # atomic: readers and reruns see the part whole or not at all
@@ -322,6 +339,9 @@ class FeatureCache:
         self.samples: list[Sample] = []
         self._where: dict[str, tuple[str, int]] = {}  # sample_id -> (part, position in part)
         for name, attrs in self.parts.items():
+            if problems := damaged_files(self.path, name, attrs):
+                raise MumuError(f"{self.path / PARTS / name}: {'; '.join(problems)}: the part is damaged; rerun the "
+                                "same `cli.py extract` to redo it")
             self.failures.update(attrs["failures"])
             for position, fields in enumerate(attrs["samples"]):
                 if fields["sample_id"] in attrs["unusable"]:

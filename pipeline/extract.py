@@ -328,14 +328,16 @@ def plan_parts(samples: list[Sample], part_size: int) -> Parts:
 
 
 def pending_parts(cache_path: Path, plan: Parts, modalities: list[ModalitySpec]) -> tuple[Parts, list[str]]:
-    """(parts of the plan to compute, the existing ones among them: stale, their samples or sources changed).
+    """(parts of the plan to compute, the existing ones among them: stale, their samples or sources changed, or
+    their array files damaged).
     A part whose sources only have a new mtime or path (same bytes) is kept, and its stamps are brought up to
     date."""
     done = cache_store.read_part_attrs(cache_path)
     todo, stale = [], []
     for name, samples in plan:
         attrs = done.get(name)
-        if attrs is not None and [s["sample_id"] for s in attrs["samples"]] == [s.sample_id for s in samples]:
+        if (attrs is not None and [s["sample_id"] for s in attrs["samples"]] == [s.sample_id for s in samples]
+                and not cache_store.damaged_files(cache_path, name, attrs)):
             now = {s.sample_id: source_stamps(s, modalities, digest=False) for s in samples}
             pairs = {(sid, m): (attrs["sources"].get(sid, {}).get(m), stamp)  # (stored, current) per source file
                      for sid, stamps in now.items() for m, stamp in stamps.items()}

@@ -175,7 +175,8 @@ def test_cache_info_reports_a_part_folder_without_its_zarr_json_but_not_staging_
 
 
 def randomise(path: Path) -> None:
-    path.write_bytes(np.random.default_rng(0).bytes(200))
+    """Garbage of the file's own size (a change of size is found before anything is read)."""
+    path.write_bytes(np.random.default_rng(0).bytes(path.stat().st_size))
 
 
 @pytest.mark.parametrize("damaged, named", [
@@ -266,6 +267,26 @@ def test_rerunning_extract_redoes_a_part_folder_without_its_zarr_json(demo, tmp_
     assert (result["parts"], result["skipped_parts"]) == (1, 2)
     assert len(FeatureCache(tmp_path / "c.zarr")) == len(demo["samples"])
     assert "warning" not in CliRunner().invoke(cache_info_command, [str(tmp_path / "c.zarr")]).output
+
+
+@pytest.mark.parametrize("damage", ["delete", "cut short"])
+def test_an_array_file_lost_or_cut_short_is_named_and_the_rerun_redoes_its_part(demo, tmp_path, damage):
+    """zarr would read a missing chunk as zeros: the part's list of its files finds it instead."""
+    shutil.copytree(demo["cache"], tmp_path / "c.zarr")
+    part = tmp_path / "c.zarr" / "parts" / "part-000001"
+    chunk = next(f for f in sorted((part / "gyro" / "values").rglob("*")) if f.is_file() and f.name != "zarr.json")
+    if damage == "delete":
+        chunk.unlink()
+    else:
+        chunk.write_bytes(chunk.read_bytes()[:-10])
+    with pytest.raises(MumuError, match=re.escape(f"{part}: gyro/values/{chunk.relative_to(part / 'gyro/values')} ")):
+        FeatureCache(tmp_path / "c.zarr")
+    result = extract(demo, tmp_path / "c.zarr")
+    assert (result["parts"], result["skipped_parts"]) == (1, 2)
+    redone, original = FeatureCache(tmp_path / "c.zarr"), FeatureCache(demo["cache"])
+    for s in original.samples:
+        for name, values in original.read(s.sample_id).items():
+            np.testing.assert_array_equal(redone.read(s.sample_id)[name], values)
 
 
 def test_training_on_a_cache_with_incomplete_parts_warns_naming_them(demo, tmp_path):
