@@ -5,8 +5,8 @@ Layout::
     CACHE/zarr.json                       root group; attrs["mumu_cache"] = format, fingerprint,
                                           provenance, dataset, modalities
     CACHE/parts/part-000007/zarr.json     one group per part (a fixed run of samples in index order);
-                                          attrs: samples, sources, failures, unusable, frames, frame_features,
-                                          sensor_missing_fraction, files
+                                          attrs: samples, sources, failures, retry, unusable, frames,
+                                          frame_features, sensor_missing_fraction, files
     CACHE/parts/part-000007/<m>/values    visual (N, 2048) float16 | sensor (N, W, C) float32
     CACHE/parts/part-000007/<m>/offsets   (n_samples + 1,) int64: sample i is values[off[i]:off[i+1]]
     CACHE/.staging/, CACHE/.lock          work in progress, the writer lock (not part of the data)

@@ -37,6 +37,11 @@ class DecodeError(Exception):
     """A visual input that cannot be decoded; the message is the reason recorded in the cache."""
 
 
+class RetryableDecodeError(DecodeError):
+    """Decoding ran out of time or its process was killed: maybe the file, maybe a busy machine or the OOM killer.
+    Recorded like any failure, and the next extract tries the file again."""
+
+
 # ---------------------------------------------------------------------------------------------
 # decoding in this process
 
@@ -217,11 +222,12 @@ class DecodeWorker:
             return self._request(path, kind, stride, image_size, "auto")
         except TimeoutError:
             if kind == "depth":
-                raise DecodeError(f"decoding took longer than {self.timeout_s:.0f} s; killed") from None
+                raise RetryableDecodeError(f"decoding took longer than {self.timeout_s:g} s; killed") from None
         try:  # decord hung: one more try with the sequential decoder
             return self._request(path, kind, stride, image_size, "pyav")
         except TimeoutError:
-            raise DecodeError(f"decoding took longer than {self.timeout_s:.0f} s with decord and PyAV; killed") from None
+            raise RetryableDecodeError(f"decoding took longer than {self.timeout_s:g} s with decord and PyAV; "
+                                       "killed") from None
 
     def start(self) -> None:
         """Start (or recycle) the process now, so its start-up overlaps other work."""
@@ -237,8 +243,8 @@ class DecodeWorker:
                 _read_message(fd, time.monotonic() + STARTUP_TIMEOUT_S)
             except (TimeoutError, EOFError):
                 self.close()
-                raise DecodeError(f"the decode worker process did not start within {STARTUP_TIMEOUT_S:.0f} s "
-                                  f"(python -m pipeline.decode)") from None
+                raise MumuError(f"the decode worker process did not start within {STARTUP_TIMEOUT_S:.0f} s "
+                                f"(python -m pipeline.decode); rerun to finish") from None
             self._ready = True
         _write_message(self._proc.stdin, (str(path), kind, int(stride), int(image_size), decoder))
         try:
@@ -255,6 +261,9 @@ class DecodeWorker:
             if stopped_by in (signal.SIGTERM, signal.SIGHUP):  # the run is ending (SIGINT is ignored), not this file
                 raise MumuError(f"the decoder process was stopped (signal {stopped_by}) while decoding {path}; "
                                 f"rerun to finish") from None
+            if stopped_by == signal.SIGKILL:  # the OOM killer, or a person: not surely this file
+                raise RetryableDecodeError("the decoder process was killed (SIGKILL) while decoding this file") \
+                    from None
             raise DecodeError("the decoder process crashed on this file") from None  # e.g. a segfault in ffmpeg
         self._served += 1
         if status == "error":

@@ -44,7 +44,7 @@ import numpy as np
 from pipeline import cache as cache_store
 from pipeline.codebase import REPO_ROOT
 from pipeline.datasets.base import skipped_lines
-from pipeline.decode import DecodeError, DecodeWorker, decode_visual
+from pipeline.decode import DecodeError, DecodeWorker, RetryableDecodeError, decode_visual
 from pipeline.errors import MumuError
 from pipeline.files import write_json
 from pipeline.index import Sample, index_report_path, read_index
@@ -103,6 +103,7 @@ class RawSample:
     inputs: dict[str, np.ndarray | None]  # visual (S, H, W, 3) uint8 | sensor (S, W, C) float32 | None
     problems: dict[str, str] = field(default_factory=dict)  # modality -> why it is None (files that failed)
     missing_fraction: dict[str, float] = field(default_factory=dict)  # sensor -> share of absent samples
+    retry: bool = False  # a problem may be the run's, not the file's (RetryableDecodeError): try again next run
 
 
 def load_raw_sample(sample: Sample, modalities: list[ModalitySpec], settings: ExtractSettings,
@@ -117,6 +118,7 @@ def load_raw_sample(sample: Sample, modalities: list[ModalitySpec], settings: Ex
     """
     inputs: dict[str, np.ndarray | None] = {}
     problems: dict[str, str] = {}
+    retry = False
     for spec in modalities:
         path = sample.paths.get(spec.name)
         if not spec.visual or not path:
@@ -128,6 +130,7 @@ def load_raw_sample(sample: Sample, modalities: list[ModalitySpec], settings: Ex
                 inputs[spec.name] = decode_visual(path, spec.kind, settings.frame_stride, settings.image_size)[0]
         except DecodeError as e:
             problems[spec.name] = f"{path}: {e}"
+            retry = retry or isinstance(e, RetryableDecodeError)
     streams, missing_fraction = {}, {}
     one_window_s = (settings.sensor_window - 1) / settings.sensor_rate_hz  # the shortest span that gives a window
     for spec in modalities:
@@ -155,7 +158,8 @@ def load_raw_sample(sample: Sample, modalities: list[ModalitySpec], settings: Ex
         except SensorError as e:
             problems[name] = f"{sample.paths[name]}: {e} in the time all of the sample's streams cover"
     missing_fraction = {name: f for name, f in missing_fraction.items() if name not in problems}  # streams kept
-    return RawSample(sample, {spec.name: inputs.get(spec.name) for spec in modalities}, problems, missing_fraction)
+    return RawSample(sample, {spec.name: inputs.get(spec.name) for spec in modalities}, problems, missing_fraction,
+                     retry)
 
 
 class DecodePool:
@@ -281,7 +285,7 @@ def extract_part(name: str, raws: Iterable[RawSample], modalities: list[Modality
                  cache_path: str | Path) -> dict:
     """Compute and write one part; returns {samples, frames} for the progress bar."""
     batched = _BatchedBackbone(backbone)
-    samples, inputs, failures, unusable, missing = [], [], {}, [], {}
+    samples, inputs, failures, unusable, missing, retry = [], [], {}, [], {}, []
     for raw in raws:
         samples.append(raw.sample)
         for spec in modalities:
@@ -292,6 +296,8 @@ def extract_part(name: str, raws: Iterable[RawSample], modalities: list[Modality
         sid = raw.sample.sample_id
         if raw.problems:
             failures[sid] = "; ".join(f"{m}: {why}" for m, why in raw.problems.items())
+        if raw.retry:
+            retry.append(sid)
         if all(v is None for v in raw.inputs.values()):
             unusable.append(sid)
             failures.setdefault(sid, "no modality present in the index")
@@ -308,7 +314,7 @@ def extract_part(name: str, raws: Iterable[RawSample], modalities: list[Modality
             arrays[spec.name].append(value)
     frames = int(sum(len(a) for spec in modalities if spec.visual for a in arrays[spec.name] if a is not None))
     attrs = {"sources": {s.sample_id: source_stamps(s, modalities) for s in samples}, "failures": failures,
-             "unusable": unusable, "sensor_missing_fraction": missing, "frames": frames}
+             "unusable": unusable, "sensor_missing_fraction": missing, "frames": frames, "retry": retry}
     if any(spec.visual for spec in modalities):  # a sensor-only cache has no frame features to describe
         attrs["frame_features"] = backbone.arithmetic
     cache_store.write_part(cache_path, name, modalities, samples, arrays, attrs)
@@ -328,8 +334,8 @@ def plan_parts(samples: list[Sample], part_size: int) -> Parts:
 
 
 def pending_parts(cache_path: Path, plan: Parts, modalities: list[ModalitySpec]) -> tuple[Parts, list[str]]:
-    """(parts of the plan to compute, the existing ones among them: stale, their samples or sources changed, or
-    their array files damaged).
+    """(parts of the plan to compute, the existing ones among them: stale, their samples or sources changed,
+    their array files damaged, or a sample's decoding to retry).
     A part whose sources only have a new mtime or path (same bytes) is kept, and its stamps are brought up to
     date."""
     done = cache_store.read_part_attrs(cache_path)
@@ -337,7 +343,7 @@ def pending_parts(cache_path: Path, plan: Parts, modalities: list[ModalitySpec])
     for name, samples in plan:
         attrs = done.get(name)
         if (attrs is not None and [s["sample_id"] for s in attrs["samples"]] == [s.sample_id for s in samples]
-                and not cache_store.damaged_files(cache_path, name, attrs)):
+                and not attrs.get("retry") and not cache_store.damaged_files(cache_path, name, attrs)):
             now = {s.sample_id: source_stamps(s, modalities, digest=False) for s in samples}
             pairs = {(sid, m): (attrs["sources"].get(sid, {}).get(m), stamp)  # (stored, current) per source file
                      for sid, stamps in now.items() for m, stamp in stamps.items()}

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from pipeline.backbone import Backbone
 from pipeline.cache import FeatureCache, cache_info_command, read_part_attrs
+from pipeline.decode import DecodeWorker, RetryableDecodeError
 from pipeline.extract import ExtractSettings, extract_command, load_raw_sample, resolve_device, run_extract
 from pipeline.errors import MumuError
 from pipeline.index import Sample, write_index
@@ -470,6 +471,43 @@ def test_a_cluster_run_writes_a_relative_cache_here_and_refuses_a_gpu_no_worker_
     run_extract(dataset["samples"], "demo", sensors, tmp_path / "alone.zarr", SETTINGS, workers=0, show_progress=False)
     assert_same_caches(tmp_path / "sensors.zarr", tmp_path / "alone.zarr")
     assert not (tmp_path / "elsewhere/sensors.zarr").exists()
+
+
+def test_a_decode_that_ran_out_of_time_is_recorded_and_retried_by_the_next_run(tmp_path, monkeypatch):
+    """A timeout may be a busy machine's, not the file's: the part keeps the failure and the next run redoes it."""
+    samples, _ = make_dataset(tmp_path / "data", n_good=1)  # 4 samples in parts of 2
+    specs, cache, slow = select_modalities("demo", MODALITIES), tmp_path / "c.zarr", samples[0]
+    decode = DecodeWorker.decode
+
+    def times_out_on_slow(worker, path, *args):
+        if path == slow.paths["rgb_cam1"]:
+            raise RetryableDecodeError("decoding took longer than 60 s with decord and PyAV; killed")
+        return decode(worker, path, *args)
+
+    monkeypatch.setattr(DecodeWorker, "decode", times_out_on_slow)
+    first = run_extract(samples, "demo", specs, cache, SETTINGS, workers=0, show_progress=False)
+    assert "longer than 60 s" in first["failures"][slow.sample_id]
+    assert FeatureCache(cache).read(slow.sample_id)["rgb_cam1"] is None
+    monkeypatch.setattr(DecodeWorker, "decode", decode)
+    second = run_extract(samples, "demo", specs, cache, SETTINGS, workers=0, show_progress=False)
+    assert (second["parts"], second["skipped_parts"]) == (1, 1) and slow.sample_id not in second["failures"]
+    assert FeatureCache(cache).read(slow.sample_id)["rgb_cam1"].shape == (-(-7 // 3), 2048)
+    third = run_extract(samples, "demo", specs, cache, SETTINGS, workers=0, show_progress=False)
+    assert (third["parts"], third["skipped_parts"]) == (0, 2)
+
+
+def test_a_decode_worker_that_does_not_start_stops_the_run_without_recording_a_failure(tmp_path, monkeypatch):
+    _, index = make_dataset(tmp_path / "data", n_good=1)
+    monkeypatch.setattr("pipeline.decode.STARTUP_TIMEOUT_S", 0.0)
+    result = CliRunner().invoke(extract_command, ["--index", str(index), "--cache", str(tmp_path / "c.zarr"),
+                                                  *CLI_SETTINGS, "--workers", "0"])
+    assert result.exit_code == 2 and "the decode worker process did not start within 0 s" in result.output, \
+        result.output
+    assert not read_part_attrs(tmp_path / "c.zarr")  # no part saved a failure that was the run's
+    monkeypatch.setattr("pipeline.decode.STARTUP_TIMEOUT_S", 300.0)
+    assert CliRunner().invoke(extract_command, ["--index", str(index), "--cache", str(tmp_path / "c.zarr"),
+                                                *CLI_SETTINGS, "--workers", "0"]).exit_code == 0
+    assert FeatureCache(tmp_path / "c.zarr").read("sample0")["rgb_cam1"] is not None
 
 
 def test_real_utd_mhad_depth_skeleton_inertial(utd_root, tmp_path):
