@@ -74,7 +74,7 @@ def read_mmact_csv(path: str | Path, rate_hz: float | None, channels: int = 3) -
     """
     times, rows, bad_rows = [], [], 0
     with open(path, newline="", encoding="utf-8", errors="replace") as f:  # a bad byte spoils its row only
-        for record in csv.reader(f):
+        for record in csv.reader(f, quoting=csv.QUOTE_NONE):  # a stray quote must not swallow the rows after it
             if not record or not "".join(record).strip():
                 continue
             try:
@@ -146,7 +146,7 @@ def read_time_csv(path: str | Path, channels: int, rate_hz: float | None) -> Sen
     A row without a numeric time is dropped; one whose values do not parse keeps its time with missing values
     (as in `read_mmact_csv`)."""
     with open(path, newline="", encoding="utf-8", errors="replace") as f:  # a bad byte spoils its row only
-        rows = [r for r in csv.reader(f) if r and "".join(r).strip()]
+        rows = [r for r in csv.reader(f, quoting=csv.QUOTE_NONE) if r and "".join(r).strip()]
     if len(rows) < 2:
         raise SensorError("empty CSV")
     header, body = [h.strip().lower() for h in rows[0]], rows[1:]
@@ -182,14 +182,19 @@ def read_sensor(dataset: str, modality: str, path: str | Path, channels: int, ra
     path = Path(path)
     if not path.is_file():
         raise SensorError("file not found")
-    if dataset in ("mmact", "demo"):
-        stream = read_mmact_csv(path, rate_hz, channels)
-    elif dataset == "utd_mhad":
-        stream = read_utd_skeleton(path) if modality == "skeleton" else read_utd_inertial(path)
-    elif dataset == "ucsd_mit":
-        stream = read_time_csv(path, channels, rate_hz)
-    else:
+    if dataset not in ("mmact", "demo", "utd_mhad", "ucsd_mit"):
         raise SensorError(f"no sensor parser for dataset {dataset!r}")
+    try:
+        if dataset in ("mmact", "demo"):
+            stream = read_mmact_csv(path, rate_hz, channels)
+        elif dataset == "utd_mhad":
+            stream = read_utd_skeleton(path) if modality == "skeleton" else read_utd_inertial(path)
+        else:
+            stream = read_time_csv(path, channels, rate_hz)
+    except SensorError:
+        raise
+    except Exception as e:  # noqa: BLE001  anything else a damaged file makes the parsers raise is still the file's
+        raise SensorError(f"unreadable file ({(str(e).splitlines() or [type(e).__name__])[0]})") from None
     if stream.values.shape[1] != channels:
         raise SensorError(f"{stream.values.shape[1]} channels, expected {channels}")
     # refused here, so that the sample's other streams are aligned without it

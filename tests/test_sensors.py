@@ -107,6 +107,22 @@ def test_ucsd_mit_csv_layout(tmp_path):
         read_time_csv(tmp_path / "emg.csv", channels=3, rate_hz=200)
 
 
+def test_a_stray_quote_spoils_its_row_only_and_a_zero_filled_tail_is_a_reason_not_a_crash(tmp_path):
+    write_mmact_csv(tmp_path / "acc.csv", T0, 100, np.ones((40, 3)))
+    lines = (tmp_path / "acc.csv").read_text().splitlines()
+    lines[25] += ',"'  # csv's quoting would read every later row into this one field
+    (tmp_path / "acc.csv").write_text("\n".join(lines) + "\n")
+    stream = read_sensor("mmact", "acc", tmp_path / "acc.csv", 3, 100)
+    assert len(stream.values) == 40 and stream.missing_fraction == pytest.approx(1 / 40)
+    with open(tmp_path / "acc.csv", "ab") as f:
+        f.write(bytes(300_000))  # what a crash can leave at the end of a file being written
+    with pytest.raises(SensorError, match=r"unreadable file \(field larger than field limit"):
+        read_sensor("mmact", "acc", tmp_path / "acc.csv", 3, 100)
+    scipy.io.savemat(tmp_path / "a1_s1_t1_inertial.mat", {"d_iner": np.array([np.ones(3), np.ones(5)], dtype=object)})
+    with pytest.raises(SensorError, match="d_iner has shape|unreadable file"):
+        read_sensor("utd_mhad", "inertial", tmp_path / "a1_s1_t1_inertial.mat", 6, 50)
+
+
 def test_a_row_with_text_or_undecodable_bytes_is_a_missing_row_not_a_failed_file(tmp_path):
     rows = [b"time,emg1,emg2"] + [f"{i / 200:.3f},{i},{-i}".encode() for i in range(8)]
     rows[3], rows[5] = b"0.010,n/a,-2", b"0.020,4,-4\xff"  # samples 2 and 4: text, and a byte that is not UTF-8
