@@ -230,10 +230,14 @@ def _run_lock(run_dir: Path) -> Iterator[None]:
 
 
 def _clear_run_dir(run_dir: Path) -> None:
-    """Delete what RUN_DIR holds but its lock, which this process holds."""
-    for entry in run_dir.iterdir() if run_dir.is_dir() else []:
-        if entry.name != RUN_LOCK:
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    """Delete what RUN_DIR holds but its lock, which this process holds; MumuError, deleting nothing, for a folder
+    that is not a run (every run writes its config.yaml first) but holds files: --out may name a wrong folder."""
+    entries = [e for e in run_dir.iterdir() if e.name != RUN_LOCK] if run_dir.is_dir() else []
+    if entries and not (run_dir / "config.yaml").is_file():
+        raise MumuError(f"{run_dir} is not a mumu run (no config.yaml) and holds {len(entries)} other entries, e.g. "
+                        f"{sorted(e.name for e in entries)[0]}; --overwrite deletes runs only: choose another --out")
+    for entry in entries:
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
 def _warn_of_input_problems(data: RunData, run_dir: Path) -> None:
@@ -783,7 +787,7 @@ def _show_defaults(command: click.Command) -> click.Command:
               help="Resume from a checkpoint PATH; `--resume` alone requires a last.ckpt in RUN_DIR (or in a "
                    "fold's folder of it). "
                    "(An unfinished run with the same settings resumes automatically anyway.)")
-@click.option("--overwrite", is_flag=True, help="Delete RUN_DIR and start afresh.")
+@click.option("--overwrite", is_flag=True, help="Delete RUN_DIR (a run folder only) and start afresh.")
 @click.option("--restart-if-changed", is_flag=True,
               help="Start afresh when RUN_DIR holds a run begun with other settings, code (the files training can "
                    "run) or data (the cache's contents); otherwise resume it. For pipelines (dvc.yaml), where a "

@@ -570,6 +570,15 @@ def test_overwrite_with_inputs_that_cannot_serve_keeps_the_old_run(tiny_demo, tm
             assert (cfg.run_dir / "metrics.json").is_file()
 
 
+def test_overwrite_refuses_a_folder_that_is_not_a_run_and_deletes_nothing(tiny_demo, tmp_path):  # noqa: F811
+    data = tmp_path / "my_dataset"
+    (data / "video").mkdir(parents=True)
+    (data / "notes.txt").write_text("keep me")
+    with pytest.raises(MumuError, match=f"{data} is not a mumu run .*--overwrite deletes runs only"):
+        train_once(tiny_demo.config(data, max_epochs=1), overwrite=True, progress=False)
+    assert (data / "notes.txt").read_text() == "keep me" and (data / "video").is_dir()
+
+
 def test_samples_without_any_chosen_modality_are_left_out_and_reported(tmp_path):
     """A sample whose only chosen stream failed (here an empty gyro CSV, which indexing skips) used to crash
     training mid-epoch with a ValueError naming no sample; cache and raw training now leave it out, say so
