@@ -100,7 +100,7 @@ def load_depth_frames(path: str, stride: int, image_size: int) -> np.ndarray:
     """UTD-MHAD ``d_depth`` (240, 320, T) uint16 millimetres -> (S, H, W, 3) uint8 images.
 
     Scaling rule: divide by the largest depth value of the sampled frames (every ``stride``-th; 0 = no reading
-    stays black), so each sequence uses the full 0-255 range; the grey image is replicated to 3 channels for
+    stays black, and so does a non-finite value), so each sequence uses the full 0-255 range; the grey image is replicated to 3 channels for
     ResNet-50. A frame's grey levels can therefore differ slightly between strides; every recorded depth
     cache (docs/results.md) was made this way.
     """
@@ -115,6 +115,10 @@ def load_depth_frames(path: str, stride: int, image_size: int) -> np.ndarray:
     if depth.ndim != 3 or depth.shape[2] == 0:
         raise DecodeError(f"d_depth has shape {depth.shape}, expected (H, W, T) with T > 0")
     depth = depth[:, :, ::stride].astype(np.float32)  # (H, W, S)
+    finite = np.isfinite(depth)  # the release is uint16; a float copy may hold NaN, which would spoil the peak
+    if not finite.any():
+        raise DecodeError("d_depth has no finite value")
+    depth = np.where(finite, depth, 0.0)  # a non-finite reading counts as no reading
     peak = float(depth.max())
     scaled = depth / peak if peak > 0 else depth
     images = torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))[:, None]  # (S, 1, H, W)

@@ -169,6 +169,13 @@ def test_utd_mhad_depth_maps_become_three_channel_images(tmp_path):
     assert frames[-1].max() == 255 and frames[:, 0, 0].max() == 0  # scaled by the sequence maximum; no reading: 0
     centre = frames[:, 8, 8, 0].astype(int)
     np.testing.assert_allclose(centre, np.round(255 * (1000 + 300 * np.arange(4)) / 1900), atol=1)
+    spoiled = depth.astype(np.float64)
+    spoiled[0, 0, 3] = np.nan  # a float copy with one NaN outside the body: it reads as no reading
+    scipy.io.savemat(tmp_path / "nan_depth.mat", {"d_depth": spoiled})
+    np.testing.assert_array_equal(load_depth_frames(str(tmp_path / "nan_depth.mat"), 3, 16), frames)
+    scipy.io.savemat(tmp_path / "all_nan_depth.mat", {"d_depth": np.full((24, 32, 4), np.nan)})
+    with pytest.raises(DecodeError, match="d_depth has no finite value"):
+        load_depth_frames(str(tmp_path / "all_nan_depth.mat"), 3, 16)
     scipy.io.savemat(tmp_path / "empty_depth.mat", {"d_depth": np.zeros((24, 32, 0), np.uint16)})
     with pytest.raises(DecodeError, match=r"d_depth has shape \(24, 32, 0\)"):
         load_depth_frames(str(tmp_path / "empty_depth.mat"), 3, 16)
