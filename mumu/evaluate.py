@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -303,6 +304,17 @@ def finished_run_folds(run_dir: Path) -> list[str | None]:
     if missing:  # metrics.json is written last, when every fold has finished
         raise MumuError(f"{run_dir} has not finished training ({missing}); rerun its `python cli.py train "
                         f"--out {run_dir}` to finish it, then evaluate")
+    if folds != [None]:  # scoring the folds that are left would pass for the whole run
+        try:
+            trained = json.loads((run_dir / "metrics.json").read_text()).get("folds", {})
+        except (OSError, ValueError, AttributeError) as e:
+            raise MumuError(f"{run_dir / 'metrics.json'}: cannot be read ({e}); rerun its `python cli.py train "
+                            f"--out {run_dir}`") from None
+        lost = sorted(set(trained) - set(folds))
+        if lost:
+            raise MumuError(f"{run_dir}: {len(lost)} of its {len(trained)} folds have no folder with split.json "
+                            f"({', '.join(lost)}); rerun its `python cli.py train --out {run_dir}` to train them "
+                            "again, then evaluate")
     return folds
 
 

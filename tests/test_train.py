@@ -1073,6 +1073,11 @@ def test_loso_tests_each_subject_once_pools_the_folds_resumes_a_missing_one_and_
     assert evaluated["folds"] == 3 and evaluated["n_samples"] == 35
     pooled = sum(r["label"] == r["pred"] for r in read_predictions(run)) / len(rows)
     assert evaluated["accuracy"] == pytest.approx(pooled)  # the clean pass pools the folds' predictions
+
+    (run / "fold_s2").rename(tmp_path / "fold_s2")  # a fold folder lost after training: not scored as the run
+    result = CliRunner().invoke(evaluate_command, [str(run), "--out", str(tmp_path / "eval2"), "--params", "none"])
+    assert result.exit_code == 2 and f"{run}: 1 of its 3 folds have no folder with split.json (fold_s2)" \
+        in result.output, result.output
     assert evaluated["fold_mean"]["accuracy"] == pytest.approx(first.metrics["accuracy"])
 
 
