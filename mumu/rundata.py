@@ -119,6 +119,9 @@ def _cache_samples(cfg: TrainConfig, specs: list[ModalitySpec]) -> tuple[list[Sa
     names = [s.name for s in stored_modalities(cfg.dataset, specs)]  # a part is in its modality's stored steps
     left_out = {sample_id: f"no {' or '.join(names)} in the cache: {cache.failures.get(sample_id, 'no such input')}"
                 for sample_id in cache.lacking(names)}
+    # samples extraction could use no file of: the cache offers them to no reader, so they are named here
+    left_out.update({sample_id: f"nothing usable in the cache: {cache.failures.get(sample_id, 'no input')}"
+                     for attrs in cache.parts.values() for sample_id in attrs["unusable"]})
     return [s for s in cache.samples if s.sample_id not in left_out], left_out
 
 

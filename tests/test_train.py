@@ -594,6 +594,10 @@ def test_samples_without_any_chosen_modality_are_left_out_and_reported(tmp_path)
     samples = build_index("demo", root).samples
     lacking = [s.sample_id for s in samples if not s.paths.get("gyro")]
     assert len(lacking) == 1
+    spoiled = next(s for s in samples if s.paths.get("gyro"))  # indexing passes its files, extraction fails them all
+    for name in ("acc_phone", "gyro"):
+        path = Path(spoiled.paths[name])
+        path.write_text(path.read_text().splitlines()[0] + "\n" + "not,a,row\n" * 10)  # one row: not one window
     run_extract(samples, "demo", select_modalities("demo", "acc_phone,gyro"), tmp_path / "c.zarr", ExtractSettings(),
                 show_progress=False)
     common = ["--params", "none", "--dataset", "demo", "--data-root", str(root), "--cache", str(tmp_path / "c.zarr"),
@@ -603,10 +607,15 @@ def test_samples_without_any_chosen_modality_are_left_out_and_reported(tmp_path)
         run_dir = tmp_path / source
         result = CliRunner().invoke(train_command, [*common, source, "--out", str(run_dir)])
         assert result.exit_code == 0, result.output
-        assert f"1 samples have none of the chosen modalities and are left out of every split: {lacking[0]}" \
-            in result.output
         report = json.loads((run_dir / "input_report.json").read_text())
-        assert list(report["left_out"]) == lacking
+        if source == "--from-cache":  # the spoiled sample is unusable in the cache: before, left out unsaid
+            assert "2 samples have none of the chosen modalities" in result.output, result.output
+            assert sorted(report["left_out"]) == sorted(lacking + [spoiled.sample_id])
+            assert "nothing usable in the cache" in report["left_out"][spoiled.sample_id]
+        else:
+            assert f"1 samples have none of the chosen modalities and are left out of every split: {lacking[0]}" \
+                in result.output
+            assert list(report["left_out"]) == lacking
         tested = [row["sample_id"] for row in read_predictions(run_dir)]
         assert lacking[0] not in tested and tested
         if source == "--from-raw":
