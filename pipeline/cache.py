@@ -9,6 +9,7 @@ Layout::
                                           frame_features, sensor_missing_fraction, files
     CACHE/parts/part-000007/<m>/values    visual (N, 2048) float16 | sensor (N, W, C) float32
     CACHE/parts/part-000007/<m>/offsets   (n_samples + 1,) int64: sample i is values[off[i]:off[i+1]]
+    CACHE/plan.json                       the parts the latest extract set out to write (unfinished: warned)
     CACHE/.staging/, CACHE/.lock          work in progress, the writer lock (not part of the data)
     CACHE/.readers                        readers' shared lock: parts are never deleted under a reader
 
@@ -42,6 +43,7 @@ from pipeline.modalities import FEATURE_DIM, ModalitySpec
 FORMAT_VERSION = 1
 ATTRS_KEY = "mumu_cache"
 PARTS = "parts"
+PLAN = "plan.json"
 STAGING = ".staging"
 LOCK = ".lock"
 READERS = ".readers"
@@ -177,13 +179,31 @@ def incomplete_parts(path: str | Path) -> list[str]:
     return [entry.name for entry in _part_folders(path) if not (entry / "zarr.json").is_file()]
 
 
+def write_plan(path: str | Path, part_names: list[str]) -> None:
+    """Record the parts an extract sets out to write, so that readers can tell an unfinished cache."""
+    write_text(Path(path) / PLAN, json.dumps({"parts": part_names}))
+
+
+def unwritten_parts(path: str | Path) -> list[str]:
+    """The parts the latest extract planned that are not in ``parts/`` (it was stopped, or is still running)."""
+    plan = Path(path) / PLAN
+    if not plan.is_file():  # a cache from before the plan was kept
+        return []
+    written = {entry.name for entry in _part_folders(path)}
+    return [name for name in json.loads(plan.read_text())["parts"] if name not in written]
+
+
 def incomplete_parts_note(path: str | Path) -> str | None:
-    """What readers tell the user about `incomplete_parts`, or None when there are none."""
-    names = incomplete_parts(path)
-    if not names:
-        return None
-    return (f"{Path(path) / PARTS}: {len(names)} part folder(s) without their zarr.json, so not complete and left "
-            f"out: {', '.join(names)}; rerun the same `cli.py extract` to redo them")
+    """What readers tell the user about `incomplete_parts` and `unwritten_parts`, or None when there are none."""
+    notes = []
+    if names := incomplete_parts(path):
+        notes.append(f"{Path(path) / PARTS}: {len(names)} part folder(s) without their zarr.json, so not complete "
+                     f"and left out: {', '.join(names)}; rerun the same `cli.py extract` to redo them")
+    if names := unwritten_parts(path):
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        notes.append(f"{path}: extraction has not finished: {len(names)} planned part(s) are not written ({shown}); "
+                     "rerun the same `cli.py extract` (or let the running one end) to complete the cache")
+    return "\nwarning: ".join(notes) or None
 
 
 @contextlib.contextmanager
@@ -291,7 +311,7 @@ def _no_cache_yet(path: Path) -> bool:
     last left (our lock and our folders, no header): a place to extract a new cache into."""
     if not path.exists() or (path.is_dir() and not _contents(path)):
         return True
-    ours = {PARTS, STAGING, "index_report.json"}
+    ours = {PARTS, STAGING, PLAN, "index_report.json"}
     return (path / LOCK).is_file() and not (path / "zarr.json").exists() and {e.name for e in _contents(path)} <= ours
 
 

@@ -590,6 +590,7 @@ def run_extract(samples: list[Sample], dataset: str, modalities: list[ModalitySp
         cache_store.prepare_cache(cache_path, header, overwrite, rebuild_if_changed, lock)
         cache_store.clear_staging(cache_path)
         plan = plan_parts(samples, settings.part_size)
+        cache_store.write_plan(cache_path, [name for name, _ in plan])
         todo, stale = pending_parts(cache_path, plan, modalities)
         if whole_index:
             stale += sorted(set(cache_store.read_part_attrs(cache_path)) - {name for name, _ in plan})

@@ -289,6 +289,16 @@ def test_an_array_file_lost_or_cut_short_is_named_and_the_rerun_redoes_its_part(
             np.testing.assert_array_equal(redone.read(s.sample_id)[name], values)
 
 
+def test_a_cache_whose_extraction_has_not_finished_is_said_to_be_so_until_the_rerun(demo, tmp_path):
+    shutil.copytree(demo["cache"], tmp_path / "c.zarr")
+    shutil.rmtree(tmp_path / "c.zarr" / "parts" / "part-000002")  # as if extract were stopped before its last part
+    info = CliRunner().invoke(cache_info_command, [str(tmp_path / "c.zarr")]).output
+    assert (f"warning: {tmp_path / 'c.zarr'}: extraction has not finished: 1 planned part(s) are not written "
+            "(part-000002); rerun the same `cli.py extract`") in info, info
+    assert (extract(demo, tmp_path / "c.zarr")["parts"]) == 1
+    assert "warning" not in CliRunner().invoke(cache_info_command, [str(tmp_path / "c.zarr")]).output
+
+
 def test_training_on_a_cache_with_incomplete_parts_warns_naming_them(demo, tmp_path):
     shutil.copytree(demo["cache"], tmp_path / "c.zarr")
     for name in ("part-000000", "part-000001"):  # subjects 1 and 2: cross_subject has no one left to train on
