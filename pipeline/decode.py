@@ -56,7 +56,8 @@ def decode_video_decord(path: str, stride: int, image_size: int) -> np.ndarray:
     import decord
 
     try:
-        reader = decord.VideoReader(str(path), width=image_size, height=image_size, num_threads=1)
+        # fault_tol: past 10 % corrupt frames decord raises (and PyAV takes over) instead of silently repeating frames
+        reader = decord.VideoReader(str(path), width=image_size, height=image_size, num_threads=1, fault_tol=0.1)
     except Exception as e:  # decord raises its own DECORDError and plain RuntimeErrors
         raise DecodeError(f"decord cannot open the video ({_first_line(e)})") from None
     n_frames = len(reader)
