@@ -11,7 +11,8 @@ Common time base (`align_streams`), the documented rule:
    the start of that interval, their last at its end (both cover the same action). If no stream
    has a clock, the interval is ``(T - 1) / rate_hz`` long from the stream's nominal rate.
 3. Every stream is linearly interpolated onto one grid at ``rate_hz`` (params.yaml
-   ``extract.sensor_rate_hz``) over that interval.
+   ``extract.sensor_rate_hz``) over that interval; MMAct's orientation angles (degrees) the short way round
+   (358 -> 2 passes 0, not 180).
 
 Missing values: rows that fail to parse and NaN/inf values are dropped per channel before
 interpolation (so short gaps are bridged linearly); a channel without a single finite value
@@ -49,6 +50,8 @@ class SensorStream:
     times: np.ndarray | None  # (T,) seconds, increasing; None = place by normalised time
     rate_hz: float | None = None  # nominal rate (used when no stream of the sample has a clock)
     missing_fraction: float = 0.0  # share of expected samples absent or non-finite
+    # angles in degrees (MMAct orientation), interpolated the short way round: each channel's range starts here
+    angle_lows: tuple[float, ...] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,6 +200,8 @@ def read_sensor(dataset: str, modality: str, path: str | Path, channels: int, ra
         raise SensorError(f"unreadable file ({(str(e).splitlines() or [type(e).__name__])[0]})") from None
     if stream.values.shape[1] != channels:
         raise SensorError(f"{stream.values.shape[1]} channels, expected {channels}")
+    if dataset in ("mmact", "demo") and modality == "orientation":  # Android: azimuth [0, 360), pitch and roll
+        stream.angle_lows = (0.0, -180.0, -180.0)
     # refused here, so that the sample's other streams are aligned without it
     if not np.isfinite(stream.values).any():
         raise SensorError("the stream has no finite value")
@@ -242,19 +247,26 @@ def align_streams(streams: dict[str, SensorStream], rate_hz: float) -> dict[str,
             times = stream.times
         else:  # normalised time: first sample at start, last at end
             times = np.linspace(start, end, len(stream.values)) if len(stream.values) > 1 else np.array([start])
-        aligned[name] = _interpolate(times, stream.values, grid)
+        aligned[name] = _interpolate(times, stream.values, grid, stream.angle_lows)
     return aligned
 
 
-def _interpolate(times: np.ndarray, values: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Per-channel linear interpolation over finite samples: (T_in, C) -> (T_grid, C)."""
+def _interpolate(times: np.ndarray, values: np.ndarray, grid: np.ndarray,
+                 angle_lows: tuple[float, ...] | None = None) -> np.ndarray:
+    """Per-channel linear interpolation over finite samples: (T_in, C) -> (T_grid, C).
+
+    angle_lows: the channels are degrees that wrap (an azimuth from 358 to 2 passes 0, not 180): unwrapped before,
+    and after wrapped into [low, low + 360) per channel."""
     if not np.isfinite(values).any():
         raise SensorError("the stream has no finite value")
     out = np.zeros((len(grid), values.shape[1]), np.float32)
     for c in range(values.shape[1]):
         ok = np.isfinite(values[:, c])
         if ok.any():
-            out[:, c] = np.interp(grid, times[ok], values[ok, c])
+            channel = values[ok, c] if angle_lows is None else np.unwrap(values[ok, c], period=360.0)
+            out[:, c] = np.interp(grid, times[ok], channel)
+            if angle_lows is not None:
+                out[:, c] = np.mod(out[:, c] - angle_lows[c], 360.0) + angle_lows[c]
     return out
 
 

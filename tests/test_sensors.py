@@ -75,6 +75,19 @@ def test_a_clips_step_count_does_not_depend_on_its_absolute_start_time(tmp_path)
     assert counts == {50}
 
 
+def test_orientation_angles_are_interpolated_the_short_way_round(tmp_path):
+    azimuth = np.array([350.0, 358.0, 6.0, 14.0])  # turning through north, 8 degrees per 20 ms
+    roll = np.array([-170.0, -178.0, 174.0, 166.0])  # the same through +-180
+    write_mmact_csv(tmp_path / "o.csv", T0, 50, np.stack([azimuth, np.zeros(4), roll], 1))
+    stream = read_sensor("mmact", "orientation", tmp_path / "o.csv", 3, 50)
+    aligned = align_streams({"orientation": stream}, rate_hz=100)["orientation"]
+    np.testing.assert_allclose(aligned[:, 0], [350, 354, 358, 2, 6, 10, 14], atol=1e-3)
+    np.testing.assert_allclose(aligned[:, 2], [-170, -174, -178, 178, 174, 170, 166], atol=1e-3)
+    write_mmact_csv(tmp_path / "acc.csv", T0, 50, np.stack([azimuth] * 3, 1))  # not angles: a plain line
+    acc = align_streams({"acc": read_sensor("mmact", "acc_phone", tmp_path / "acc.csv", 3, 50)}, rate_hz=100)["acc"]
+    assert acc[3, 0] == pytest.approx(182.0)
+
+
 def test_nan_values_are_bridged_and_all_nan_is_an_error(tmp_path):
     values = np.arange(30, dtype=np.float32).reshape(10, 3)
     values[4, 1] = np.nan
