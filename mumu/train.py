@@ -63,7 +63,7 @@ from mumu.metrics import headline, summarize_folds
 from mumu.model import ARCHS, FUSION_INITS, FUSION_NORMS, MODALITY_DROPOUT_AS, MODALITY_DROPOUT_MODES
 from mumu.module import MumuModule
 from mumu.rundata import RunData, SampleSplit, prepare_data, split_samples
-from mumu.rundir import from_earlier_version, layers_match, module_from, read_checkpoint, read_split, read_trained
+from mumu.rundir import layers_match, module_from, read_checkpoint, read_split, read_trained
 from pipeline.codebase import REPO_ROOT, imported_sources
 from pipeline.datasets.base import skipped_lines
 from pipeline.errors import MumuError
@@ -607,8 +607,10 @@ def _check_resumable(ckpt_path: str, module: MumuModule) -> None:
     """A checkpoint cut short by a kill, or one of a model whose layers this version no longer builds, is
     reported as such, not as a pickle or state-dict traceback."""
     state = read_checkpoint(ckpt_path, "cannot resume from", "use --overwrite to start afresh")
-    if not layers_match(state.get("state_dict", {}), module):
-        raise from_earlier_version(ckpt_path)
+    if not layers_match(state.get("state_dict", {}), module):  # --resume may name another run's checkpoint
+        raise MumuError(f"{ckpt_path} holds a model whose layers differ from this run's (another run's checkpoint: "
+                        "other modalities, dataset or model settings; or one trained by an earlier version of "
+                        "mumu); resume from this run's own checkpoint, or train again with --overwrite")
 
 
 def _trainer_options(cfg: TrainConfig, fold_dir: Path, progress: bool, resuming: bool) -> dict:
