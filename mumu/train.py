@@ -323,6 +323,10 @@ def retest(run_dir: str | Path, out: str | Path, progress: bool = True, **test_s
     data = prepare_data(cfg)
     splits = split_samples(data)
     several = len(splits) > 1
+    sources = {split.name: (run_dir / split.name, out / split.name) if several else (run_dir, out) for split in splits}
+    for source, fold_dir in sources.values():  # checked before OUT is written: a refused retest leaves nothing
+        if not (fold_dir / "metrics.json").is_file():
+            _check_retestable(source, cfg)
     if _is_rank_zero():
         save_config(cfg, out / "config.yaml")
         if (run_dir / INPUTS).is_file():  # the code and data the tested weights were trained with
@@ -330,9 +334,19 @@ def retest(run_dir: str | Path, out: str | Path, progress: bool = True, **test_s
                 shutil.copyfile(run_dir / INPUTS, tmp)
     fold_metrics: dict[str, dict] = {}
     for split in splits:
-        source, fold_dir = (run_dir / split.name, out / split.name) if several else (run_dir, out)
-        fold_metrics[split.name] = _retest_split(data, split, source, fold_dir, progress)
+        fold_metrics[split.name] = _retest_split(data, split, *sources[split.name], progress)
     return _finish_run(out, fold_metrics)
+
+
+def _tested_checkpoint(source: Path, cfg: TrainConfig) -> Path:
+    return source / "checkpoints" / ("last.ckpt" if cfg.select == "last" else "best.ckpt")
+
+
+def _check_retestable(source: Path, cfg: TrainConfig) -> None:
+    if not (source / "metrics.json").is_file():
+        raise MumuError(f"{source} has not finished training (no metrics.json); finish it with `cli.py train` first")
+    if not _tested_checkpoint(source, cfg).is_file():
+        raise MumuError(f"{_tested_checkpoint(source, cfg)}: no such checkpoint; train the run again (--overwrite)")
 
 
 @torch.no_grad()
@@ -352,13 +366,11 @@ def _adapted_validation(module: MumuModule, data: RunData, samples: list[Sample]
 def _retest_split(data: RunData, split: SampleSplit, source: Path, fold_dir: Path, progress: bool) -> dict:
     if (fold_dir / "metrics.json").is_file():  # tested before: no repeated work
         return json.loads((fold_dir / "metrics.json").read_text())
-    if not (source / "metrics.json").is_file():
-        raise MumuError(f"{source} has not finished training (no metrics.json); finish it with `cli.py train` first")
     tested = read_split(source)["test"]
     if sorted(tested) != sorted(s.sample_id for s in split.test):
         raise MumuError(f"{source}: its test samples differ from the split the cache gives now; was the cache "
                         f"rebuilt since training?")
-    tested_ckpt = source / "checkpoints" / ("last.ckpt" if data.cfg.select == "last" else "best.ckpt")
+    tested_ckpt = _tested_checkpoint(source, data.cfg)
     state = read_trained(tested_ckpt)
     module = module_from(state, tested_ckpt)
     if data.cfg.select == "last":

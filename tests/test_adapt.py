@@ -303,6 +303,10 @@ def test_retest_refuses_an_unfinished_run_and_its_own_directory(trained, tmp_pat
         (unfinished / name).write_bytes((trained.run_dir / name).read_bytes())
     with pytest.raises(MumuError, match="has not finished training"):
         retest(unfinished, tmp_path / "out", progress=False, adapt_bn=True)
+    (unfinished / "metrics.json").write_bytes((trained.run_dir / "metrics.json").read_bytes())  # no checkpoint
+    with pytest.raises(MumuError, match=r"checkpoints/best.ckpt: no such checkpoint"):
+        retest(unfinished, tmp_path / "out", progress=False, adapt_bn=True)
+    assert not (tmp_path / "out").exists()  # refused before anything was written
     retest(trained.run_dir, tmp_path / "taken", progress=False, adapt_bn=False)
     with pytest.raises(MumuError, match="different settings") as other:  # another test, same OUT
         retest(trained.run_dir, tmp_path / "taken", progress=False, adapt_bn=True)
