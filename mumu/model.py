@@ -205,7 +205,8 @@ def check_model_options(arch: str, embed_dim: int, *, gm_heads: int, motion: boo
     if motion and sensor_encoder != "sequence":
         raise MumuError("motion channels need the sequence sensor encoder (sensor_encoder: sequence)")
     if sensor_encoder == "sequence" and kernel_size % 2 == 0:  # an even kernel with "same" padding adds a step
-        raise MumuError(f"the sequence sensor encoder needs an odd kernel_size (it keeps every step), got {kernel_size}")
+        raise MumuError(f"the sequence sensor encoder needs an odd kernel_size (it keeps every step), got "
+                        f"{kernel_size}")
 
 
 def build_model(arch: str, inputs: dict[str, ModalitySpec], num_classes: int, num_groups: int,

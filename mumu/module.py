@@ -4,8 +4,8 @@ and test-time BatchNorm adaptation. `mumu.train` builds one per split and fits i
 Loss: L_t + beta_aux * L_aux (cross-entropy on activities and, for MuMu, on activity groups), plus
 fusion_kl * KL(MuMu's fusion weights || equal weights, or train.fusion_targets' per-sample ones) when
 train.fusion_kl > 0, and unimodal_aux * the mean activity loss (label-smoothed as L_t) of one linear classifier
-per modality (over the modalities present) when train.unimodal_aux > 0 (neither is in the paper). With train.mixup > 0, training
-batches are blended pairwise and so are their losses (mumu.mixup).
+per modality (over the modalities present) when train.unimodal_aux > 0 (neither is in the paper). With
+train.mixup > 0, training batches are blended pairwise and so are their losses (mumu.mixup).
 AdamW; the learning rate decays by a cosine over all steps, or with warmup > 0 follows a one-cycle schedule
 (warm-up to lr, then cosine down).
 """

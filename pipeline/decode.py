@@ -101,9 +101,9 @@ def load_depth_frames(path: str, stride: int, image_size: int) -> np.ndarray:
     """UTD-MHAD ``d_depth`` (240, 320, T) uint16 millimetres -> (S, H, W, 3) uint8 images.
 
     Scaling rule: divide by the largest depth value of the sampled frames (every ``stride``-th; 0 = no reading
-    stays black, and so does a non-finite value), so each sequence uses the full 0-255 range; the grey image is replicated to 3 channels for
-    ResNet-50. A frame's grey levels can therefore differ slightly between strides; every recorded depth
-    cache (docs/results.md) was made this way.
+    stays black, and so does a non-finite value), so each sequence uses the full 0-255 range; the grey image is
+    replicated to 3 channels for ResNet-50. A frame's grey levels can therefore differ slightly between strides;
+    every recorded depth cache (docs/results.md) was made this way.
     """
     import scipy.io
     import torch
