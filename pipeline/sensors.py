@@ -265,8 +265,9 @@ def _interpolate(times: np.ndarray, values: np.ndarray, grid: np.ndarray,
         if ok.any():
             channel = values[ok, c] if angle_lows is None else np.unwrap(values[ok, c], period=360.0)
             out[:, c] = np.interp(grid, times[ok], channel)
-            if angle_lows is not None:
-                out[:, c] = np.mod(out[:, c] - angle_lows[c], 360.0) + angle_lows[c]
+            if angle_lows is not None:  # values already in range stay bit for bit as they were
+                low, value = angle_lows[c], out[:, c]
+                out[:, c] = np.where((value < low) | (value >= low + 360.0), np.mod(value - low, 360.0) + low, value)
     return out
 
 
