@@ -59,7 +59,9 @@ if TYPE_CHECKING:  # torch and torchvision load only where frames are encoded
 
 # Bump when the numbers extraction produces change for the same inputs and settings.
 # extract-2 (2026-11-30): a broken sensor file is refused on its own instead of shortening the sample's other streams.
-CODE_VERSION = "extract-2"
+# extract-3 (2026-12-02): MMAct orientation interpolated the short way round; a clocked span within a thousandth
+# of a step of whole steps counts as whole (UTD-MHAD's numbers are unchanged).
+CODE_VERSION = "extract-3"
 SCHEDULER_TIMEOUT_S = 60  # how long `--scheduler ADDRESS` waits for a dask scheduler to answer
 
 
