@@ -243,9 +243,9 @@ def _clear_run_dir(run_dir: Path) -> None:
 def _warn_of_input_problems(data: RunData, run_dir: Path) -> None:
     """A cache with unfinished parts, samples left out and files skipped are said before training starts (the
     latter two also kept in RUN_DIR/input_report.json)."""
-    from pipeline.cache import incomplete_parts_note
-    note = incomplete_parts_note(data.cfg.cache_path) if data.cfg.source == "cache" else None
-    if note:  # before a split comes out short or empty for want of those samples
+    from pipeline.cache import incomplete_parts_notes
+    # before a split comes out short or empty for want of those samples
+    for note in incomplete_parts_notes(data.cfg.cache_path) if data.cfg.source == "cache" else []:
         click.echo(f"warning: {note}", err=True)
     report = run_dir / INPUT_REPORT
     if data.left_out:
@@ -345,8 +345,8 @@ def _tested_checkpoint(source: Path, cfg: TrainConfig) -> Path:
 def _check_retestable(source: Path, cfg: TrainConfig) -> None:
     if not (source / "metrics.json").is_file():
         raise MumuError(f"{source} has not finished training (no metrics.json); finish it with `cli.py train` first")
-    if not _tested_checkpoint(source, cfg).is_file():
-        raise MumuError(f"{_tested_checkpoint(source, cfg)}: no such checkpoint; train the run again (--overwrite)")
+    if not (tested := _tested_checkpoint(source, cfg)).is_file():
+        raise MumuError(f"{tested}: no such checkpoint; train the run again (--overwrite)")
 
 
 @torch.no_grad()

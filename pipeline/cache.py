@@ -193,8 +193,8 @@ def unwritten_parts(path: str | Path) -> list[str]:
     return [name for name in json.loads(plan.read_text())["parts"] if name not in written]
 
 
-def incomplete_parts_note(path: str | Path) -> str | None:
-    """What readers tell the user about `incomplete_parts` and `unwritten_parts`, or None when there are none."""
+def incomplete_parts_notes(path: str | Path) -> list[str]:
+    """What readers warn the user of about `incomplete_parts` and `unwritten_parts` ([] when there are none)."""
     notes = []
     if names := incomplete_parts(path):
         notes.append(f"{Path(path) / PARTS}: {len(names)} part folder(s) without their zarr.json, so not complete "
@@ -203,7 +203,7 @@ def incomplete_parts_note(path: str | Path) -> str | None:
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         notes.append(f"{path}: extraction has not finished: {len(names)} planned part(s) are not written ({shown}); "
                      "rerun the same `cli.py extract` (or let the running one end) to complete the cache")
-    return "\nwarning: ".join(notes) or None
+    return notes
 
 
 @contextlib.contextmanager
@@ -228,10 +228,11 @@ def damaged_files(path: str | Path, name: str, attrs: dict) -> list[str]:
     problems = []
     for relative, size in attrs.get("files", {}).items():
         stored = part_dir / relative
-        if not stored.is_file():
+        found = stored.stat().st_size if stored.is_file() else None
+        if found is None:
             problems.append(f"{relative} is missing")
-        elif stored.stat().st_size != size:
-            problems.append(f"{relative} has {stored.stat().st_size} bytes, {size} when written")
+        elif found != size:
+            problems.append(f"{relative} has {found} bytes, {size} when written")
     return problems
 
 
@@ -446,9 +447,8 @@ def cache_info_command(path: Path, show_failures: int) -> None:
     cache = FeatureCache(path)
     click.echo(f"{path}: {cache.dataset}, {len(cache)} samples in {len(cache.parts)} parts, "
                f"{len(cache.failures)} with failures")
-    incomplete = incomplete_parts_note(path)
-    if incomplete:
-        click.echo(f"warning: {incomplete}")
+    for note in incomplete_parts_notes(path):
+        click.echo(f"warning: {note}")
     sizes = cache.stored_bytes()
     for spec in cache.modalities:
         present, steps = 0, 0

@@ -498,15 +498,14 @@ def test_a_decode_that_ran_out_of_time_is_recorded_and_retried_by_the_next_run(t
 
 def test_a_decode_worker_that_does_not_start_stops_the_run_without_recording_a_failure(tmp_path, monkeypatch):
     _, index = make_dataset(tmp_path / "data", n_good=1)
+    arguments = ["--index", str(index), "--cache", str(tmp_path / "c.zarr"), *CLI_SETTINGS, "--workers", "0"]
     monkeypatch.setattr("pipeline.decode.STARTUP_TIMEOUT_S", 0.0)
-    result = CliRunner().invoke(extract_command, ["--index", str(index), "--cache", str(tmp_path / "c.zarr"),
-                                                  *CLI_SETTINGS, "--workers", "0"])
+    result = CliRunner().invoke(extract_command, arguments)
     assert result.exit_code == 2 and "the decode worker process did not start within 0 s" in result.output, \
         result.output
     assert not read_part_attrs(tmp_path / "c.zarr")  # no part saved a failure that was the run's
     monkeypatch.setattr("pipeline.decode.STARTUP_TIMEOUT_S", 300.0)
-    assert CliRunner().invoke(extract_command, ["--index", str(index), "--cache", str(tmp_path / "c.zarr"),
-                                                *CLI_SETTINGS, "--workers", "0"]).exit_code == 0
+    assert CliRunner().invoke(extract_command, arguments).exit_code == 0
     assert FeatureCache(tmp_path / "c.zarr").read("sample0")["rgb_cam1"] is not None
 
 
