@@ -23,6 +23,8 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def utd_root() -> Path:
     """The real UTD-MHAD copy (Inertial, Skeleton, Depth) beside the project; skips where absent."""
-    if not (UTD_ROOT / "Inertial").is_dir():
-        pytest.skip(f"real UTD-MHAD not found at {UTD_ROOT} (it sits beside the project as ../shared/data/utd_mhad)")
+    missing = [folder for folder in ("Inertial", "Skeleton", "Depth") if not (UTD_ROOT / folder).is_dir()]
+    if missing:
+        pytest.skip(f"real UTD-MHAD not found at {UTD_ROOT} (no {', '.join(missing)} folder; it sits beside the "
+                    "project as ../shared/data/utd_mhad)")
     return UTD_ROOT

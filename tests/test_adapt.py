@@ -398,3 +398,24 @@ def test_a_batch_without_the_modality_does_not_count_in_its_adapted_statistics()
         torch.testing.assert_close(a, b)
     only_missing = subject_batchnorm_state(encoder, [missing])["block.norm"]
     assert torch.equal(only_missing[0], torch.full((2,), 5.0))  # never fed: the trained statistics stay
+
+
+def test_adapted_statistics_average_every_batch_of_the_subject():
+    """A subject's inputs come in several batches: the model must normalise with their average, not the last."""
+    class Normaliser(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.BatchNorm1d(1)
+
+        def forward(self, batch: dict) -> torch.Tensor:
+            return self.norm(batch["x"])
+
+    model = Normaliser().eval()
+    first = {"x": torch.tensor([[-4.0], [-2.0], [-3.0]])}  # mean -3, unbiased variance 1
+    second = {"x": torch.tensor([[1.0], [5.0], [3.0]])}  # mean 3, unbiased variance 4
+    probe = torch.tensor([[0.0], [2.5]])
+    with adapted_batchnorm(model, [first, second]):
+        adapted = model({"x": probe})
+    expected = (probe - 0.0) / torch.sqrt(torch.tensor(2.5) + model.norm.eps)  # mean of the means, of the variances
+    torch.testing.assert_close(adapted, expected)
+    torch.testing.assert_close(model({"x": probe}), probe / torch.sqrt(torch.tensor(1.0) + model.norm.eps))

@@ -670,7 +670,8 @@ def test_a_sensors_parts_train_and_evaluate_as_modalities_of_their_own(tmp_path)
     assert trained.exit_code == 0, trained.output
     assert [s.name for s in load_run(run_dir).data.specs] == ["skeleton", "inertial_acc", "inertial_gyro"]
     metrics, _, _, out = evaluate_run(run_dir, tsne_samples=20)  # noise: the two parts form the non-visual group
-    assert 0 <= metrics["accuracy"] <= 1 and (out / "plots" / "attention.png").is_file()
+    recorded = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(recorded["accuracy"]) and (out / "plots" / "attention.png").is_file()
 
 
 def test_choosing_a_modality_with_its_own_part_or_an_unknown_part_is_a_clear_error():

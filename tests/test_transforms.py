@@ -44,6 +44,7 @@ def test_centre_only_keeps_metres():
     out = SensorTransform.from_params({"skeleton": {"modality": "skeleton", "centre_joint": HIP}})({"skeleton": x})
     joints, raw = out["skeleton"].reshape(6, 5, 20, 3), x.reshape(6, 5, 20, 3)
     np.testing.assert_allclose(joints[:, :, 0] - joints[:, :, 7], raw[:, :, 0] - raw[:, :, 7], atol=1e-5)
+    np.testing.assert_allclose(joints[:, :, HIP], 0.0, atol=1e-6)  # every frame centred on the hip
 
 
 def test_rotation_keeps_distances_and_the_vertical():
