@@ -1,4 +1,4 @@
-"""Shared fixtures: where the repository and the real UTD-MHAD copy are."""
+"""Shared fixtures: where the repository and the real UTD-MHAD copy are, and the tiny demo dataset."""
 from __future__ import annotations
 
 import os
@@ -10,6 +10,8 @@ from pathlib import Path
 os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest
+
+from tests.fixtures import IMAGE_SIZE, TinyDemo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UTD_ROOT = REPO_ROOT.parent / "shared" / "data" / "utd_mhad"
@@ -28,3 +30,21 @@ def utd_root() -> Path:
         pytest.skip(f"real UTD-MHAD not found at {UTD_ROOT} (no {', '.join(missing)} folder; it sits beside the "
                     "project as ../shared/data/utd_mhad)")
     return UTD_ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> TinyDemo:
+    """Written and extracted once per test session (a fixture imported into each module would run once per module)."""
+    from pipeline.datasets import build_index
+    from pipeline.demo import write_demo_dataset
+    from pipeline.extract import ExtractSettings, run_extract
+    from pipeline.modalities import dataset_modalities, select_modalities
+
+    base = tmp_path_factory.mktemp("tiny_demo")
+    root = write_demo_dataset(base / "demo", n_subjects=4, n_sessions=2, n_frames=12, frame_size=IMAGE_SIZE)
+    samples = build_index("demo", root).samples
+    settings = ExtractSettings(image_size=IMAGE_SIZE, weights="random", part_size=16)
+    run_extract(samples, "demo", dataset_modalities("demo"), base / "demo.zarr", settings, show_progress=False)
+    run_extract(samples[:6], "demo", select_modalities("demo", "acc_phone"), base / "sensor.zarr", settings,
+                show_progress=False)
+    return TinyDemo(root, base / "demo.zarr", base / "sensor.zarr")

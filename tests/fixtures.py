@@ -5,6 +5,7 @@ the dataset root. Values are small random arrays: the layouts and file formats a
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +13,28 @@ import numpy as np
 import scipy.io
 
 MMACT_SENSORS = ("acc_phone", "acc_watch", "gyro", "orientation")
+IMAGE_SIZE = 32  # the tiny demo's frame size
+
+
+@dataclass
+class TinyDemo:
+    """The `tiny_demo` fixture (conftest.py): a small demo dataset (4 subjects x 2 sessions x 6 activities,
+    12 frames of 32 px) and its caches, extracted with random ResNet-50 weights once per test session."""
+    root: Path  # raw demo dataset
+    cache: Path  # its feature cache
+    sensor_cache: Path  # acc_phone only, the first 6 samples of subject 1
+
+    def config(self, out: Path | None = None, **overrides):
+        """A small, fast training config on this data (cross_session: every subject in train and test)."""
+        from mumu.config import resolve_config
+
+        settings = dict(dataset="demo", data_root=str(self.root), cache=str(self.cache), protocol="cross_session",
+                        modalities="rgb_cam1,acc_phone,gyro", max_epochs=2, batch_size=8, num_workers=0,
+                        accelerator="cpu", embed_dim=16, max_steps_visual=4, max_steps_sensor=6, lr=3e-3,
+                        val_fraction=0.2, extract={"image_size": IMAGE_SIZE, "weights": "random"},
+                        out=str(out) if out else None)
+        settings.update(overrides)
+        return resolve_config(None, **settings)
 
 
 def tiny_mp4(path: Path, frames: int = 8, size: int = 16, fps: int = 15, seed: int = 0) -> Path:

@@ -21,7 +21,6 @@ from mumu.metrics import headline
 from mumu.rundir import load_run
 from mumu.train import retest, retest_command, train_once
 from pipeline.errors import MumuError
-from tests.test_data import tiny_demo  # noqa: F401  (session fixture: tiny demo dataset + feature cache)
 
 
 def test_probabilities(run_dir) -> dict[str, list[float]]:
@@ -33,7 +32,7 @@ test_probabilities.__test__ = False  # a helper, not a test
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_demo, tmp_path_factory):  # noqa: F811
+def trained(tiny_demo, tmp_path_factory):
     """A MuMu run on the tiny demo (cross_session: all 4 subjects are tested, so adaptation has 4 subjects)."""
     torch.set_num_threads(1)
     cfg = tiny_demo.config(tmp_path_factory.mktemp("runs") / "run", max_epochs=3, batch_size=4, lr=1e-2)
@@ -333,7 +332,7 @@ def test_subject_batches_hold_one_subject_and_cover_every_sample_once_per_epoch(
     assert {i for s in shares for b in s for i, _ in b} == set(range(20))
 
 
-def test_training_with_subject_batches_feeds_one_subject_per_batch_and_reshuffles(tiny_demo, tmp_path):  # noqa: F811
+def test_training_with_subject_batches_feeds_one_subject_per_batch_and_reshuffles(tiny_demo, tmp_path):
     seen: list[tuple[int, set[int]]] = []
 
     class Record(pl.Callback):
@@ -348,7 +347,7 @@ def test_training_with_subject_batches_feeds_one_subject_per_batch_and_reshuffle
     assert order[0] != order[1]  # Lightning's epoch reaches the sampler: a new draw every epoch
 
 
-def test_validating_adapted_selects_on_the_adapted_loss_and_leaves_training_alone(tiny_demo, tmp_path):  # noqa: F811
+def test_validating_adapted_selects_on_the_adapted_loss_and_leaves_training_alone(tiny_demo, tmp_path):
     final: dict[str, dict] = {}
 
     class FinalWeights(pl.Callback):  # runs after the EMA callback has put the average in: the trained model

@@ -18,13 +18,13 @@ from pipeline.datasets import build_index
 from pipeline.errors import MumuError
 from pipeline.extract import extract_command
 from pipeline.index import write_index
-from tests.test_data import IMAGE_SIZE, tiny_demo  # noqa: F401  (session fixture)
+from tests.fixtures import IMAGE_SIZE
 
 IMAGENET_FILE = "resnet50-11ad3fa6.pth"  # torchvision's IMAGENET1K_V2 file name in torch's hub cache
 
 
 @pytest.fixture
-def few_samples(tiny_demo, tmp_path) -> Path:  # noqa: F811
+def few_samples(tiny_demo, tmp_path) -> Path:
     samples = build_index("demo", tiny_demo.root).samples[:2]
     write_index(samples, tmp_path / "index.csv", list(samples[0].paths))
     return tmp_path / "index.csv"
@@ -56,7 +56,7 @@ def test_missing_imagenet_weights_say_where_to_put_them_and_leave_no_cache(few_s
 
 
 def test_imagenet_weights_from_torch_cache_and_a_user_file_give_the_same_features_recorded_as_such(
-        tiny_demo, few_samples, tmp_path, monkeypatch):  # noqa: F811
+        tiny_demo, few_samples, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     state = other_resnet50(tmp_path / "torch" / "hub" / "checkpoints" / IMAGENET_FILE)  # stands in for ImageNet's
     user_file = tmp_path / "mine.pt"
@@ -96,7 +96,7 @@ def test_weights_that_are_not_a_resnet50_are_a_clear_error_naming_them_before_a_
         Backbone(str(path))
 
 
-def test_training_refuses_a_cache_made_with_another_kind_of_weights(tiny_demo, tmp_path, monkeypatch):  # noqa: F811
+def test_training_refuses_a_cache_made_with_another_kind_of_weights(tiny_demo, tmp_path, monkeypatch):
     from mumu.rundata import prepare_data
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no ImageNet file here: only the kinds can be compared
@@ -106,7 +106,7 @@ def test_training_refuses_a_cache_made_with_another_kind_of_weights(tiny_demo, t
         prepare_data(config)
 
 
-def test_training_checks_a_weights_files_content_not_its_name(tiny_demo, few_samples, tmp_path, capsys):  # noqa: F811
+def test_training_checks_a_weights_files_content_not_its_name(tiny_demo, few_samples, tmp_path, capsys):
     from mumu.rundata import prepare_data
 
     state = other_resnet50(tmp_path / "a" / "weights.pt")
@@ -132,7 +132,7 @@ def test_training_checks_a_weights_files_content_not_its_name(tiny_demo, few_sam
 
 
 def test_training_takes_imagenet_by_its_tensors_whether_the_cache_had_it_from_torchs_cache_or_a_file(
-        tiny_demo, few_samples, tmp_path, monkeypatch):  # noqa: F811
+        tiny_demo, few_samples, tmp_path, monkeypatch):
     """A user who extracted with --weights ~/resnet50-imagenet.pth and trains with weights: imagenet asks for the same
     backbone; other tensors under ImageNet's file name are refused, whichever way the cache recorded its weights."""
     from mumu.rundata import prepare_data

@@ -1,60 +1,16 @@
 """Batches from the feature cache and from raw files: shapes, masking, sampling, workers, parity, errors.
 
-The `tiny_demo` fixture (also used by test_train.py and test_ddp.py) writes a small demo dataset
-(4 subjects x 2 sessions x 6 activities, 12 frames of 32 px) and extracts it with random ResNet-50
-weights, once per test session.
+Most tests read the `tiny_demo` fixture (conftest.py): a small demo dataset and its feature cache.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from mumu.config import resolve_config
 from mumu.data import CacheDataset, EpochSampler, PadCollate, is_empty, make_loader, step_indices
 from pipeline.errors import MumuError
-
-IMAGE_SIZE = 32
-
-
-@dataclass
-class TinyDemo:
-    root: Path  # raw demo dataset
-    cache: Path  # its feature cache
-    sensor_cache: Path  # acc_phone only, the first 6 samples of subject 1
-
-    def config(self, out: Path | None = None, **overrides):
-        """A small, fast training config on this data (cross_session: every subject in train and test)."""
-        settings = dict(dataset="demo", data_root=str(self.root), cache=str(self.cache), protocol="cross_session",
-                        modalities="rgb_cam1,acc_phone,gyro", max_epochs=2, batch_size=8, num_workers=0,
-                        accelerator="cpu", embed_dim=16, max_steps_visual=4, max_steps_sensor=6, lr=3e-3,
-                        val_fraction=0.2, extract={"image_size": IMAGE_SIZE, "weights": "random"},
-                        out=str(out) if out else None)
-        settings.update(overrides)
-        return resolve_config(None, **settings)
-
-
-@pytest.fixture(scope="session")
-def tiny_demo(tmp_path_factory) -> TinyDemo:
-    from pipeline.datasets import build_index
-    from pipeline.demo import write_demo_dataset
-    from pipeline.extract import ExtractSettings, run_extract
-    from pipeline.modalities import dataset_modalities, select_modalities
-
-    base = tmp_path_factory.mktemp("tiny_demo")
-    root = write_demo_dataset(base / "demo", n_subjects=4, n_sessions=2, n_frames=12, frame_size=IMAGE_SIZE)
-    samples = build_index("demo", root).samples
-    settings = ExtractSettings(image_size=IMAGE_SIZE, weights="random", part_size=16)
-    run_extract(samples, "demo", dataset_modalities("demo"), base / "demo.zarr", settings, show_progress=False)
-    run_extract(samples[:6], "demo", select_modalities("demo", "acc_phone"), base / "sensor.zarr", settings,
-                show_progress=False)
-    return TinyDemo(root, base / "demo.zarr", base / "sensor.zarr")
-
-
-# ---------------------------------------------------------------------------------------------
+from tests.fixtures import IMAGE_SIZE
 
 
 def test_step_indices_uniform_at_eval_jittered_in_training():

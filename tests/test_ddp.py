@@ -15,12 +15,11 @@ from pathlib import Path
 
 import psutil
 
-from tests.test_data import tiny_demo  # noqa: F401  (session fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def ddp_command(tiny_demo, tmp_path: Path, out: Path, epochs: int) -> list[str]:  # noqa: F811
+def ddp_command(tiny_demo, tmp_path: Path, out: Path, epochs: int) -> list[str]:
     params = tmp_path / "params.yaml"
     params.write_text("extract:\n  image_size: 32\n")  # the tiny cache's image size
     return [sys.executable, "cli.py", "train", "--params", str(params), "--dataset", "demo",
@@ -30,7 +29,7 @@ def ddp_command(tiny_demo, tmp_path: Path, out: Path, epochs: int) -> list[str]:
             "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--out", str(out)]
 
 
-def test_two_process_ddp_covers_the_whole_test_set(tiny_demo, tmp_path):  # noqa: F811
+def test_two_process_ddp_covers_the_whole_test_set(tiny_demo, tmp_path):
     out = tmp_path / "ddp"
     done = subprocess.run(ddp_command(tiny_demo, tmp_path, out, epochs=2), cwd=REPO, capture_output=True,
                           text=True, timeout=600)
@@ -49,7 +48,7 @@ def test_two_process_ddp_covers_the_whole_test_set(tiny_demo, tmp_path):  # noqa
     assert len(losses) == 2  # one (synced) training loss per epoch
 
 
-def test_killing_a_ddp_run_kills_its_worker(tiny_demo, tmp_path):  # noqa: F811
+def test_killing_a_ddp_run_kills_its_worker(tiny_demo, tmp_path):
     launcher = subprocess.Popen(ddp_command(tiny_demo, tmp_path, tmp_path / "ddp", epochs=1000), cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers: list[psutil.Process] = []
@@ -71,7 +70,7 @@ def test_killing_a_ddp_run_kills_its_worker(tiny_demo, tmp_path):  # noqa: F811
                 worker.kill()
 
 
-def test_more_cpu_processes_than_cores_is_warned_before_anything_starts(tiny_demo, tmp_path):  # noqa: F811
+def test_more_cpu_processes_than_cores_is_warned_before_anything_starts(tiny_demo, tmp_path):
     command = ddp_command(tiny_demo, tmp_path, tmp_path / "ddp", epochs=1)
     command[command.index("--devices") + 1] = str((os.cpu_count() or 1) + 1)
     done = subprocess.run(command + ["--resume", str(tmp_path / "missing.ckpt")], cwd=REPO, capture_output=True,
@@ -81,7 +80,7 @@ def test_more_cpu_processes_than_cores_is_warned_before_anything_starts(tiny_dem
     assert "no such checkpoint" in done.stderr
 
 
-def test_two_process_ddp_from_raw_files_leaves_out_samples_with_no_usable_input(tiny_demo, tmp_path):  # noqa: F811
+def test_two_process_ddp_from_raw_files_leaves_out_samples_with_no_usable_input(tiny_demo, tmp_path):
     """A rank whose batch is empty (its one sample's video is broken) still meets the other rank's gradient sync and
     epoch logging: the run finishes, without those samples, instead of hanging or failing."""
     root = shutil.copytree(tiny_demo.root, tmp_path / "demo")

@@ -18,7 +18,6 @@ from mumu import plots
 from mumu.evaluate import Inference, compute_metrics, evaluate_command, infer, infer_folds
 from mumu.rundir import load_run
 from mumu.plots import plot_attention
-from tests.test_data import tiny_demo  # noqa: F401  (session fixture: tiny demo dataset + feature cache)
 
 PNGS = ("confusion.png", "per_class_f1.png", "per_subject.png", "attention.png", "tsne.png")
 
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def trained_run(tiny_demo, tmp_path_factory):  # noqa: F811
+def trained_run(tiny_demo, tmp_path_factory):
     """MuMu trained on the tiny demo cache (cross_session: every subject in train and test) until it learns: a
     model that predicts one class whatever its input would score corrupted inputs as clean ones."""
     from mumu.train import train_once
@@ -336,7 +335,7 @@ def _pairs(out):
         return [(r["actual"], r["predicted"]) for r in csv.DictReader(f)]
 
 
-def test_confusion_csv_rows_are_actual_predicted_pairs(trained_run, evaluated):  # noqa: F811
+def test_confusion_csv_rows_are_actual_predicted_pairs(trained_run, evaluated):
     out, _ = evaluated
     pairs = _pairs(out)
     per_class = json.loads((out / "per_class.json").read_text())["per_class"]
@@ -344,7 +343,7 @@ def test_confusion_csv_rows_are_actual_predicted_pairs(trained_run, evaluated): 
     assert np.mean([a == p for a, p in pairs]) == pytest.approx(trained_run.metrics["accuracy"], abs=1e-6)
 
 
-def test_per_class_precision_and_recall_agree_with_the_confusion_csv(evaluated):  # noqa: F811
+def test_per_class_precision_and_recall_agree_with_the_confusion_csv(evaluated):
     out, _ = evaluated
     pairs = _pairs(out)
     for row in json.loads((out / "per_class.json").read_text())["per_class"]:
@@ -398,7 +397,7 @@ def test_attention_plot_bars_are_each_chosen_activitys_own_mean_weights():
     np.testing.assert_allclose(b3["self-attention"], expected)
 
 
-def test_summary_lines_carry_their_conditions_numbers(evaluated):  # noqa: F811
+def test_summary_lines_carry_their_conditions_numbers(evaluated):
     out, output = evaluated
     metrics = json.loads((out / "metrics.json").read_text())
     for label, key in (("noisy visual", "noisy_visual"), ("noisy non-visual", "noisy_non_visual")):

@@ -20,7 +20,7 @@ from pipeline.datasets import build_index
 from pipeline.extract import ExtractSettings, extract_command, run_extract
 from pipeline.index import write_index
 from pipeline.modalities import dataset_modalities
-from tests.test_data import IMAGE_SIZE, tiny_demo  # noqa: F401  (session fixture: demo data + CPU-extracted cache)
+from tests.fixtures import IMAGE_SIZE
 from tests.test_train import CHANCE, KillAtSecondEpoch, read_predictions
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
@@ -42,7 +42,7 @@ class DeviceSeen(pl.Callback):
 
 
 @pytest.fixture(scope="module")
-def gpu_cache(tiny_demo, tmp_path_factory):  # noqa: F811
+def gpu_cache(tiny_demo, tmp_path_factory):
     """The tiny demo extracted by `cli.py extract` with its default device (auto: the GPU here)."""
     out = tmp_path_factory.mktemp("gpu")
     index = out / "index.csv"
@@ -56,7 +56,7 @@ def gpu_cache(tiny_demo, tmp_path_factory):  # noqa: F811
     return cache
 
 
-def test_gpu_features_agree_with_cpu_features(tiny_demo, gpu_cache):  # noqa: F811
+def test_gpu_features_agree_with_cpu_features(tiny_demo, gpu_cache):
     """bf16 on the GPU vs float32 on the CPU, same frames and weights: sensor windows identical, every
     2048-d frame feature pointing the same way (cosine) and close in size."""
     cpu, gpu = FeatureCache(tiny_demo.cache), FeatureCache(gpu_cache)
@@ -82,7 +82,7 @@ def test_gpu_features_agree_with_cpu_features(tiny_demo, gpu_cache):  # noqa: F8
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_gpu_extraction_is_the_same_in_process_and_on_dask(tiny_demo, gpu_cache, tmp_path, workers):  # noqa: F811
+def test_gpu_extraction_is_the_same_in_process_and_on_dask(tiny_demo, gpu_cache, tmp_path, workers):
     """The GPU result does not depend on how extraction runs (repeatable; dask workers share the GPU)."""
     if workers:
         pytest.importorskip("distributed")
@@ -98,7 +98,7 @@ def test_gpu_extraction_is_the_same_in_process_and_on_dask(tiny_demo, gpu_cache,
 
 
 @pytest.fixture(scope="module")
-def gpu_run(tiny_demo, gpu_cache, tmp_path_factory):  # noqa: F811
+def gpu_run(tiny_demo, gpu_cache, tmp_path_factory):
     """MuMu trained on the GPU-extracted cache with the default accelerator (auto: the GPU here)."""
     seen = DeviceSeen()
     cfg = tiny_demo.config(tmp_path_factory.mktemp("runs") / "gpu", cache=str(gpu_cache), accelerator="auto",
@@ -128,7 +128,7 @@ def test_evaluate_reproduces_the_gpu_runs_clean_metrics(gpu_run, tmp_path):
     assert metrics["macro_f1"] == pytest.approx(result.metrics["macro_f1"], abs=1e-6)
 
 
-def test_same_seed_same_gpu_run(tiny_demo, gpu_cache, tmp_path):  # noqa: F811
+def test_same_seed_same_gpu_run(tiny_demo, gpu_cache, tmp_path):
     """`--seed`'s promise (same seed, same run) on the GPU too."""
     runs = [train_once(tiny_demo.config(tmp_path / name, cache=str(gpu_cache), accelerator="auto"), progress=False)
             for name in ("a", "b")]
@@ -136,7 +136,7 @@ def test_same_seed_same_gpu_run(tiny_demo, gpu_cache, tmp_path):  # noqa: F811
     assert read_predictions(tmp_path / "a") == read_predictions(tmp_path / "b")
 
 
-def test_a_killed_gpu_run_resumes_and_finishes(tiny_demo, gpu_cache, tmp_path):  # noqa: F811
+def test_a_killed_gpu_run_resumes_and_finishes(tiny_demo, gpu_cache, tmp_path):
     cfg = tiny_demo.config(tmp_path / "killed", cache=str(gpu_cache), accelerator="auto")
     with pytest.raises(SystemExit):
         train_once(cfg, callbacks=[KillAtSecondEpoch()], progress=False)
@@ -147,7 +147,7 @@ def test_a_killed_gpu_run_resumes_and_finishes(tiny_demo, gpu_cache, tmp_path): 
     assert resumed.metrics["n_samples"] == len(read_predictions(tmp_path / "killed"))
 
 
-def test_training_from_raw_files_runs_the_backbone_on_the_gpu(tiny_demo, tmp_path):  # noqa: F811
+def test_training_from_raw_files_runs_the_backbone_on_the_gpu(tiny_demo, tmp_path):
     seen = DeviceSeen()
     result = train_once(tiny_demo.config(tmp_path / "raw", source="raw", accelerator="auto", max_epochs=1),
                         callbacks=[seen], progress=False)

@@ -11,7 +11,6 @@ from click.testing import CliRunner
 
 from mumu.significance import aso, pairwise_aso, significantly_better, violation_ratio
 from mumu.studies import modality_combinations, study_command
-from tests.test_data import tiny_demo  # noqa: F401  (session fixture: tiny demo dataset + feature cache)
 
 
 # ------------------------------------------------------------------ significance (ASO, Dror et al. 2019)
@@ -46,7 +45,7 @@ def test_modality_combinations_follow_table_5():
 # ------------------------------------------------------------------ the quick studies, end to end
 
 @pytest.fixture(scope="module")
-def params(tiny_demo, tmp_path_factory):  # noqa: F811
+def params(tiny_demo, tmp_path_factory):
     """params.yaml for the tiny demo: three modalities, one epoch, 16-d embeddings."""
     torch.set_num_threads(1)
     settings = tiny_demo.config(max_epochs=1).to_dict()

@@ -21,7 +21,6 @@ from mumu.rundir import finished_folds, load_run
 from mumu.train import train_command, train_once
 from pipeline.errors import MumuError
 from pipeline.tables import table_path
-from tests.test_data import tiny_demo  # noqa: F401  (session fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +33,7 @@ def read_predictions(run_dir) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def learned_run(tiny_demo, tmp_path_factory):  # noqa: F811
+def learned_run(tiny_demo, tmp_path_factory):
     """MuMu trained on the tiny demo long enough to learn (shared by several tests). Seeds 0-3 score 9-12 of the 24
     test samples (chance: 4); seed 1, 12, leaves the above-chance checks a margin against numeric drift."""
     cfg = tiny_demo.config(tmp_path_factory.mktemp("runs") / "learned", max_epochs=15, batch_size=4, lr=1e-2,
@@ -103,7 +102,7 @@ class KillAtSecondEpoch(pl.Callback):  # dies as the second epoch starts, after 
             raise SystemExit("killed")
 
 
-def test_a_run_moved_after_a_kill_finishes_in_its_new_place(tiny_demo, tmp_path):  # noqa: F811
+def test_a_run_moved_after_a_kill_finishes_in_its_new_place(tiny_demo, tmp_path):
     """Killed after its last epoch but before its test, then moved (a full disk, a copy to another machine): the
     rerun at the new place tests its own best checkpoint and matches an uninterrupted run."""
     class KillBeforeTest(pl.Callback):
@@ -134,7 +133,7 @@ def test_analyses_see_only_folds_that_finished(learned_run, tmp_path):
     assert load_run(run, fold="fold_s1").config.model == "mumu"
 
 
-def test_same_seed_same_metrics_and_resume_after_a_kill_matches(tiny_demo, tmp_path):  # noqa: F811
+def test_same_seed_same_metrics_and_resume_after_a_kill_matches(tiny_demo, tmp_path):
     """Determinism (two runs, same seed) and resume: a run killed after its first epoch and rerun
     continues from last.ckpt (it does not start over) and ends with the uninterrupted metrics."""
     first = train_once(tiny_demo.config(tmp_path / "a"), progress=False)
@@ -182,7 +181,7 @@ def test_same_seed_same_metrics_and_resume_after_a_kill_matches(tiny_demo, tmp_p
 
 @pytest.mark.parametrize("torn, left", [("metrics.json", ""), ("params.yaml", ""),
                                         ("params.yaml", "model: mumu\nmax_ep")])  # empty, or cut mid-line
-def test_a_run_killed_while_dvclive_rewrote_its_files_resumes(tiny_demo, tmp_path, torn, left, capsys):  # noqa: F811
+def test_a_run_killed_while_dvclive_rewrote_its_files_resumes(tiny_demo, tmp_path, torn, left, capsys):
     """DVCLive rewrites its files in place: a kill mid-write leaves one empty or cut mid-line, which its resume
     cannot parse."""
     cfg = tiny_demo.config(tmp_path / "run")
@@ -197,7 +196,7 @@ def test_a_run_killed_while_dvclive_rewrote_its_files_resumes(tiny_demo, tmp_pat
     assert resumed.metrics["macro_f1"] == whole.metrics["macro_f1"]
 
 
-def test_resuming_a_checkpoint_of_an_earlier_model_version_is_a_clear_error(tiny_demo, tmp_path):  # noqa: F811
+def test_resuming_a_checkpoint_of_an_earlier_model_version_is_a_clear_error(tiny_demo, tmp_path):
     cfg = tiny_demo.config(tmp_path / "run")
     with pytest.raises(SystemExit):
         train_once(cfg, callbacks=[KillAtSecondEpoch()], progress=False)
@@ -209,7 +208,7 @@ def test_resuming_a_checkpoint_of_an_earlier_model_version_is_a_clear_error(tiny
         train_once(cfg, progress=False)
 
 
-def test_a_second_training_into_a_run_being_trained_is_refused(tiny_demo, tmp_path):  # noqa: F811
+def test_a_second_training_into_a_run_being_trained_is_refused(tiny_demo, tmp_path):
     """It used to resume from the checkpoints the first was still writing and move the first's training log
     aside mid-run; now it is refused, touching nothing, and the first finishes as usual."""
     cfg = tiny_demo.config(tmp_path / "run")
@@ -232,7 +231,7 @@ def test_a_second_training_into_a_run_being_trained_is_refused(tiny_demo, tmp_pa
     assert train_once(cfg, progress=False).metrics  # the lock went with the first; finished: nothing to redo
 
 
-def test_ctrl_c_during_training_is_an_interruption_that_the_rerun_finishes(tiny_demo, tmp_path):  # noqa: F811
+def test_ctrl_c_during_training_is_an_interruption_that_the_rerun_finishes(tiny_demo, tmp_path):
     """Lightning turns Ctrl-C into sys.exit(1): `train` exited 1 without cli.py's "interrupted: rerun the same
     command to resume" (exit 130). It is a KeyboardInterrupt again, and the rerun finishes the run."""
     class CtrlCAtSecondEpoch(pl.Callback):
@@ -250,7 +249,7 @@ def test_ctrl_c_during_training_is_an_interruption_that_the_rerun_finishes(tiny_
                                                                   progress=False).metrics
 
 
-def test_checkpoints_are_renamed_into_place_not_staged_in_tmpdir(tiny_demo, tmp_path, monkeypatch):  # noqa: F811
+def test_checkpoints_are_renamed_into_place_not_staged_in_tmpdir(tiny_demo, tmp_path, monkeypatch):
     """Lightning staged each checkpoint in $TMPDIR and moved it into place: a copy where $TMPDIR is another file
     system, so a kill could leave a torn last.ckpt (and the run with it) and a stray temporary in $TMPDIR."""
     import tempfile
@@ -264,7 +263,7 @@ def test_checkpoints_are_renamed_into_place_not_staged_in_tmpdir(tiny_demo, tmp_
     assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp"))
 
 
-def test_a_killed_run_resumes_from_its_last_finished_epoch_not_its_best(tiny_demo, tmp_path):  # noqa: F811
+def test_a_killed_run_resumes_from_its_last_finished_epoch_not_its_best(tiny_demo, tmp_path):
     """With lr 0 validation never improves, so the tested epoch stays the first; a kill before the last epoch
     must still resume there, not redo every epoch since the best one."""
     class EpochsRun(pl.Callback):
@@ -286,7 +285,7 @@ def test_a_killed_run_resumes_from_its_last_finished_epoch_not_its_best(tiny_dem
     assert torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=False)["epoch"] == 0
 
 
-def test_weight_average_survives_a_kill(tiny_demo, tmp_path):  # noqa: F811
+def test_weight_average_survives_a_kill(tiny_demo, tmp_path):
     """With ema_decay, a killed run resumes both the weights and their average: same test predictions."""
     whole = train_once(tiny_demo.config(tmp_path / "a", ema_decay=0.9), progress=False)
     with pytest.raises(SystemExit):
@@ -296,7 +295,7 @@ def test_weight_average_survives_a_kill(tiny_demo, tmp_path):  # noqa: F811
     assert resumed.metrics["loss"] == pytest.approx(whole.metrics["loss"], rel=1e-5)
 
 
-def test_a_run_shorter_than_its_weight_average_says_so(tiny_demo, tmp_path, capsys):  # noqa: F811
+def test_a_run_shorter_than_its_weight_average_says_so(tiny_demo, tmp_path, capsys):
     """A one-epoch try of the UTD recipe (ema_decay 0.99, ~100-step horizon) tested at chance without a word."""
     train_once(tiny_demo.config(tmp_path / "short", max_epochs=1, ema_decay=0.99), progress=False)
     warned = capsys.readouterr().err
@@ -307,7 +306,7 @@ def test_a_run_shorter_than_its_weight_average_says_so(tiny_demo, tmp_path, caps
     assert "ema_decay" not in capsys.readouterr().err
 
 
-def test_select_picks_the_tested_epoch(tiny_demo, tmp_path):  # noqa: F811
+def test_select_picks_the_tested_epoch(tiny_demo, tmp_path):
     """train.select decides which epoch is tested: the best validation macro-F1 (first of ties), the
     lowest validation NLL, or the last. Which epochs those are depends on float rounding (the machine), so
     seeds are tried until the three rules pick three different epochs, which tells every rule apart."""
@@ -340,13 +339,13 @@ def test_folds_are_summarised_as_mean_std_and_per_fold_values():
     assert headline(summary) == "macro-F1 60.00 ± 10.00 %, accuracy 70.00 ± 10.00 % (n=22 test samples)"
 
 
-def test_baseline_trains_without_the_group_loss(tiny_demo, tmp_path):  # noqa: F811
+def test_baseline_trains_without_the_group_loss(tiny_demo, tmp_path):
     result = train_once(tiny_demo.config(tmp_path / "b2", model="b2", max_epochs=1), progress=False)
     assert result.metrics["group_accuracy"] is None
     assert result.metrics["n_samples"] == len(json.loads((tmp_path / "b2/split.json").read_text())["test"])
 
 
-def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path):  # noqa: F811
+def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path):
     """The options params/utd_mhad.yaml uses (sequence encoder with max-pools, no LSTM, modality dropout,
     one-cycle schedule, label smoothing)."""
     options = dict(sensor_encoder="sequence", kernel_size=5, lstm_layers=0, max_pools=2, modality_dropout=0.3,
@@ -389,7 +388,7 @@ def test_utd_recipe_options_come_from_the_config_and_reload(tiny_demo, tmp_path)
             tiny_demo.config(tmp_path / "bad", **bad)
 
 
-def test_fusion_kl_adds_its_weighted_term_to_mumus_training_loss(tiny_demo):  # noqa: F811
+def test_fusion_kl_adds_its_weighted_term_to_mumus_training_loss(tiny_demo):
     from mumu.module import MumuModule
     from mumu.rundata import prepare_data
 
@@ -407,7 +406,7 @@ def test_fusion_kl_adds_its_weighted_term_to_mumus_training_loss(tiny_demo):  # 
     torch.testing.assert_close(losses[2.0] - losses[0.0], 2.0 * out.fusion_kl)
 
 
-def test_unimodal_aux_adds_each_present_modalitys_own_activity_loss(tiny_demo, tmp_path):  # noqa: F811
+def test_unimodal_aux_adds_each_present_modalitys_own_activity_loss(tiny_demo, tmp_path):
     from mumu.module import MumuModule
     from mumu.rundata import prepare_data
 
@@ -430,7 +429,7 @@ def test_unimodal_aux_adds_each_present_modalitys_own_activity_loss(tiny_demo, t
     assert load_run(cfg.run_dir).module.model.unimodal_heads is not None and run.metrics["n_samples"] > 0
 
 
-def test_mixup_trains_on_blended_sample_pairs_with_blended_losses_and_resumes_exactly(tiny_demo, tmp_path):  # noqa: F811
+def test_mixup_trains_on_blended_sample_pairs_with_blended_losses_and_resumes_exactly(tiny_demo, tmp_path):
     """train.mixup: the model sees each modality blended with a partner's as the cache stores it (a modality
     missing from either sample is missing from the blend), its training loss is weight * loss(own labels) +
     (1 - weight) * loss(partner's labels), a sample with no stream in common with its drawn partner keeps its own
@@ -488,7 +487,7 @@ def write_fusion_targets(path: Path, sample_ids: list[str], p: dict[str, object]
     return path
 
 
-def test_fusion_targets_pull_mumus_trained_fusion_weights_toward_them(tiny_demo, tmp_path):  # noqa: F811
+def test_fusion_targets_pull_mumus_trained_fusion_weights_toward_them(tiny_demo, tmp_path):
     """Targets that trust only the phone's accelerometer: trained with them, SM-Fusion gives it most of the
     weight on the training samples; trained toward equal weights, it does not. The file has rows for the training
     samples only: validation and testing must not look for targets."""
@@ -508,7 +507,7 @@ def test_fusion_targets_pull_mumus_trained_fusion_weights_toward_them(tiny_demo,
     assert load_run(tmp_path / "targets").config.fusion_targets == str(targets)
 
 
-def test_each_training_sample_is_pulled_toward_its_own_fusion_target(tiny_demo):  # noqa: F811
+def test_each_training_sample_is_pulled_toward_its_own_fusion_target(tiny_demo):
     """Targets that differ by sample: a batch's term is the model's KL to each row's own target (the test above
     gives every sample the same target, so it cannot see rows paired with the wrong targets)."""
     from mumu.module import MumuModule
@@ -528,7 +527,7 @@ def test_each_training_sample_is_pulled_toward_its_own_fusion_target(tiny_demo):
     torch.testing.assert_close(got, expected)
 
 
-def test_fusion_targets_files_that_cannot_serve_are_named_before_training(tiny_demo, tmp_path):  # noqa: F811
+def test_fusion_targets_files_that_cannot_serve_are_named_before_training(tiny_demo, tmp_path):
     from mumu.rundata import prepare_data
 
     samples = [s.sample_id for s in prepare_data(tiny_demo.config()).samples]
@@ -555,7 +554,7 @@ def test_fusion_targets_files_that_cannot_serve_are_named_before_training(tiny_d
                    progress=False)
 
 
-def test_overwrite_with_inputs_that_cannot_serve_keeps_the_old_run(tiny_demo, tmp_path):  # noqa: F811
+def test_overwrite_with_inputs_that_cannot_serve_keeps_the_old_run(tiny_demo, tmp_path):
     cfg = tiny_demo.config(tmp_path / "kept", max_epochs=1)
     train_once(cfg, progress=False)
     for bad, message in ((dict(fusion_kl=1.0, fusion_targets=str(tmp_path / "missing.csv")), "does not exist"),
@@ -570,7 +569,7 @@ def test_overwrite_with_inputs_that_cannot_serve_keeps_the_old_run(tiny_demo, tm
             assert (cfg.run_dir / "metrics.json").is_file()
 
 
-def test_overwrite_refuses_a_folder_that_is_not_a_run_and_deletes_nothing(tiny_demo, tmp_path):  # noqa: F811
+def test_overwrite_refuses_a_folder_that_is_not_a_run_and_deletes_nothing(tiny_demo, tmp_path):
     data = tmp_path / "my_dataset"
     (data / "video").mkdir(parents=True)
     (data / "notes.txt").write_text("keep me")
@@ -686,7 +685,7 @@ def test_choosing_a_modality_with_its_own_part_or_an_unknown_part_is_a_clear_err
         select_modalities("utd_mhad", "inertial_acc,skeleton,inertial_acc")
 
 
-def test_caches_and_runs_without_parts_record_their_modalities_as_before_parts_existed(tiny_demo, learned_run):  # noqa: F811
+def test_caches_and_runs_without_parts_record_their_modalities_as_before_parts_existed(tiny_demo, learned_run):
     """Readers older than parts build a modality from every recorded field: files that use no parts must not
     record the part fields, or those readers fail with a TypeError on this version's caches and checkpoints."""
     from pipeline.cache import ATTRS_KEY
@@ -702,7 +701,7 @@ def test_caches_and_runs_without_parts_record_their_modalities_as_before_parts_e
 
 
 @pytest.mark.parametrize("kind", ["zeros", "mean"])
-def test_modality_dropout_keeps_a_lost_stream_present_as_the_noise_study_corrupts_it(tiny_demo, kind):  # noqa: F811
+def test_modality_dropout_keeps_a_lost_stream_present_as_the_noise_study_corrupts_it(tiny_demo, kind):
     """A lost stream stays in the fusion, every valid step zeroed or set to the training mean, as the noise
     study's "drop" / "mean" modes leave a corrupted group."""
     from mumu.module import MumuModule
@@ -739,7 +738,7 @@ def test_modality_dropout_keeps_a_lost_stream_present_as_the_noise_study_corrupt
     assert not torch.allclose(outs[kind].logits, outs["missing"].logits)
 
 
-def test_train_command_prints_the_headline(tiny_demo, tmp_path):  # noqa: F811
+def test_train_command_prints_the_headline(tiny_demo, tmp_path):
     out = tmp_path / "cli"
     params = tmp_path / "params.yaml"
     params.write_text("extract:\n  image_size: 32\n")  # the tiny cache's image size
@@ -773,7 +772,7 @@ def test_train_command_prints_the_headline(tiny_demo, tmp_path):  # noqa: F811
     assert missing.exit_code != 0 and "absent.zarr does not exist" in missing.output
 
 
-def test_train_command_shows_lightnings_progress_bar_of_each_epoch(tiny_demo, tmp_path):  # noqa: F811
+def test_train_command_shows_lightnings_progress_bar_of_each_epoch(tiny_demo, tmp_path):
     """A training run takes hours: `cli.py train` shows Lightning's bar of the epoch and its batches, also where its
     output is not a terminal (a log file, a batch job)."""
     params = tmp_path / "params.yaml"
@@ -788,7 +787,7 @@ def test_train_command_shows_lightnings_progress_bar_of_each_epoch(tiny_demo, tm
     assert re.search(r"(?:^|\r)Epoch 0\b.* \d+/\d+ ", output, re.MULTILINE), output[-2000:]  # tqdm's: after \r
 
 
-def test_activity_table_sets_the_auxiliary_groups_without_reextraction(tiny_demo, tmp_path):  # noqa: F811
+def test_activity_table_sets_the_auxiliary_groups_without_reextraction(tiny_demo, tmp_path):
     """A table with other groups for the same activities: MuMu learns and reports those groups from the
     same cache; a table whose ids name other activities is refused, naming the table and a sample."""
     with open(table_path("demo"), newline="") as f:
@@ -819,7 +818,7 @@ def test_activity_table_sets_the_auxiliary_groups_without_reextraction(tiny_demo
         train_once(tiny_demo.config(tmp_path / "bad", modalities="acc_phone,gyro", activity_table=swapped))
 
 
-def test_a_damaged_cache_part_is_one_line_naming_it_also_from_a_loader_worker(tiny_demo, tmp_path):  # noqa: F811
+def test_a_damaged_cache_part_is_one_line_naming_it_also_from_a_loader_worker(tiny_demo, tmp_path):
     """Bytes of a cache chunk overwritten (a bad disk, a half-copied cache): training stops with one line that
     names the part and the cure, even when the read fails in a DataLoader worker process."""
     cache = tmp_path / "demo.zarr"
@@ -870,14 +869,14 @@ def test_resume_path_with_several_splits_is_refused_before_anything_is_written(t
     assert (tmp_path / "run" / "config.yaml").read_text() == before
 
 
-def test_restart_if_changed_resumes_the_same_run_and_starts_a_changed_one_afresh(tiny_demo, tmp_path, capsys):  # noqa: F811
+def test_restart_if_changed_resumes_the_same_run_and_starts_a_changed_one_afresh(tiny_demo, tmp_path, capsys):
     """The DVC stage's mode: a killed run resumes and a finished one is kept, while other settings or other cache
     contents start the run afresh. A source file with a new mtime but the same bytes changes nothing; without the
     flag, changed data is a warning and the finished run is kept."""
     from pipeline.datasets import build_index
     from pipeline.extract import ExtractSettings, run_extract
     from pipeline.modalities import select_modalities
-    from tests.test_data import IMAGE_SIZE
+    from tests.fixtures import IMAGE_SIZE
 
     root = shutil.copytree(tiny_demo.root, tmp_path / "demo")
     cache = tmp_path / "sensors.zarr"
@@ -936,7 +935,7 @@ def test_restart_if_changed_resumes_the_same_run_and_starts_a_changed_one_afresh
     assert load_run(tmp_path / "run").config.lr == 0.5
 
 
-def test_raw_training_records_an_unusable_input_and_warns(tiny_demo, tmp_path, capsys):  # noqa: F811
+def test_raw_training_records_an_unusable_input_and_warns(tiny_demo, tmp_path, capsys):
     """From raw files, a video that passes the index's header check but does not decode is used as a missing
     modality (as in a cache); the run records the reason against the file and says so. With no other usable input
     (chosen alone, or its other chosen file absent) the sample is left out of training and testing, as a cache
@@ -982,7 +981,7 @@ def test_raw_training_records_an_unusable_input_and_warns(tiny_demo, tmp_path, c
     assert sample_id not in [row["sample_id"] for row in read_predictions(tmp_path / "absent")]
 
 
-def test_a_raw_test_or_validation_set_with_no_usable_sample_is_a_clear_error(tiny_demo, tmp_path):  # noqa: F811
+def test_a_raw_test_or_validation_set_with_no_usable_sample_is_a_clear_error(tiny_demo, tmp_path):
     """Had every sample of a part left out, its metrics would have been zeros (and NaN losses) that a LOSO mean
     averages in, or no epoch to select: an error says why instead, in training and in a later evaluate."""
     from mumu.evaluate import evaluate_run
@@ -1009,7 +1008,7 @@ def test_a_raw_test_or_validation_set_with_no_usable_sample_is_a_clear_error(tin
         train("all-lost")
 
 
-def test_a_training_step_on_an_empty_batch_leaves_the_weights_as_they_were(tiny_demo):  # noqa: F811
+def test_a_training_step_on_an_empty_batch_leaves_the_weights_as_they_were(tiny_demo):
     """A batch whose samples all failed to load trains nothing: AdamW would still step along its momentum."""
     from mumu.module import MumuModule
     from mumu.rundata import prepare_data
