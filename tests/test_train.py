@@ -96,6 +96,16 @@ def test_load_run_reproduces_the_test_predictions(learned_run):
     assert preds == {r["sample_id"]: int(r["pred"]) for r in read_predictions(cfg.run_dir)}
 
 
+class EpochsRun(pl.Callback):
+    """Records the epochs a training call runs (a resumed or finished run must not redo any)."""
+
+    def __init__(self):
+        self.epochs: list[int] = []
+
+    def on_train_epoch_start(self, trainer, module):
+        self.epochs.append(trainer.current_epoch)
+
+
 class KillAtSecondEpoch(pl.Callback):  # dies as the second epoch starts, after epoch 0's checkpoint is written
     def on_train_epoch_start(self, trainer, module):
         if trainer.current_epoch == 1:
@@ -143,17 +153,12 @@ def test_same_seed_same_metrics_and_resume_after_a_kill_matches(tiny_demo, tmp_p
     with_workers = train_once(tiny_demo.config(tmp_path / "w", num_workers=2), progress=False)
     assert with_workers.metrics == first.metrics  # spawned DataLoader workers change nothing
 
-    class EpochsRun(pl.Callback):
-        epochs: list[int] = []
-
-        def on_train_epoch_start(self, trainer, module):
-            self.epochs.append(trainer.current_epoch)
-
     with pytest.raises(SystemExit):
         train_once(tiny_demo.config(tmp_path / "c"), callbacks=[KillAtSecondEpoch()], progress=False)
     assert (tmp_path / "c/checkpoints/last.ckpt").is_file() and not (tmp_path / "c/metrics.json").exists()
-    resumed = train_once(tiny_demo.config(tmp_path / "c"), callbacks=[EpochsRun()], progress=False)
-    assert EpochsRun.epochs == [1]  # only the epoch that was missing
+    epochs = EpochsRun()
+    resumed = train_once(tiny_demo.config(tmp_path / "c"), callbacks=[epochs], progress=False)
+    assert epochs.epochs == [1]  # only the epoch that was missing
     assert list((tmp_path / "c/logs").glob("metrics-until-resume-*.csv"))  # epoch 0's log row is kept
     assert resumed.metrics["macro_f1"] == first.metrics["macro_f1"]
     assert resumed.metrics["per_class_f1"] == first.metrics["per_class_f1"]
@@ -167,9 +172,9 @@ def test_same_seed_same_metrics_and_resume_after_a_kill_matches(tiny_demo, tmp_p
         assert all(torch.equal(final[run][k], final["a"][k]) for k in final["a"]), run
 
     # a finished run is not redone; other settings in the same run directory are refused
-    EpochsRun.epochs = []
-    assert train_once(tiny_demo.config(tmp_path / "c"), callbacks=[EpochsRun()], progress=False).metrics == resumed.metrics
-    assert EpochsRun.epochs == []
+    epochs = EpochsRun()
+    assert train_once(tiny_demo.config(tmp_path / "c"), callbacks=[epochs], progress=False).metrics == resumed.metrics
+    assert epochs.epochs == []
     with pytest.raises(MumuError, match="different settings"):
         train_once(tiny_demo.config(tmp_path / "c", lr=0.5), progress=False)
     written = (tmp_path / "c/config.yaml").read_text()
@@ -266,12 +271,6 @@ def test_checkpoints_are_renamed_into_place_not_staged_in_tmpdir(tiny_demo, tmp_
 def test_a_killed_run_resumes_from_its_last_finished_epoch_not_its_best(tiny_demo, tmp_path):
     """With lr 0 validation never improves, so the tested epoch stays the first; a kill before the last epoch
     must still resume there, not redo every epoch since the best one."""
-    class EpochsRun(pl.Callback):
-        epochs: list[int] = []
-
-        def on_train_epoch_start(self, trainer, module):
-            self.epochs.append(trainer.current_epoch)
-
     class KillAtLastEpoch(pl.Callback):
         def on_train_epoch_start(self, trainer, module):
             if trainer.current_epoch == 3:
@@ -280,8 +279,9 @@ def test_a_killed_run_resumes_from_its_last_finished_epoch_not_its_best(tiny_dem
     cfg = tiny_demo.config(tmp_path / "run", max_epochs=4, lr=0.0)
     with pytest.raises(SystemExit):
         train_once(cfg, callbacks=[KillAtLastEpoch()], progress=False)
-    train_once(cfg, callbacks=[EpochsRun()], progress=False)
-    assert EpochsRun.epochs == [3]
+    epochs = EpochsRun()
+    train_once(cfg, callbacks=[epochs], progress=False)
+    assert epochs.epochs == [3]
     assert torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=False)["epoch"] == 0
 
 
@@ -886,19 +886,13 @@ def test_restart_if_changed_resumes_the_same_run_and_starts_a_changed_one_afresh
         run_extract(build_index("demo", root).samples, "demo", select_modalities("demo", "acc_phone,gyro"), cache,
                     ExtractSettings(image_size=IMAGE_SIZE, weights="random", part_size=16), show_progress=False)
 
-    class EpochsRun(pl.Callback):
-        epochs: list[int] = []
-
-        def on_train_epoch_start(self, trainer, module):
-            self.epochs.append(trainer.current_epoch)
-
     def train(restart: bool = True, **overrides) -> list[int]:
         """Train into the one run directory; the epochs this call ran."""
-        EpochsRun.epochs = []
         cfg = tiny_demo.config(tmp_path / "run", **{"data_root": str(root), "cache": str(cache),
                                                      "modalities": "acc_phone,gyro", **overrides})
-        train_once(cfg, restart_if_changed=restart, callbacks=[EpochsRun()], progress=False)
-        return EpochsRun.epochs
+        epochs = EpochsRun()
+        train_once(cfg, restart_if_changed=restart, callbacks=[epochs], progress=False)
+        return epochs.epochs
 
     extract()
     with pytest.raises(SystemExit):
@@ -1036,12 +1030,6 @@ def test_loso_tests_each_subject_once_pools_the_folds_resumes_a_missing_one_and_
     missing (and gets the same numbers), --overwrite trains every fold again, and evaluate pools the same folds."""
     from mumu.evaluate import evaluate_command
 
-    class EpochsRun(pl.Callback):
-        epochs: list[int] = []
-
-        def on_train_epoch_start(self, trainer, module):
-            self.epochs.append(trainer.current_epoch)
-
     from mumu.config import resolve_config
     from pipeline.datasets import build_index
     from pipeline.extract import ExtractSettings, run_extract
@@ -1066,14 +1054,14 @@ def test_loso_tests_each_subject_once_pools_the_folds_resumes_a_missing_one_and_
 
     shutil.rmtree(run / "fold_s3")  # as if the run had been stopped before this fold
     (run / "metrics.json").unlink()
-    EpochsRun.epochs = []
-    again = train_once(cfg, callbacks=[EpochsRun()], progress=False)
-    assert EpochsRun.epochs == [0, 1]  # that fold only
+    epochs = EpochsRun()
+    again = train_once(cfg, callbacks=[epochs], progress=False)
+    assert epochs.epochs == [0, 1]  # that fold only
     assert again.metrics == first.metrics and read_predictions(run) == rows
 
-    EpochsRun.epochs = []
-    train_once(cfg, overwrite=True, callbacks=[EpochsRun()], progress=False)
-    assert EpochsRun.epochs == [0, 1] * 3
+    epochs = EpochsRun()
+    train_once(cfg, overwrite=True, callbacks=[epochs], progress=False)
+    assert epochs.epochs == [0, 1] * 3
 
     result = CliRunner().invoke(evaluate_command, [str(run), "--out", str(tmp_path / "eval"), "--params", "none",
                                                    "--tsne-samples", "20"])
