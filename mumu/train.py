@@ -170,7 +170,7 @@ def _begin_run(cfg: TrainConfig, data: RunData, overwrite: bool, restart_if_chan
     --restart-if-changed when its settings, code or data changed since it began (else warn of other code or data),
     and write what the run begins with: config.yaml, inputs.json (kept on a resume), input_report.json."""
     run_dir = cfg.run_dir
-    if overwrite:
+    if overwrite or (run_dir / CLEARING).exists():  # the latter: a clear that was stopped part way
         _clear_run_dir(run_dir)
     inputs = run_inputs(data)
     changed = (["settings"] if other_settings else []) + _inputs_changed(run_dir, inputs)
@@ -207,6 +207,7 @@ def _warn_if_the_average_outlasts_training(cfg: TrainConfig, splits: list[Sample
 
 
 RUN_LOCK = ".lock"  # RUN_DIR's lock: one training process per run directory
+CLEARING = ".clearing"  # RUN_DIR is being emptied: whatever is left of it is no run's
 
 
 @contextmanager
@@ -231,13 +232,21 @@ def _run_lock(run_dir: Path) -> Iterator[None]:
 
 def _clear_run_dir(run_dir: Path) -> None:
     """Delete what RUN_DIR holds but its lock, which this process holds; MumuError, deleting nothing, for a folder
-    that is not a run (every run writes its config.yaml first) but holds files: --out may name a wrong folder."""
-    entries = [e for e in run_dir.iterdir() if e.name != RUN_LOCK] if run_dir.is_dir() else []
-    if entries and not (run_dir / "config.yaml").is_file():
+    that is not a run (every run writes its config.yaml first) but holds files: --out may name a wrong folder.
+    Stopped part way, the clear leaves its marker, and the next training into RUN_DIR finishes it: the splits left
+    must not pass for a run's (without config.yaml, they would be resumed as the new settings' finished splits)."""
+    marker = run_dir / CLEARING
+    entries = [e for e in run_dir.iterdir() if e.name not in (RUN_LOCK, CLEARING)] if run_dir.is_dir() else []
+    if entries and not (run_dir / "config.yaml").is_file() and not marker.exists():
         raise MumuError(f"{run_dir} is not a mumu run (no config.yaml) and holds {len(entries)} other entries, e.g. "
                         f"{sorted(e.name for e in entries)[0]}; --overwrite deletes runs only: choose another --out")
-    for entry in entries:
+    if not entries:
+        marker.unlink(missing_ok=True)
+        return
+    marker.touch()
+    for entry in sorted(entries, key=lambda e: e.name == "config.yaml"):  # config.yaml last: it marks a run
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    marker.unlink()
 
 
 def _warn_of_input_problems(data: RunData, run_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""Shared fixtures: where the repository and the real UTD-MHAD copy are, and the tiny demo dataset."""
+"""Shared fixtures: where the repository and the real UTD-MHAD copy are, and the tiny demo and UTD-MHAD datasets."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,7 @@ os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest
 
-from tests.fixtures import IMAGE_SIZE, TinyDemo
+from tests.fixtures import IMAGE_SIZE, TinyDemo, TinyUTD, write_utd_mhad
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UTD_ROOT = REPO_ROOT.parent / "shared" / "data" / "utd_mhad"
@@ -48,3 +48,16 @@ def tiny_demo(tmp_path_factory) -> TinyDemo:
     run_extract(samples[:6], "demo", select_modalities("demo", "acc_phone"), base / "sensor.zarr", settings,
                 show_progress=False)
     return TinyDemo(root, base / "demo.zarr", base / "sensor.zarr")
+
+
+@pytest.fixture(scope="session")
+def tiny_utd(tmp_path_factory) -> TinyUTD:
+    from pipeline.datasets import build_index
+    from pipeline.extract import ExtractSettings, run_extract
+    from pipeline.modalities import select_modalities
+
+    base = tmp_path_factory.mktemp("tiny_utd")
+    root = write_utd_mhad(base / "utd", subjects=(1, 2, 3))  # 3 actions x 4 trials, a8_s1_t4 absent: 35
+    run_extract(build_index("utd_mhad", root).samples, "utd_mhad", select_modalities("utd_mhad", "skeleton,inertial"),
+                base / "utd.zarr", ExtractSettings(**TinyUTD.extract), show_progress=False)
+    return TinyUTD(root, base / "utd.zarr")

@@ -37,6 +37,24 @@ class TinyDemo:
         return resolve_config(None, **settings)
 
 
+@dataclass
+class TinyUTD:
+    """The `tiny_utd` fixture (conftest.py): three subjects of `write_utd_mhad`'s default layout (35 samples), skeleton
+    and inertial extracted at one sensor step per window."""
+    root: Path
+    cache: Path
+    extract = {"sensor_window": 1, "sensor_stride": 1, "sensor_rate_hz": 50, "weights": "random"}
+
+    def config(self, out: Path, **overrides):
+        """A small LOSO training config on this data (3 folds)."""
+        from mumu.config import resolve_config
+
+        settings = dict(dataset="utd_mhad", cache=str(self.cache), protocol="loso", modalities="skeleton,inertial",
+                        max_epochs=2, batch_size=8, num_workers=0, accelerator="cpu", embed_dim=16, max_steps_sensor=8,
+                        extract=self.extract, out=str(out))
+        return resolve_config(None, **{**settings, **overrides})
+
+
 def tiny_mp4(path: Path, frames: int = 8, size: int = 16, fps: int = 15, seed: int = 0) -> Path:
     """A real H.264 MP4 of random frames."""
     import av

@@ -210,22 +210,13 @@ def test_the_noise_study_adapts_to_noisy_subjects_as_the_params_file_says(utd_ro
     assert abs(scores[True] - scores[False]) > 1 / 430  # the setting matters here, so the parity above means something
 
 
-def test_the_noise_study_scores_a_loso_run_as_its_metrics_and_the_other_studies_do(tmp_path):
+def test_the_noise_study_scores_a_loso_run_as_its_metrics_and_the_other_studies_do(tiny_utd, tmp_path):
     """Its clean column pooled every fold's predictions while the ablation and modality tables (and the run's own
     metrics.json) average the folds: the same run had two different clean scores."""
-    from pipeline.datasets import build_index
-    from pipeline.extract import ExtractSettings, run_extract
-    from pipeline.modalities import select_modalities
-    from tests.fixtures import write_utd_mhad
-
-    root = write_utd_mhad(tmp_path / "utd", subjects=(1, 2, 3))
-    extract = {"sensor_window": 1, "sensor_stride": 1, "sensor_rate_hz": 50, "weights": "random"}
-    run_extract(build_index("utd_mhad", root).samples, "utd_mhad", select_modalities("utd_mhad", "skeleton,inertial"),
-                tmp_path / "utd.zarr", ExtractSettings(**extract), show_progress=False)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({
-        "dataset": "utd_mhad", "protocol": "loso", "modalities": "skeleton,inertial", "extract": extract,
-        "train": {"cache": str(tmp_path / "utd.zarr"), "max_epochs": 6, "lr": 0.01, "batch_size": 8, "num_workers": 0,
+        "dataset": "utd_mhad", "protocol": "loso", "modalities": "skeleton,inertial", "extract": tiny_utd.extract,
+        "train": {"cache": str(tiny_utd.cache), "max_epochs": 6, "lr": 0.01, "batch_size": 8, "num_workers": 0,
                   "accelerator": "cpu", "embed_dim": 16, "max_steps_sensor": 8}}))
     run_study("noise", "--params", str(params), "--out", str(tmp_path / "study"), "--models", "b2")
     clean = json.loads((tmp_path / "study" / "results.json").read_text())["results"]["b2"]["clean"]

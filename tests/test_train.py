@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 from click.testing import CliRunner
 
+from mumu.config import load_config
 from mumu.metrics import headline, summarize_folds
 from mumu.rundir import finished_folds, load_run
 from mumu.train import train_command, train_once
@@ -1024,25 +1025,13 @@ def test_a_training_step_on_an_empty_batch_leaves_the_weights_as_they_were(tiny_
     assert all(torch.equal(before[name], value) for name, value in module.state_dict().items())
 
 
-def test_loso_tests_each_subject_once_pools_the_folds_resumes_a_missing_one_and_evaluate_agrees(tmp_path):
+def test_loso_tests_each_subject_once_pools_the_folds_resumes_a_missing_one_and_evaluate_agrees(tiny_utd, tmp_path):
     """The UTD-MHAD recipe's protocol end to end: one fold per held-out subject, every sample tested once (by the
     fold that held its subject out), the run's metrics the mean over folds, a rerun trains only a fold that is
     missing (and gets the same numbers), --overwrite trains every fold again, and evaluate pools the same folds."""
     from mumu.evaluate import evaluate_command
 
-    from mumu.config import resolve_config
-    from pipeline.datasets import build_index
-    from pipeline.extract import ExtractSettings, run_extract
-    from pipeline.modalities import select_modalities
-    from tests.fixtures import write_utd_mhad
-
-    root = write_utd_mhad(tmp_path / "utd", subjects=(1, 2, 3))  # 3 actions x 4 trials, a8_s1_t4 absent: 35
-    extract = {"sensor_window": 1, "sensor_stride": 1, "sensor_rate_hz": 50, "weights": "random"}
-    run_extract(build_index("utd_mhad", root).samples, "utd_mhad", select_modalities("utd_mhad", "skeleton,inertial"),
-                tmp_path / "utd.zarr", ExtractSettings(**extract), show_progress=False)
-    cfg = resolve_config(None, dataset="utd_mhad", cache=str(tmp_path / "utd.zarr"), protocol="loso",
-                         modalities="skeleton,inertial", max_epochs=2, batch_size=8, num_workers=0, accelerator="cpu",
-                         embed_dim=16, max_steps_sensor=8, extract=extract, out=str(tmp_path / "run"))
+    cfg = tiny_utd.config(tmp_path / "run")
     first = train_once(cfg, progress=False)
     run = tmp_path / "run"
     assert sorted(p.parent.name for p in run.glob("fold_s*/metrics.json")) == ["fold_s1", "fold_s2", "fold_s3"]
@@ -1076,6 +1065,33 @@ def test_loso_tests_each_subject_once_pools_the_folds_resumes_a_missing_one_and_
     assert result.exit_code == 2 and f"{run}: 1 of its 3 folds have no folder with split.json (fold_s2)" \
         in result.output, result.output
     assert evaluated["fold_mean"]["accuracy"] == pytest.approx(first.metrics["accuracy"])
+
+
+def test_a_restart_killed_while_it_clears_the_old_run_leaves_none_of_it_to_the_new_settings(tiny_utd, tmp_path,
+                                                                                          monkeypatch):
+    """--restart-if-changed empties RUN_DIR before training under the new settings. Killed part way, in the worst
+    order (config.yaml listed and deleted first), the old folds must not pass for the new run's finished folds."""
+    run = tmp_path / "run"
+    train_once(tiny_utd.config(run, max_epochs=1), progress=False)
+    listed = Path.iterdir
+    monkeypatch.setattr(Path, "iterdir", lambda self: iter(sorted(listed(self),
+                                                                          key=lambda e: e.name != "config.yaml")))
+    unlink = Path.unlink
+
+    def killed_after_config(self, *args, **kwargs):
+        unlink(self, *args, **kwargs)
+        if self == run / "config.yaml":
+            raise SystemExit("killed")
+
+    monkeypatch.setattr(Path, "unlink", killed_after_config)
+    with pytest.raises(SystemExit):
+        train_once(tiny_utd.config(run, max_epochs=1, lr=0.01), restart_if_changed=True, progress=False)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    epochs = EpochsRun()
+    train_once(tiny_utd.config(run, max_epochs=1, lr=0.01), restart_if_changed=True, callbacks=[epochs],
+               progress=False)
+    assert epochs.epochs == [0, 0, 0]  # every fold trained under the new settings
+    assert all(load_config(run / f"fold_s{s}" / "config.yaml").lr == 0.01 for s in (1, 2, 3))
 
 
 def test_a_loso_run_says_which_fold_it_finished_and_how_it_scored(tmp_path, monkeypatch):
