@@ -458,7 +458,8 @@ def training_code() -> list[Path]:
 def run_inputs(data: RunData) -> dict[str, str]:
     """What a run learns from besides its settings, each as a short hash: "code", `training_code()`; "data", the
     feature cache's build (fingerprint, creation time) and every part's samples and source-file contents, or for
-    raw training each source file's size and mtime; with train.fusion_targets, also that file's contents."""
+    raw training each source file's size and mtime; with train.fusion_targets or train.activity_table, also that
+    file's contents."""
     code = hashlib.sha256()
     for path in training_code():
         code.update(f"{path.relative_to(REPO_ROOT)}\0".encode() + path.read_bytes())
@@ -476,8 +477,11 @@ def run_inputs(data: RunData) -> dict[str, str]:
     else:
         record = [[s.sample_id, s.subject, s.activity_id,
                    {m: p and _size_and_mtime(p) for m, p in sorted(s.paths.items())}] for s in data.samples]
-    if data.cfg.fusion_targets:  # what the fusion weights learn from, as the cache is what the rest learns from
-        record.append(hashlib.sha256(Path(data.cfg.fusion_targets).read_bytes()).hexdigest())
+    # files named by the settings that the run learns from, besides the cache: the fusion weights' targets, and a
+    # table of the user's own (its groups are the auxiliary task's labels; the shipped tables count as code)
+    for learned_from in (data.cfg.fusion_targets, data.cfg.activity_table):
+        if learned_from:
+            record.append(hashlib.sha256(Path(learned_from).read_bytes()).hexdigest())
     data_hash = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode())
     return {"code": code.hexdigest()[:16], "data": data_hash.hexdigest()[:16]}
 

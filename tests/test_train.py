@@ -812,6 +812,14 @@ def test_activity_table_sets_the_auxiliary_groups_without_reextraction(tiny_demo
     assert {int(r["group_pred"]) for r in predictions} <= {0, 1}
     assert f"activity_table: {two_groups}" in (cfg.run_dir / "config.yaml").read_text()
 
+    # the table's groups edited in place: the run learnt the old ones, so --restart-if-changed trains it again
+    write_table(two_groups, [{**row, "group_id": int(row["activity_id"]) % 2, "group": ("even", "odd")[
+        int(row["activity_id"]) % 2]} for row in shipped])
+    epochs = EpochsRun()
+    train_once(cfg, restart_if_changed=True, callbacks=[epochs])
+    assert epochs.epochs == [0]
+    assert {(int(r["label"]), int(r["group"])) for r in read_predictions(cfg.run_dir)} == {(a, a % 2) for a in range(6)}
+
     # ids 0 and 1 exchanged: the cache's labels would silently mean other activities
     swapped = write_table(tmp_path / "swapped.csv", [{**shipped[0], "activity_id": 1}, {**shipped[1], "activity_id": 0},
                                                      *shipped[2:]])
