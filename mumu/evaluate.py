@@ -354,7 +354,11 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
 
         config = load_config(run_dir / "config.yaml")
         choose_activities(activities, load_table(config.dataset, config.activity_table).activity_names, [], [], set())
-    finished_run_folds(run_dir)  # before anything is written
+    folds = finished_run_folds(run_dir)  # before anything is written
+    from mumu.rundir import split_dir
+    if out.resolve() in {run_dir.resolve(), *(split_dir(run_dir, fold).resolve() for fold in folds)}:
+        raise MumuError(f"--out {out} is the run's own folder, whose metrics.json marks its training finished; "
+                        f"evaluate writes elsewhere (by default RUN_DIR/eval)")
     out.mkdir(parents=True, exist_ok=True)  # an --out that cannot be written fails here, not after inference
     (out / "metrics.json").unlink(missing_ok=True)  # written last: present only beside a complete evaluation
     per_fold, run = infer_folds(run_dir, noise, noise_level, seed, adapt_by_condition)

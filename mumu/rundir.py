@@ -5,7 +5,6 @@ clear MumuError (also when training resumes from one).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from mumu.model import ModelOutput
 from mumu.module import MumuModule
 from mumu.rundata import RunData, prepare_data
 from pipeline.errors import MumuError
+from pipeline.files import read_json
 from pipeline.index import Sample
 
 
@@ -33,6 +33,12 @@ class LoadedRun:
 
     def samples(self, part: str = "test") -> list[Sample]:
         by_id = {s.sample_id: s for s in self.data.samples}
+        lost = [i for i in self.split[part] if i not in by_id]
+        if lost:
+            source = self.config.cache_path if self.config.source == "cache" else self.config.data_root
+            raise MumuError(f"{self.run_dir / 'split.json'}: {len(lost)} of its {part} samples ({', '.join(lost[:3])}"
+                            f"{', ...' if len(lost) > 3 else ''}) are not in {source} any more; was it rebuilt or "
+                            f"changed since training? Extract it again with the run's settings, or train again")
         return [by_id[i] for i in self.split[part]]
 
     def loader(self, part: str) -> DataLoader:
@@ -55,10 +61,7 @@ def run_splits(run_dir: str | Path) -> list[str | None]:
 def read_split(fold_dir: Path) -> dict[str, list[str]]:
     """A split's split.json (its train / val / test sample ids), or a MumuError naming a damaged file."""
     path = fold_dir / "split.json"
-    try:
-        split = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise MumuError(f"{path}: cannot be read ({e}); train the run again (--overwrite)") from None
+    split = read_json(path, "train the run again (--overwrite)")
     if not isinstance(split, dict) or not all(isinstance(split.get(part), list) for part in ("train", "val", "test")):
         raise MumuError(f"{path}: not a split (lists of train, val and test sample ids); train the run again "
                         f"(--overwrite)")

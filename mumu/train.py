@@ -67,7 +67,7 @@ from mumu.rundir import layers_match, module_from, read_checkpoint, read_split, 
 from pipeline.codebase import REPO_ROOT, imported_sources
 from pipeline.datasets.base import skipped_lines
 from pipeline.errors import MumuError
-from pipeline.files import replaced_whole, write_json
+from pipeline.files import read_json, replaced_whole, write_json
 from pipeline.index import Sample
 from pipeline.modalities import DATASET_MODALITIES
 from pipeline.params import DEFAULT_PARAMS
@@ -123,6 +123,9 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
     if resume is not None and restart_if_changed:
         raise MumuError("--resume and --restart-if-changed contradict each other (one continues a run, the other "
                         "may start it afresh); choose one")
+    if resume is not None and overwrite:
+        raise MumuError("--resume and --overwrite contradict each other (--overwrite deletes RUN_DIR, its checkpoints "
+                        "included, before training); choose one")
     if restart_if_changed and cfg.num_nodes > 1:  # every node's ranks start at once: none may delete under another
         raise MumuError("--restart-if-changed is for runs on one machine; on several nodes resume by rerunning the "
                         "same command, or start afresh with another --out")
@@ -374,7 +377,7 @@ def _adapted_validation(module: MumuModule, data: RunData, samples: list[Sample]
 
 def _retest_split(data: RunData, split: SampleSplit, source: Path, fold_dir: Path, progress: bool) -> dict:
     if (fold_dir / "metrics.json").is_file():  # tested before: no repeated work
-        return json.loads((fold_dir / "metrics.json").read_text())
+        return read_json(fold_dir / "metrics.json", "delete it, and rerunning retest tests this split again")
     tested = read_split(source)["test"]
     if sorted(tested) != sorted(s.sample_id for s in split.test):
         raise MumuError(f"{source}: its test samples differ from the split the cache gives now; was the cache "
@@ -385,7 +388,7 @@ def _retest_split(data: RunData, split: SampleSplit, source: Path, fold_dir: Pat
     if data.cfg.select == "last":
         selection = {"selected_by": "last epoch", "selected_epoch": state["epoch"], "selected_val_score": None}
     else:
-        trained_metrics = json.loads((source / "metrics.json").read_text())
+        trained_metrics = read_json(source / "metrics.json", "train the run again (--overwrite)")
         selection = {k: trained_metrics.get(k) for k in ("selected_by", "selected_epoch", "selected_val_score")}
     if _is_rank_zero():
         fold_dir.mkdir(parents=True, exist_ok=True)
@@ -506,7 +509,8 @@ def _inputs_changed(run_dir: Path, inputs: dict[str, str]) -> list[str]:
     if not (run_dir / "config.yaml").is_file():
         return []
     recorded = run_dir / INPUTS
-    began = json.loads(recorded.read_text()) if recorded.is_file() else {}
+    began = read_json(recorded, "delete it: the run then counts as begun with other code and data (as a run from "
+                                "before inputs.json does)") if recorded.is_file() else {}
     return [what for what in ("code", "data") if began.get(what) != inputs[what]]
 
 
@@ -528,7 +532,8 @@ def train_split(data: RunData, split: SampleSplit, fold_dir: Path, resume: str |
     unfinished one resumes from its last.ckpt. `train_once` runs it for each split of the protocol."""
     metrics_path = fold_dir / "metrics.json"
     if metrics_path.is_file():  # finished before: no repeated work
-        return json.loads(metrics_path.read_text())
+        return read_json(metrics_path, "delete it, and rerunning the command tests this split again from its "
+                                       "checkpoints")
     cfg = data.cfg
     if _is_rank_zero():
         write_json(fold_dir / "split.json", {part: [s.sample_id for s in getattr(split, part)]

@@ -45,3 +45,11 @@ def write_text(path: str | Path, text: str, shared: bool = False) -> None:
 
 def write_json(path: str | Path, obj: Any, shared: bool = False) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n", shared)
+
+
+def read_json(path: str | Path, cure: str) -> Any:
+    """The JSON in `path`, or a MumuError naming the file, why it cannot be read, and `cure` (what to do)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MumuError(f"{path}: cannot be read ({e}); {cure}") from None

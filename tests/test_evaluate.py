@@ -229,6 +229,20 @@ def test_a_damaged_split_file_a_lost_cache_and_an_unwritable_out_are_named(train
     assert result.exit_code != 0 and "a_file" in str(result.exception or result.output)
     assert "evaluate (4 conditions)" not in result.output  # refused before the test set was passed over
 
+    trained_metrics = (trained_run.run_dir / "metrics.json").read_bytes()
+    result = CliRunner().invoke(evaluate_command, [str(trained_run.run_dir), "--params", "none", "--out",
+                                                   str(trained_run.run_dir)])
+    assert result.exit_code == 2 and "is the run's own folder" in result.output, result.output
+    assert (trained_run.run_dir / "metrics.json").read_bytes() == trained_metrics  # the run stays finished
+
+    lost = tmp_path / "lost"  # a test sample the cache no longer holds (rebuilt from fewer files): a KeyError before
+    shutil.copytree(trained_run.run_dir, lost, symlinks=True)
+    split = json.loads((lost / "split.json").read_text())
+    (lost / "split.json").write_text(json.dumps({**split, "test": [*split["test"], "subject9_gone"]}))
+    result = CliRunner().invoke(evaluate_command, [str(lost), "--params", "none"])
+    assert result.exit_code == 2 and f"{lost / 'split.json'}: 1 of its test samples (subject9_gone) are not in " \
+        in result.output, result.output
+
 
 def test_an_unknown_activity_for_the_plot_is_refused_before_the_test_passes(trained_run, tmp_path, monkeypatch):
     import mumu.evaluate

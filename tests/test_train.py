@@ -183,6 +183,14 @@ def test_same_seed_same_metrics_and_resume_after_a_kill_matches(tiny_demo, tmp_p
         train_once(tiny_demo.config(tmp_path / "c", lr=0.5), resume=str(tmp_path / "c/checkpoints/last.ckpt"),
                    progress=False)
     assert (tmp_path / "c/config.yaml").read_text() == written  # the finished run's settings still describe it
+    with pytest.raises(MumuError, match="--resume and --overwrite contradict each other"):  # it deleted the checkpoint
+        train_once(tiny_demo.config(tmp_path / "c"), resume=str(tmp_path / "c/checkpoints/last.ckpt"), overwrite=True,
+                   progress=False)
+    assert (tmp_path / "c/checkpoints/last.ckpt").is_file()
+
+    (tmp_path / "c/metrics.json").write_text("")  # torn by a power loss: the error names the file and the cure
+    with pytest.raises(MumuError, match=r"c/metrics.json: cannot be read \(.*\); delete it, and rerunning"):
+        train_once(tiny_demo.config(tmp_path / "c"), progress=False)
 
 
 @pytest.mark.parametrize("torn, left", [("metrics.json", ""), ("params.yaml", ""),
