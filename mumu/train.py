@@ -185,6 +185,8 @@ def _begin_run(cfg: TrainConfig, data: RunData, overwrite: bool, restart_if_chan
                    f"began; its finished splits are kept and the others resume (--overwrite or "
                    f"--restart-if-changed starts afresh)", err=True)
     begins = not (run_dir / "config.yaml").is_file()  # a run from before inputs.json gets none: unknown
+    if not begins and not (run_dir / "metrics.json").is_file():
+        _warn_if_the_step_changes(load_config(run_dir / "config.yaml"), cfg)
     save_config(cfg, run_dir / "config.yaml")
     if begins:  # what the run began with; a resume keeps it
         write_json(run_dir / INPUTS, inputs)
@@ -192,6 +194,18 @@ def _begin_run(cfg: TrainConfig, data: RunData, overwrite: bool, restart_if_chan
         write_json(run_dir / INPUT_REPORT, {"left_out": data.left_out, "skipped_files": data.skipped_files})
     else:  # a resumed run whose data was mended since
         (run_dir / INPUT_REPORT).unlink(missing_ok=True)
+
+
+def _warn_if_the_step_changes(last: TrainConfig, cfg: TrainConfig) -> None:
+    """Devices and nodes are settings of the machine, not of the run, but each training process takes batch_size
+    samples a step: an unfinished run continued on another number of processes trains the rest with another
+    batch and fewer or more steps per epoch than before (`last`: the settings it was last trained with)."""
+    before, now = (c.num_nodes * _processes_per_node(c) for c in (last, cfg))
+    if before != now:
+        click.echo(f"warning: {cfg.run_dir} was last trained at world size {before} (DDP processes) and continues "
+                   f"at {now}: a step takes {now * cfg.batch_size} samples now, not {before * cfg.batch_size}, so its "
+                   f"epochs (or folds) are not all trained alike; --overwrite trains the whole run on one setting",
+                   err=True)
 
 
 def _warn_if_the_average_outlasts_training(cfg: TrainConfig, splits: list[SampleSplit]) -> None:

@@ -294,6 +294,30 @@ def test_a_killed_run_resumes_from_its_last_finished_epoch_not_its_best(tiny_dem
     assert torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=False)["epoch"] == 0
 
 
+def test_a_run_continued_on_another_number_of_processes_is_warned_that_its_step_changes(tiny_demo, tmp_path,
+                                                                                       monkeypatch, capsys):
+    """Devices are no setting of the run, yet each DDP process takes batch_size samples a step: continuing a killed
+    run on two processes trains its remaining epochs with twice the batch of its first ones."""
+    import mumu.train
+
+    cfg = tiny_demo.config(tmp_path / "run")
+    with pytest.raises(SystemExit):
+        train_once(cfg, callbacks=[KillAtSecondEpoch()], progress=False)
+
+    def stop(*args, **kwargs):  # the warning comes before training; the two processes themselves are not needed
+        raise SystemExit("stopped")
+
+    monkeypatch.setattr(mumu.train, "train_split", stop)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        train_once(cfg.replace(devices="2", strategy="ddp"), progress=False)
+    assert "was last trained at world size 1 (DDP processes) and continues at 2: a step takes 16 samples now, not 8" \
+        in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # continued again on two: no change
+        train_once(cfg.replace(devices="2", strategy="ddp"), progress=False)
+    assert "was last trained at" not in capsys.readouterr().err
+
+
 def test_weight_average_survives_a_kill(tiny_demo, tmp_path):
     """With ema_decay, a killed run resumes both the weights and their average: same test predictions."""
     whole = train_once(tiny_demo.config(tmp_path / "a", ema_decay=0.9), progress=False)
