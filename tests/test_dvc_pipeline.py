@@ -1,8 +1,9 @@
 """`dvc repro` end to end in a fresh copy of the repository, on a tiny demo configuration.
 
 Checks what a user relies on: the pipeline runs from nothing, leaves metrics and plots, a second
-`dvc repro` does nothing, a training-parameter change retrains without re-extracting, and a `dvc repro`
-killed during training resumes the run when repeated, while a code change trains it afresh.
+`dvc repro` does nothing, a training-parameter change retrains without re-extracting, a raw file changed in
+place makes extraction stale, and a `dvc repro` killed during training resumes the run when repeated, while
+a code change trains it afresh.
 """
 from __future__ import annotations
 
@@ -154,6 +155,20 @@ def test_extraction_parameter_change_rebuilds_the_cache(clone, first_repro):
         assert ran_stages(rerun) == {"extract"}
         cache = FeatureCache(clone / "cache/demo.zarr")
         assert cache.fingerprint["image_size"] == 48 and len(cache.samples) == 18
+
+
+def test_a_raw_file_changed_in_place_makes_extract_stale(clone, first_repro):
+    """A sensor file mended or replaced keeps its path, so the index is the same: extract must still rerun (its
+    --rebuild-if-changed then redoes the parts that read the file), or the cache and metrics stay stale."""
+    run(["dvc", "repro"], clone)  # up to date, whatever ran before
+    csv_file = sorted((clone / "data/demo").rglob("*.csv"))[0]
+    original = csv_file.read_bytes()
+    csv_file.write_bytes(original + original.splitlines(keepends=True)[-1])  # one more reading
+    try:
+        stale = json.loads(run(["dvc", "status", "--json"], clone).stdout)
+        assert "extract" in stale, stale
+    finally:
+        csv_file.write_bytes(original)
 
 
 def test_killed_training_resumes_under_repro_and_a_code_change_trains_afresh(clone, first_repro):
