@@ -328,7 +328,7 @@ def extract_part(name: str, raws: Iterable[RawSample], modalities: list[Modality
 
 
 Parts = list[tuple[str, list[Sample]]]  # (part name, its samples) for each part to extract
-Progress = Callable[[dict], None]  # called with each finished part's result
+Progress = Callable[[int, int], None]  # called with the samples and the frames finished since its last call
 
 
 def plan_parts(samples: list[Sample], part_size: int) -> Parts:
@@ -410,10 +410,17 @@ def _run_in_process(todo: Parts, modalities: list[ModalitySpec], settings: Extra
         stream = pool.stream((s for _, samples in todo for s in samples), settings.part_size + 2 * decoders)
         backbone = Backbone(settings.weights, device, settings.batch_size)  # while the first samples decode
         for name, samples in todo:
-            raws = (next(stream) for _ in samples)
-            results.append(extract_part(name, raws, modalities, backbone, cache_path))
-            progress(results[-1])
+            results.append(extract_part(name, _counted((next(stream) for _ in samples), progress), modalities,
+                                        backbone, cache_path))
+            progress(0, results[-1]["frames"])
     return results
+
+
+def _counted(raws: Iterator[RawSample], progress: Progress) -> Iterator[RawSample]:
+    """`raws`, each counted as done once the part asks for the next: the bar moves by sample, not by part."""
+    for raw in raws:
+        yield raw
+        progress(1, 0)
 
 
 _WORKER_STATE: dict = {}  # per dask worker process: the backbone and decode pool, built once
@@ -497,7 +504,7 @@ def _run_dask(todo: Parts, modalities: list[ModalitySpec], settings: ExtractSett
                    for name, samples in todo]
         for future in as_completed(futures):
             results.append(future.result())
-            progress(results[-1])
+            progress(results[-1]["samples"], results[-1]["frames"])
     except KeyboardInterrupt:
         # After Ctrl-C, closing the cluster can race in dask's event loop and log a traceback (seen once: a
         # NameError from distributed.utils, under load); the resume hint the command prints is all there is to say.
@@ -605,9 +612,9 @@ def run_extract(samples: list[Sample], dataset: str, modalities: list[ModalitySp
                    dynamic_ncols=True)
         frames_done = [0]
 
-        def progress(result: dict) -> None:
-            frames_done[0] += result["frames"]
-            bar.update(result["samples"])
+        def progress(samples: int, frames: int) -> None:
+            frames_done[0] += frames
+            bar.update(samples)
             bar.set_postfix_str(f"{frames_done[0] / max(bar.format_dict['elapsed'], 1e-9):.1f} frames/s")
 
         try:
