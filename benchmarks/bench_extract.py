@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.backbone import Backbone  # noqa: E402
-from pipeline.extract import DecodePool, ExtractSettings, run_extract  # noqa: E402
+from pipeline.extract import DecodePool, ExtractSettings, in_process_decoders, run_extract  # noqa: E402
 from pipeline.index import Sample  # noqa: E402
 from pipeline.modalities import select_modalities  # noqa: E402
 
@@ -63,8 +63,6 @@ def main() -> None:
     parser.add_argument("--part-size", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--weights", default="random")
-    parser.add_argument("--decoders", type=int, default=max(1, (os.cpu_count() or 1) - 1),
-                        help="decode worker processes (extract uses cpu_count - 1 in-process)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_extract_"))
@@ -80,10 +78,12 @@ def main() -> None:
     settings = ExtractSettings(image_size=args.image_size, frame_stride=args.stride, batch_size=args.batch_size,
                                part_size=args.part_size, weights=args.weights)
 
-    # decode only (the pool's worker processes start inside the timing, as they do in extract)
+    # decode only, with as many decode processes as the end-to-end run uses (they start inside the timing, as
+    # they do in extract)
+    decoders = in_process_decoders()
     started = time.monotonic()
-    with DecodePool(specs, settings, args.decoders) as pool:
-        decoded = [raw.inputs["rgb_cam1"] for raw in pool.stream(samples, lookahead=2 * args.decoders)]
+    with DecodePool(specs, settings, decoders) as pool:
+        decoded = [raw.inputs["rgb_cam1"] for raw in pool.stream(samples, lookahead=2 * decoders)]
     decode_s = time.monotonic() - started
     n_frames = sum(len(f) for f in decoded)
     decode_fps = n_frames / decode_s
@@ -108,7 +108,7 @@ def main() -> None:
 
     slower = min(decode_fps, backbone_fps)
     print(f"sampled frames: {n_frames} ({args.image_size}x{args.image_size}, stride {args.stride}), "
-          f"device {args.device}, batch {args.batch_size}, {args.decoders} decode processes, "
+          f"device {args.device}, batch {args.batch_size}, {decoders} decode processes, "
           f"{os.cpu_count()} CPUs")
     print(f"decode only:   {decode_fps:8.1f} frames/s ({decode_s:.1f} s)")
     print(f"backbone only: {backbone_fps:8.1f} frames/s ({backbone_s:.1f} s)")

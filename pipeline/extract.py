@@ -400,6 +400,11 @@ def provenance(index_path: str | None, settings: ExtractSettings) -> dict:
             "zarr": zarr.__version__, "numpy": np.__version__}
 
 
+def in_process_decoders() -> int:
+    """Decode processes of an in-process extract (`--workers 0`): every core but the backbone's."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 def _run_in_process(todo: Parts, modalities: list[ModalitySpec], settings: ExtractSettings, cache_path: Path,
                     device: str, decoders: int, progress: Progress) -> list[dict]:
     from pipeline.backbone import Backbone
@@ -621,8 +626,8 @@ def run_extract(samples: list[Sample], dataset: str, modalities: list[ModalitySp
             if not todo:
                 results = []
             elif workers == 0 and not scheduler:
-                decoders = max(1, (os.cpu_count() or 1) - 1)
-                results = _run_in_process(todo, modalities, settings, cache_path, device, decoders, progress)
+                results = _run_in_process(todo, modalities, settings, cache_path, device, in_process_decoders(),
+                                          progress)
             else:
                 results = _run_dask(todo, modalities, settings, cache_path, device, workers, scheduler,
                                     weights_hash, progress)
