@@ -3,21 +3,28 @@
 In one run, on the same samples and the same model (MuMu, all demo modalities):
 1. training samples/s fed from the zarr feature cache (DataLoader, spawned workers, pinned memory on GPU);
 2. training samples/s fed from the same batches already in memory (no data path at all);
-3. their ratio, the data path's efficiency (target >= 0.9), and the share of the cache epochs spent
-   waiting for the loader (the same efficiency, measured within one run so that load from other
-   processes on the machine does not blur it);
-4. one training epoch from raw files (decode + windowing in the loader, frozen ResNet-50 in the step)
+3. their ratio, the data path's efficiency (target >= 0.9), and the share of the cache epochs the training
+   loop spent waiting for a batch (on a GPU, work queued on the device overlaps that wait, so the share is
+   not the efficiency's complement);
+4. the loader alone, in the main process: one pass reading every sample from zarr (ms per sample), then a
+   pass served from the dataset's in-memory copy (samples/s);
+5. on the CPU, one in-memory epoch with every core's torch threads against training's `cpu_threads`;
+6. one training epoch from raw files (decode + windowing in the loader, frozen ResNet-50 in the step)
    vs one epoch from the cache: the cache's speed-up.
 
     python benchmarks/bench_train.py                      # builds a small demo + cache under --work
     python benchmarks/bench_train.py --device cuda --subjects 6 --frames 36 --image-size 112
 
 The same training step (forward, L_t + beta_aux * L_aux, backward, AdamW) runs in every case; on
-CUDA in bf16 autocast. Worker start-up is excluded from the steady-state rates (a warm-up epoch fills the in-memory copy).
+CUDA in bf16 autocast, on the CPU with training's thread count (`train.cpu_threads`). A warm-up epoch
+starts the loader workers. Each worker keeps the samples it has read in memory, and the shuffled epochs
+hand it different samples, so its zarr reads fall off over the first epochs (the per-epoch lines show
+it): the cache rate is the mean over the measured epochs, as the first epochs of a training run see it.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -101,6 +108,8 @@ def main() -> None:
     torch.manual_seed(0)
     module = MumuModule(cfg.to_dict(), [asdict(s) for s in data.specs], data.activity_names, data.group_names).to(device)
     optimizer = torch.optim.AdamW(module.model.parameters(), lr=cfg.lr)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.cpu_threads)  # as training does (mumu.train)
     print(f"{len(samples)} samples, modalities {', '.join(s.name for s in data.specs)}, batch {cfg.batch_size}, "
           f"device {device}, {args.workers} loader workers, torch threads {torch.get_num_threads()}")
 
@@ -122,7 +131,28 @@ def main() -> None:
     cache_rate = totals["cache"][0] / totals["cache"][1]
     memory_rate = totals["memory"][0] / totals["memory"][1]
 
-    # 4. one epoch from raw files (decode + windowing in the loader; ResNet-50 in the step) vs one from the
+    # 4. the loader alone in the main process: every sample read from zarr once, then again from memory
+    dataset = data.make_dataset(samples, train=True)
+    started = time.perf_counter()
+    for i in range(len(dataset)):
+        dataset[i]
+    zarr_ms = 1000 * (time.perf_counter() - started) / len(dataset)
+    alone = make_loader(dataset, data.collate(), cfg.batch_size, shuffle=True, seed=0, num_workers=0)
+    started = time.perf_counter()
+    alone_n = sum(len(batch["label"]) for batch in alone)
+    alone_rate = alone_n / (time.perf_counter() - started)
+
+    # 5. the thread count training pins on the CPU, against one torch thread per core
+    threads = None
+    if device.type == "cpu":
+        threads = {}
+        for count in (cfg.cpu_threads, os.cpu_count() or 1):
+            torch.set_num_threads(count)
+            n, seconds, _ = train_epoch(module, optimizer, in_memory, device)
+            threads[count] = n / seconds
+        torch.set_num_threads(cfg.cpu_threads)
+
+    # 6. one epoch from raw files (decode + windowing in the loader; ResNet-50 in the step) vs one from the
     # cache, both loading in the main process so that neither includes worker start-up
     raw_cfg = resolve_config(None, **common, source="raw")
     raw_data = prepare_data(raw_cfg)
@@ -144,8 +174,13 @@ def main() -> None:
     print(f"training from the cache:      {cache_rate:8.1f} samples/s")
     print(f"training from memory:         {memory_rate:8.1f} samples/s")
     print(f"data-path efficiency:         {cache_rate / memory_rate:8.2f}  (cache / in-memory; target >= 0.9)")
-    print(f"  time waiting for the loader: {totals['cache'][2] / totals['cache'][1]:8.1%} of the cache epochs "
-          f"(1 - this = efficiency, insensitive to other load on the machine)")
+    print(f"  time waiting for a batch:    {totals['cache'][2] / totals['cache'][1]:8.1%} of the cache epochs")
+    print(f"loader alone, zarr reads:     {zarr_ms:8.1f} ms per sample (main process)")
+    print(f"loader alone, from memory:    {alone_rate:8.1f} samples/s (main process, batches collated)")
+    if threads:
+        cores = os.cpu_count() or 1
+        print(f"in-memory epoch, torch threads: {threads[cfg.cpu_threads]:.1f} samples/s at {cfg.cpu_threads} "
+              f"(training's), {threads[cores]:.1f} at {cores} ({threads[cfg.cpu_threads] / threads[cores]:.2f}x)")
     print(f"one epoch from raw files:     {raw_seconds:8.1f} s  ({raw_n / raw_seconds:.1f} samples/s)")
     print(f"one epoch from the cache:     {cache_seconds:8.1f} s  ({cache_n / cache_seconds:.1f} samples/s)")
     print(f"cache speed-up over raw:      {raw_seconds / cache_seconds:8.1f}x")

@@ -139,8 +139,8 @@ class CacheDataset(StepDataset):
         super().__init__(samples, modalities, max_steps, train, seed, transform, time_crop)
         self.cache_path = str(cache_path)
         self._cache = None  # opened lazily in each worker process: zarr handles are not fork-safe
-        # Samples already read stay in memory up to MEMO_BYTES: a zarr read costs ~20 ms per sample,
-        # more than a small sensor model's step, and every epoch reads the same samples again.
+        # Samples already read stay in memory up to MEMO_BYTES: a zarr read costs ~10 ms per sample on the
+        # demo (bench_train.py), more than a small sensor model's step, and every epoch reads them again.
         self._memo: dict[str, dict] = {}
         self._memo_bytes = 0
 

@@ -112,8 +112,8 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
     """
     run_dir = cfg.run_dir
     if cfg.accelerator == "cpu" or not torch.cuda.is_available():
-        # The model's small LSTMs and convs gain nothing from more intra-op threads, and on a busy
-        # machine two spinning OpenMP threads made a step ~10x slower than one (measured).
+        # cpu_threads (default 1): more threads help an idle machine a little (bench_train.py prints by how
+        # much), but runs side by side on few cores contend with their spinning OpenMP threads.
         torch.set_num_threads(cfg.cpu_threads)
         _warn_if_more_processes_than_cores(cfg)
     if _is_rank_zero():  # the DDP workers Lightning starts from here end with this process (cli.py)
