@@ -3,7 +3,7 @@
 # cache, seeds 0-3, with the weight average (ema_decay 0.9, the committed setting) and without it (0).
 #
 #   bash docs/results/demo_seeds.sh        # builds cache/demo.zarr first if needed (dvc repro extract);
-#                                          # 8 runs of ~1 min on a 2-core CPU, under runs/demo-seeds/
+#                                          # 8 runs, ~3.5 min in all on a 2-core CPU, under runs/demo-seeds/
 #
 # Interrupted, run it again: finished runs are kept.
 set -euo pipefail
