@@ -61,7 +61,9 @@ if TYPE_CHECKING:  # torch and torchvision load only where frames are encoded
 # extract-2 (2026-11-30): a broken sensor file is refused on its own instead of shortening the sample's other streams.
 # extract-3 (2026-12-02): MMAct orientation interpolated the short way round; a clocked span within a thousandth
 # of a step of whole steps counts as whole (UTD-MHAD's numbers are unchanged).
-CODE_VERSION = "extract-3"
+# extract-4 (2026-12-02): streams sampled faster than the grid are low-pass filtered before interpolation (MMAct's
+# 100 Hz accelerometers, UCSD-MIT); MMAct timestamps read as UTC, not the machine's zone (UTD-MHAD unchanged).
+CODE_VERSION = "extract-4"
 SCHEDULER_TIMEOUT_S = 60  # how long `--scheduler ADDRESS` waits for a dask scheduler to answer
 
 
@@ -618,9 +620,11 @@ def run_extract(samples: list[Sample], dataset: str, modalities: list[ModalitySp
         frames_done = [0]
 
         def progress(samples: int, frames: int) -> None:
-            frames_done[0] += frames
+            if frames:  # drawn with the bar's next update: a refresh per sample would flood a log
+                frames_done[0] += frames
+                bar.set_postfix_str(f"{frames_done[0] / max(bar.format_dict['elapsed'], 1e-9):.1f} frames/s",
+                                    refresh=False)
             bar.update(samples)
-            bar.set_postfix_str(f"{frames_done[0] / max(bar.format_dict['elapsed'], 1e-9):.1f} frames/s")
 
         try:
             if not todo:

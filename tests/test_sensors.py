@@ -197,3 +197,36 @@ def test_real_utd_mhad_length_ratio_varies_but_windows_follow_the_inertial_clock
         n = len(streams["inertial"].values)
         assert {k: v.shape[0] for k, v in aligned.items()} == {"inertial": n, "skeleton": n}
         assert cut_windows(aligned["inertial"], 5, 5).shape == (n // 5, 5, 6)
+
+
+def test_a_stream_faster_than_the_grid_folds_no_fast_content_into_it(tmp_path):
+    """MMAct's accelerometers run at 100 Hz, the grid at 50: a 30 Hz vibration must not come out as a 20 Hz
+    movement of full amplitude (it did), while a 5 Hz movement keeps its shape."""
+    t = np.arange(1000) / 100.0  # 10 s at 100 Hz
+    for tone_hz, kept in ((5.0, (0.95, 1.05)), (30.0, (0.0, 0.06))):
+        wave = np.sin(2 * np.pi * tone_hz * t)
+        write_mmact_csv(tmp_path / "acc.csv", T0, 100, np.stack([wave] * 3, 1))
+        aligned = align_streams({"acc": read_sensor("mmact", "acc_phone", tmp_path / "acc.csv", 3, 100)}, 50)["acc"]
+        middle = aligned[50:-50, 0]  # away from the ends, where a filter has less to go on
+        amplitude = np.sqrt(2) * middle.std()
+        assert kept[0] <= amplitude <= kept[1], (tone_hz, amplitude)
+    write_mmact_csv(tmp_path / "gyro.csv", T0, 50, np.stack([np.sin(2 * np.pi * 5 * t[:500])] * 3, 1))
+    gyro = read_sensor("mmact", "gyro", tmp_path / "gyro.csv", 3, 50)  # at the grid's rate: untouched
+    np.testing.assert_allclose(align_streams({"gyro": gyro}, 50)["gyro"], gyro.values, atol=1e-4)
+
+
+def test_mmact_clock_times_do_not_depend_on_the_machines_time_zone(tmp_path, monkeypatch):
+    """A clip recorded across a daylight-saving change of the machine's zone (Berlin, 2018-10-28 03:00) read as
+    local time had an hour's jump between two readings 0.1 s apart."""
+    import time
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        before_jump = datetime(2018, 10, 28, 2, 59, 59, 900000)
+        write_mmact_csv(tmp_path / "a.csv", before_jump, 10, np.zeros((3, 3)))
+        stream = read_mmact_csv(tmp_path / "a.csv", 10)
+        np.testing.assert_allclose(np.diff(stream.times), [0.1, 0.1], atol=1e-6)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
