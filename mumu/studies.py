@@ -33,8 +33,8 @@ MODEL_NAMES = {"b1": "B1 non-attention", "b2": "B2 unimodal attention (Keyless)"
 # --quick: short, small training runs (on top of params.yaml)
 QUICK = {"max_epochs": 3, "embed_dim": 32}
 QUICK_SEEDS = 2
-# fewer seeds per model: no significance verdict in the ablation table (ASO's asymptotic bound, with 2 scores a
-# model, called [4.8, 12.2] against [4.8, 4.8] significant at eps_min 0)
+# fewer seeds per model: no significance verdict in the ablation table (with 2 scores a model ASO calls
+# [4.8, 12.2] significantly better than [4.8, 4.8], eps_min 0.35)
 MIN_SEEDS_TESTED = 3
 
 
@@ -185,8 +185,8 @@ def run_ablation_study(study: Study, models: list[str], seeds: list[int]) -> str
              "comparisons. eps_min for every ordered pair is in results.json."
              + (f" Not tested with fewer than {MIN_SEEDS_TESTED} seeds per model: there the bound calls ties "
                 "significant." if not tested else "")
-             + (" With fewer than 5 seeds per model the asymptotic bound is optimistic: read the verdicts as "
-                "indicative." if tested and len(seeds) < 5 else "")]
+             + (" With fewer than 5 seeds per model, read the verdicts as indicative." if tested and len(seeds) < 5
+                else "")]
     results = {"seeds": seeds, "macro_f1": scores, "accuracy": accuracy,
                "significance": {"test": TEST_NAME, "eps_min": eps_min,
                                 "significantly_better_than": better if tested else None}}
