@@ -181,6 +181,27 @@ def test_quick_modalities_study_trains_each_group(params, tmp_path):
         assert result["macro_f1"] == json.loads((run_dir / "metrics.json").read_text())["macro_f1"]
 
 
+def test_the_modality_study_sets_the_papers_table_5_beside_its_rows(tmp_path, monkeypatch):
+    """On UTD-MHAD the study trains every subset of its modalities; the paper's Table 5 has three of them, and the
+    table gives the paper's number on exactly those rows (training replaced by fixed scores)."""
+    from mumu.studies import Study
+    from mumu.train import RunResult
+
+    def train(study, runs):
+        return {name: RunResult(tmp_path / name, {"macro_f1": 0.9, "accuracy": 0.9}, {}) for name in runs}
+
+    monkeypatch.setattr(Study, "train", train)
+    params = tmp_path / "p.yaml"
+    params.write_text("dataset: utd_mhad\nmodalities: rgb,depth,skeleton,inertial\n")
+    run_study("modalities", "--params", str(params), "--out", str(tmp_path / "out"))
+    results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    assert len(results) == 15
+    assert {name: r["paper_accuracy"] for name, r in results.items() if r["paper_accuracy"]} == {
+        "rgb+skeleton": 96.10, "rgb+skeleton+inertial": 97.44, "rgb+depth+skeleton+inertial": 97.60}
+    rows = (tmp_path / "out" / "table.md").read_text().splitlines()
+    assert "| rgb, skeleton | 90.0 | 90.0 | 96.10 |" in rows and "| depth | 90.0 | 90.0 | – |" in rows
+
+
 def test_unknown_model_is_a_clear_error(params, tmp_path):
     result = CliRunner().invoke(study_command, ["ablation", "--params", str(params), "--out", str(tmp_path),
                                                 "--models", "b9"])
