@@ -234,6 +234,8 @@ def test_the_noise_study_adapts_to_noisy_subjects_as_the_params_file_says(utd_ro
         run_study("noise", "--params", str(params), "--out", str(tmp_path / "study"), "--models", "b2")
         results = json.loads((tmp_path / "study" / "results.json").read_text())
         assert results["noise"]["adapt_by_condition"] is by_condition
+        assert ("per pattern of silent streams" if by_condition else "over all its samples") \
+            in (tmp_path / "study" / "table.md").read_text()  # the table says how its noisy columns were adapted
         scores[by_condition] = results["results"]["b2"]["noisy"]["accuracy"]
         evaluated, _, _, _ = evaluate_run(tmp_path / "study" / "runs" / "b2", tmp_path / f"eval-{by_condition}",
                                           tsne_samples=20, adapt_by_condition=by_condition)
