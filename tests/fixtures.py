@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import scipy.io
@@ -43,7 +44,7 @@ class TinyUTD:
     and inertial extracted at one sensor step per window."""
     root: Path
     cache: Path
-    extract = {"sensor_window": 1, "sensor_stride": 1, "sensor_rate_hz": 50, "weights": "random"}
+    extract: ClassVar[dict] = {"sensor_window": 1, "sensor_stride": 1, "sensor_rate_hz": 50, "weights": "random"}
 
     def config(self, out: Path, **overrides):
         """A small LOSO training config on this data (3 folds)."""
