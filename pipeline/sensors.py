@@ -17,14 +17,14 @@ Common time base (`align_streams`), the documented rule:
    frequency (`ANTI_ALIAS_CUTOFF`), so that faster content does not fold back into the grid's band (a 30 Hz
    tone read at 50 Hz would show as a 20 Hz one).
 
-Missing values: rows that fail to parse and NaN/inf values are dropped per channel before
-interpolation (so gaps are bridged linearly, however long: a sensor that samples more slowly than nominal
-is sparse, not broken; each stream's share of absent samples is recorded as its `missing_fraction`);
-a channel without a single finite value
-becomes zeros; a stream with no finite value at all, more than half of its rows missing or unreadable
-(`MAX_UNREADABLE_FRACTION`), an empty file or one shorter than a window is an error (`SensorError`) that the
-extractor records against that stream's file and treats as a missing modality. A clocked stream whose file
-covers less than one window is refused before the interval is set, so that it cannot shorten the others.
+Missing values: rows that fail to parse and NaN/inf values are dropped per channel before interpolation
+(so gaps are bridged linearly, however long: a sensor that samples more slowly than nominal is sparse,
+not broken; each stream's share of absent samples is recorded as its `missing_fraction`); a channel
+without a single finite value becomes zeros; a stream with no finite value at all, more than half of its
+rows missing or unreadable (`MAX_UNREADABLE_FRACTION`), an empty file or one shorter than a window is an
+error (`SensorError`) that the extractor records against that stream's file and treats as a missing
+modality. A clocked stream whose file covers less than one window is refused before the interval is set,
+so that it cannot shorten the others.
 Windows (`cut_windows`): non-overlapping by default, window 5 / stride 5, trailing remainder dropped.
 """
 from __future__ import annotations
