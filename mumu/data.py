@@ -174,9 +174,9 @@ class RawDataset(StepDataset):
     (`pipeline.extract.load_raw_sample`); visual modalities come out as uint8 frames (S, H, W, 3) for
     the backbone in the model step.
 
-    The sensor time base is the interval all of the sample's sensor streams cover, so all of the
-    dataset's sensor modalities are read even when only some are trained on (as extraction does);
-    only the selected visual modalities are decoded.
+    The sensor time base is the interval all of the sample's sensor streams cover, whichever of them are
+    trained on (`load_raw_sample` reads them all, as extraction does); only the selected visual modalities
+    are decoded.
 
     A selected modality whose file cannot be used is missing from the sample, as in a cache; with
     `problems_dir`, the reasons are written there once per sample (<sample_id>.json: {modality: reason}),
@@ -195,12 +195,11 @@ class RawDataset(StepDataset):
         from pipeline.modalities import dataset_modalities
 
         selected = {spec.stored_as for spec in self.modalities}
-        to_load = [s for s in dataset_modalities(sample.dataset) if s.name in selected or not s.visual]
-        raw = load_raw_sample(sample, to_load, self.settings)
-        problems = {name: reason for name, reason in raw.problems.items() if name in selected}
-        record = self.problems_dir / f"{sample.sample_id}.json" if self.problems_dir and problems else None
+        raw = load_raw_sample(sample, [s for s in dataset_modalities(sample.dataset) if s.name in selected],
+                              self.settings)
+        record = self.problems_dir / f"{sample.sample_id}.json" if self.problems_dir and raw.problems else None
         if record is not None and not record.exists():
-            write_json(record, problems, shared=True)  # loader workers and DDP ranks may meet the same sample
+            write_json(record, raw.problems, shared=True)  # loader workers and DDP ranks may meet the same sample
         # visual uint8 frames (S, H, W, 3); sensor (S, W, C) float32
         return self.take_steps(raw.inputs, choose)
 

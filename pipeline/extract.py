@@ -63,7 +63,9 @@ if TYPE_CHECKING:  # torch and torchvision load only where frames are encoded
 # of a step of whole steps counts as whole (UTD-MHAD's numbers are unchanged).
 # extract-4 (2026-12-02): streams sampled faster than the grid are low-pass filtered before interpolation (MMAct's
 # 100 Hz accelerometers, UCSD-MIT); MMAct timestamps read as UTC, not the machine's zone (UTD-MHAD unchanged).
-CODE_VERSION = "extract-4"
+# extract-5 (2026-12-02): the sensor time base is set by all of a sample's sensor streams, also when only some are
+# extracted (a cache of some sensors then matches training from raw files); caches of all sensors are unchanged.
+CODE_VERSION = "extract-5"
 SCHEDULER_TIMEOUT_S = 60  # how long `--scheduler ADDRESS` waits for a dask scheduler to answer
 
 
@@ -115,10 +117,11 @@ def load_raw_sample(sample: Sample, modalities: list[ModalitySpec], settings: Ex
     """Decode and window one sample exactly as extraction does.
 
     Visual modalities -> uint8 (S, image_size, image_size, 3), every ``frame_stride``-th frame;
-    sensor modalities -> float32 (S, sensor_window, J*A) on the common time base. A modality with
-    no file in the index is None; one whose file cannot be used is None with a reason in
-    ``problems``. ``decoder`` (a `DecodeWorker`) adds the kill-on-timeout guard; without it,
-    decoding runs in this process.
+    sensor modalities -> float32 (S, sensor_window, J*A) on the common time base: the interval all of the
+    sample's sensor streams cover, every sensor of the dataset read for it whichever of them ``modalities``
+    holds, so that a modality's steps do not depend on which others are extracted or trained on. A modality
+    with no file in the index is None; one whose file cannot be used is None with a reason in ``problems``.
+    ``decoder`` (a `DecodeWorker`) adds the kill-on-timeout guard; without it, decoding runs in this process.
     """
     inputs: dict[str, np.ndarray | None] = {}
     problems: dict[str, str] = {}
@@ -137,7 +140,7 @@ def load_raw_sample(sample: Sample, modalities: list[ModalitySpec], settings: Ex
             retry = retry or isinstance(e, RetryableDecodeError)
     streams, missing_fraction = {}, {}
     one_window_s = (settings.sensor_window - 1) / settings.sensor_rate_hz  # the shortest span that gives a window
-    for spec in modalities:
+    for spec in DATASET_MODALITIES[sample.dataset]:
         path = sample.paths.get(spec.name)
         if spec.visual or not path:
             continue
@@ -161,7 +164,9 @@ def load_raw_sample(sample: Sample, modalities: list[ModalitySpec], settings: Ex
             inputs[name] = cut_windows(series, settings.sensor_window, settings.sensor_stride)  # (S, W, C)
         except SensorError as e:
             problems[name] = f"{sample.paths[name]}: {e} in the time all of the sample's streams cover"
-    missing_fraction = {name: f for name, f in missing_fraction.items() if name not in problems}  # streams kept
+    wanted = {spec.name for spec in modalities}  # the other sensors served the time base only
+    problems = {name: why for name, why in problems.items() if name in wanted}
+    missing_fraction = {name: f for name, f in missing_fraction.items() if name in wanted and name not in problems}
     return RawSample(sample, {spec.name: inputs.get(spec.name) for spec in modalities}, problems, missing_fraction,
                      retry)
 
