@@ -120,13 +120,15 @@ def infer_conditions(run: LoadedRun, conditions: dict[str, str | None], noise: s
     tested = run.samples("test")
     if not tested:
         raise MumuError(f"{run.run_dir}: the test set is empty")
-    if noise == "mean" and run.module.raw_visual and any(s.visual for s in run.data.specs) \
-            and any(c is not None for c in conditions.values()):
-        raise MumuError(f"{run.run_dir} reads raw frames; noise 'mean' sets cached features to their training "
-                        "mean, so it needs a run trained from the cache (--from-cache)")
     fills = {spec.name: getattr(run.module, f"mean_{spec.name}") for spec in run.data.specs}  # noise "mean"
     generators = {name: torch.Generator().manual_seed(seed) for name in conditions}
     rows = {name: _Rows() for name in conditions}
+
+    @torch.no_grad()
+    def as_features(batch: dict) -> dict:
+        """A run trained from raw files has its frames turned into features first (once for every condition):
+        noise corrupts features, as on a cache, not pixels (black frames are no zero features)."""
+        return {**batch, "x": {k: v.cpu() for k, v in run.module.features(batch).items()}}
 
     def corrupted(batch: dict, name: str) -> dict:
         corrupt = conditions[name]
@@ -138,9 +140,9 @@ def infer_conditions(run: LoadedRun, conditions: dict[str, str | None], noise: s
 
     adapt = run.config.adapt_bn
     if adapt:  # BatchNorm adapts to a whole subject: read one subject at a time
-        units = (list(run.data.loader(samples)) for samples in by_subject(tested))
+        units = ([as_features(batch) for batch in run.data.loader(samples)] for samples in by_subject(tested))
     else:  # predictions are per sample: one batch at a time
-        units = ([batch] for batch in run.data.loader(tested))
+        units = ([as_features(batch)] for batch in run.data.loader(tested))
     for batches in units:
         for name in conditions:
             inputs = [corrupted(batch, name) for batch in batches]

@@ -83,12 +83,14 @@ class MumuModule(pl.LightningModule):
 
     # ---- inputs
     def features(self, batch: dict) -> dict[str, torch.Tensor]:
-        """The batch's inputs as the cache stores them: visual (B, S, 2048), sensor (B, S, W, C)."""
+        """The batch's inputs as the cache stores them: visual (B, S, 2048), sensor (B, S, W, C). Frames (uint8,
+        raw_visual) go through the frozen backbone; features (float: a cache's, or frames already turned into
+        features, as evaluate does before it corrupts them) pass as they are."""
         if not self.raw_visual:
             return batch["x"]
         x = dict(batch["x"])
         for name, spec in self.specs.items():
-            if spec.visual:
+            if spec.visual and x[name].dtype == torch.uint8:
                 x[name] = self._frames_to_features(x[name], batch["lengths"][name])
         return x
 

@@ -103,8 +103,6 @@ def corrupt_tensor(
         std = clean.std(dim=0, keepdim=True, unbiased=False) if n > 1 else clean.std(unbiased=False)
         noise = torch.randn(clean.shape, generator=generator).to(x.device) * std
         noisy = (1 - level) * clean + level * noise
-        if not x.dtype.is_floating_point:  # raw frames (uint8): noisy pixels saturate instead of wrapping round
-            noisy = noisy.round().clamp(torch.iinfo(x.dtype).min, torch.iinfo(x.dtype).max)
         out[b, :n] = noisy.to(x.dtype)
     return out
 

@@ -162,6 +162,26 @@ def test_raw_path_gives_the_cache_inputs_and_logits(tiny_demo):
         torch.testing.assert_close(raw_module(raw_batch).logits, module(cache_batch).logits, rtol=1e-3, atol=1e-3)
 
 
+def test_noise_hits_a_raw_runs_features_as_it_hits_a_cache_runs(tiny_demo, tmp_path):
+    """The noise study corrupts features. A run trained from raw files had its frames corrupted instead: dropped
+    frames are black images, whose ResNet-50 features are not zero, so the same model scored otherwise."""
+    from mumu.evaluate import infer
+    from mumu.module import MumuModule
+    from mumu.rundata import prepare_data
+    from mumu.rundir import LoadedRun
+
+    cached, raw = (prepare_data(tiny_demo.config(source=source)) for source in ("cache", "raw"))
+    torch.manual_seed(0)
+    modules = [MumuModule(tiny_demo.config().to_dict(), [vars(s) for s in cached.specs], cached.activity_names,
+                          cached.group_names, raw_visual=raw_visual).eval() for raw_visual in (False, True)]
+    modules[1].load_state_dict(modules[0].state_dict())
+    split = {"train": [], "val": [], "test": [s.sample_id for s in cached.samples if s.subject == 2][:4]}
+    for noise in ("drop", "mean"):  # "mean" was refused for raw runs: it sets features, not pixels
+        cache_run, raw_run = (infer(LoadedRun(module, data.cfg, data, split, tmp_path), "visual", noise)
+                              for module, data in zip(modules, (cached, raw)))
+        np.testing.assert_allclose(raw_run.fused, cache_run.fused, rtol=1e-3, atol=1e-3)
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input: one clear line naming the problem
 
