@@ -48,10 +48,13 @@ def step_indices(n: int, length: int, rng: np.random.Generator | None,
                  span: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
     """Which of n steps to keep (ascending), at most `length`, spread over the `span` fraction of the sample.
 
-    rng None: the centre of each of `length` equal bins (evaluation); else one random step per bin."""
-    if n <= length:
-        return np.arange(n)
-    edges = np.linspace(span[0] * n, span[1] * n, length + 1)  # S equal bins over the span
+    rng None: the centre of each of `length` equal bins (evaluation); else one random step per bin. A span that
+    holds no more than `length` steps is kept whole: every step in it."""
+    low, high = span[0] * n, span[1] * n
+    if high - low <= length:  # also a short sample's crop: the same share of it as of the others
+        first = min(int(np.floor(low)), n - 1)
+        return np.arange(first, max(min(int(np.ceil(high)), n), first + 1))
+    edges = np.linspace(low, high, length + 1)  # S equal bins over the span
     if rng is None:
         return np.floor((edges[:-1] + edges[1:]) / 2).astype(np.int64)
     return np.floor(edges[:-1] + rng.random(length) * (edges[1:] - edges[:-1])).astype(np.int64)

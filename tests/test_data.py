@@ -21,6 +21,10 @@ def test_step_indices_uniform_at_eval_jittered_in_training():
     assert (draws // 2 == np.arange(5)).all()  # one step from each bin ...
     assert len({tuple(d) for d in draws}) > 1  # ... at random positions inside it
     assert step_indices(10, 5, None, span=(0.2, 0.8)).tolist() == [2, 3, 5, 6, 7]  # bins over steps 2-8 only
+    # a stream with fewer steps than kept is cropped too: every modality shares the crop (12 segments of video
+    # beside 100 sensor steps, the middle half of each)
+    assert step_indices(12, 32, None, span=(0.25, 0.75)).tolist() == [3, 4, 5, 6, 7, 8]
+    assert step_indices(100, 64, None, span=(0.25, 0.75))[[0, -1]].tolist() == [25, 74]
 
 
 def test_time_crop_gives_every_modality_the_same_steps_of_one_random_crop_and_none_jitters_each(tiny_demo):
