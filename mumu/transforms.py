@@ -94,7 +94,10 @@ class SensorTransform:
                 scale = skeleton.get("scale_joints")
                 frame = SkeletonFrame(skeleton["modality"], int(skeleton["centre_joint"]),
                                       tuple(int(j) for j in scale) if scale else None)
-            return cls(frame, Augment(**(params.get("augment") or {})))
+            augment = Augment(**(params.get("augment") or {}))
+            if augment.rotate_deg and frame is None:  # it rotates the skeleton the frame names: nothing without it
+                raise ValueError("augment.rotate_deg rotates the skeleton that a skeleton: block names; there is none")
+            return cls(frame, augment)
         except (KeyError, TypeError, ValueError) as e:
             raise MumuError(f"train.transforms: {type(e).__name__}: {e} (keys: skeleton {{modality, centre_joint, "
                             "scale_joints}, augment {rotate_deg, scale, jitter})") from None

@@ -107,6 +107,8 @@ def test_bad_settings_are_clear_errors():
         SensorTransform.from_params({"augment": {"rotation": 5}})
     with pytest.raises(MumuError, match="unknown key"):
         SensorTransform.from_params({"normalise": True})
+    with pytest.raises(MumuError, match="rotate_deg rotates the skeleton that a skeleton: block names"):
+        SensorTransform.from_params({"augment": {"rotate_deg": 45}})  # was accepted, and rotated nothing
 
 
 def test_the_data_module_applies_the_transform_per_epoch_and_sample():
