@@ -26,6 +26,7 @@ train:
   lr: 0.003
   beta_aux: 0.5
   transforms:
+    skeleton: {modality: skeleton, centre_joint: 3}
     augment: {rotate_deg: 15, scale: 0.15}
 evaluate:
   noise_level: 1.0
@@ -45,7 +46,8 @@ def test_a_variant_holds_only_its_changes_and_every_reader_sees_the_merged_setti
     cfg = resolve_config(variant)
     assert (cfg.dataset, cfg.protocol, cfg.modalities) == ("utd_mhad", "loso", "skeleton")
     assert (cfg.lr, cfg.beta_aux) == (0.003, 0.1)
-    assert cfg.transforms == {"augment": {"rotate_deg": 15, "scale": 0.3}}  # nested keys merge one by one
+    assert cfg.transforms == {"skeleton": {"modality": "skeleton", "centre_joint": 3},  # nested keys merge one by one
+                              "augment": {"rotate_deg": 15, "scale": 0.3}}
     assert (cfg.extract.image_size, cfg.extract.sensor_rate_hz) == (64, 50)
     assert params_defaults(variant) == {"dataset": "utd_mhad", "modalities": "skeleton", "image_size": 64,
                                         "sensor_rate_hz": 50}
