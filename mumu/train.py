@@ -79,7 +79,7 @@ NORM_SAMPLES = 256  # training samples that estimate the input standardisation
 
 # Lightning's lines that say nothing about the run, once per fold: an advert, a note on its own internals, and a
 # deprecation inside Lightning's code (pinned versions; not ours to mend)
-LIGHTNING_CHATTER = ("litlogger", "to estimate number of stepping batches")
+LIGHTNING_CHATTER = ("litlogger", "litmodels", "to estimate number of stepping batches")
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
     lambda record: not any(text in record.getMessage() for text in LIGHTNING_CHATTER))
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
@@ -111,6 +111,8 @@ def train_once(cfg: TrainConfig, *, resume: str | None = None, overwrite: bool =
     holding other settings then suggests.
     """
     run_dir = cfg.run_dir
+    # on a resume the CSV logger warns that the earlier log "will be deleted": _trainer_options moves it aside
+    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
     if cfg.accelerator == "cpu" or not torch.cuda.is_available():
         # cpu_threads (default 1): more threads help an idle machine a little (bench_train.py prints by how
         # much), but runs side by side on few cores contend with their spinning OpenMP threads.
