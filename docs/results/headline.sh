@@ -8,6 +8,7 @@
 #   bash docs/results/headline.sh        # all of it: 40 LOSO runs (~6 min each, two side by side on a
 #                                         # 2-core CPU: ~2 h) and 40 odd_even runs (~1 min each)
 #   SEEDS="0 1 2" JOBS=1 bash docs/results/headline.sh
+#   DATA_ROOT=/data/utd_mhad bash docs/results/headline.sh   # the dataset elsewhere than ../shared/data/utd_mhad
 #
 # Interrupted, run it again: finished folds are kept, an unfinished one resumes from its last checkpoint.
 set -euo pipefail

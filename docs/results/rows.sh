@@ -7,7 +7,9 @@
 #   PARAMS           the params file `cli.py evaluate` reads
 #   EVALS            the noise studies: drop mean [shift25 shift50]
 #   JOBS             training runs side by side (default 2)
+#   DATA_ROOT        the real UTD-MHAD (default ../shared/data/utd_mhad, beside the project)
 JOBS=${JOBS:-2}
+DATA_ROOT=${DATA_ROOT:-../shared/data/utd_mhad}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # one thread per run: runs side by side do not fight for cores
 MODELS=(mumu b1 b2 b3)
 PROTOCOLS=(odd_even loso)  # odd_even first: ~1-2 min per run
@@ -16,7 +18,7 @@ extract_cache() {  # cache modalities [extract options]: the real UTD-MHAD's fea
   local cache=$1 modalities=$2
   shift 2
   if [ ! -f cache/utd_mhad/index.csv ]; then
-    python cli.py index --dataset utd_mhad --data-root ../shared/data/utd_mhad --out cache/utd_mhad/index.csv
+    python cli.py index --dataset utd_mhad --data-root "$DATA_ROOT" --out cache/utd_mhad/index.csv
   fi
   python cli.py extract --dataset utd_mhad --index cache/utd_mhad/index.csv --cache "$cache" --modalities "$modalities" \
     --sensor-rate 50 --sensor-window 1 --sensor-stride 1 --workers 0 --rebuild-if-changed "$@"
