@@ -297,6 +297,8 @@ def finished_run_folds(run_dir: Path) -> list[str | None]:
     from mumu.config import load_config
     from mumu.rundir import run_splits
 
+    if not run_dir.exists():
+        raise MumuError(f"{run_dir} does not exist; evaluate reads a training run (`python cli.py train --out DIR`)")
     if not (run_dir / "config.yaml").is_file():
         raise MumuError(f"{run_dir} is not a training run directory (no config.yaml); "
                         f"run `python cli.py train --out {run_dir}` first")

@@ -192,6 +192,8 @@ def test_not_a_run_directory_is_one_clear_line(tmp_path):
     assert not (tmp_path / "eval").exists()  # refused before anything was written
     assert str(tmp_path) in result.output
     assert result.exit_code == 2  # a user error (MumuError): its message, no traceback
+    result = CliRunner().invoke(evaluate_command, [str(tmp_path / "typo"), "--params", "none"])
+    assert result.exit_code == 2 and f"{tmp_path / 'typo'} does not exist" in result.output, result.output
 
 
 def test_a_run_that_has_not_written_a_split_yet_is_one_clear_line(trained_run, tmp_path):
