@@ -389,7 +389,7 @@ def evaluate_run(run_dir: str | Path, out: str | Path | None = None, noise: str 
 
 
 def _fold_mean(per_fold: list[dict[str, Inference]]) -> dict[str, float]:
-    """Mean and std over folds of the clean macro-F1 and accuracy."""
+    """Mean and (population) std over folds of the clean macro-F1 and accuracy."""
     scores = [headline_metrics(f["clean"].labels, f["clean"].preds) for f in per_fold]
     summary = {}
     for name in ("macro_f1", "accuracy"):
@@ -517,7 +517,8 @@ def summary(metrics: dict, per_class: list[dict], per_subject: list[dict], out_d
         lines[-1] += f", group accuracy {100 * metrics['group_accuracy']:.1f} %"
     if "fold_mean" in metrics:
         m = metrics["fold_mean"]
-        lines.append(f"  mean ± std over folds: macro-F1 {100 * m['macro_f1']:.1f} ± {100 * m['macro_f1_std']:.1f} %,"
+        lines.append(f"  mean ± std (population) over folds: macro-F1 {100 * m['macro_f1']:.1f} ± "
+                     f"{100 * m['macro_f1_std']:.1f} %,"
                      f" accuracy {100 * m['accuracy']:.1f} ± {100 * m['accuracy_std']:.1f} %")
     how = f"({noise['mode']} {noise['level']:g}, p=0.5 per sample)"
     lines += [f"  noisy, random group  {pct(metrics['noisy'])}   {how}",

@@ -1101,6 +1101,7 @@ def test_loso_tests_each_subject_once_pools_the_folds_resumes_a_missing_one_and_
     assert result.exit_code == 0, result.output
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert evaluated["folds"] == 3 and evaluated["n_samples"] == 35
+    assert "mean ± std (population) over folds" in result.output  # which std the summary line gives
     pooled = sum(r["label"] == r["pred"] for r in read_predictions(run)) / len(rows)
     assert evaluated["accuracy"] == pytest.approx(pooled)  # the clean pass pools the folds' predictions
 
