@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -41,7 +40,7 @@ from mumu.adapt import by_subject, predict_by_subject, split_by_condition
 from mumu.noise import check_noise, corrupt_batch, split_groups
 from mumu.noise_modes import LEVEL_HELP, NOISE_HELP, NOISE_MODES
 from pipeline.errors import MumuError
-from pipeline.files import replaced_whole, write_json
+from pipeline.files import read_json, replaced_whole, write_json
 from pipeline.params import DEFAULT_PARAMS, check_types, read_params, reject_unknown
 
 if TYPE_CHECKING:  # mumu.rundir loads Lightning: imported where a run is loaded
@@ -309,11 +308,11 @@ def finished_run_folds(run_dir: Path) -> list[str | None]:
         raise MumuError(f"{run_dir} has not finished training ({missing}); rerun its `python cli.py train "
                         f"--out {run_dir}` to finish it, then evaluate")
     if folds != [None]:  # scoring the folds that are left would pass for the whole run
-        try:
-            trained = json.loads((run_dir / "metrics.json").read_text()).get("folds", {})
-        except (OSError, ValueError, AttributeError) as e:
-            raise MumuError(f"{run_dir / 'metrics.json'}: cannot be read ({e}); rerun its `python cli.py train "
-                            f"--out {run_dir}`") from None
+        cure = f"rerun its `python cli.py train --out {run_dir}`"
+        recorded = read_json(run_dir / "metrics.json", cure)
+        if not isinstance(recorded, dict):
+            raise MumuError(f"{run_dir / 'metrics.json'}: cannot be read (not a JSON object); {cure}")
+        trained = recorded.get("folds", {})
         lost = sorted(set(trained) - set(folds))
         if lost:
             raise MumuError(f"{run_dir}: {len(lost)} of its {len(trained)} folds have no folder with split.json "
